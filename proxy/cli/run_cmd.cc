@@ -1,0 +1,64 @@
+#include <spdlog/spdlog.h>
+
+#include <iostream>
+
+#include "proxy/cli/commands.h"
+#include "proxy/observe/log.h"
+#include "proxy/runtime_state.h"
+#include "proxy/server.h"
+
+namespace sidecrypt::proxy::cli {
+
+namespace {
+
+void printErrors(const std::vector<std::string>& errors) {
+  for (const auto& e : errors) {
+    std::cerr << e << "\n";
+  }
+  std::cerr << errors.size() << (errors.size() == 1 ? " error\n" : " errors\n");
+}
+
+}  // namespace
+
+int runProxy(const std::filesystem::path& config) {
+  auto built = buildRuntimeState(config, /*create_keyrings=*/true);
+  if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
+    printErrors(*errs);
+    return 2;
+  }
+  auto state = std::get<RuntimeStatePtr>(std::move(built));
+  setupLogging(state->config.log);
+  Server server(config, std::move(state));
+  return server.run();
+}
+
+int checkConfig(const std::filesystem::path& config) {
+  // Validates everything a start would, but creates nothing (a missing keyring file that
+  // gossip.encrypt would create is reported as such, not written).
+  auto built = buildRuntimeState(config, /*create_keyrings=*/false);
+  if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
+    printErrors(*errs);
+    return 2;
+  }
+  const auto& state = *std::get<RuntimeStatePtr>(built);
+  for (const auto& w : state.notices) {
+    std::cout << "warning: " << w << "\n";
+  }
+  auto ring = [](const char* name, const filters::keyring::KeySetConstSharedPtr& keys,
+                 const std::filesystem::path& file) {
+    if (keys) {
+      std::cout << name << " keyring " << file.string() << ": " << keys->size()
+                << " key(s), primary " << keys->fingerprint(0) << "\n";
+    }
+  };
+  ring("lan", state.lan_keys, state.config.gossip.keyring_file);
+  ring("wan", state.wan_keys, state.config.gossip.wan_keyring_file);
+  for (const auto& p : state.config.intercept.ports) {
+    std::cout << "intercept " << p.name << ": port " << p.port << " " << toString(p.transport)
+              << " (" << toString(p.protocol) << ")\n";
+  }
+  std::cout << config.string() << ": configuration ok\n";
+  return 0;
+}
+
+}  // namespace sidecrypt::proxy::cli

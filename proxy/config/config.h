@@ -1,0 +1,103 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "filters/common/secret_bytes.h"
+
+namespace sidecrypt::proxy {
+
+// Where a value came from, for messages like "proxy.toml:12:3: gossip.encrypt: ...".
+struct SourceRef {
+  std::string file;
+  uint32_t line = 0;
+  uint32_t column = 0;
+  std::string key;  // dotted path, e.g. "gossip.encrypt"
+};
+
+enum class Profile : uint8_t { Consul, Serf, Custom };
+enum class InterceptMode : uint8_t { Tproxy, Redirect };
+enum class PortProtocol : uint8_t { Gossip, Rpc };
+enum class Transport : uint8_t { Udp, Tcp, Both };
+enum class GossipPool : uint8_t { Lan, Wan };
+enum class TlsVersion : uint8_t { Tls10, Tls11, Tls12, Tls13 };
+enum class LogFormat : uint8_t { Text, Json };
+
+struct AgentConfig {
+  Profile profile = Profile::Consul;
+  bool server = false;  // Consul's `server`: fronting a server (inbound RPC, WAN pool)
+  std::string node_name;
+  std::string datacenter = "dc1";
+  std::string domain = "consul";
+  std::filesystem::path data_dir = "/var/lib/sidecrypt";
+};
+
+struct GossipConfig {
+  // The key from `encrypt`, decoded into locked memory; the text in the parsed TOML is wiped.
+  std::shared_ptr<const filters::SecretBytes> encrypt;
+  bool encrypt_verify_incoming = true;  // Consul's defaults
+  bool encrypt_verify_outgoing = true;
+  std::filesystem::path keyring_file;      // LAN; default <data_dir>/serf/local.keyring
+  std::filesystem::path wan_keyring_file;  // WAN (servers); default <data_dir>/serf/remote.keyring
+  std::string label;                       // memberlist label (HEAD); empty as in Consul CE
+};
+
+struct TlsConfig {
+  std::filesystem::path ca_file;
+  std::filesystem::path ca_path;
+  std::filesystem::path cert_file;
+  std::filesystem::path key_file;
+  bool verify_incoming = false;  // Consul's defaults; a warning says what this accepts
+  bool verify_outgoing = false;
+  bool verify_server_hostname = false;
+  TlsVersion tls_min_version = TlsVersion::Tls12;
+  std::vector<std::string> tls_cipher_suites;  // IANA names as Consul spells them
+  uint32_t rpc_handshake_timeout_ms = 5000;    // Consul limits.rpc_handshake_timeout
+  uint32_t rpc_max_conns_per_client = 100;     // Consul limits.rpc_max_conns_per_client
+};
+
+struct PortSpec {
+  uint16_t port = 0;
+  PortProtocol protocol = PortProtocol::Gossip;
+  Transport transport = Transport::Both;
+  GossipPool pool = GossipPool::Lan;
+  std::string name;  // "serf_lan", "rpc", ...
+};
+
+struct InterceptConfig {
+  InterceptMode mode = InterceptMode::Tproxy;
+  bool install_rules = false;  // `sidecrypt run` installs (and on exit handles) its own rules
+  std::vector<PortSpec> ports;  // filled from the profile unless given explicitly
+};
+
+struct AdminConfig {
+  std::string listen = "127.0.0.1:9920";
+  bool unsafe_allow_remote = false;
+};
+
+struct LogConfig {
+  std::string level = "info";  // trace|debug|info|warn|error|critical|off
+  LogFormat format = LogFormat::Text;
+};
+
+struct Config {
+  std::filesystem::path source;
+  AgentConfig agent;
+  GossipConfig gossip;
+  TlsConfig tls;
+  InterceptConfig intercept;
+  AdminConfig admin;
+  LogConfig log;
+  // Settings that are legal but weaken a safe default; logged at startup and by check-config.
+  std::vector<std::string> warnings;
+};
+
+const char* toString(TlsVersion v);
+const char* toString(Transport t);
+const char* toString(PortProtocol p);
+
+}  // namespace sidecrypt::proxy

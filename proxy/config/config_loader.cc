@@ -1,0 +1,734 @@
+#include "proxy/config/config_loader.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <sodium.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <toml++/toml.h>
+
+#include "filters/keyring/keyring_codec.h"
+#include "proxy/config/did_you_mean.h"
+
+namespace sidecrypt::proxy {
+
+std::string ConfigError::format() const {
+  std::string out = where.file;
+  if (where.line != 0) {
+    out += ":" + std::to_string(where.line) + ":" + std::to_string(where.column);
+  }
+  out += ": ";
+  if (!where.key.empty()) {
+    out += where.key + ": ";
+  }
+  return out + message;
+}
+
+const char* toString(TlsVersion v) {
+  switch (v) {
+    case TlsVersion::Tls10:
+      return "TLSv1_0";
+    case TlsVersion::Tls11:
+      return "TLSv1_1";
+    case TlsVersion::Tls12:
+      return "TLSv1_2";
+    case TlsVersion::Tls13:
+      return "TLSv1_3";
+  }
+  return "?";
+}
+
+const char* toString(Transport t) {
+  switch (t) {
+    case Transport::Udp:
+      return "udp";
+    case Transport::Tcp:
+      return "tcp";
+    case Transport::Both:
+      return "udp+tcp";
+  }
+  return "?";
+}
+
+const char* toString(PortProtocol p) { return p == PortProtocol::Gossip ? "gossip" : "rpc"; }
+
+namespace {
+
+// The cipher suites Consul accepts for tls_cipher_suites (consul-rpc-tls.md §2.2).
+constexpr std::string_view kCipherSuites[] = {
+    "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",       "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",       "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+    "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256", "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+    "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",          "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+    "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",          "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+};
+
+struct Section {
+  std::string_view name;
+  std::vector<std::string_view> keys;
+};
+
+const std::vector<Section>& schema() {
+  static const std::vector<Section> kSchema = {
+      {"agent", {"profile", "server", "node_name", "datacenter", "domain", "data_dir"}},
+      {"gossip",
+       {"encrypt", "encrypt_verify_incoming", "encrypt_verify_outgoing", "keyring_file",
+        "wan_keyring_file", "label"}},
+      {"tls",
+       {"ca_file", "ca_path", "cert_file", "key_file", "verify_incoming", "verify_outgoing",
+        "verify_server_hostname", "tls_min_version", "tls_cipher_suites", "rpc_handshake_timeout",
+        "rpc_max_conns_per_client"}},
+      {"intercept", {"mode", "install_rules", "port"}},
+      {"admin", {"listen", "unsafe_allow_remote"}},
+      {"log", {"level", "format"}},
+  };
+  return kSchema;
+}
+
+const std::vector<std::string_view> kPortKeys = {"port", "protocol", "transport", "pool", "name"};
+
+class Loader {
+ public:
+  explicit Loader(std::string file) : file_(std::move(file)) {}
+
+  std::vector<ConfigError> errors;
+  Config cfg;
+
+  // An error about a combination of settings, placed at the first of `keys` that the file has
+  // (or at the section of the first key when none is set).
+  void crossError(std::initializer_list<std::string_view> keys, std::string msg) {
+    for (auto k : keys) {
+      auto it = positions_.find(std::string(k));
+      if (it != positions_.end()) {
+        error(it->second, std::string(k), std::move(msg));
+        return;
+      }
+    }
+    std::string first(*keys.begin());
+    auto sec = positions_.find(first.substr(0, first.find('.')));
+    errors.push_back({{file_, sec == positions_.end() ? 0 : sec->second.begin.line,
+                       sec == positions_.end() ? 0 : sec->second.begin.column, first},
+                      std::move(msg)});
+  }
+
+  void error(const toml::source_region& at, const std::string& key, std::string msg) {
+    errors.push_back({{file_, at.begin.line, at.begin.column, key}, std::move(msg)});
+  }
+  void error(const toml::node& at, const std::string& key, std::string msg) {
+    error(at.source(), key, std::move(msg));
+  }
+
+  // Reports keys not in `known`, with a suggestion where one is close.
+  void checkKeys(const toml::table& tbl, const std::string& prefix,
+                 const std::vector<std::string_view>& known) {
+    for (auto&& [k, v] : tbl) {
+      const std::string name(k.str());
+      positions_[prefix.empty() ? name : prefix + "." + name] = k.source();
+      if (std::find(known.begin(), known.end(), name) != known.end()) {
+        continue;
+      }
+      std::string msg = "unknown key";
+      if (auto hint = didYouMean(name, known)) {
+        msg += "; did you mean '" + std::string(*hint) + "'?";
+      }
+      error(k.source(), prefix.empty() ? name : prefix + "." + name, msg);
+    }
+  }
+
+  const toml::node* find(const toml::table& tbl, std::string_view key) { return tbl.get(key); }
+
+  void getBool(const toml::table& tbl, const std::string& sec, std::string_view key, bool& out) {
+    if (const auto* n = find(tbl, key)) {
+      if (auto v = n->value<bool>(); v && n->is_boolean()) {
+        out = *v;
+      } else {
+        error(*n, sec + "." + std::string(key), "expected true or false");
+      }
+    }
+  }
+
+  bool getString(const toml::table& tbl, const std::string& sec, std::string_view key,
+                 std::string& out) {
+    if (const auto* n = find(tbl, key)) {
+      if (n->is_string()) {
+        out = n->as_string()->get();
+        return true;
+      }
+      error(*n, sec + "." + std::string(key), "expected a string");
+    }
+    return false;
+  }
+
+  void getPath(const toml::table& tbl, const std::string& sec, std::string_view key,
+               std::filesystem::path& out) {
+    std::string s;
+    if (getString(tbl, sec, key, s)) {
+      if (s.empty()) {
+        error(*find(tbl, key), sec + "." + std::string(key), "path must not be empty");
+      } else {
+        out = s;
+      }
+    }
+  }
+
+  std::optional<int64_t> getInt(const toml::table& tbl, const std::string& sec,
+                                std::string_view key, int64_t lo, int64_t hi) {
+    const auto* n = find(tbl, key);
+    if (n == nullptr) {
+      return std::nullopt;
+    }
+    if (!n->is_integer()) {
+      error(*n, sec + "." + std::string(key), "expected an integer");
+      return std::nullopt;
+    }
+    int64_t v = n->as_integer()->get();
+    if (v < lo || v > hi) {
+      error(*n, sec + "." + std::string(key),
+            "must be between " + std::to_string(lo) + " and " + std::to_string(hi) + ", got " +
+                std::to_string(v));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  // Matches a string against allowed spellings; reports the allowed set otherwise.
+  template <typename E>
+  bool getEnum(const toml::table& tbl, const std::string& sec, std::string_view key,
+               const std::vector<std::pair<std::string_view, E>>& allowed, E& out) {
+    std::string s;
+    if (!getString(tbl, sec, key, s)) {
+      return false;
+    }
+    for (const auto& [name, value] : allowed) {
+      if (s == name) {
+        out = value;
+        return true;
+      }
+    }
+    std::string list;
+    for (const auto& [name, value] : allowed) {
+      list += (list.empty() ? "" : ", ") + std::string(name);
+    }
+    error(*find(tbl, key), sec + "." + std::string(key),
+          "unknown value '" + s + "'; expected one of: " + list);
+    return false;
+  }
+
+  void loadAgent(const toml::table& t);
+  void loadGossip(toml::table& t);
+  void loadTls(const toml::table& t);
+  void loadIntercept(const toml::table& t, bool& ports_given);
+  void loadAdmin(const toml::table& t);
+  void loadLog(const toml::table& t);
+  void applyDefaults(bool ports_given, const toml::table* intercept);
+
+ private:
+  std::string file_;
+  std::map<std::string, toml::source_region> positions_;
+};
+
+void Loader::loadAgent(const toml::table& t) {
+  const std::string s = "agent";
+  getEnum<Profile>(t, s, "profile",
+                   {{"consul", Profile::Consul}, {"serf", Profile::Serf}, {"custom", Profile::Custom}},
+                   cfg.agent.profile);
+  getBool(t, s, "server", cfg.agent.server);
+  getString(t, s, "node_name", cfg.agent.node_name);
+  if (getString(t, s, "datacenter", cfg.agent.datacenter)) {
+    const auto& dc = cfg.agent.datacenter;
+    bool ok = !dc.empty() && std::all_of(dc.begin(), dc.end(), [](char c) {
+      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+    });
+    if (!ok) {
+      error(*find(t, "datacenter"), "agent.datacenter",
+            "datacenter must be letters, digits, '-' or '_' (as in Consul)");
+    }
+    std::transform(cfg.agent.datacenter.begin(), cfg.agent.datacenter.end(),
+                   cfg.agent.datacenter.begin(),
+                   [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+  }
+  if (getString(t, s, "domain", cfg.agent.domain)) {
+    while (!cfg.agent.domain.empty() && cfg.agent.domain.back() == '.') {
+      cfg.agent.domain.pop_back();  // Consul strips the trailing dot
+    }
+    if (cfg.agent.domain.empty()) {
+      error(*find(t, "domain"), "agent.domain", "domain must not be empty");
+    }
+  }
+  getPath(t, s, "data_dir", cfg.agent.data_dir);
+}
+
+void Loader::loadGossip(toml::table& t) {
+  const std::string s = "gossip";
+  if (auto* n = t.get("encrypt")) {
+    if (!n->is_string()) {
+      error(*n, "gossip.encrypt", "expected a base64 string (as printed by `sidecrypt keygen`)");
+    } else {
+      std::string& text = n->as_string()->get();
+      auto decoded = filters::keyring::decodeKey(text);
+      // The key text must not linger in the parsed document.
+      sodium_memzero(text.data(), text.size());
+      if (auto* err = std::get_if<std::string>(&decoded)) {
+        error(*n, "gossip.encrypt", *err);
+      } else {
+        cfg.gossip.encrypt = std::make_shared<const filters::SecretBytes>(
+            std::move(std::get<filters::SecretBytes>(decoded)));
+      }
+    }
+  }
+  getBool(t, s, "encrypt_verify_incoming", cfg.gossip.encrypt_verify_incoming);
+  getBool(t, s, "encrypt_verify_outgoing", cfg.gossip.encrypt_verify_outgoing);
+  getPath(t, s, "keyring_file", cfg.gossip.keyring_file);
+  getPath(t, s, "wan_keyring_file", cfg.gossip.wan_keyring_file);
+  if (getString(t, s, "label", cfg.gossip.label) && cfg.gossip.label.size() > 255) {
+    error(*find(t, "label"), "gossip.label",
+          "label must be at most 255 bytes, got " + std::to_string(cfg.gossip.label.size()));
+  }
+}
+
+std::optional<uint32_t> parseDurationMs(std::string_view s) {
+  // Go duration subset Consul users write: "5s", "500ms", "1m", "1m30s".
+  uint64_t total = 0;
+  size_t i = 0;
+  if (s.empty()) {
+    return std::nullopt;
+  }
+  while (i < s.size()) {
+    uint64_t n = 0;
+    size_t digits = 0;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])) != 0) {
+      n = n * 10 + static_cast<uint64_t>(s[i] - '0');
+      if (n > 1'000'000'000) {
+        return std::nullopt;
+      }
+      ++i;
+      ++digits;
+    }
+    if (digits == 0) {
+      return std::nullopt;
+    }
+    std::string_view rest = s.substr(i);
+    if (rest.starts_with("ms")) {
+      total += n;
+      i += 2;
+    } else if (rest.starts_with("s")) {
+      total += n * 1000;
+      i += 1;
+    } else if (rest.starts_with("m")) {
+      total += n * 60'000;
+      i += 1;
+    } else if (rest.starts_with("h")) {
+      total += n * 3'600'000;
+      i += 1;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (total > UINT32_MAX) {
+    return std::nullopt;
+  }
+  return static_cast<uint32_t>(total);
+}
+
+void Loader::loadTls(const toml::table& t) {
+  const std::string s = "tls";
+  auto& c = cfg.tls;
+  getPath(t, s, "ca_file", c.ca_file);
+  getPath(t, s, "ca_path", c.ca_path);
+  getPath(t, s, "cert_file", c.cert_file);
+  getPath(t, s, "key_file", c.key_file);
+  getBool(t, s, "verify_incoming", c.verify_incoming);
+  getBool(t, s, "verify_outgoing", c.verify_outgoing);
+  getBool(t, s, "verify_server_hostname", c.verify_server_hostname);
+  const bool min_given = getEnum<TlsVersion>(
+      t, s, "tls_min_version",
+      {{"TLSv1_0", TlsVersion::Tls10},
+       {"TLSv1_1", TlsVersion::Tls11},
+       {"TLSv1_2", TlsVersion::Tls12},
+       {"TLSv1_3", TlsVersion::Tls13},
+       {"TLS_AUTO", TlsVersion::Tls12}},
+      c.tls_min_version);
+  (void)min_given;
+  if (const auto* n = find(t, "tls_cipher_suites")) {
+    std::vector<std::string> names;
+    if (n->is_string()) {  // Consul's form: comma-separated
+      std::string_view all = n->as_string()->get();
+      while (!all.empty()) {
+        size_t comma = all.find(',');
+        std::string_view one = all.substr(0, comma);
+        while (!one.empty() && one.front() == ' ') {
+          one.remove_prefix(1);
+        }
+        while (!one.empty() && one.back() == ' ') {
+          one.remove_suffix(1);
+        }
+        names.emplace_back(one);
+        all = comma == std::string_view::npos ? std::string_view{} : all.substr(comma + 1);
+      }
+    } else if (n->is_array()) {
+      for (const auto& e : *n->as_array()) {
+        if (e.is_string()) {
+          names.push_back(e.as_string()->get());
+        } else {
+          error(e, "tls.tls_cipher_suites", "expected cipher suite names as strings");
+        }
+      }
+    } else {
+      error(*n, "tls.tls_cipher_suites", "expected a comma-separated string or an array");
+    }
+    for (const auto& name : names) {
+      if (std::find(std::begin(kCipherSuites), std::end(kCipherSuites), name) ==
+          std::end(kCipherSuites)) {
+        std::string msg = "unsupported cipher suite '" + name + "'";
+        std::vector<std::string_view> all(std::begin(kCipherSuites), std::end(kCipherSuites));
+        if (auto hint = didYouMean(name, all)) {
+          msg += "; did you mean '" + std::string(*hint) + "'?";
+        }
+        error(*n, "tls.tls_cipher_suites", msg);
+      }
+    }
+    if (!names.empty() && c.tls_min_version == TlsVersion::Tls13) {
+      error(*n, "tls.tls_cipher_suites",
+            "TLS 1.3 cipher suites are not configurable; remove tls_cipher_suites or lower "
+            "tls_min_version");
+    }
+    c.tls_cipher_suites = std::move(names);
+  }
+  if (const auto* n = find(t, "rpc_handshake_timeout")) {
+    std::optional<uint32_t> ms;
+    if (n->is_string()) {
+      ms = parseDurationMs(n->as_string()->get());
+    }
+    if (!ms || *ms == 0) {
+      error(*n, "tls.rpc_handshake_timeout",
+            "expected a positive duration such as \"5s\" or \"500ms\"");
+    } else {
+      c.rpc_handshake_timeout_ms = *ms;
+    }
+  }
+  if (auto v = getInt(t, s, "rpc_max_conns_per_client", 0, 1'000'000)) {
+    c.rpc_max_conns_per_client = static_cast<uint32_t>(*v);
+  }
+}
+
+void Loader::loadIntercept(const toml::table& t, bool& ports_given) {
+  const std::string s = "intercept";
+  getEnum<InterceptMode>(t, s, "mode",
+                         {{"tproxy", InterceptMode::Tproxy}, {"redirect", InterceptMode::Redirect}},
+                         cfg.intercept.mode);
+  getBool(t, s, "install_rules", cfg.intercept.install_rules);
+  const auto* ports = find(t, "port");
+  if (ports == nullptr) {
+    return;
+  }
+  if (!ports->is_array_of_tables()) {
+    error(*ports, "intercept.port", "expected [[intercept.port]] tables");
+    return;
+  }
+  ports_given = true;
+  size_t i = 0;
+  for (const auto& e : *ports->as_array()) {
+    const std::string sec = "intercept.port[" + std::to_string(i++) + "]";
+    const auto& pt = *e.as_table();
+    checkKeys(pt, sec, kPortKeys);
+    PortSpec p;
+    if (auto v = getInt(pt, sec, "port", 1, 65535)) {
+      p.port = static_cast<uint16_t>(*v);
+    } else if (pt.get("port") == nullptr) {
+      error(e, sec + ".port", "missing required key 'port'");
+    }
+    getEnum<PortProtocol>(pt, sec, "protocol",
+                          {{"gossip", PortProtocol::Gossip}, {"rpc", PortProtocol::Rpc}},
+                          p.protocol);
+    p.transport = p.protocol == PortProtocol::Rpc ? Transport::Tcp : Transport::Both;
+    if (getEnum<Transport>(pt, sec, "transport",
+                           {{"udp", Transport::Udp}, {"tcp", Transport::Tcp}, {"both", Transport::Both}},
+                           p.transport) &&
+        p.protocol == PortProtocol::Rpc && p.transport != Transport::Tcp) {
+      error(*pt.get("transport"), sec + ".transport", "the rpc protocol is TCP only");
+      p.transport = Transport::Tcp;
+    }
+    getEnum<GossipPool>(pt, sec, "pool", {{"lan", GossipPool::Lan}, {"wan", GossipPool::Wan}},
+                        p.pool);
+    getString(pt, sec, "name", p.name);
+    if (p.name.empty()) {
+      p.name = std::string(toString(p.protocol)) + "_" + std::to_string(p.port);
+    }
+    for (const auto& other : cfg.intercept.ports) {
+      const bool overlap = other.transport == Transport::Both || p.transport == Transport::Both ||
+                           other.transport == p.transport;
+      if (other.port == p.port && p.port != 0 && overlap) {
+        error(e, sec + ".port", "port " + std::to_string(p.port) + " is listed twice");
+      }
+    }
+    cfg.intercept.ports.push_back(p);
+  }
+}
+
+// Parses "127.0.0.1:9920" or "[::1]:9920"; returns the host part and whether it is loopback.
+std::optional<std::pair<std::string, bool>> parseListen(const std::string& s) {
+  std::string host;
+  std::string port;
+  if (!s.empty() && s.front() == '[') {
+    size_t close = s.find(']');
+    if (close == std::string::npos || close + 1 >= s.size() || s[close + 1] != ':') {
+      return std::nullopt;
+    }
+    host = s.substr(1, close - 1);
+    port = s.substr(close + 2);
+  } else {
+    size_t colon = s.rfind(':');
+    if (colon == std::string::npos) {
+      return std::nullopt;
+    }
+    host = s.substr(0, colon);
+    port = s.substr(colon + 1);
+  }
+  if (port.empty() || port.size() > 5 ||
+      !std::all_of(port.begin(), port.end(), [](char c) { return c >= '0' && c <= '9'; }) ||
+      std::stoi(port) > 65535) {
+    return std::nullopt;
+  }
+  in_addr a4{};
+  in6_addr a6{};
+  if (inet_pton(AF_INET, host.c_str(), &a4) == 1) {
+    return std::make_pair(host, (ntohl(a4.s_addr) >> 24) == 127);
+  }
+  if (inet_pton(AF_INET6, host.c_str(), &a6) == 1) {
+    return std::make_pair(host, IN6_IS_ADDR_LOOPBACK(&a6) != 0);
+  }
+  return std::nullopt;
+}
+
+void Loader::loadAdmin(const toml::table& t) {
+  getBool(t, "admin", "unsafe_allow_remote", cfg.admin.unsafe_allow_remote);
+  if (getString(t, "admin", "listen", cfg.admin.listen)) {
+    auto parsed = parseListen(cfg.admin.listen);
+    if (!parsed) {
+      error(*find(t, "listen"), "admin.listen",
+            "expected an IP address and port such as \"127.0.0.1:9920\" or \"[::1]:9920\"");
+    } else if (!parsed->second && !cfg.admin.unsafe_allow_remote) {
+      error(*find(t, "listen"), "admin.listen",
+            parsed->first + " is not a loopback address; the admin API can reload and reveal "
+                            "the census, so set admin.unsafe_allow_remote = true to expose it");
+    } else if (!parsed->second) {
+      cfg.warnings.push_back("admin.listen " + cfg.admin.listen +
+                             " is reachable from the network (admin.unsafe_allow_remote)");
+    }
+  }
+}
+
+void Loader::loadLog(const toml::table& t) {
+  std::string level;
+  getEnum<std::string>(t, "log", "level",
+                       {{"trace", "trace"},
+                        {"debug", "debug"},
+                        {"info", "info"},
+                        {"warn", "warn"},
+                        {"error", "error"},
+                        {"critical", "critical"},
+                        {"off", "off"}},
+                       cfg.log.level);
+  getEnum<LogFormat>(t, "log", "format", {{"text", LogFormat::Text}, {"json", LogFormat::Json}},
+                     cfg.log.format);
+}
+
+void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
+  auto& a = cfg.agent;
+  auto& g = cfg.gossip;
+  if (g.keyring_file.empty()) {
+    g.keyring_file = a.data_dir / "serf" / "local.keyring";
+  }
+  if (g.wan_keyring_file.empty()) {
+    g.wan_keyring_file = a.data_dir / "serf" / "remote.keyring";
+  }
+  if (!ports_given) {
+    switch (a.profile) {
+      case Profile::Consul:
+        cfg.intercept.ports.push_back({8301, PortProtocol::Gossip, Transport::Both, GossipPool::Lan,
+                                       "serf_lan"});
+        if (a.server) {
+          cfg.intercept.ports.push_back({8302, PortProtocol::Gossip, Transport::Both,
+                                         GossipPool::Wan, "serf_wan"});
+        }
+        cfg.intercept.ports.push_back({8300, PortProtocol::Rpc, Transport::Tcp, GossipPool::Lan,
+                                       "rpc"});
+        break;
+      case Profile::Serf:
+        cfg.intercept.ports.push_back({7946, PortProtocol::Gossip, Transport::Both, GossipPool::Lan,
+                                       "serf"});
+        break;
+      case Profile::Custom:
+        (void)intercept;
+        crossError({"agent.profile"}, "profile \"custom\" needs at least one [[intercept.port]]");
+        break;
+    }
+  }
+  auto& t = cfg.tls;
+  if (t.verify_server_hostname) {
+    t.verify_outgoing = true;  // Consul: verify_server_hostname implies verify_outgoing
+  }
+  const bool has_ca = !t.ca_file.empty() || !t.ca_path.empty();
+  const bool uses_rpc = std::any_of(cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
+                                    [](const PortSpec& p) { return p.protocol == PortProtocol::Rpc; });
+  if (t.cert_file.empty() != t.key_file.empty()) {
+    crossError({"tls.cert_file", "tls.key_file"}, "cert_file and key_file must be set together");
+  }
+  if (t.verify_outgoing && !has_ca) {
+    crossError({"tls.verify_outgoing", "tls.verify_server_hostname"},
+               "verify_outgoing set but no CA certificates were provided (set tls.ca_file or "
+               "tls.ca_path)");
+  }
+  if (t.verify_incoming && !has_ca) {
+    crossError({"tls.verify_incoming"},
+               "verify_incoming set but no CA certificates were provided (set tls.ca_file or "
+               "tls.ca_path)");
+  }
+  if (t.verify_incoming && a.server && t.cert_file.empty()) {
+    crossError({"tls.verify_incoming"}, "verify_incoming requires tls.cert_file and tls.key_file");
+  }
+  if (t.verify_outgoing && t.cert_file.empty()) {
+    cfg.warnings.push_back(
+        "tls.verify_outgoing is set without tls.cert_file: servers with verify_incoming will "
+        "refuse this agent's RPC");
+  }
+  if (!t.ca_file.empty() && !t.ca_path.empty()) {
+    cfg.warnings.push_back("tls.ca_file and tls.ca_path are both set; ca_path is ignored (as in "
+                           "Consul)");
+  }
+  if (t.tls_min_version < TlsVersion::Tls12) {
+    cfg.warnings.push_back(std::string("tls.tls_min_version = ") + toString(t.tls_min_version) +
+                           " allows obsolete TLS versions; TLSv1_2 is the safe minimum");
+  }
+  if (uses_rpc) {
+    if (!t.verify_outgoing) {
+      cfg.warnings.push_back(
+          "tls.verify_outgoing is off: this agent's RPC leaves in plaintext (rollout stage "
+          "'plaintext' or 'accept both')");
+    }
+    if (a.server && !t.verify_incoming) {
+      cfg.warnings.push_back(
+          "tls.verify_incoming is off: plaintext RPC from peers is accepted (rollout stage "
+          "'accept both')");
+    }
+    if (t.verify_outgoing && !t.verify_server_hostname) {
+      cfg.warnings.push_back(
+          "tls.verify_server_hostname is off: any certificate signed by the CA is accepted as a "
+          "server (Consul's default, but weaker)");
+    }
+  }
+  if (!a.server && t.verify_incoming) {
+    cfg.warnings.push_back("tls.verify_incoming has no effect on a client agent (no inbound RPC)");
+  }
+  if (!g.encrypt_verify_incoming) {
+    cfg.warnings.push_back(
+        "gossip.encrypt_verify_incoming is off: plaintext gossip from peers is accepted");
+  }
+  if (!g.encrypt_verify_outgoing) {
+    cfg.warnings.push_back(
+        "gossip.encrypt_verify_outgoing is off: this agent's gossip leaves in plaintext");
+  }
+}
+
+ConfigResult runLoader(toml::table& root, Loader& l) {
+  std::vector<std::string_view> sections;
+  for (const auto& s : schema()) {
+    sections.push_back(s.name);
+  }
+  l.checkKeys(root, "", sections);
+  bool ports_given = false;
+  const toml::table* intercept = nullptr;
+  for (const auto& sec : schema()) {
+    auto* node = root.get(sec.name);
+    if (node == nullptr) {
+      continue;
+    }
+    if (!node->is_table()) {
+      l.error(*node, std::string(sec.name), "expected a table [" + std::string(sec.name) + "]");
+      continue;
+    }
+    auto& tbl = *node->as_table();
+    l.checkKeys(tbl, std::string(sec.name), sec.keys);
+    if (sec.name == "agent") {
+      l.loadAgent(tbl);
+    } else if (sec.name == "gossip") {
+      l.loadGossip(tbl);
+    } else if (sec.name == "tls") {
+      l.loadTls(tbl);
+    } else if (sec.name == "intercept") {
+      intercept = &tbl;
+      l.loadIntercept(tbl, ports_given);
+    } else if (sec.name == "admin") {
+      l.loadAdmin(tbl);
+    } else if (sec.name == "log") {
+      l.loadLog(tbl);
+    }
+  }
+  l.applyDefaults(ports_given, intercept);
+  if (!l.errors.empty()) {
+    std::stable_sort(l.errors.begin(), l.errors.end(), [](const ConfigError& a, const ConfigError& b) {
+      return std::tie(a.where.line, a.where.column) < std::tie(b.where.line, b.where.column);
+    });
+    return std::move(l.errors);
+  }
+  return std::move(l.cfg);
+}
+
+}  // namespace
+
+ConfigResult loadConfigText(std::string_view text, const std::string& display_name) {
+  filters::ensureSodium();
+  Loader l(display_name);
+  toml::table root;
+  try {
+    root = toml::parse(text, display_name);
+  } catch (const toml::parse_error& e) {
+    // toml++ stops at the first syntax error; there is nothing reliable after it.
+    return std::vector<ConfigError>{
+        {{display_name, e.source().begin.line, e.source().begin.column, ""},
+         "TOML syntax error: " + std::string(e.description())}};
+  }
+  return runLoader(root, l);
+}
+
+ConfigResult loadConfig(const std::filesystem::path& path) {
+  const std::string name = path.string();
+  int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) {
+    return std::vector<ConfigError>{
+        {{name, 0, 0, ""}, std::string("cannot open config file: ") + std::strerror(errno)}};
+  }
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (4 << 20)) {
+    ::close(fd);
+    return std::vector<ConfigError>{
+        {{name, 0, 0, ""}, "config file must be a regular file of at most 4 MiB"}};
+  }
+  // The file may carry gossip.encrypt: read it into locked memory.
+  filters::SecretBytes body(static_cast<size_t>(st.st_size));
+  size_t got = 0;
+  while (got < body.size()) {
+    ssize_t n = ::read(fd, body.data() + got, body.size() - got);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      break;
+    }
+    got += static_cast<size_t>(n);
+  }
+  ::close(fd);
+  body.truncate(got);
+  auto result = loadConfigText(body.view(), name);
+  if (auto* cfg = std::get_if<Config>(&result)) {
+    cfg->source = path;
+  }
+  return result;
+}
+
+}  // namespace sidecrypt::proxy

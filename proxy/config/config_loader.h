@@ -1,0 +1,28 @@
+#pragma once
+
+#include <filesystem>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+#include "proxy/config/config.h"
+
+namespace sidecrypt::proxy {
+
+struct ConfigError {
+  SourceRef where;
+  std::string message;
+  // "proxy.toml:12:3: gossip.encrypt: key must be 16, 24 or 32 bytes of base64, got 31"
+  std::string format() const;
+};
+
+using ConfigResult = std::variant<Config, std::vector<ConfigError>>;
+
+// Parses and validates a whole proxy.toml. Every problem is collected, not just the first.
+// Touches no file other than `path` itself (keyrings and certificates are checked later).
+ConfigResult loadConfig(const std::filesystem::path& path);
+// Same, from text; `display_name` is used in messages (tests, fuzzing).
+ConfigResult loadConfigText(std::string_view text, const std::string& display_name);
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,60 @@
+// sidecrypt: transparent encrypting sidecar for plaintext Consul/Serf agents.
+#include <CLI/CLI.hpp>
+
+#include <iostream>
+#include <string>
+
+#include "proxy/cli/commands.h"
+#include "proxy/version.h"
+
+namespace cli = sidecrypt::proxy::cli;
+
+int main(int argc, char** argv) {
+  CLI::App app{"sidecrypt: encrypts a plaintext Consul/Serf agent's gossip and RPC, beside it",
+               "sidecrypt"};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string(sidecrypt::kVersion));
+  int rc = 0;
+  std::string config = "/etc/sidecrypt/proxy.toml";
+
+  auto* run = app.add_subcommand("run", "run the proxy (reload: SIGHUP; stop: SIGTERM)");
+  run->add_option("-c,--config", config, "path to proxy.toml")->capture_default_str();
+  run->callback([&] { rc = cli::runProxy(config); });
+
+  auto* check = app.add_subcommand("check-config",
+                                   "validate proxy.toml and its keyrings without starting");
+  check->add_option("file", config, "path to proxy.toml")->capture_default_str();
+  check->callback([&] { rc = cli::checkConfig(config); });
+
+  auto* keygen = app.add_subcommand("keygen", "print a new 32-byte gossip key (like consul keygen)");
+  keygen->callback([&] { rc = cli::keygen(); });
+
+  auto* keyring = app.add_subcommand("keyring", "inspect or edit a keyring file (Consul format)");
+  keyring->require_subcommand(1);
+  std::string file;
+  std::string key;
+  auto addOp = [&](const char* name, const char* help, cli::KeyringOp op, bool needs_key) {
+    auto* sub = keyring->add_subcommand(name, help);
+    sub->add_option("--file", file, "keyring file (e.g. <data_dir>/serf/local.keyring)")
+        ->required();
+    if (needs_key) {
+      sub->add_option("key", key, "base64 key, '-' to read it from stdin, or a fingerprint")
+          ->required();
+    }
+    sub->callback([&, op] { rc = cli::keyringCommand(op, file, key); });
+  };
+  addOp("list", "list key fingerprints, primary first", cli::KeyringOp::List, false);
+  addOp("install", "add a key (creates the file if missing)", cli::KeyringOp::Install, true);
+  addOp("use", "make an installed key the primary", cli::KeyringOp::Use, true);
+  addOp("remove", "remove a key (not the primary)", cli::KeyringOp::Remove, true);
+
+  auto* version = app.add_subcommand("version", "print the version");
+  version->callback([&] { std::cout << "sidecrypt " << sidecrypt::kVersion << "\n"; });
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  return rc;
+}

@@ -1,0 +1,63 @@
+#include "proxy/observe/log.h"
+
+#include <spdlog/pattern_formatter.h>
+#include <spdlog/sinks/stdout_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <memory>
+
+namespace sidecrypt::proxy {
+
+namespace {
+
+// %* in the JSON pattern: the message, escaped as a JSON string body.
+class JsonEscapedMessage : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm& /*tm*/,
+              spdlog::memory_buf_t& dest) override {
+    static constexpr char kHex[] = "0123456789abcdef";
+    for (char c : msg.payload) {
+      const auto u = static_cast<unsigned char>(c);
+      if (c == '"' || c == '\\') {
+        dest.push_back('\\');
+        dest.push_back(c);
+      } else if (u < 0x20) {
+        const char esc[] = {'\\', 'u', '0', '0', kHex[u >> 4], kHex[u & 0xf]};
+        dest.append(esc, esc + sizeof esc);
+      } else {
+        dest.push_back(c);
+      }
+    }
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<JsonEscapedMessage>();
+  }
+};
+
+}  // namespace
+
+bool setupLogging(const LogConfig& cfg) {
+  auto logger = spdlog::stderr_logger_mt("sidecrypt");
+  spdlog::set_default_logger(logger);
+  auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
+  if (cfg.format == LogFormat::Json) {
+    formatter->add_flag<JsonEscapedMessage>('*').set_pattern(
+        R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%*"})");
+  } else {
+    formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ [%l] %v");
+  }
+  spdlog::set_formatter(std::move(formatter));
+  const auto level = spdlog::level::from_str(cfg.level);
+  spdlog::set_level(level);
+  spdlog::flush_on(spdlog::level::trace);
+  if (level == spdlog::level::off && cfg.level != "off") {
+    spdlog::set_level(spdlog::level::info);
+    spdlog::warn("unknown log level '{}', using info", cfg.level);
+    return false;
+  }
+  return true;
+}
+
+std::string connectionTag(unsigned long long id) { return "[C" + std::to_string(id) + "]"; }
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,158 @@
+#include "proxy/server.h"
+
+#include <spdlog/spdlog.h>
+
+#include <string>
+
+namespace sidecrypt::proxy {
+
+namespace {
+
+std::string ringSummary(const filters::keyring::KeySetConstSharedPtr& keys) {
+  if (!keys) {
+    return "none";
+  }
+  std::string out;
+  for (size_t i = 0; i < keys->size(); ++i) {
+    out += (i == 0 ? "" : ",") + keys->fingerprint(i) + (i == 0 ? "(primary)" : "");
+  }
+  return out;
+}
+
+void logFlag(const char* name, bool before, bool after) {
+  if (before != after) {
+    spdlog::info("stage changed: {} {} -> {}", name, before, after);
+  }
+}
+
+void checkUv(int rc, const char* what) {
+  if (rc != 0) {
+    spdlog::critical("{} failed: {}", what, uv_strerror(rc));
+    std::abort();
+  }
+}
+
+}  // namespace
+
+void logStateChanges(const RuntimeState& a, const RuntimeState& b) {
+  logFlag("gossip.encrypt_verify_incoming", a.config.gossip.encrypt_verify_incoming,
+          b.config.gossip.encrypt_verify_incoming);
+  logFlag("gossip.encrypt_verify_outgoing", a.config.gossip.encrypt_verify_outgoing,
+          b.config.gossip.encrypt_verify_outgoing);
+  logFlag("tls.verify_incoming", a.config.tls.verify_incoming, b.config.tls.verify_incoming);
+  logFlag("tls.verify_outgoing", a.config.tls.verify_outgoing, b.config.tls.verify_outgoing);
+  logFlag("tls.verify_server_hostname", a.config.tls.verify_server_hostname,
+          b.config.tls.verify_server_hostname);
+  const auto before_lan = ringSummary(a.lan_keys);
+  const auto after_lan = ringSummary(b.lan_keys);
+  if (before_lan != after_lan) {
+    spdlog::info("keyring changed: lan {} -> {}", before_lan, after_lan);
+  }
+  const auto before_wan = ringSummary(a.wan_keys);
+  const auto after_wan = ringSummary(b.wan_keys);
+  if (before_wan != after_wan) {
+    spdlog::info("keyring changed: wan {} -> {}", before_wan, after_wan);
+  }
+}
+
+Server::Server(std::filesystem::path config_path, RuntimeStatePtr initial)
+    : config_path_(std::move(config_path)), state_(std::move(initial)) {
+  checkUv(uv_loop_init(&loop_), "uv_loop_init");
+  loop_.data = this;
+  for (uv_signal_t* s : {&sig_hup_, &sig_term_, &sig_int_, &sig_usr1_}) {
+    checkUv(uv_signal_init(&loop_, s), "uv_signal_init");
+    s->data = this;
+  }
+}
+
+Server::~Server() {
+  // run() leaves a closed loop behind; a Server that never ran still owns open handles.
+  if (!loop_closed_) {
+    stop();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    uv_loop_close(&loop_);
+  }
+}
+
+void Server::logState(const char* why) const {
+  const auto& c = state_->config;
+  spdlog::info("{}: config {}; gossip encrypt_verify_incoming={} encrypt_verify_outgoing={}; "
+               "lan keyring {}; wan keyring {}; tls verify_incoming={} verify_outgoing={} "
+               "verify_server_hostname={}; reloads {} (failed {})",
+               why, config_path_.string(), c.gossip.encrypt_verify_incoming,
+               c.gossip.encrypt_verify_outgoing, ringSummary(state_->lan_keys),
+               ringSummary(state_->wan_keys), c.tls.verify_incoming, c.tls.verify_outgoing,
+               c.tls.verify_server_hostname, reloads_, reload_failures_);
+  for (const auto& p : c.intercept.ports) {
+    spdlog::debug("intercept {} port {} ({}, {})", p.name, p.port, toString(p.protocol),
+                  toString(p.transport));
+  }
+}
+
+bool Server::reload() {
+  auto built = buildRuntimeState(config_path_, /*create_keyrings=*/true);
+  if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
+    ++reload_failures_;
+    spdlog::error("reload failed, keeping the running configuration ({} error(s)):", errs->size());
+    for (const auto& e : *errs) {
+      spdlog::error("  {}", e);
+    }
+    return false;
+  }
+  auto next = std::get<RuntimeStatePtr>(std::move(built));
+  for (const auto& n : next->notices) {
+    spdlog::warn("{}", n);
+  }
+  logStateChanges(*state_, *next);
+  state_ = std::move(next);
+  ++reloads_;
+  spdlog::info("reload complete");
+  return true;
+}
+
+void Server::onSignal(uv_signal_t* handle, int signum) {
+  auto* self = static_cast<Server*>(handle->data);
+  switch (signum) {
+    case SIGHUP:
+      spdlog::info("SIGHUP: reloading {}", self->config_path_.string());
+      self->reload();
+      break;
+    case SIGUSR1:
+      self->logState("state");
+      break;
+    default:
+      spdlog::info("signal {}: shutting down", signum);
+      self->stop();
+      break;
+  }
+}
+
+void Server::stop() {
+  for (uv_signal_t* s : {&sig_hup_, &sig_term_, &sig_int_, &sig_usr1_}) {
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(s)) == 0) {
+      uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
+    }
+  }
+}
+
+int Server::run() {
+  checkUv(uv_signal_start(&sig_hup_, &Server::onSignal, SIGHUP), "uv_signal_start(SIGHUP)");
+  checkUv(uv_signal_start(&sig_term_, &Server::onSignal, SIGTERM), "uv_signal_start(SIGTERM)");
+  checkUv(uv_signal_start(&sig_int_, &Server::onSignal, SIGINT), "uv_signal_start(SIGINT)");
+  checkUv(uv_signal_start(&sig_usr1_, &Server::onSignal, SIGUSR1), "uv_signal_start(SIGUSR1)");
+  for (const auto& n : state_->notices) {
+    spdlog::warn("{}", n);
+  }
+  logState("started");
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  const int rc = uv_loop_close(&loop_);
+  loop_closed_ = rc == 0;
+  if (rc != 0) {
+    spdlog::error("event loop closed with live handles: {}", uv_strerror(rc));
+    return 1;
+  }
+  spdlog::info("stopped");
+  return 0;
+}
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,48 @@
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <filesystem>
+
+#include "proxy/runtime_state.h"
+
+namespace sidecrypt::proxy {
+
+// The long-running process: owns the event loop and the current RuntimeState. SIGHUP reloads
+// (keeping the old state if anything fails), SIGUSR1 logs the state, SIGTERM/SIGINT stop.
+class Server {
+ public:
+  Server(std::filesystem::path config_path, RuntimeStatePtr initial);
+  ~Server();
+  Server(const Server&) = delete;
+  Server& operator=(const Server&) = delete;
+
+  int run();  // blocks until stopped; returns the process exit code
+
+  // Rebuilds the state from disk; on failure keeps the current one. Returns true on success.
+  bool reload();
+  const RuntimeState& state() const { return *state_; }
+  uint64_t reloadFailures() const { return reload_failures_; }
+
+ private:
+  static void onSignal(uv_signal_t* handle, int signum);
+  void logState(const char* why) const;
+  void stop();
+
+  std::filesystem::path config_path_;
+  RuntimeStatePtr state_;
+  uv_loop_t loop_{};
+  uv_signal_t sig_hup_{};
+  uv_signal_t sig_term_{};
+  uv_signal_t sig_int_{};
+  uv_signal_t sig_usr1_{};
+  bool loop_closed_ = false;
+  uint64_t reloads_ = 0;
+  uint64_t reload_failures_ = 0;
+};
+
+// Logs what changed between two states (rollout stages, key fingerprints).
+void logStateChanges(const RuntimeState& before, const RuntimeState& after);
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,7 @@
+#pragma once
+
+#include <string_view>
+
+namespace sidecrypt {
+inline constexpr std::string_view kVersion = "0.1.0";
+}

@@ -1,0 +1,237 @@
+#include "proxy/config/config_loader.h"
+
+#include <catch2/catch.hpp>
+
+#include <fstream>
+
+#include "../../test_util.h"
+
+using namespace sidecrypt::proxy;
+
+namespace {
+
+std::vector<std::string> errorsOf(const std::string& toml) {
+  auto r = loadConfigText(toml, "proxy.toml");
+  std::vector<std::string> out;
+  if (auto* errs = std::get_if<std::vector<ConfigError>>(&r)) {
+    for (const auto& e : *errs) {
+      out.push_back(e.format());
+    }
+  }
+  return out;
+}
+
+Config ok(const std::string& toml) {
+  auto r = loadConfigText(toml, "proxy.toml");
+  if (auto* errs = std::get_if<std::vector<ConfigError>>(&r)) {
+    FAIL("unexpected error: " << errs->front().format());
+  }
+  return std::move(std::get<Config>(r));
+}
+
+bool hasWarning(const Config& c, const std::string& part) {
+  for (const auto& w : c.warnings) {
+    if (w.find(part) != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST_CASE("config: an empty file gives Consul's defaults", "[config]") {
+  auto c = ok("");
+  CHECK(c.gossip.encrypt_verify_incoming);
+  CHECK(c.gossip.encrypt_verify_outgoing);
+  CHECK_FALSE(c.tls.verify_incoming);
+  CHECK_FALSE(c.tls.verify_outgoing);
+  CHECK_FALSE(c.tls.verify_server_hostname);
+  CHECK(c.tls.tls_min_version == TlsVersion::Tls12);
+  CHECK(c.tls.rpc_handshake_timeout_ms == 5000);
+  CHECK(c.agent.datacenter == "dc1");
+  CHECK(c.agent.domain == "consul");
+  CHECK(c.admin.listen == "127.0.0.1:9920");
+  CHECK(c.gossip.keyring_file == "/var/lib/sidecrypt/serf/local.keyring");
+  // consul client profile: LAN gossip and outbound RPC
+  REQUIRE(c.intercept.ports.size() == 2);
+  CHECK(c.intercept.ports[0].port == 8301);
+  CHECK(c.intercept.ports[0].transport == Transport::Both);
+  CHECK(c.intercept.ports[1].port == 8300);
+  CHECK(c.intercept.ports[1].transport == Transport::Tcp);
+}
+
+TEST_CASE("config: the consul server profile adds WAN gossip; serf uses 7946", "[config]") {
+  auto server = ok("[agent]\nserver = true\n");
+  REQUIRE(server.intercept.ports.size() == 3);
+  CHECK(server.intercept.ports[1].port == 8302);
+  CHECK(server.intercept.ports[1].pool == GossipPool::Wan);
+  auto serf = ok("[agent]\nprofile = \"serf\"\n");
+  REQUIRE(serf.intercept.ports.size() == 1);
+  CHECK(serf.intercept.ports[0].port == 7946);
+}
+
+TEST_CASE("config: a bad gossip key names file, line, column and key", "[config]") {
+  auto errs = errorsOf("[gossip]\n\nencrypt = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0] == "proxy.toml:3:11: gossip.encrypt: key must be 16, 24 or 32 bytes of base64, "
+                   "got 31");
+}
+
+TEST_CASE("config: a good gossip key is decoded into locked memory", "[config]") {
+  auto c = ok("[gossip]\nencrypt = \"IbdPNaip2hxZV5nxiJGOwA==\"\n");
+  REQUIRE(c.gossip.encrypt);
+  CHECK(c.gossip.encrypt->size() == 16);
+}
+
+TEST_CASE("config: unknown keys are errors with a did-you-mean hint", "[config]") {
+  auto errs = errorsOf("[gossip]\nencrypt_verify_incomming = false\n[tls]\nverfy_outgoing = true\n"
+                       "[nonsense]\n");
+  REQUIRE(errs.size() == 3);
+  CHECK(errs[0] == "proxy.toml:2:1: gossip.encrypt_verify_incomming: unknown key; did you mean "
+                   "'encrypt_verify_incoming'?");
+  CHECK(errs[1] == "proxy.toml:4:1: tls.verfy_outgoing: unknown key; did you mean "
+                   "'verify_outgoing'?");
+  CHECK(errs[2] == "proxy.toml:5:2: nonsense: unknown key");
+}
+
+TEST_CASE("config: every error is reported at once, in file order", "[config]") {
+  auto errs = errorsOf(
+      "[agent]\nprofile = \"nomad\"\n[gossip]\nencrypt_verify_outgoing = \"yes\"\n"
+      "[tls]\ntls_min_version = \"TLSv9\"\n[log]\nlevel = \"loud\"\n");
+  REQUIRE(errs.size() == 4);
+  CHECK(errs[0] == "proxy.toml:2:11: agent.profile: unknown value 'nomad'; expected one of: "
+                   "consul, serf, custom");
+  CHECK(errs[1] == "proxy.toml:4:27: gossip.encrypt_verify_outgoing: expected true or false");
+  CHECK(errs[2] == "proxy.toml:6:19: tls.tls_min_version: unknown value 'TLSv9'; expected one "
+                   "of: TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3, TLS_AUTO");
+  CHECK(errs[3] == "proxy.toml:8:9: log.level: unknown value 'loud'; expected one of: trace, "
+                   "debug, info, warn, error, critical, off");
+}
+
+TEST_CASE("config: TOML syntax errors carry the position", "[config]") {
+  auto errs = errorsOf("[gossip]\nencrypt = \n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].starts_with("proxy.toml:2:"));
+  CHECK(errs[0].find("TOML syntax error") != std::string::npos);
+}
+
+TEST_CASE("config: verify flags need a CA, as in Consul", "[config]") {
+  auto errs = errorsOf("[tls]\nverify_outgoing = true\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0] == "proxy.toml:2:1: tls.verify_outgoing: verify_outgoing set but no CA "
+                   "certificates were provided (set tls.ca_file or tls.ca_path)");
+  auto in = errorsOf("[agent]\nserver = true\n[tls]\nca_file = \"ca.pem\"\nverify_incoming = true\n");
+  REQUIRE(in.size() == 1);
+  CHECK(in[0] == "proxy.toml:5:1: tls.verify_incoming: verify_incoming requires tls.cert_file "
+                 "and tls.key_file");
+}
+
+TEST_CASE("config: verify_server_hostname implies verify_outgoing", "[config]") {
+  auto c = ok("[tls]\nca_file = \"ca.pem\"\nverify_server_hostname = true\n");
+  CHECK(c.tls.verify_outgoing);
+  auto errs = errorsOf("[tls]\nverify_server_hostname = true\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0].starts_with("proxy.toml:2:1: tls.verify_server_hostname: verify_outgoing set"));
+}
+
+TEST_CASE("config: cert_file and key_file go together", "[config]") {
+  auto errs = errorsOf("[tls]\ncert_file = \"a.pem\"\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0] == "proxy.toml:2:1: tls.cert_file: cert_file and key_file must be set together");
+}
+
+TEST_CASE("config: cipher suites use Consul's names and are not allowed with TLS 1.3 minimum",
+          "[config]") {
+  auto c = ok("[tls]\ntls_cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "
+              "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\"\n");
+  CHECK(c.tls.tls_cipher_suites.size() == 2);
+  auto errs = errorsOf("[tls]\ntls_cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265\"\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0] == "proxy.toml:2:21: tls.tls_cipher_suites: unsupported cipher suite "
+                   "'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265'; did you mean "
+                   "'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'?");
+  auto v13 = errorsOf("[tls]\ntls_min_version = \"TLSv1_3\"\ntls_cipher_suites = "
+                      "[\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]\n");
+  REQUIRE(v13.size() == 1);
+  CHECK(v13[0].find("TLS 1.3 cipher suites are not configurable") != std::string::npos);
+}
+
+TEST_CASE("config: weakening TLS below 1.2 is allowed only with a warning", "[config]") {
+  auto c = ok("[tls]\ntls_min_version = \"TLSv1_0\"\n");
+  CHECK(c.tls.tls_min_version == TlsVersion::Tls10);
+  CHECK(hasWarning(c, "allows obsolete TLS versions"));
+}
+
+TEST_CASE("config: turning gossip verification off warns", "[config]") {
+  auto c = ok("[gossip]\nencrypt_verify_incoming = false\nencrypt_verify_outgoing = false\n");
+  CHECK(hasWarning(c, "plaintext gossip from peers is accepted"));
+  CHECK(hasWarning(c, "gossip leaves in plaintext"));
+}
+
+TEST_CASE("config: the admin endpoint must stay on loopback unless unsafe_allow_remote",
+          "[config]") {
+  auto errs = errorsOf("[admin]\nlisten = \"0.0.0.0:9920\"\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0] == "proxy.toml:2:10: admin.listen: 0.0.0.0 is not a loopback address; the admin "
+                   "API can reload and reveal the census, so set admin.unsafe_allow_remote = "
+                   "true to expose it");
+  auto c = ok("[admin]\nlisten = \"0.0.0.0:9920\"\nunsafe_allow_remote = true\n");
+  CHECK(hasWarning(c, "reachable from the network"));
+  CHECK(ok("[admin]\nlisten = \"[::1]:9920\"\n").admin.listen == "[::1]:9920");
+  auto bad = errorsOf("[admin]\nlisten = \"localhost\"\n");
+  REQUIRE(bad.size() == 1);
+  CHECK(bad[0].starts_with("proxy.toml:2:10: admin.listen: expected an IP address and port"));
+}
+
+TEST_CASE("config: explicit ports replace the profile and are checked", "[config]") {
+  auto c = ok("[agent]\nprofile = \"custom\"\n[[intercept.port]]\nport = 9301\n"
+              "[[intercept.port]]\nport = 9300\nprotocol = \"rpc\"\n");
+  REQUIRE(c.intercept.ports.size() == 2);
+  CHECK(c.intercept.ports[0].protocol == PortProtocol::Gossip);
+  CHECK(c.intercept.ports[1].transport == Transport::Tcp);
+  auto errs = errorsOf("[[intercept.port]]\nport = 70000\n[[intercept.port]]\nport = 8300\n"
+                       "protocol = \"rpc\"\ntransport = \"udp\"\n[[intercept.port]]\nport = 8300\n"
+                       "protocol = \"rpc\"\n");
+  REQUIRE(errs.size() == 3);
+  CHECK(errs[0] == "proxy.toml:2:8: intercept.port[0].port: must be between 1 and 65535, got "
+                   "70000");
+  CHECK(errs[1] == "proxy.toml:6:13: intercept.port[1].transport: the rpc protocol is TCP only");
+  CHECK(errs[2].starts_with("proxy.toml:7:1: intercept.port[2].port: port 8300 is listed twice"));
+}
+
+TEST_CASE("config: the custom profile needs ports", "[config]") {
+  auto errs = errorsOf("[agent]\nprofile = \"custom\"\n");
+  REQUIRE(errs.size() == 1);
+  CHECK(errs[0] == "proxy.toml:2:1: agent.profile: profile \"custom\" needs at least one "
+                   "[[intercept.port]]");
+}
+
+TEST_CASE("config: datacenter, domain, label and durations are validated", "[config]") {
+  auto c = ok("[agent]\ndatacenter = \"EU-West_1\"\ndomain = \"example.\"\n"
+              "[tls]\nrpc_handshake_timeout = \"1m30s\"\n");
+  CHECK(c.agent.datacenter == "eu-west_1");
+  CHECK(c.agent.domain == "example");
+  CHECK(c.tls.rpc_handshake_timeout_ms == 90000);
+  auto errs = errorsOf("[agent]\ndatacenter = \"dc 1\"\n[gossip]\nlabel = \"" +
+                       std::string(256, 'x') + "\"\n[tls]\nrpc_handshake_timeout = \"5 s\"\n");
+  REQUIRE(errs.size() == 3);
+  CHECK(errs[0].starts_with("proxy.toml:2:14: agent.datacenter: datacenter must be"));
+  CHECK(errs[1] == "proxy.toml:4:9: gossip.label: label must be at most 255 bytes, got 256");
+  CHECK(errs[2].starts_with("proxy.toml:6:25: tls.rpc_handshake_timeout: expected a positive"));
+}
+
+TEST_CASE("config: the shipped proxy.toml loads without errors", "[config]") {
+  auto r = loadConfig(std::filesystem::path(SIDECRYPT_SOURCE_DIR) / "proxy.toml");
+  if (auto* errs = std::get_if<std::vector<ConfigError>>(&r)) {
+    FAIL(errs->front().format());
+  }
+  CHECK(std::get<Config>(r).agent.profile == Profile::Consul);
+}
+
+TEST_CASE("config: a missing file is a clear error", "[config]") {
+  auto r = loadConfig("/nonexistent/proxy.toml");
+  REQUIRE(std::holds_alternative<std::vector<ConfigError>>(r));
+  CHECK(std::get<std::vector<ConfigError>>(r)[0].format() ==
+        "/nonexistent/proxy.toml: cannot open config file: No such file or directory");
+}
