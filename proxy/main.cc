@@ -21,12 +21,13 @@ int main(int argc, char** argv) {
   run->add_option("-c,--config", config, "path to proxy.toml")->capture_default_str();
   run->callback([&] { rc = cli::runProxy(config); });
 
-  auto* check = app.add_subcommand("check-config",
-                                   "validate proxy.toml and its keyrings without starting");
+  auto* check =
+      app.add_subcommand("check-config", "validate proxy.toml and its keyrings without starting");
   check->add_option("file", config, "path to proxy.toml")->capture_default_str();
   check->callback([&] { rc = cli::checkConfig(config); });
 
-  auto* keygen = app.add_subcommand("keygen", "print a new 32-byte gossip key (like consul keygen)");
+  auto* keygen =
+      app.add_subcommand("keygen", "print a new 32-byte gossip key (like consul keygen)");
   keygen->callback([&] { rc = cli::keygen(); });
 
   auto* keyring = app.add_subcommand("keyring", "inspect or edit a keyring file (Consul format)");

@@ -8,10 +8,9 @@
 namespace sidecrypt::proxy {
 
 bool usesGossip(const Config& cfg, GossipPool pool) {
-  return std::any_of(cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
-                     [pool](const PortSpec& p) {
-                       return p.protocol == PortProtocol::Gossip && p.pool == pool;
-                     });
+  return std::any_of(
+      cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
+      [pool](const PortSpec& p) { return p.protocol == PortProtocol::Gossip && p.pool == pool; });
 }
 
 std::variant<RuntimeStatePtr, std::vector<std::string>> buildRuntimeState(
@@ -41,8 +40,8 @@ std::variant<RuntimeStatePtr, std::vector<std::string>> buildRuntimeState(
     }
     auto& resolved = std::get<ResolvedKeyring>(r);
     if (!resolved.keys) {
-      errors.push_back(file.string() +
-                       ": no gossip key: set gossip.encrypt in " + config_path.string() +
+      errors.push_back(file.string() + ": no gossip key: set gossip.encrypt in " +
+                       config_path.string() +
                        " or create the keyring with `sidecrypt keyring install KEY --file " +
                        file.string() + "`");
       return;

@@ -76,13 +76,14 @@ Server::~Server() {
 
 void Server::logState(const char* why) const {
   const auto& c = state_->config;
-  spdlog::info("{}: config {}; gossip encrypt_verify_incoming={} encrypt_verify_outgoing={}; "
-               "lan keyring {}; wan keyring {}; tls verify_incoming={} verify_outgoing={} "
-               "verify_server_hostname={}; reloads {} (failed {})",
-               why, config_path_.string(), c.gossip.encrypt_verify_incoming,
-               c.gossip.encrypt_verify_outgoing, ringSummary(state_->lan_keys),
-               ringSummary(state_->wan_keys), c.tls.verify_incoming, c.tls.verify_outgoing,
-               c.tls.verify_server_hostname, reloads_, reload_failures_);
+  spdlog::info(
+      "{}: config {}; gossip encrypt_verify_incoming={} encrypt_verify_outgoing={}; "
+      "lan keyring {}; wan keyring {}; tls verify_incoming={} verify_outgoing={} "
+      "verify_server_hostname={}; reloads {} (failed {})",
+      why, config_path_.string(), c.gossip.encrypt_verify_incoming,
+      c.gossip.encrypt_verify_outgoing, ringSummary(state_->lan_keys),
+      ringSummary(state_->wan_keys), c.tls.verify_incoming, c.tls.verify_outgoing,
+      c.tls.verify_server_hostname, reloads_, reload_failures_);
   for (const auto& p : c.intercept.ports) {
     spdlog::debug("intercept {} port {} ({}, {})", p.name, p.port, toString(p.protocol),
                   toString(p.transport));

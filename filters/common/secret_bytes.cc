@@ -37,7 +37,9 @@ SecretBytes SecretBytes::copyOf(std::span<const uint8_t> bytes) {
   return out;
 }
 
-SecretBytes::~SecretBytes() { release(); }
+SecretBytes::~SecretBytes() {
+  release();
+}
 
 SecretBytes::SecretBytes(SecretBytes&& other) noexcept : data_(other.data_), size_(other.size_) {
   other.data_ = nullptr;

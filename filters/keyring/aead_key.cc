@@ -12,7 +12,9 @@
 
 namespace sidecrypt::filters::keyring {
 
-bool isValidKeyLength(size_t n) { return n == 16 || n == 24 || n == 32; }
+bool isValidKeyLength(size_t n) {
+  return n == 16 || n == 24 || n == 32;
+}
 
 std::string fingerprintOf(std::span<const uint8_t> key) {
   uint8_t digest[SHA256_DIGEST_LENGTH];
@@ -69,8 +71,8 @@ bool AeadKey::init() {
   }
   auto* ctx = new (ctx_storage_.data()) EVP_AEAD_CTX;
   EVP_AEAD_CTX_zero(ctx);
-  if (EVP_AEAD_CTX_init(ctx, aeadFor(raw_.size()), raw_.data(), raw_.size(), kTagBytes,
-                        nullptr) != 1) {
+  if (EVP_AEAD_CTX_init(ctx, aeadFor(raw_.size()), raw_.data(), raw_.size(), kTagBytes, nullptr) !=
+      1) {
     ERR_clear_error();
     return false;
   }

@@ -70,7 +70,7 @@ struct PortSpec {
 
 struct InterceptConfig {
   InterceptMode mode = InterceptMode::Tproxy;
-  bool install_rules = false;  // `sidecrypt run` installs (and on exit handles) its own rules
+  bool install_rules = false;   // `sidecrypt run` installs (and on exit handles) its own rules
   std::vector<PortSpec> ports;  // filled from the profile unless given explicitly
 };
 

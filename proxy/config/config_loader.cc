@@ -6,11 +6,11 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
 #include <map>
-#include <toml++/toml.h>
 
 #include "filters/keyring/keyring_codec.h"
 #include "proxy/config/did_you_mean.h"
@@ -55,7 +55,9 @@ const char* toString(Transport t) {
   return "?";
 }
 
-const char* toString(PortProtocol p) { return p == PortProtocol::Gossip ? "gossip" : "rpc"; }
+const char* toString(PortProtocol p) {
+  return p == PortProtocol::Gossip ? "gossip" : "rpc";
+}
 
 namespace {
 
@@ -234,9 +236,10 @@ class Loader {
 
 void Loader::loadAgent(const toml::table& t) {
   const std::string s = "agent";
-  getEnum<Profile>(t, s, "profile",
-                   {{"consul", Profile::Consul}, {"serf", Profile::Serf}, {"custom", Profile::Custom}},
-                   cfg.agent.profile);
+  getEnum<Profile>(
+      t, s, "profile",
+      {{"consul", Profile::Consul}, {"serf", Profile::Serf}, {"custom", Profile::Custom}},
+      cfg.agent.profile);
   getBool(t, s, "server", cfg.agent.server);
   getString(t, s, "node_name", cfg.agent.node_name);
   if (getString(t, s, "datacenter", cfg.agent.datacenter)) {
@@ -248,9 +251,9 @@ void Loader::loadAgent(const toml::table& t) {
       error(*find(t, "datacenter"), "agent.datacenter",
             "datacenter must be letters, digits, '-' or '_' (as in Consul)");
     }
-    std::transform(cfg.agent.datacenter.begin(), cfg.agent.datacenter.end(),
-                   cfg.agent.datacenter.begin(),
-                   [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+    std::transform(
+        cfg.agent.datacenter.begin(), cfg.agent.datacenter.end(), cfg.agent.datacenter.begin(),
+        [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
   }
   if (getString(t, s, "domain", cfg.agent.domain)) {
     while (!cfg.agent.domain.empty() && cfg.agent.domain.back() == '.') {
@@ -345,14 +348,13 @@ void Loader::loadTls(const toml::table& t) {
   getBool(t, s, "verify_incoming", c.verify_incoming);
   getBool(t, s, "verify_outgoing", c.verify_outgoing);
   getBool(t, s, "verify_server_hostname", c.verify_server_hostname);
-  const bool min_given = getEnum<TlsVersion>(
-      t, s, "tls_min_version",
-      {{"TLSv1_0", TlsVersion::Tls10},
-       {"TLSv1_1", TlsVersion::Tls11},
-       {"TLSv1_2", TlsVersion::Tls12},
-       {"TLSv1_3", TlsVersion::Tls13},
-       {"TLS_AUTO", TlsVersion::Tls12}},
-      c.tls_min_version);
+  const bool min_given = getEnum<TlsVersion>(t, s, "tls_min_version",
+                                             {{"TLSv1_0", TlsVersion::Tls10},
+                                              {"TLSv1_1", TlsVersion::Tls11},
+                                              {"TLSv1_2", TlsVersion::Tls12},
+                                              {"TLSv1_3", TlsVersion::Tls13},
+                                              {"TLS_AUTO", TlsVersion::Tls12}},
+                                             c.tls_min_version);
   (void)min_given;
   if (const auto* n = find(t, "tls_cipher_suites")) {
     std::vector<std::string> names;
@@ -446,9 +448,10 @@ void Loader::loadIntercept(const toml::table& t, bool& ports_given) {
                           {{"gossip", PortProtocol::Gossip}, {"rpc", PortProtocol::Rpc}},
                           p.protocol);
     p.transport = p.protocol == PortProtocol::Rpc ? Transport::Tcp : Transport::Both;
-    if (getEnum<Transport>(pt, sec, "transport",
-                           {{"udp", Transport::Udp}, {"tcp", Transport::Tcp}, {"both", Transport::Both}},
-                           p.transport) &&
+    if (getEnum<Transport>(
+            pt, sec, "transport",
+            {{"udp", Transport::Udp}, {"tcp", Transport::Tcp}, {"both", Transport::Both}},
+            p.transport) &&
         p.protocol == PortProtocol::Rpc && p.transport != Transport::Tcp) {
       error(*pt.get("transport"), sec + ".transport", "the rpc protocol is TCP only");
       p.transport = Transport::Tcp;
@@ -514,8 +517,9 @@ void Loader::loadAdmin(const toml::table& t) {
             "expected an IP address and port such as \"127.0.0.1:9920\" or \"[::1]:9920\"");
     } else if (!parsed->second && !cfg.admin.unsafe_allow_remote) {
       error(*find(t, "listen"), "admin.listen",
-            parsed->first + " is not a loopback address; the admin API can reload and reveal "
-                            "the census, so set admin.unsafe_allow_remote = true to expose it");
+            parsed->first +
+                " is not a loopback address; the admin API can reload and reveal "
+                "the census, so set admin.unsafe_allow_remote = true to expose it");
     } else if (!parsed->second) {
       cfg.warnings.push_back("admin.listen " + cfg.admin.listen +
                              " is reachable from the network (admin.unsafe_allow_remote)");
@@ -550,18 +554,18 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
   if (!ports_given) {
     switch (a.profile) {
       case Profile::Consul:
-        cfg.intercept.ports.push_back({8301, PortProtocol::Gossip, Transport::Both, GossipPool::Lan,
-                                       "serf_lan"});
+        cfg.intercept.ports.push_back(
+            {8301, PortProtocol::Gossip, Transport::Both, GossipPool::Lan, "serf_lan"});
         if (a.server) {
-          cfg.intercept.ports.push_back({8302, PortProtocol::Gossip, Transport::Both,
-                                         GossipPool::Wan, "serf_wan"});
+          cfg.intercept.ports.push_back(
+              {8302, PortProtocol::Gossip, Transport::Both, GossipPool::Wan, "serf_wan"});
         }
-        cfg.intercept.ports.push_back({8300, PortProtocol::Rpc, Transport::Tcp, GossipPool::Lan,
-                                       "rpc"});
+        cfg.intercept.ports.push_back(
+            {8300, PortProtocol::Rpc, Transport::Tcp, GossipPool::Lan, "rpc"});
         break;
       case Profile::Serf:
-        cfg.intercept.ports.push_back({7946, PortProtocol::Gossip, Transport::Both, GossipPool::Lan,
-                                       "serf"});
+        cfg.intercept.ports.push_back(
+            {7946, PortProtocol::Gossip, Transport::Both, GossipPool::Lan, "serf"});
         break;
       case Profile::Custom:
         (void)intercept;
@@ -574,8 +578,9 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
     t.verify_outgoing = true;  // Consul: verify_server_hostname implies verify_outgoing
   }
   const bool has_ca = !t.ca_file.empty() || !t.ca_path.empty();
-  const bool uses_rpc = std::any_of(cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
-                                    [](const PortSpec& p) { return p.protocol == PortProtocol::Rpc; });
+  const bool uses_rpc =
+      std::any_of(cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
+                  [](const PortSpec& p) { return p.protocol == PortProtocol::Rpc; });
   if (t.cert_file.empty() != t.key_file.empty()) {
     crossError({"tls.cert_file", "tls.key_file"}, "cert_file and key_file must be set together");
   }
@@ -598,8 +603,9 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
         "refuse this agent's RPC");
   }
   if (!t.ca_file.empty() && !t.ca_path.empty()) {
-    cfg.warnings.push_back("tls.ca_file and tls.ca_path are both set; ca_path is ignored (as in "
-                           "Consul)");
+    cfg.warnings.push_back(
+        "tls.ca_file and tls.ca_path are both set; ca_path is ignored (as in "
+        "Consul)");
   }
   if (t.tls_min_version < TlsVersion::Tls12) {
     cfg.warnings.push_back(std::string("tls.tls_min_version = ") + toString(t.tls_min_version) +
@@ -671,9 +677,10 @@ ConfigResult runLoader(toml::table& root, Loader& l) {
   }
   l.applyDefaults(ports_given, intercept);
   if (!l.errors.empty()) {
-    std::stable_sort(l.errors.begin(), l.errors.end(), [](const ConfigError& a, const ConfigError& b) {
-      return std::tie(a.where.line, a.where.column) < std::tie(b.where.line, b.where.column);
-    });
+    std::stable_sort(
+        l.errors.begin(), l.errors.end(), [](const ConfigError& a, const ConfigError& b) {
+          return std::tie(a.where.line, a.where.column) < std::tie(b.where.line, b.where.column);
+        });
     return std::move(l.errors);
   }
   return std::move(l.cfg);

@@ -19,7 +19,9 @@ using filters::keyring::KeySet;
 
 namespace {
 
-std::string errnoText(int err) { return std::strerror(err); }
+std::string errnoText(int err) {
+  return std::strerror(err);
+}
 
 std::string modeText(mode_t mode) {
   char buf[8];

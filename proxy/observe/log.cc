@@ -58,6 +58,8 @@ bool setupLogging(const LogConfig& cfg) {
   return true;
 }
 
-std::string connectionTag(unsigned long long id) { return "[C" + std::to_string(id) + "]"; }
+std::string connectionTag(unsigned long long id) {
+  return "[C" + std::to_string(id) + "]";
+}
 
 }  // namespace sidecrypt::proxy

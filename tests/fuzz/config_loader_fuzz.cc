@@ -8,8 +8,8 @@
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace sidecrypt::proxy;
-  auto result = loadConfigText(std::string_view(reinterpret_cast<const char*>(data), size),
-                               "fuzz.toml");
+  auto result =
+      loadConfigText(std::string_view(reinterpret_cast<const char*>(data), size), "fuzz.toml");
   if (auto* errs = std::get_if<std::vector<ConfigError>>(&result)) {
     if (errs->empty()) {
       __builtin_trap();  // a failure must always say why

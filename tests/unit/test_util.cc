@@ -63,6 +63,8 @@ mode_t fileMode(const std::filesystem::path& p) {
   return st.st_mode & 07777;
 }
 
-std::filesystem::path vectorsDir() { return SIDECRYPT_VECTORS_DIR; }
+std::filesystem::path vectorsDir() {
+  return SIDECRYPT_VECTORS_DIR;
+}
 
 }  // namespace sidecrypt::test

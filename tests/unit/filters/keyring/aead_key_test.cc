@@ -69,8 +69,8 @@ TEST_CASE("aead_key: seal with the vector's nonce reproduces memberlist's bytes"
   auto plain = fromHex(v["plaintext_hex"]);
   auto nonce = fromHex(v["nonce_hex"]);
   std::vector<uint8_t> out(plain.size() + kTagBytes);
-  auto n = key->seal(std::span<const uint8_t, kNonceBytes>(nonce.data(), kNonceBytes), plain, {},
-                     out);
+  auto n =
+      key->seal(std::span<const uint8_t, kNonceBytes>(nonce.data(), kNonceBytes), plain, {}, out);
   REQUIRE(n == out.size());
   std::vector<uint8_t> expect = fromHex(v["sealed_hex"]);
   expect.erase(expect.begin(), expect.begin() + 1 + kNonceBytes);

@@ -35,8 +35,7 @@ std::string err(const KeySet::Result& r) {
 
 }  // namespace
 
-TEST_CASE("key_set: install appends, keeps the primary, and is a no-op when present",
-          "[keyring]") {
+TEST_CASE("key_set: install appends, keeps the primary, and is a no-op when present", "[keyring]") {
   auto ring = ringOf({1, 2});
   auto next = ok(ring->install(keyOf(3)));
   REQUIRE(next->size() == 3);
@@ -57,8 +56,7 @@ TEST_CASE("key_set: install refuses bad key sizes", "[keyring]") {
   CHECK(err(ringOf({1})->install(keyOf(5, 31))) == "key size must be 16, 24 or 32 bytes");
 }
 
-TEST_CASE("key_set: use moves the key to the front and keeps the others in order",
-          "[keyring]") {
+TEST_CASE("key_set: use moves the key to the front and keeps the others in order", "[keyring]") {
   auto next = ok(ringOf({1, 2, 3})->use(keyOf(3)));
   REQUIRE(next->size() == 3);
   CHECK(next->at(0).raw().equals(keyOf(3)));

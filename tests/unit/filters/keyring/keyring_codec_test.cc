@@ -83,8 +83,8 @@ TEST_CASE("keyring_codec: the vector keyring parses in ring order", "[keyring][v
 }
 
 TEST_CASE("keyring_codec: duplicate keys collapse into the first", "[keyring]") {
-  auto ring = ringOf(parseKeyringText(std::string("[\"") + k32a + "\",\"" + k32b + "\",\"" +
-                                      k32a + "\"]"));
+  auto ring =
+      ringOf(parseKeyringText(std::string("[\"") + k32a + "\",\"" + k32b + "\",\"" + k32a + "\"]"));
   CHECK(ring->size() == 2);
 }
 

@@ -74,8 +74,9 @@ TEST_CASE("config: the consul server profile adds WAN gossip; serf uses 7946", "
 TEST_CASE("config: a bad gossip key names file, line, column and key", "[config]") {
   auto errs = errorsOf("[gossip]\n\nencrypt = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"\n");
   REQUIRE(errs.size() == 1);
-  CHECK(errs[0] == "proxy.toml:3:11: gossip.encrypt: key must be 16, 24 or 32 bytes of base64, "
-                   "got 31");
+  CHECK(errs[0] ==
+        "proxy.toml:3:11: gossip.encrypt: key must be 16, 24 or 32 bytes of base64, "
+        "got 31");
 }
 
 TEST_CASE("config: a good gossip key is decoded into locked memory", "[config]") {
@@ -85,13 +86,16 @@ TEST_CASE("config: a good gossip key is decoded into locked memory", "[config]")
 }
 
 TEST_CASE("config: unknown keys are errors with a did-you-mean hint", "[config]") {
-  auto errs = errorsOf("[gossip]\nencrypt_verify_incomming = false\n[tls]\nverfy_outgoing = true\n"
-                       "[nonsense]\n");
+  auto errs = errorsOf(
+      "[gossip]\nencrypt_verify_incomming = false\n[tls]\nverfy_outgoing = true\n"
+      "[nonsense]\n");
   REQUIRE(errs.size() == 3);
-  CHECK(errs[0] == "proxy.toml:2:1: gossip.encrypt_verify_incomming: unknown key; did you mean "
-                   "'encrypt_verify_incoming'?");
-  CHECK(errs[1] == "proxy.toml:4:1: tls.verfy_outgoing: unknown key; did you mean "
-                   "'verify_outgoing'?");
+  CHECK(errs[0] ==
+        "proxy.toml:2:1: gossip.encrypt_verify_incomming: unknown key; did you mean "
+        "'encrypt_verify_incoming'?");
+  CHECK(errs[1] ==
+        "proxy.toml:4:1: tls.verfy_outgoing: unknown key; did you mean "
+        "'verify_outgoing'?");
   CHECK(errs[2] == "proxy.toml:5:2: nonsense: unknown key");
 }
 
@@ -100,13 +104,16 @@ TEST_CASE("config: every error is reported at once, in file order", "[config]") 
       "[agent]\nprofile = \"nomad\"\n[gossip]\nencrypt_verify_outgoing = \"yes\"\n"
       "[tls]\ntls_min_version = \"TLSv9\"\n[log]\nlevel = \"loud\"\n");
   REQUIRE(errs.size() == 4);
-  CHECK(errs[0] == "proxy.toml:2:11: agent.profile: unknown value 'nomad'; expected one of: "
-                   "consul, serf, custom");
+  CHECK(errs[0] ==
+        "proxy.toml:2:11: agent.profile: unknown value 'nomad'; expected one of: "
+        "consul, serf, custom");
   CHECK(errs[1] == "proxy.toml:4:27: gossip.encrypt_verify_outgoing: expected true or false");
-  CHECK(errs[2] == "proxy.toml:6:19: tls.tls_min_version: unknown value 'TLSv9'; expected one "
-                   "of: TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3, TLS_AUTO");
-  CHECK(errs[3] == "proxy.toml:8:9: log.level: unknown value 'loud'; expected one of: trace, "
-                   "debug, info, warn, error, critical, off");
+  CHECK(errs[2] ==
+        "proxy.toml:6:19: tls.tls_min_version: unknown value 'TLSv9'; expected one "
+        "of: TLSv1_0, TLSv1_1, TLSv1_2, TLSv1_3, TLS_AUTO");
+  CHECK(errs[3] ==
+        "proxy.toml:8:9: log.level: unknown value 'loud'; expected one of: trace, "
+        "debug, info, warn, error, critical, off");
 }
 
 TEST_CASE("config: TOML syntax errors carry the position", "[config]") {
@@ -119,12 +126,15 @@ TEST_CASE("config: TOML syntax errors carry the position", "[config]") {
 TEST_CASE("config: verify flags need a CA, as in Consul", "[config]") {
   auto errs = errorsOf("[tls]\nverify_outgoing = true\n");
   REQUIRE(errs.size() == 1);
-  CHECK(errs[0] == "proxy.toml:2:1: tls.verify_outgoing: verify_outgoing set but no CA "
-                   "certificates were provided (set tls.ca_file or tls.ca_path)");
-  auto in = errorsOf("[agent]\nserver = true\n[tls]\nca_file = \"ca.pem\"\nverify_incoming = true\n");
+  CHECK(errs[0] ==
+        "proxy.toml:2:1: tls.verify_outgoing: verify_outgoing set but no CA "
+        "certificates were provided (set tls.ca_file or tls.ca_path)");
+  auto in =
+      errorsOf("[agent]\nserver = true\n[tls]\nca_file = \"ca.pem\"\nverify_incoming = true\n");
   REQUIRE(in.size() == 1);
-  CHECK(in[0] == "proxy.toml:5:1: tls.verify_incoming: verify_incoming requires tls.cert_file "
-                 "and tls.key_file");
+  CHECK(in[0] ==
+        "proxy.toml:5:1: tls.verify_incoming: verify_incoming requires tls.cert_file "
+        "and tls.key_file");
 }
 
 TEST_CASE("config: verify_server_hostname implies verify_outgoing", "[config]") {
@@ -143,16 +153,19 @@ TEST_CASE("config: cert_file and key_file go together", "[config]") {
 
 TEST_CASE("config: cipher suites use Consul's names and are not allowed with TLS 1.3 minimum",
           "[config]") {
-  auto c = ok("[tls]\ntls_cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "
-              "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\"\n");
+  auto c =
+      ok("[tls]\ntls_cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "
+         "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\"\n");
   CHECK(c.tls.tls_cipher_suites.size() == 2);
   auto errs = errorsOf("[tls]\ntls_cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265\"\n");
   REQUIRE(errs.size() == 1);
-  CHECK(errs[0] == "proxy.toml:2:21: tls.tls_cipher_suites: unsupported cipher suite "
-                   "'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265'; did you mean "
-                   "'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'?");
-  auto v13 = errorsOf("[tls]\ntls_min_version = \"TLSv1_3\"\ntls_cipher_suites = "
-                      "[\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]\n");
+  CHECK(errs[0] ==
+        "proxy.toml:2:21: tls.tls_cipher_suites: unsupported cipher suite "
+        "'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265'; did you mean "
+        "'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'?");
+  auto v13 = errorsOf(
+      "[tls]\ntls_min_version = \"TLSv1_3\"\ntls_cipher_suites = "
+      "[\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]\n");
   REQUIRE(v13.size() == 1);
   CHECK(v13[0].find("TLS 1.3 cipher suites are not configurable") != std::string::npos);
 }
@@ -173,9 +186,10 @@ TEST_CASE("config: the admin endpoint must stay on loopback unless unsafe_allow_
           "[config]") {
   auto errs = errorsOf("[admin]\nlisten = \"0.0.0.0:9920\"\n");
   REQUIRE(errs.size() == 1);
-  CHECK(errs[0] == "proxy.toml:2:10: admin.listen: 0.0.0.0 is not a loopback address; the admin "
-                   "API can reload and reveal the census, so set admin.unsafe_allow_remote = "
-                   "true to expose it");
+  CHECK(errs[0] ==
+        "proxy.toml:2:10: admin.listen: 0.0.0.0 is not a loopback address; the admin "
+        "API can reload and reveal the census, so set admin.unsafe_allow_remote = "
+        "true to expose it");
   auto c = ok("[admin]\nlisten = \"0.0.0.0:9920\"\nunsafe_allow_remote = true\n");
   CHECK(hasWarning(c, "reachable from the network"));
   CHECK(ok("[admin]\nlisten = \"[::1]:9920\"\n").admin.listen == "[::1]:9920");
@@ -185,17 +199,20 @@ TEST_CASE("config: the admin endpoint must stay on loopback unless unsafe_allow_
 }
 
 TEST_CASE("config: explicit ports replace the profile and are checked", "[config]") {
-  auto c = ok("[agent]\nprofile = \"custom\"\n[[intercept.port]]\nport = 9301\n"
-              "[[intercept.port]]\nport = 9300\nprotocol = \"rpc\"\n");
+  auto c =
+      ok("[agent]\nprofile = \"custom\"\n[[intercept.port]]\nport = 9301\n"
+         "[[intercept.port]]\nport = 9300\nprotocol = \"rpc\"\n");
   REQUIRE(c.intercept.ports.size() == 2);
   CHECK(c.intercept.ports[0].protocol == PortProtocol::Gossip);
   CHECK(c.intercept.ports[1].transport == Transport::Tcp);
-  auto errs = errorsOf("[[intercept.port]]\nport = 70000\n[[intercept.port]]\nport = 8300\n"
-                       "protocol = \"rpc\"\ntransport = \"udp\"\n[[intercept.port]]\nport = 8300\n"
-                       "protocol = \"rpc\"\n");
+  auto errs = errorsOf(
+      "[[intercept.port]]\nport = 70000\n[[intercept.port]]\nport = 8300\n"
+      "protocol = \"rpc\"\ntransport = \"udp\"\n[[intercept.port]]\nport = 8300\n"
+      "protocol = \"rpc\"\n");
   REQUIRE(errs.size() == 3);
-  CHECK(errs[0] == "proxy.toml:2:8: intercept.port[0].port: must be between 1 and 65535, got "
-                   "70000");
+  CHECK(errs[0] ==
+        "proxy.toml:2:8: intercept.port[0].port: must be between 1 and 65535, got "
+        "70000");
   CHECK(errs[1] == "proxy.toml:6:13: intercept.port[1].transport: the rpc protocol is TCP only");
   CHECK(errs[2].starts_with("proxy.toml:7:1: intercept.port[2].port: port 8300 is listed twice"));
 }
@@ -203,13 +220,15 @@ TEST_CASE("config: explicit ports replace the profile and are checked", "[config
 TEST_CASE("config: the custom profile needs ports", "[config]") {
   auto errs = errorsOf("[agent]\nprofile = \"custom\"\n");
   REQUIRE(errs.size() == 1);
-  CHECK(errs[0] == "proxy.toml:2:1: agent.profile: profile \"custom\" needs at least one "
-                   "[[intercept.port]]");
+  CHECK(errs[0] ==
+        "proxy.toml:2:1: agent.profile: profile \"custom\" needs at least one "
+        "[[intercept.port]]");
 }
 
 TEST_CASE("config: datacenter, domain, label and durations are validated", "[config]") {
-  auto c = ok("[agent]\ndatacenter = \"EU-West_1\"\ndomain = \"example.\"\n"
-              "[tls]\nrpc_handshake_timeout = \"1m30s\"\n");
+  auto c =
+      ok("[agent]\ndatacenter = \"EU-West_1\"\ndomain = \"example.\"\n"
+         "[tls]\nrpc_handshake_timeout = \"1m30s\"\n");
   CHECK(c.agent.datacenter == "eu-west_1");
   CHECK(c.agent.domain == "example");
   CHECK(c.tls.rpc_handshake_timeout_ms == 90000);

@@ -18,7 +18,9 @@ namespace {
 const std::string kA = "VyCxNNGoItgU4Da78vpwEz72f+XlruLSaDvb9QaqQGg=";
 const std::string kB = "gDIPiPyJ/6pkegrXUNVrRK8E3x82Kvu8JnoOXgIOnzw=";
 
-SecretBytes key(const std::string& b64) { return std::get<SecretBytes>(decodeKey(b64)); }
+SecretBytes key(const std::string& b64) {
+  return std::get<SecretBytes>(decodeKey(b64));
+}
 
 std::string loadError(const std::filesystem::path& p) {
   auto r = loadKeyringFile(p);
@@ -90,8 +92,7 @@ TEST_CASE("keyring_file: neither file nor encrypt means no keyring", "[keyring]"
   CHECK_FALSE(std::filesystem::exists(dir / "k"));
 }
 
-TEST_CASE("keyring_file: a corrupt file is refused and left byte-for-byte unchanged",
-          "[keyring]") {
+TEST_CASE("keyring_file: a corrupt file is refused and left byte-for-byte unchanged", "[keyring]") {
   TempDir dir;
   auto file = dir / "local.keyring";
   const std::string corrupt = "[\"" + kA + "\", \"truncated";
@@ -116,7 +117,8 @@ TEST_CASE("keyring_file: group- or world-accessible files are refused and not re
   sidecrypt::test::writeFile(file, "[\"" + kA + "\"]", 0644);
   CHECK(loadError(file) == file.string() +
                                ": keyring file permissions 0644 are too open (group/other may "
-                               "access it); run: chmod 600 " + file.string());
+                               "access it); run: chmod 600 " +
+                               file.string());
   auto enc = key(kA);
   CHECK(std::holds_alternative<std::string>(resolveKeyring(file, &enc, true)));
   CHECK(sidecrypt::test::fileMode(file) == 0644);

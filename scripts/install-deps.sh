@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Installs everything sidecrypt needs to build, test and run its demo on Debian 12 (bookworm).
+# Safe to run again; uses sudo when not already root.
+set -euo pipefail
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
+
+PACKAGES=(
+  # build
+  build-essential cmake ninja-build pkg-config git
+  # libraries on the design card, plus CLI/JSON/HTTP/pcap helpers from Debian
+  android-libboringssl-dev libuv1-dev libsodium-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
+  libcli11-dev nlohmann-json3-dev libhttp-parser-dev libpcap-dev
+  # tests, fuzzing, linting, benchmarks
+  catch2 libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev python3
+  # real peers and the network lab: serf agents, Go (memberlist/TLS peers), namespaces, netfilter
+  serf golang-go golang-github-hashicorp-memberlist-dev golang-github-hashicorp-yamux-dev
+  golang-github-hashicorp-net-rpc-msgpackrpc-dev golang-github-hashicorp-go-msgpack-dev
+  iproute2 iptables nftables tshark tcpdump
+  # certificates for the examples and tests
+  openssl xxd bc
+)
+
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -eq 0 ]; then
+  echo "install-deps: all ${#PACKAGES[@]} packages present"
+  exit 0
+fi
+echo "install-deps: installing ${missing[*]}"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# tshark asks whether non-root users may capture; the answer does not matter here.
+echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
