@@ -49,6 +49,19 @@ int main(int argc, char** argv) {
   addOp("use", "make an installed key the primary", cli::KeyringOp::Use, true);
   addOp("remove", "remove a key (not the primary)", cli::KeyringOp::Remove, true);
 
+  auto* rules = app.add_subcommand("rules", "install, remove or print sidecrypt's netfilter rules");
+  rules->require_subcommand(1);
+  auto addRules = [&](const char* name, const char* help, cli::RulesOp op) {
+    auto* sub = rules->add_subcommand(name, help);
+    sub->add_option("-c,--config", config, "path to proxy.toml")->capture_default_str();
+    sub->callback([&, op] { rc = cli::rulesCommand(op, config); });
+  };
+  addRules("install", "install the rules and policy routes (idempotent; needs CAP_NET_ADMIN)",
+           cli::RulesOp::Install);
+  addRules("remove", "remove exactly sidecrypt's rules and routes (idempotent)",
+           cli::RulesOp::Remove);
+  addRules("print", "print the commands install would run", cli::RulesOp::Print);
+
   auto* version = app.add_subcommand("version", "print the version");
   version->callback([&] { std::cout << "sidecrypt " << sidecrypt::kVersion << "\n"; });
 

@@ -14,4 +14,8 @@ enum class KeyringOp { List, Install, Use, Remove };
 // `key` is base64, a fingerprint (use/remove), or "-" to read one line from stdin.
 int keyringCommand(KeyringOp op, const std::filesystem::path& file, const std::string& key);
 
+enum class RulesOp { Install, Remove, Print };
+// Installs, removes or prints sidecrypt's own netfilter rules and policy routes.
+int rulesCommand(RulesOp op, const std::filesystem::path& config);
+
 }  // namespace sidecrypt::proxy::cli

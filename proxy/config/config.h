@@ -68,10 +68,24 @@ struct PortSpec {
   std::string name;  // "serf_lan", "rpc", ...
 };
 
+enum class RulesBackend : uint8_t { Auto, Nft, IptablesNft, IptablesLegacy };
+
 struct InterceptConfig {
   InterceptMode mode = InterceptMode::Tproxy;
-  bool install_rules = false;   // `sidecrypt run` installs (and on exit handles) its own rules
-  std::vector<PortSpec> ports;  // filled from the profile unless given explicitly
+  RulesBackend backend = RulesBackend::Auto;
+  bool install_rules = false;  // `sidecrypt run` installs its own rules at start
+  // Fail closed: rules stay when sidecrypt exits, so the agent's gossip and RPC are dropped
+  // rather than sent in plaintext. true removes them on exit (traffic then flows unencrypted).
+  bool unsafe_remove_rules_on_exit = false;
+  bool ipv6 = true;
+  uint16_t outbound_port = 15001;  // capture port for the agent's outgoing traffic
+  uint16_t inbound_port = 15006;   // capture port for peers' traffic to the agent
+  uint32_t divert_mark = 0x539;    // fwmark routed to lo; also marks spoofed-source deliveries
+  uint32_t proxy_mark = 0x53a;     // SO_MARK of sidecrypt's own outward sockets (never captured)
+  uint32_t route_table = 133;
+  uint32_t rule_priority = 100;  // `ip rule` preference; must precede foreign catch-all rules
+  uint32_t drain_ms = 5000;      // on SIGTERM, keep forwarding this long (agent's leave)
+  std::vector<PortSpec> ports;   // filled from the profile unless given explicitly
 };
 
 struct AdminConfig {

@@ -70,6 +70,8 @@ constexpr std::string_view kCipherSuites[] = {
     "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",          "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
 };
 
+std::optional<uint32_t> parseDurationMs(std::string_view s);
+
 struct Section {
   std::string_view name;
   std::vector<std::string_view> keys;
@@ -85,7 +87,10 @@ const std::vector<Section>& schema() {
        {"ca_file", "ca_path", "cert_file", "key_file", "verify_incoming", "verify_outgoing",
         "verify_server_hostname", "tls_min_version", "tls_cipher_suites", "rpc_handshake_timeout",
         "rpc_max_conns_per_client"}},
-      {"intercept", {"mode", "install_rules", "port"}},
+      {"intercept",
+       {"mode", "backend", "install_rules", "unsafe_remove_rules_on_exit", "ipv6", "outbound_port",
+        "inbound_port", "divert_mark", "proxy_mark", "route_table", "rule_priority", "drain_time",
+        "port"}},
       {"admin", {"listen", "unsafe_allow_remote"}},
       {"log", {"level", "format"}},
   };
@@ -423,7 +428,59 @@ void Loader::loadIntercept(const toml::table& t, bool& ports_given) {
   getEnum<InterceptMode>(t, s, "mode",
                          {{"tproxy", InterceptMode::Tproxy}, {"redirect", InterceptMode::Redirect}},
                          cfg.intercept.mode);
-  getBool(t, s, "install_rules", cfg.intercept.install_rules);
+  auto& ic = cfg.intercept;
+  getEnum<RulesBackend>(t, s, "backend",
+                        {{"auto", RulesBackend::Auto},
+                         {"nft", RulesBackend::Nft},
+                         {"iptables-nft", RulesBackend::IptablesNft},
+                         {"iptables-legacy", RulesBackend::IptablesLegacy}},
+                        ic.backend);
+  getBool(t, s, "install_rules", ic.install_rules);
+  getBool(t, s, "unsafe_remove_rules_on_exit", ic.unsafe_remove_rules_on_exit);
+  if (ic.unsafe_remove_rules_on_exit) {
+    cfg.warnings.push_back(
+        "intercept.unsafe_remove_rules_on_exit: when sidecrypt stops, the agent's traffic flows "
+        "in plaintext");
+  }
+  getBool(t, s, "ipv6", ic.ipv6);
+  if (auto v = getInt(t, s, "outbound_port", 1, 65535)) {
+    ic.outbound_port = static_cast<uint16_t>(*v);
+  }
+  if (auto v = getInt(t, s, "inbound_port", 1, 65535)) {
+    ic.inbound_port = static_cast<uint16_t>(*v);
+  }
+  if (ic.inbound_port == ic.outbound_port) {
+    crossError({"intercept.inbound_port", "intercept.outbound_port"},
+               "inbound_port and outbound_port must differ");
+  }
+  constexpr int64_t kMaxU32 = 0xffffffffLL;
+  if (auto v = getInt(t, s, "divert_mark", 1, kMaxU32)) {
+    ic.divert_mark = static_cast<uint32_t>(*v);
+  }
+  if (auto v = getInt(t, s, "proxy_mark", 1, kMaxU32)) {
+    ic.proxy_mark = static_cast<uint32_t>(*v);
+  }
+  if (ic.divert_mark == ic.proxy_mark) {
+    crossError({"intercept.proxy_mark", "intercept.divert_mark"},
+               "divert_mark and proxy_mark must differ");
+  }
+  if (auto v = getInt(t, s, "route_table", 1, 0xfffffffe)) {
+    ic.route_table = static_cast<uint32_t>(*v);
+  }
+  if (auto v = getInt(t, s, "rule_priority", 1, 32765)) {
+    ic.rule_priority = static_cast<uint32_t>(*v);
+  }
+  if (const auto* n = find(t, "drain_time")) {
+    std::optional<uint32_t> ms;
+    if (n->is_string()) {
+      ms = parseDurationMs(n->as_string()->get());
+    }
+    if (!ms) {
+      error(*n, "intercept.drain_time", "expected a duration such as \"5s\" (0s for none)");
+    } else {
+      ic.drain_ms = *ms;
+    }
+  }
   const auto* ports = find(t, "port");
   if (ports == nullptr) {
     return;
@@ -627,6 +684,19 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
           "tls.verify_server_hostname is off: any certificate signed by the CA is accepted as a "
           "server (Consul's default, but weaker)");
     }
+  }
+  if (cfg.intercept.mode == InterceptMode::Redirect) {
+    for (const auto& p : cfg.intercept.ports) {
+      if (p.protocol == PortProtocol::Gossip && p.transport != Transport::Tcp) {
+        crossError({"intercept.mode"},
+                   "mode \"redirect\" cannot intercept UDP gossip (REDIRECT loses the original "
+                   "destination, so gossip would leak or break); use \"tproxy\"");
+        break;
+      }
+    }
+    cfg.warnings.push_back(
+        "intercept.mode = redirect: the agent sees sidecrypt's address instead "
+        "of each peer's on inbound connections");
   }
   if (!a.server && t.verify_incoming) {
     cfg.warnings.push_back("tls.verify_incoming has no effect on a client agent (no inbound RPC)");

@@ -1,0 +1,39 @@
+#include <iostream>
+
+#include "proxy/cli/commands.h"
+#include "proxy/config/config_loader.h"
+#include "proxy/intercept/rules.h"
+
+namespace sidecrypt::proxy::cli {
+
+int rulesCommand(RulesOp op, const std::filesystem::path& config) {
+  auto loaded = loadConfig(config);
+  if (auto* errs = std::get_if<std::vector<ConfigError>>(&loaded)) {
+    for (const auto& e : *errs) {
+      std::cerr << e.format() << "\n";
+    }
+    return 2;
+  }
+  const auto& cfg = std::get<Config>(loaded);
+  const RuleParams params = ruleParams(cfg);
+  std::string why;
+  const RulesBackend backend = op == RulesOp::Print && cfg.intercept.backend == RulesBackend::Auto
+                                   ? chooseBackend(RulesBackend::Auto, why)
+                                   : chooseBackend(cfg.intercept.backend, why);
+  if (op == RulesOp::Print) {
+    std::cout << "# " << why << "\n" << describePlan(installPlan(params, backend));
+    return 0;
+  }
+  const RulePlan plan =
+      op == RulesOp::Install ? installPlan(params, backend) : removePlan(params, backend);
+  if (auto err = runPlan(plan)) {
+    std::cerr << "sidecrypt: rules " << (op == RulesOp::Install ? "install" : "remove")
+              << " failed (" << toString(backend) << "): " << *err << "\n";
+    return 1;
+  }
+  std::cout << "rules " << (op == RulesOp::Install ? "installed" : "removed") << " ("
+            << toString(backend) << ": " << why << ")\n";
+  return 0;
+}
+
+}  // namespace sidecrypt::proxy::cli

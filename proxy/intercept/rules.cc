@@ -1,0 +1,441 @@
+#include "proxy/intercept/rules.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <set>
+
+#include "proxy/intercept/command_runner.h"
+
+namespace sidecrypt::proxy {
+
+namespace {
+
+std::string hex(uint32_t v) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%x", v);
+  return buf;
+}
+
+std::string joined(const std::vector<uint16_t>& ports, const char* sep) {
+  std::string out;
+  for (auto p : ports) {
+    out += (out.empty() ? "" : sep) + std::to_string(p);
+  }
+  return out;
+}
+
+const char* kIptables[2][2] = {{"iptables-nft", "ip6tables-nft"},
+                               {"iptables-legacy", "ip6tables-legacy"}};
+
+std::string iptablesBin(RulesBackend b, bool v6, const char* suffix = "") {
+  return std::string(kIptables[b == RulesBackend::IptablesLegacy ? 1 : 0][v6 ? 1 : 0]) + suffix;
+}
+
+// Counts "-A" lines in an iptables-save dump: whether a backend already holds rules.
+size_t ruleCount(const std::string& bin) {
+  auto r = runCommand({bin});
+  if (r.exit_code != 0) {
+    return 0;
+  }
+  size_t n = 0;
+  for (size_t pos = 0; (pos = r.output.find("\n-A ", pos)) != std::string::npos; ++pos) {
+    ++n;
+  }
+  return n;
+}
+
+}  // namespace
+
+const char* toString(RulesBackend b) {
+  switch (b) {
+    case RulesBackend::Auto:
+      return "auto";
+    case RulesBackend::Nft:
+      return "nft";
+    case RulesBackend::IptablesNft:
+      return "iptables-nft";
+    case RulesBackend::IptablesLegacy:
+      return "iptables-legacy";
+  }
+  return "?";
+}
+
+RuleParams ruleParams(const Config& cfg) {
+  RuleParams p;
+  const auto& ic = cfg.intercept;
+  p.mode = ic.mode;
+  p.outbound_port = ic.outbound_port;
+  p.inbound_port = ic.inbound_port;
+  p.divert_mark = ic.divert_mark;
+  p.proxy_mark = ic.proxy_mark;
+  p.table = ic.route_table;
+  p.priority = ic.rule_priority;
+  p.ipv6 = ic.ipv6;
+  std::set<uint16_t> tcp_out;
+  std::set<uint16_t> tcp_in;
+  std::set<uint16_t> udp;
+  for (const auto& port : ic.ports) {
+    if (port.transport != Transport::Udp) {
+      tcp_out.insert(port.port);
+      // A client agent has no RPC listener: only servers take inbound RPC (consul-rpc-tls §2.7).
+      if (port.protocol == PortProtocol::Gossip || cfg.agent.server ||
+          cfg.agent.profile == Profile::Custom) {
+        tcp_in.insert(port.port);
+      }
+    }
+    if (port.transport != Transport::Tcp) {
+      udp.insert(port.port);
+    }
+  }
+  p.tcp_out.assign(tcp_out.begin(), tcp_out.end());
+  p.tcp_in.assign(tcp_in.begin(), tcp_in.end());
+  p.udp.assign(udp.begin(), udp.end());
+  return p;
+}
+
+RulesBackend chooseBackend(RulesBackend requested, std::string& why) {
+  if (requested != RulesBackend::Auto) {
+    why = "configured (intercept.backend)";
+    return requested;
+  }
+  const size_t legacy = ruleCount("iptables-legacy-save") + ruleCount("ip6tables-legacy-save");
+  const bool nft_ok = runCommand({"nft", "list", "tables"}).exit_code == 0;
+  if (nft_ok && legacy == 0) {
+    why = "native nftables works and no iptables-legacy rules exist";
+    return RulesBackend::Nft;
+  }
+  if (legacy > 0) {
+    why = std::to_string(legacy) + " iptables-legacy rule(s) present: using the same backend";
+    return RulesBackend::IptablesLegacy;
+  }
+  why = "nft is not usable; iptables-nft";
+  return RulesBackend::IptablesNft;
+}
+
+std::string nftRuleset(const RuleParams& p) {
+  const std::string dm = hex(p.divert_mark);
+  const std::string pm = hex(p.proxy_mark);
+  const std::string out = std::to_string(p.outbound_port);
+  const std::string in = std::to_string(p.inbound_port);
+  const std::string tcp_out = "{ " + joined(p.tcp_out, ", ") + " }";
+  const std::string tcp_in = "{ " + joined(p.tcp_in, ", ") + " }";
+  const std::string udp = "{ " + joined(p.udp, ", ") + " }";
+  std::string t = "table inet sidecrypt\ndelete table inet sidecrypt\ntable inet sidecrypt {\n";
+  std::vector<const char*> families = {"ip"};
+  if (p.ipv6) {
+    families.push_back("ip6");
+  }
+  auto to = [](const char* fam, const std::string& port) {
+    return std::string(fam) + " to " + (std::string(fam) == "ip" ? "127.0.0.1" : "[::1]") + ":" +
+           port;
+  };
+  if (p.mode == InterceptMode::Tproxy) {
+    t += "  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n";
+    t += "    meta l4proto { tcp, udp } socket transparent 1 meta mark set " + dm + " accept\n";
+    for (const char* fam : families) {
+      for (const char* proto : {"tcp", "udp"}) {
+        if ((std::string(proto) == "udp" ? p.udp : p.tcp_out).empty()) {
+          continue;
+        }
+        t += "    iifname \"lo\" meta mark " + dm + " fib daddr type != local meta nfproto " +
+             (std::string(fam) == "ip" ? "ipv4" : "ipv6") + " meta l4proto " + proto + " tproxy " +
+             to(fam, out) + " accept\n";
+      }
+      if (!p.tcp_in.empty()) {
+        t += "    iifname != \"lo\" fib daddr type local meta nfproto " +
+             std::string(std::string(fam) == "ip" ? "ipv4" : "ipv6") + " tcp dport " + tcp_in +
+             " meta mark set " + dm + " tproxy " + to(fam, in) + " accept\n";
+      }
+      if (!p.udp.empty()) {
+        t += "    iifname != \"lo\" fib daddr type local meta nfproto " +
+             std::string(std::string(fam) == "ip" ? "ipv4" : "ipv6") + " udp dport " + udp +
+             " meta mark set " + dm + " tproxy " + to(fam, in) + " accept\n";
+      }
+    }
+    t += "  }\n";
+    t += "  chain output {\n    type route hook output priority mangle; policy accept;\n";
+    t += "    meta mark " + dm + " ct mark set meta mark return\n";
+    t += "    meta mark " + pm + " return\n";
+    t += "    ct mark " + dm + " meta mark set ct mark return\n";
+    t += "    fib daddr type local return\n";
+    if (!p.tcp_out.empty()) {
+      t += "    tcp dport " + tcp_out + " meta mark set " + dm + "\n";
+    }
+    if (!p.udp.empty()) {
+      t += "    udp dport " + udp + " meta mark set " + dm + "\n";
+      t += "    udp sport " + udp + " meta mark set " + dm + "\n";
+    }
+    t += "  }\n";
+  } else {
+    t += "  chain nat_output {\n    type nat hook output priority -100; policy accept;\n";
+    t += "    meta mark " + pm + " return\n    fib daddr type local return\n";
+    if (!p.tcp_out.empty()) {
+      t += "    tcp dport " + tcp_out + " redirect to :" + out + "\n";
+    }
+    t += "  }\n  chain nat_prerouting {\n    type nat hook prerouting priority -100; policy "
+         "accept;\n";
+    if (!p.tcp_in.empty()) {
+      t += "    fib daddr type local tcp dport " + tcp_in + " redirect to :" + in + "\n";
+    }
+    t += "  }\n";
+  }
+  t += "}\n";
+  return t;
+}
+
+std::string iptablesRuleset(const RuleParams& p, bool v6) {
+  const std::string dm = hex(p.divert_mark);
+  const std::string pm = hex(p.proxy_mark);
+  const std::string lo = v6 ? "::1" : "127.0.0.1";
+  std::string t;
+  auto multiport = [](const char* dir, const std::vector<uint16_t>& ports) {
+    return std::string("-m multiport --") + dir + " " + joined(ports, ",");
+  };
+  if (p.mode == InterceptMode::Tproxy) {
+    t += "*mangle\n:SIDECRYPT_PRE - [0:0]\n:SIDECRYPT_OUT - [0:0]\n:SIDECRYPT_DIVERT - [0:0]\n";
+    t += "-A SIDECRYPT_DIVERT -j MARK --set-mark " + dm + "\n-A SIDECRYPT_DIVERT -j ACCEPT\n";
+    t += "-A SIDECRYPT_PRE -p tcp -m socket --transparent -j SIDECRYPT_DIVERT\n";
+    t += "-A SIDECRYPT_PRE -p udp -m socket --transparent -j SIDECRYPT_DIVERT\n";
+    t += "-A SIDECRYPT_OUT -m mark --mark " + dm + " -j CONNMARK --save-mark\n";
+    t += "-A SIDECRYPT_OUT -m mark --mark " + dm + " -j RETURN\n";
+    t += "-A SIDECRYPT_OUT -m mark --mark " + pm + " -j RETURN\n";
+    t += "-A SIDECRYPT_OUT -m connmark --mark " + dm + " -j CONNMARK --restore-mark\n";
+    t += "-A SIDECRYPT_OUT -m mark --mark " + dm + " -j RETURN\n";
+    t += "-A SIDECRYPT_OUT -m addrtype --dst-type LOCAL -j RETURN\n";
+    if (!p.tcp_out.empty()) {
+      t += "-A SIDECRYPT_OUT -p tcp " + multiport("dports", p.tcp_out) + " -j MARK --set-mark " +
+           dm + "\n";
+    }
+    if (!p.udp.empty()) {
+      t += "-A SIDECRYPT_OUT -p udp " + multiport("dports", p.udp) + " -j MARK --set-mark " + dm +
+           "\n";
+      t += "-A SIDECRYPT_OUT -p udp " + multiport("sports", p.udp) + " -j MARK --set-mark " + dm +
+           "\n";
+    }
+    const std::string tp_out = " --on-ip " + lo + " --on-port " + std::to_string(p.outbound_port) +
+                               " --tproxy-mark " + dm + "\n";
+    const std::string tp_in = " --on-ip " + lo + " --on-port " + std::to_string(p.inbound_port) +
+                              " --tproxy-mark " + dm + "\n";
+    const std::string lo_marked =
+        "-A SIDECRYPT_PRE -i lo -m mark --mark " + dm + " -m addrtype ! --dst-type LOCAL -p ";
+    if (!p.tcp_out.empty()) {
+      t += lo_marked + "tcp -j TPROXY" + tp_out;
+    }
+    if (!p.udp.empty()) {
+      t += lo_marked + "udp -j TPROXY" + tp_out;
+    }
+    if (!p.tcp_in.empty()) {
+      t += "-A SIDECRYPT_PRE ! -i lo -m addrtype --dst-type LOCAL -p tcp " +
+           multiport("dports", p.tcp_in) + " -j TPROXY" + tp_in;
+    }
+    if (!p.udp.empty()) {
+      t += "-A SIDECRYPT_PRE ! -i lo -m addrtype --dst-type LOCAL -p udp " +
+           multiport("dports", p.udp) + " -j TPROXY" + tp_in;
+    }
+  } else {
+    t += "*nat\n:SIDECRYPT_NAT_OUT - [0:0]\n:SIDECRYPT_NAT_IN - [0:0]\n";
+    t += "-A SIDECRYPT_NAT_OUT -m mark --mark " + pm + " -j RETURN\n";
+    t += "-A SIDECRYPT_NAT_OUT -m addrtype --dst-type LOCAL -j RETURN\n";
+    if (!p.tcp_out.empty()) {
+      t += "-A SIDECRYPT_NAT_OUT -p tcp " + multiport("dports", p.tcp_out) +
+           " -j REDIRECT --to-ports " + std::to_string(p.outbound_port) + "\n";
+    }
+    if (!p.tcp_in.empty()) {
+      t += "-A SIDECRYPT_NAT_IN -m addrtype --dst-type LOCAL -p tcp " +
+           multiport("dports", p.tcp_in) + " -j REDIRECT --to-ports " +
+           std::to_string(p.inbound_port) + "\n";
+    }
+  }
+  t += "COMMIT\n";
+  return t;
+}
+
+namespace {
+
+using Kind = RuleStep::Kind;
+
+void policyRouting(const RuleParams& p, std::vector<RuleStep>& steps, bool install) {
+  if (p.mode != InterceptMode::Tproxy) {
+    return;
+  }
+  const std::string pref = std::to_string(p.priority);
+  const std::string mark = hex(p.divert_mark);
+  const std::string table = std::to_string(p.table);
+  std::vector<std::pair<const char*, const char*>> fams = {{"-4", "0.0.0.0/0"}};
+  if (p.ipv6) {
+    fams.emplace_back("-6", "::/0");
+  }
+  for (const auto& [fam, any] : fams) {
+    // `ip rule add` is not idempotent: delete every copy first (§E.5).
+    steps.push_back({{"ip", fam, "rule", "del", "pref", pref, "fwmark", mark, "lookup", table},
+                     "",
+                     Kind::Repeat});
+    if (install) {
+      steps.push_back({{"ip", fam, "rule", "add", "pref", pref, "fwmark", mark, "lookup", table},
+                       "",
+                       Kind::Must});
+      steps.push_back({{"ip", fam, "route", "replace", "local", any, "dev", "lo", "table", table},
+                       "",
+                       Kind::Must});
+    } else {
+      steps.push_back({{"ip", fam, "route", "flush", "table", table}, "", Kind::Optional});
+    }
+  }
+}
+
+struct Jump {
+  const char* table;
+  const char* hook;
+  const char* chain;
+};
+
+// e.g. iptables-nft -t mangle -I PREROUTING [1] -j SIDECRYPT_PRE; REDIRECT jumps are TCP only.
+std::vector<std::string> jumpArgs(const std::string& bin, const Jump& j, const char* op) {
+  std::vector<std::string> args = {bin, "-t", j.table, op, j.hook};
+  if (std::string(j.table) == "nat") {
+    args.insert(args.end(), {"-p", "tcp"});
+  }
+  args.insert(args.end(), {"-j", j.chain});
+  return args;
+}
+
+std::vector<Jump> jumps(const RuleParams& p) {
+  if (p.mode == InterceptMode::Tproxy) {
+    return {{"mangle", "PREROUTING", "SIDECRYPT_PRE"}, {"mangle", "OUTPUT", "SIDECRYPT_OUT"}};
+  }
+  return {{"nat", "PREROUTING", "SIDECRYPT_NAT_IN"}, {"nat", "OUTPUT", "SIDECRYPT_NAT_OUT"}};
+}
+
+std::vector<const char*> chains(const RuleParams& p) {
+  if (p.mode == InterceptMode::Tproxy) {
+    return {"SIDECRYPT_PRE", "SIDECRYPT_OUT", "SIDECRYPT_DIVERT"};
+  }
+  return {"SIDECRYPT_NAT_IN", "SIDECRYPT_NAT_OUT"};
+}
+
+}  // namespace
+
+RulePlan installPlan(const RuleParams& p, RulesBackend backend) {
+  RulePlan plan{backend, {}};
+  policyRouting(p, plan.steps, true);
+  if (backend == RulesBackend::Nft) {
+    plan.steps.push_back({{"nft", "-f", "-"}, nftRuleset(p), Kind::Must});
+    return plan;
+  }
+  for (bool v6 : {false, true}) {
+    if (v6 && !p.ipv6) {
+      continue;
+    }
+    // --noflush: only our chains are (re)created; the load is atomic per table (§E.5).
+    plan.steps.push_back(
+        {{iptablesBin(backend, v6, "-restore"), "--noflush"}, iptablesRuleset(p, v6), Kind::Must});
+    const std::string bin = iptablesBin(backend, v6);
+    for (const auto& j : jumps(p)) {
+      // Our jumps go first so a foreign ACCEPT cannot skip them (§E.3): delete every copy,
+      // then insert at position 1.
+      plan.steps.push_back({jumpArgs(bin, j, "-D"), "", Kind::Repeat});
+      auto insert = jumpArgs(bin, j, "-I");
+      insert.insert(insert.begin() + 5, "1");
+      plan.steps.push_back({insert, "", Kind::Must});
+    }
+  }
+  return plan;
+}
+
+RulePlan removePlan(const RuleParams& p, RulesBackend backend) {
+  RulePlan plan{backend, {}};
+  if (backend == RulesBackend::Nft) {
+    plan.steps.push_back(
+        {{"nft", "-f", "-"}, "table inet sidecrypt\ndelete table inet sidecrypt\n", Kind::Must});
+  } else {
+    for (bool v6 : {false, true}) {
+      if (v6 && !p.ipv6) {
+        continue;
+      }
+      const std::string bin = iptablesBin(backend, v6);
+      for (const auto& j : jumps(p)) {
+        plan.steps.push_back({jumpArgs(bin, j, "-D"), "", Kind::Repeat});
+      }
+      const char* table = p.mode == InterceptMode::Tproxy ? "mangle" : "nat";
+      for (const char* c : chains(p)) {
+        plan.steps.push_back({{bin, "-t", table, "-F", c}, "", Kind::Optional});
+      }
+      for (const char* c : chains(p)) {
+        plan.steps.push_back({{bin, "-t", table, "-X", c}, "", Kind::Optional});
+      }
+    }
+  }
+  policyRouting(p, plan.steps, false);
+  return plan;
+}
+
+std::string describePlan(const RulePlan& plan) {
+  std::string out = "# backend: " + std::string(toString(plan.backend)) + "\n";
+  for (const auto& s : plan.steps) {
+    std::string cmd;
+    for (const auto& a : s.argv) {
+      cmd += (cmd.empty() ? "" : " ") + a;
+    }
+    if (s.kind == Kind::Repeat) {
+      out += "while " + cmd + " 2>/dev/null; do :; done\n";
+    } else if (s.kind == Kind::Optional) {
+      out += cmd + " 2>/dev/null || true\n";
+    } else if (!s.input.empty()) {
+      out += cmd + " <<'EOF'\n" + s.input + "EOF\n";
+    } else {
+      out += cmd + "\n";
+    }
+  }
+  return out;
+}
+
+std::optional<std::string> runPlan(const RulePlan& plan) {
+  for (const auto& s : plan.steps) {
+    if (s.kind == Kind::Repeat) {
+      for (int i = 0; i < 64 && runCommand(s.argv, s.input).exit_code == 0; ++i) {
+      }
+      continue;
+    }
+    auto r = runCommand(s.argv, s.input);
+    if (r.exit_code != 0 && s.kind == Kind::Must) {
+      std::string cmd;
+      for (const auto& a : s.argv) {
+        cmd += (cmd.empty() ? "" : " ") + a;
+      }
+      while (!r.output.empty() && r.output.back() == '\n') {
+        r.output.pop_back();
+      }
+      return cmd + " failed (exit " + std::to_string(r.exit_code) + "): " + r.output;
+    }
+  }
+  return std::nullopt;
+}
+
+bool rulesInstalled(const RuleParams& p, RulesBackend backend, std::string& detail) {
+  if (backend == RulesBackend::Nft) {
+    auto r = runCommand({"nft", "list", "table", "inet", "sidecrypt"});
+    if (r.exit_code != 0) {
+      detail = "nft table inet sidecrypt is missing";
+      return false;
+    }
+  } else {
+    for (const auto& j : jumps(p)) {
+      if (runCommand(jumpArgs(iptablesBin(backend, false), j, "-C")).exit_code != 0) {
+        detail =
+            std::string("jump to ") + j.chain + " in " + j.table + " " + j.hook + " is missing";
+        return false;
+      }
+    }
+  }
+  if (p.mode == InterceptMode::Tproxy) {
+    auto r = runCommand({"ip", "-4", "rule", "list", "pref", std::to_string(p.priority)});
+    if (r.output.find("lookup " + std::to_string(p.table)) == std::string::npos) {
+      detail = "policy rule pref " + std::to_string(p.priority) + " is missing";
+      return false;
+    }
+  }
+  detail = "installed";
+  return true;
+}
+
+}  // namespace sidecrypt::proxy

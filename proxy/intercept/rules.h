@@ -1,0 +1,64 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "proxy/config/config.h"
+
+namespace sidecrypt::proxy {
+
+// Everything the netfilter rules depend on, derived from the config (interception.md §1).
+struct RuleParams {
+  InterceptMode mode = InterceptMode::Tproxy;
+  std::vector<uint16_t> tcp_out;  // agent ports whose outgoing TCP is captured
+  std::vector<uint16_t> tcp_in;   // agent ports whose incoming TCP is captured
+  std::vector<uint16_t> udp;      // agent gossip ports (UDP, both directions)
+  uint16_t outbound_port = 15001;
+  uint16_t inbound_port = 15006;
+  uint32_t divert_mark = 0x539;
+  uint32_t proxy_mark = 0x53a;
+  uint32_t table = 133;
+  uint32_t priority = 100;
+  bool ipv6 = true;
+};
+RuleParams ruleParams(const Config& cfg);
+
+// One command of a plan. Optional steps may fail (removing what is not there); Repeat steps run
+// until they fail (deleting every duplicate of an `ip rule`).
+struct RuleStep {
+  enum class Kind : uint8_t { Must, Optional, Repeat };
+  std::vector<std::string> argv;
+  std::string input;  // stdin (iptables-restore / nft -f text)
+  Kind kind = Kind::Must;
+};
+
+struct RulePlan {
+  RulesBackend backend = RulesBackend::Nft;
+  std::vector<RuleStep> steps;
+};
+
+// Which backend to use (interception.md §E.3): the requested one, or for Auto: native nft when
+// it works and no iptables-legacy rules exist; else the iptables backend that holds rules.
+// `why` says how the choice was made.
+RulesBackend chooseBackend(RulesBackend requested, std::string& why);
+const char* toString(RulesBackend b);
+
+// Idempotent install (twice gives the same state) and clean removal that leaves foreign rules
+// alone (§E.5, §E.6). Policy routing only in TPROXY mode.
+RulePlan installPlan(const RuleParams& p, RulesBackend backend);
+RulePlan removePlan(const RuleParams& p, RulesBackend backend);
+
+// The rule text itself, exposed for tests and `rules print`.
+std::string nftRuleset(const RuleParams& p);
+std::string iptablesRuleset(const RuleParams& p, bool ipv6);
+
+// Shell-like rendering of a plan (`sidecrypt rules print`).
+std::string describePlan(const RulePlan& plan);
+// Runs a plan; returns the first failure (command and its output), or nullopt.
+std::optional<std::string> runPlan(const RulePlan& plan);
+// True when sidecrypt's own rules and policy routes are installed in this namespace.
+bool rulesInstalled(const RuleParams& p, RulesBackend backend, std::string& detail);
+
+}  // namespace sidecrypt::proxy
