@@ -4,6 +4,8 @@
 
 #include <string>
 
+#include "proxy/intercept/rules.h"
+
 namespace sidecrypt::proxy {
 
 namespace {
@@ -63,12 +65,16 @@ Server::Server(std::filesystem::path config_path, RuntimeStatePtr initial)
     checkUv(uv_signal_init(&loop_, s), "uv_signal_init");
     s->data = this;
   }
+  checkUv(uv_timer_init(&loop_, &drain_timer_), "uv_timer_init");
+  drain_timer_.data = this;
 }
 
 Server::~Server() {
   // run() leaves a closed loop behind; a Server that never ran still owns open handles.
   if (!loop_closed_) {
-    stop();
+    if (uv_is_closing(reinterpret_cast<uv_handle_t*>(&drain_timer_)) == 0) {
+      stop();
+    }
     uv_run(&loop_, UV_RUN_DEFAULT);
     uv_loop_close(&loop_);
   }
@@ -88,6 +94,9 @@ void Server::logState(const char* why) const {
     spdlog::debug("intercept {} port {} ({}, {})", p.name, p.port, toString(p.protocol),
                   toString(p.transport));
   }
+  if (datapath_) {
+    spdlog::info("counters: sessions {}; {}", datapath_->activeSessions(), datapath_->statsText());
+  }
 }
 
 bool Server::reload() {
@@ -106,6 +115,9 @@ bool Server::reload() {
   }
   logStateChanges(*state_, *next);
   state_ = std::move(next);
+  if (datapath_) {
+    datapath_->apply(*state_);
+  }
   ++reloads_;
   spdlog::info("reload complete");
   return true;
@@ -122,13 +134,73 @@ void Server::onSignal(uv_signal_t* handle, int signum) {
       self->logState("state");
       break;
     default:
-      spdlog::info("signal {}: shutting down", signum);
-      self->stop();
+      if (self->stopping_) {
+        spdlog::info("signal {} again: stopping now", signum);
+        self->stop();
+      } else {
+        self->beginShutdown();
+      }
       break;
   }
 }
 
+void Server::beginShutdown() {
+  stopping_ = true;
+  const uint32_t drain = state_->config.intercept.drain_ms;
+  if (drain == 0 || !datapath_) {
+    stop();
+    return;
+  }
+  // Keep forwarding a little longer so the agent's own leave (sent when its service manager
+  // stops it after us, or concurrently) still leaves encrypted.
+  spdlog::info(
+      "shutting down: forwarding for {} ms more (intercept.drain_time); signal again to "
+      "stop now",
+      drain);
+  uv_timer_start(
+      &drain_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->stop(); }, drain, 0);
+}
+
+bool Server::installRules() {
+  const auto params = ruleParams(state_->config);
+  std::string why;
+  const auto backend = chooseBackend(state_->config.intercept.backend, why);
+  if (auto err = runPlan(installPlan(params, backend))) {
+    spdlog::critical("installing netfilter rules failed ({}): {}", toString(backend), *err);
+    return false;
+  }
+  spdlog::info("netfilter rules installed ({}: {})", toString(backend), why);
+  return true;
+}
+
+void Server::removeRulesIfConfigured() {
+  const auto& ic = state_->config.intercept;
+  if (!ic.install_rules) {
+    return;
+  }
+  if (!ic.unsafe_remove_rules_on_exit) {
+    spdlog::info(
+        "netfilter rules stay installed (fail closed): the agent's intercepted traffic is "
+        "dropped until sidecrypt runs again; `sidecrypt rules remove` lifts them");
+    return;
+  }
+  std::string why;
+  const auto backend = chooseBackend(ic.backend, why);
+  if (auto err = runPlan(removePlan(ruleParams(state_->config), backend))) {
+    spdlog::error("removing netfilter rules failed: {}", *err);
+  } else {
+    spdlog::warn(
+        "netfilter rules removed (intercept.unsafe_remove_rules_on_exit): the agent's "
+        "traffic now flows unencrypted");
+  }
+}
+
 void Server::stop() {
+  uv_timer_stop(&drain_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+  if (datapath_) {
+    datapath_->stop();
+  }
   for (uv_signal_t* s : {&sig_hup_, &sig_term_, &sig_int_, &sig_usr1_}) {
     if (uv_is_closing(reinterpret_cast<uv_handle_t*>(s)) == 0) {
       uv_close(reinterpret_cast<uv_handle_t*>(s), nullptr);
@@ -144,8 +216,26 @@ int Server::run() {
   for (const auto& n : state_->notices) {
     spdlog::warn("{}", n);
   }
+  if (state_->config.intercept.install_rules && !installRules()) {
+    stop();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    loop_closed_ = uv_loop_close(&loop_) == 0;
+    return 1;
+  }
+  datapath_ = std::make_unique<Datapath>(&loop_, *state_);
+  std::string err;
+  if (!datapath_->start(err)) {
+    spdlog::critical("cannot start the data path: {}", err);
+    stop();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    datapath_.reset();
+    loop_closed_ = uv_loop_close(&loop_) == 0;
+    return 1;
+  }
   logState("started");
   uv_run(&loop_, UV_RUN_DEFAULT);
+  datapath_.reset();
+  removeRulesIfConfigured();
   const int rc = uv_loop_close(&loop_);
   loop_closed_ = rc == 0;
   if (rc != 0) {

@@ -4,7 +4,9 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 
+#include "proxy/datapath/datapath.h"
 #include "proxy/runtime_state.h"
 
 namespace sidecrypt::proxy {
@@ -28,7 +30,10 @@ class Server {
  private:
   static void onSignal(uv_signal_t* handle, int signum);
   void logState(const char* why) const;
+  void beginShutdown();
   void stop();
+  bool installRules();
+  void removeRulesIfConfigured();
 
   std::filesystem::path config_path_;
   RuntimeStatePtr state_;
@@ -37,6 +42,9 @@ class Server {
   uv_signal_t sig_term_{};
   uv_signal_t sig_int_{};
   uv_signal_t sig_usr1_{};
+  uv_timer_t drain_timer_{};
+  std::unique_ptr<Datapath> datapath_;
+  bool stopping_ = false;
   bool loop_closed_ = false;
   uint64_t reloads_ = 0;
   uint64_t reload_failures_ = 0;

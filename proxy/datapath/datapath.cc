@@ -1,0 +1,331 @@
+#include "proxy/datapath/datapath.h"
+
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "proxy/net/sockets.h"
+
+namespace sidecrypt::proxy {
+
+namespace fg = filters::gossip;
+
+namespace {
+
+std::shared_ptr<fg::GossipPolicy> policyFrom(const Config& cfg) {
+  auto p = std::make_shared<fg::GossipPolicy>();
+  p->verify_incoming = cfg.gossip.encrypt_verify_incoming;
+  p->verify_outgoing = cfg.gossip.encrypt_verify_outgoing;
+  p->label = cfg.gossip.label;
+  return p;
+}
+
+void setupPool(Datapath::Pool& pool, const Config& cfg,
+               const filters::keyring::KeySetConstSharedPtr& keys) {
+  pool.policy = policyFrom(cfg);
+  pool.keys = keys;
+  pool.datagrams = std::make_unique<fg::GossipDatagramFilter>(keys, pool.policy);
+  pool.streams = std::make_shared<fg::GossipStreamStats>();
+}
+
+}  // namespace
+
+Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
+    : loop_(loop), config_(state.config) {
+  setupPool(lan_, config_, state.lan_keys);
+  setupPool(wan_, config_, state.wan_keys ? state.wan_keys : state.lan_keys);
+}
+
+Datapath::~Datapath() {
+  stop();
+}
+
+const PortSpec* Datapath::portFor(uint16_t agent_port) const {
+  for (const auto& p : config_.intercept.ports) {
+    if (p.port == agent_port) {
+      return &p;
+    }
+  }
+  return nullptr;
+}
+
+fg::GossipDatagramFilter* Datapath::datagramFilterFor(uint16_t agent_port) {
+  const PortSpec* p = portFor(agent_port);
+  if (p == nullptr || p->protocol != PortProtocol::Gossip || p->transport == Transport::Tcp) {
+    return nullptr;
+  }
+  return p->pool == GossipPool::Lan ? lan_.datagrams.get() : wan_.datagrams.get();
+}
+
+bool Datapath::start(std::string& err) {
+  const auto& ic = config_.intercept;
+  const bool tproxy = ic.mode == InterceptMode::Tproxy;
+  bool any_udp = false;
+  for (const auto& p : ic.ports) {
+    any_udp = any_udp || (p.protocol == PortProtocol::Gossip && p.transport != Transport::Tcp);
+  }
+  std::vector<int> families = {AF_INET};
+  if (ic.ipv6) {
+    families.push_back(AF_INET6);
+  }
+  for (int family : families) {
+    if (!openListener(Origin::Outbound, family, err) ||
+        !openListener(Origin::Inbound, family, err)) {
+      stop();
+      return false;
+    }
+    if (any_udp && tproxy) {
+      RawUdpSender& sender = family == AF_INET ? sender4_ : sender6_;
+      if (!sender.open(family, ic.proxy_mark, err) || !openRelay(Flow::Outbound, family, err) ||
+          !openRelay(Flow::Inbound, family, err)) {
+        err = "UDP gossip path: " + err;
+        stop();
+        return false;
+      }
+    }
+  }
+  listening_ = true;
+  return true;
+}
+
+bool Datapath::openListener(Origin origin, int family, std::string& err) {
+  const auto& ic = config_.intercept;
+  const bool tproxy = ic.mode == InterceptMode::Tproxy;
+  const uint16_t port = origin == Origin::Outbound ? ic.outbound_port : ic.inbound_port;
+  SocketAddress addr = SocketAddress::loopback(family, port);
+  if (!tproxy && origin == Origin::Inbound) {
+    // REDIRECT in PREROUTING rewrites to the incoming interface's address (§C.3): listen on all,
+    // and accept only connections whose original destination is an agent port.
+    addr = SocketAddress::parse(family == AF_INET ? "0.0.0.0:0" : "[::]:0");
+    addr.setPort(port);
+  }
+  int fd = openTcpListener(addr, tproxy, err);
+  if (fd < 0) {
+    err = std::string(origin == Origin::Outbound ? "outbound" : "inbound") + " TCP listener " +
+          addr.toString() + ": " + err;
+    return false;
+  }
+  auto l = std::make_unique<Listener>();
+  l->owner = this;
+  l->origin = origin;
+  l->fd = fd;
+  int rc = uv_poll_init(loop_, &l->poll, fd);
+  l->poll.data = l.get();
+  if (rc == 0) {
+    rc = uv_poll_start(&l->poll, UV_READABLE, &Datapath::onConnection);
+  }
+  listeners_.push_back(std::move(l));
+  if (rc != 0) {
+    err = "listen on " + addr.toString() + ": " + uv_strerror(rc);
+    return false;
+  }
+  return true;
+}
+
+bool Datapath::openRelay(Flow flow, int family, std::string& err) {
+  const auto& ic = config_.intercept;
+  const uint16_t port = flow == Flow::Outbound ? ic.outbound_port : ic.inbound_port;
+  const SocketAddress addr = SocketAddress::loopback(family, port);
+  int fd = openUdpCapture(addr, true, err);
+  if (fd < 0) {
+    err = "UDP capture socket " + addr.toString() + ": " + err;
+    return false;
+  }
+  auto relay = std::make_unique<UdpRelay>(
+      loop_, flow, fd, family == AF_INET ? sender4_ : sender6_,
+      [this](uint16_t agent_port) { return datagramFilterFor(agent_port); });
+  if (!relay->start(err)) {
+    return false;
+  }
+  relays_.push_back(std::move(relay));
+  return true;
+}
+
+void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
+  auto* l = static_cast<Listener*>(handle->data);
+  if (status < 0) {
+    spdlog::warn("listener poll: {}", uv_strerror(status));
+    return;
+  }
+  // Bounded per wake-up, so a connection flood cannot starve the loop.
+  for (int i = 0; i < 64; ++i) {
+    int fd = ::accept4(l->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
+        spdlog::warn("accept: {}", std::strerror(errno));
+      }
+      return;
+    }
+    l->owner->accept(*l, fd);
+  }
+}
+
+StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin) {
+  if (port.protocol == PortProtocol::Rpc) {
+    // RPC TLS is its own issue; until it lands RPC passes through unchanged.
+    return std::make_unique<PassthroughProcessor>();
+  }
+  Pool& pool = port.pool == GossipPool::Lan ? lan_ : wan_;
+  auto filter = std::make_unique<fg::GossipStreamFilter>(
+      origin == Origin::Inbound ? fg::Origin::Inbound : fg::Origin::Outbound, pool.keys,
+      pool.policy, pool.streams);
+  return std::make_unique<GossipStreamProcessor>(std::move(filter));
+}
+
+int Datapath::upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
+                          std::string& err) {
+  const auto& ic = config_.intercept;
+  if (origin == Origin::Outbound || ic.mode == InterceptMode::Redirect) {
+    return openTcpUpstream(agent.family(), ic.proxy_mark, nullptr, err);
+  }
+  // Inbound TPROXY: connect to the agent from the peer's own address (§C.2). A kernel-chosen
+  // port equal to the peer's source port would give the accepted connection's tuple: retry.
+  SocketAddress from = peer;
+  from.setPort(0);
+  for (int attempt = 0; attempt < 4; ++attempt) {
+    int fd = openTcpUpstream(peer.family(), ic.divert_mark, &from, err);
+    if (fd < 0 || localAddress(fd).port() != peer.port()) {
+      return fd;
+    }
+    ::close(fd);
+  }
+  err = "could not pick a source port different from the peer's";
+  return -1;
+}
+
+void Datapath::accept(Listener& l, int own_fd) {
+  auto info = SessionInfo{next_id_++, l.origin, "", {}, {}};
+  ++tcp_.accepted;
+  const bool tproxy = config_.intercept.mode == InterceptMode::Tproxy;
+  const SocketAddress remote = peerAddress(own_fd);
+  const SocketAddress local = tproxy ? localAddress(own_fd) : redirectOriginalDst(own_fd);
+  // Outbound: the agent dialled `local` (the original destination). Inbound: a peer dialled the
+  // agent's `local`.
+  info.agent = l.origin == Origin::Outbound ? remote : local;
+  info.peer = l.origin == Origin::Outbound ? local : remote;
+  const PortSpec* port =
+      portFor(l.origin == Origin::Outbound ? info.peer.port() : info.agent.port());
+  if (port == nullptr || port->transport == Transport::Udp || !local.valid()) {
+    ++tcp_.unknown_port;
+    ::close(own_fd);
+    return;
+  }
+  info.kind = port->protocol == PortProtocol::Gossip ? "gossip" : "rpc";
+  std::string err;
+  int up = upstreamFor(l.origin, info.agent, info.peer, err);
+  if (up < 0) {
+    ++tcp_.upstream_failed;
+    spdlog::warn("[C{}] {} {}: cannot open the upstream socket: {}", info.id, info.kind,
+                 info.peer.toString(), err);
+    ::close(own_fd);
+    return;
+  }
+  const SocketAddress connect_to = l.origin == Origin::Outbound ? info.peer : info.agent;
+  auto* session = new StreamSession(
+      loop_, info, processorFor(*port, l.origin),
+      [this](StreamSession& s, const std::string& reason) {
+        sessions_.erase(&s);
+        --tcp_.active;
+        if (reason.empty()) {
+          ++tcp_.closed_ok;
+        } else {
+          ++tcp_.closed_error;
+        }
+        const auto& i = s.info();
+        spdlog::debug("[C{}] {} {} agent {} peer {} closed{}{} ({} bytes from agent, {} from peer)",
+                      i.id, i.kind, i.origin == Origin::Inbound ? "inbound" : "outbound",
+                      i.agent.toString(), i.peer.toString(), reason.empty() ? "" : ": ", reason,
+                      s.bytesFromAgent(), s.bytesFromPeer());
+      });
+  int rc = uv_tcp_open(session->acceptedHandle(), own_fd);
+  sessions_.insert(session);
+  ++tcp_.active;
+  if (rc != 0) {
+    ::close(own_fd);
+    ::close(up);
+    session->close(std::string("uv_tcp_open: ") + uv_strerror(rc));
+    return;
+  }
+  spdlog::trace("[C{}] {} {} agent {} peer {}", info.id, info.kind,
+                l.origin == Origin::Inbound ? "inbound" : "outbound", info.agent.toString(),
+                info.peer.toString());
+  session->begin(up, connect_to);
+}
+
+void Datapath::apply(const RuntimeState& state) {
+  const Config& cfg = state.config;
+  for (Pool* pool : {&lan_, &wan_}) {
+    // Mutated in place: the datagram filters and new streams read it; one loop thread.
+    pool->policy->verify_incoming = cfg.gossip.encrypt_verify_incoming;
+    pool->policy->verify_outgoing = cfg.gossip.encrypt_verify_outgoing;
+    pool->policy->label = cfg.gossip.label;
+  }
+  lan_.keys = state.lan_keys;
+  wan_.keys = state.wan_keys ? state.wan_keys : state.lan_keys;
+  lan_.datagrams->setKeys(lan_.keys);
+  wan_.datagrams->setKeys(wan_.keys);
+  config_.gossip = cfg.gossip;
+  config_.tls = cfg.tls;
+}
+
+void Datapath::stop() {
+  for (auto& r : relays_) {
+    r->close();
+  }
+  relays_.clear();
+  for (auto& l : listeners_) {
+    auto* raw = l.release();
+    uv_poll_stop(&raw->poll);
+    uv_close(reinterpret_cast<uv_handle_t*>(&raw->poll), [](uv_handle_t* h) {
+      auto* listener = static_cast<Listener*>(h->data);
+      ::close(listener->fd);
+      delete listener;
+    });
+  }
+  listeners_.clear();
+  auto live = sessions_;
+  for (auto* s : live) {
+    s->close("sidecrypt is stopping");
+  }
+  listening_ = false;
+}
+
+std::string Datapath::statsText() const {
+  std::string out = "tcp accepted=" + std::to_string(tcp_.accepted) +
+                    " active=" + std::to_string(tcp_.active) +
+                    " closed_ok=" + std::to_string(tcp_.closed_ok) +
+                    " closed_error=" + std::to_string(tcp_.closed_error) +
+                    " unknown_port=" + std::to_string(tcp_.unknown_port) +
+                    " upstream_failed=" + std::to_string(tcp_.upstream_failed);
+  for (const auto& r : relays_) {
+    const auto& s = r->stats();
+    out += std::string("; udp ") + (r->flow() == Flow::Outbound ? "out" : "in") +
+           " received=" + std::to_string(s.received) + " forwarded=" + std::to_string(s.forwarded) +
+           " dropped=" + std::to_string(s.dropped) +
+           " unknown_port=" + std::to_string(s.unknown_port) +
+           " send_failed=" + std::to_string(s.send_failed);
+  }
+  auto dump = [&out](const char* pool, const char* dir, const auto& counters) {
+    std::string line;
+    fg::forEachCounter(counters, [&line](const char* name, uint64_t v) {
+      if (v != 0) {
+        line += std::string(" ") + name + "=" + std::to_string(v);
+      }
+    });
+    if (!line.empty()) {
+      out += std::string("; ") + pool + " " + dir + line;
+    }
+  };
+  for (auto [name, p] : {std::pair{"lan", &lan_}, std::pair{"wan", &wan_}}) {
+    dump(name, "packets agent->peer", p->datagrams->stats().agent_to_peer);
+    dump(name, "packets peer->agent", p->datagrams->stats().peer_to_agent);
+    dump(name, "streams agent->peer", p->streams->agent_to_peer);
+    dump(name, "streams peer->agent", p->streams->peer_to_agent);
+  }
+  return out;
+}
+
+}  // namespace sidecrypt::proxy

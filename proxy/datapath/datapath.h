@@ -1,0 +1,96 @@
+#pragma once
+
+#include <uv.h>
+
+#include <array>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <unordered_set>
+#include <vector>
+
+#include "filters/gossip/gossip_datagram_filter.h"
+#include "filters/gossip/gossip_policy.h"
+#include "proxy/datapath/stream_session.h"
+#include "proxy/datapath/udp_relay.h"
+#include "proxy/net/raw_udp_sender.h"
+#include "proxy/runtime_state.h"
+
+namespace sidecrypt::proxy {
+
+struct TcpCounters {
+  uint64_t accepted = 0;
+  uint64_t active = 0;
+  uint64_t closed_ok = 0;
+  uint64_t closed_error = 0;
+  uint64_t unknown_port = 0;
+  uint64_t upstream_failed = 0;
+};
+
+// The data path: capture sockets and listeners for both directions and both families, the
+// gossip filters per pool (LAN/WAN), and every live TCP session. Lives on the loop thread.
+class Datapath {
+ public:
+  Datapath(uv_loop_t* loop, const RuntimeState& state);
+  ~Datapath();
+  Datapath(const Datapath&) = delete;
+  Datapath& operator=(const Datapath&) = delete;
+
+  // Opens every socket the config needs. A failure names the socket and the reason; nothing is
+  // left half-open.
+  bool start(std::string& err);
+  // Reload: new keys and rollout stages apply to the next packet and the next connection;
+  // established TCP sessions keep what they started with.
+  void apply(const RuntimeState& state);
+  // Stops accepting and capturing; live sessions are closed.
+  void stop();
+
+  bool listening() const { return listening_; }
+  size_t activeSessions() const { return sessions_.size(); }
+  std::string statsText() const;
+
+  struct Pool {
+    std::shared_ptr<filters::gossip::GossipPolicy> policy;
+    filters::keyring::KeySetConstSharedPtr keys;
+    std::unique_ptr<filters::gossip::GossipDatagramFilter> datagrams;
+    std::shared_ptr<filters::gossip::GossipStreamStats> streams;
+  };
+  const Pool& pool(GossipPool p) const { return p == GossipPool::Lan ? lan_ : wan_; }
+  const TcpCounters& tcpCounters() const { return tcp_; }
+  const std::vector<std::unique_ptr<UdpRelay>>& relays() const { return relays_; }
+
+ private:
+  // A listening socket polled for readability; connections are taken with accept4 so the fd
+  // goes straight into the session's own handle.
+  struct Listener {
+    Datapath* owner = nullptr;
+    Origin origin = Origin::Outbound;
+    int fd = -1;
+    uv_poll_t poll{};
+  };
+
+  const PortSpec* portFor(uint16_t agent_port) const;
+  filters::gossip::GossipDatagramFilter* datagramFilterFor(uint16_t agent_port);
+  bool openListener(Origin origin, int family, std::string& err);
+  bool openRelay(Flow flow, int family, std::string& err);
+  static void onConnection(uv_poll_t* handle, int status, int events);
+  void accept(Listener& l, int fd);
+  int upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
+                  std::string& err);
+  StreamProcessorPtr processorFor(const PortSpec& port, Origin origin);
+
+  uv_loop_t* loop_;
+  Config config_;
+  Pool lan_;
+  Pool wan_;
+  RawUdpSender sender4_;
+  RawUdpSender sender6_;
+  std::vector<std::unique_ptr<UdpRelay>> relays_;
+  std::vector<std::unique_ptr<Listener>> listeners_;
+  std::unordered_set<StreamSession*> sessions_;
+  TcpCounters tcp_;
+  uint64_t next_id_ = 1;
+  bool listening_ = false;
+};
+
+}  // namespace sidecrypt::proxy

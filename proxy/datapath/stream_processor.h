@@ -1,0 +1,68 @@
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "filters/common/buffer.h"
+#include "filters/gossip/gossip_stream_filter.h"
+
+namespace sidecrypt::proxy {
+
+using filters::Buffer;
+using filters::gossip::StreamIo;
+
+// What a TCP session runs between its two sockets. Bytes from the agent go to the peer and back;
+// a processor consumes what it can from `in` (leaving a partial unit there) and appends its output
+// to io.to_peer / io.to_agent. Returning false closes the session after the outputs are flushed
+// (a processor may have queued an error reply); closeReason() says why.
+class StreamProcessor {
+ public:
+  virtual ~StreamProcessor() = default;
+  virtual bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) = 0;
+  virtual bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) = 0;
+  virtual std::string closeReason() const = 0;
+  virtual const char* name() const = 0;
+};
+using StreamProcessorPtr = std::unique_ptr<StreamProcessor>;
+
+// Bytes pass unchanged (the "plaintext" rollout stage, or traffic that is already encrypted).
+class PassthroughProcessor final : public StreamProcessor {
+ public:
+  bool onAgentData(Buffer& in, bool, StreamIo& io) override {
+    io.to_peer.move(in);
+    return true;
+  }
+  bool onPeerData(Buffer& in, bool, StreamIo& io) override {
+    io.to_agent.move(in);
+    return true;
+  }
+  std::string closeReason() const override { return {}; }
+  const char* name() const override { return "passthrough"; }
+};
+
+// memberlist TCP streams through the gossip filter (one message each way, sealed/opened).
+class GossipStreamProcessor final : public StreamProcessor {
+ public:
+  explicit GossipStreamProcessor(std::unique_ptr<filters::gossip::GossipStreamFilter> f)
+      : filter_(std::move(f)) {}
+  bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) override {
+    return filter_->onAgentData(in, end_stream, io) == filters::gossip::FilterStatus::Continue;
+  }
+  bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) override {
+    return filter_->onPeerData(in, end_stream, io) == filters::gossip::FilterStatus::Continue;
+  }
+  std::string closeReason() const override {
+    std::string r = filters::gossip::describe(filter_->closeReason());
+    if (*filter_->closeDetail() != '\0') {
+      r += std::string(": ") + filter_->closeDetail();
+    }
+    return r;
+  }
+  const char* name() const override { return "gossip"; }
+  const filters::gossip::GossipStreamFilter& filter() const { return *filter_; }
+
+ private:
+  std::unique_ptr<filters::gossip::GossipStreamFilter> filter_;
+};
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,280 @@
+#include "proxy/datapath/stream_session.h"
+
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+namespace sidecrypt::proxy {
+
+namespace {
+constexpr size_t kReadChunk = 64 * 1024;
+}
+
+StreamSession::StreamSession(uv_loop_t* loop, SessionInfo info, StreamProcessorPtr processor,
+                             ClosedCallback on_closed)
+    : loop_(loop),
+      info_(std::move(info)),
+      processor_(std::move(processor)),
+      on_closed_(std::move(on_closed)) {
+  agent_.session = this;
+  peer_.session = this;
+  Endpoint& a = accepted();
+  uv_tcp_init(loop_, &a.tcp);
+  a.tcp.data = &a;
+  a.initialised = true;
+  a.connected = true;
+  ++open_handles_;
+}
+
+uv_tcp_t* StreamSession::acceptedHandle() {
+  return &accepted().tcp;
+}
+
+void StreamSession::begin(int upstream_fd, const SocketAddress& connect_to) {
+  Endpoint& u = upstream();
+  uv_tcp_init(loop_, &u.tcp);
+  u.tcp.data = &u;
+  u.initialised = true;
+  ++open_handles_;
+  int rc = uv_tcp_open(&u.tcp, upstream_fd);
+  if (rc != 0) {
+    ::close(upstream_fd);
+    close(std::string("uv_tcp_open: ") + uv_strerror(rc));
+    return;
+  }
+  connect_req_.data = this;
+  rc = uv_tcp_connect(&connect_req_, &u.tcp, connect_to.sa(), &StreamSession::onConnect);
+  if (rc != 0) {
+    close("connect to " + connect_to.toString() + ": " + uv_strerror(rc));
+    return;
+  }
+  uv_timer_init(loop_, &connect_timer_);
+  connect_timer_.data = this;
+  timer_initialised_ = true;
+  ++open_handles_;
+  uv_timer_start(
+      &connect_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<StreamSession*>(t->data);
+        self->close("connect timed out after 10s");
+      },
+      kConnectTimeoutMs, 0);
+  startReading(accepted());
+}
+
+void StreamSession::onConnect(uv_connect_t* req, int status) {
+  auto* self = static_cast<StreamSession*>(req->data);
+  if (self->closing_) {
+    return;
+  }
+  if (self->timer_initialised_) {
+    uv_timer_stop(&self->connect_timer_);
+  }
+  if (status != 0) {
+    self->close(std::string("connect failed: ") + uv_strerror(status));
+    return;
+  }
+  Endpoint& u = self->upstream();
+  u.connected = true;
+  uv_tcp_nodelay(&u.tcp, 1);
+  self->startReading(u);
+  self->pump();
+}
+
+void StreamSession::startReading(Endpoint& e) {
+  if (e.reading || e.read_eof || closing_) {
+    return;
+  }
+  if (uv_read_start(reinterpret_cast<uv_stream_t*>(&e.tcp), &StreamSession::onAlloc,
+                    &StreamSession::onRead) == 0) {
+    e.reading = true;
+  }
+}
+
+void StreamSession::onAlloc(uv_handle_t* h, size_t /*suggested*/, uv_buf_t* buf) {
+  auto* e = static_cast<Endpoint*>(h->data);
+  // Read straight into the side's input buffer (no intermediate copy).
+  auto span = e->in.reserve(kReadChunk);
+  *buf = uv_buf_init(reinterpret_cast<char*>(span.data()), static_cast<unsigned>(span.size()));
+}
+
+void StreamSession::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* /*buf*/) {
+  auto* e = static_cast<Endpoint*>(s->data);
+  StreamSession* self = e->session;
+  if (nread > 0) {
+    e->in.commit(static_cast<size_t>(nread));
+    e->bytes_read += static_cast<uint64_t>(nread);
+  } else if (nread == UV_EOF) {
+    e->in.commit(0);
+    e->read_eof = true;
+    uv_read_stop(s);
+    e->reading = false;
+  } else if (nread < 0) {
+    e->in.commit(0);
+    self->close(std::string(e == &self->agent_ ? "agent" : "peer") +
+                " read error: " + uv_strerror(static_cast<int>(nread)));
+    return;
+  } else {
+    e->in.commit(0);
+    return;
+  }
+  self->pump();
+}
+
+bool StreamSession::runProcessor(Endpoint& from) {
+  if (from.in.empty() && (!from.read_eof || from.eof_delivered)) {
+    return true;
+  }
+  StreamIo io{agent_.out, peer_.out};
+  const bool ok = &from == &agent_ ? processor_->onAgentData(from.in, from.read_eof, io)
+                                   : processor_->onPeerData(from.in, from.read_eof, io);
+  if (from.read_eof) {
+    from.eof_delivered = true;
+  }
+  if (!ok) {
+    return false;
+  }
+  if (from.read_eof) {
+    if (!from.in.empty()) {
+      close_reason_ = "stream ended inside a message";
+      return false;
+    }
+    other(from).shutdown_wanted = true;  // half-close: forward the FIN after queued bytes
+  }
+  return true;
+}
+
+void StreamSession::pump() {
+  if (closing_) {
+    return;
+  }
+  if (!failed_ && (!runProcessor(agent_) || !runProcessor(peer_))) {
+    failed_ = true;
+    if (close_reason_.empty()) {
+      close_reason_ = processor_->closeReason();
+    }
+    agent_.shutdown_wanted = true;
+    peer_.shutdown_wanted = true;
+  }
+  flush(agent_);
+  flush(peer_);
+  applyBackpressure();
+  maybeFinish();
+}
+
+void StreamSession::flush(Endpoint& e) {
+  if (closing_ || !e.connected || !e.inflight.empty()) {
+    return;
+  }
+  if (!e.out.empty()) {
+    // The write request owns its bytes until the callback (libuv's write_req idiom).
+    e.inflight.move(e.out);
+    auto bytes = e.inflight.readable();
+    uv_buf_t buf = uv_buf_init(const_cast<char*>(reinterpret_cast<const char*>(bytes.data())),
+                               static_cast<unsigned>(bytes.size()));
+    e.wreq.data = &e;
+    int rc =
+        uv_write(&e.wreq, reinterpret_cast<uv_stream_t*>(&e.tcp), &buf, 1, &StreamSession::onWrite);
+    if (rc != 0) {
+      close(std::string("write: ") + uv_strerror(rc));
+    }
+    return;
+  }
+  if (e.shutdown_wanted && !e.shutdown_sent) {
+    e.shutdown_sent = true;
+    e.sreq.data = &e;
+    if (uv_shutdown(&e.sreq, reinterpret_cast<uv_stream_t*>(&e.tcp), &StreamSession::onShutdown) !=
+        0) {
+      e.shutdown_done = true;
+    }
+  }
+}
+
+void StreamSession::onWrite(uv_write_t* req, int status) {
+  auto* e = static_cast<Endpoint*>(req->data);
+  StreamSession* self = e->session;
+  e->inflight.clear();
+  if (self->closing_) {
+    return;
+  }
+  if (status != 0) {
+    self->close(std::string(e == &self->agent_ ? "agent" : "peer") +
+                " write error: " + uv_strerror(status));
+    return;
+  }
+  self->pump();
+}
+
+void StreamSession::onShutdown(uv_shutdown_t* req, int /*status*/) {
+  auto* e = static_cast<Endpoint*>(req->data);
+  e->shutdown_done = true;
+  if (!e->session->closing_) {
+    e->session->maybeFinish();
+  }
+}
+
+void StreamSession::applyBackpressure() {
+  for (Endpoint* from : {&agent_, &peer_}) {
+    Endpoint& to = other(*from);
+    const size_t queued = to.out.size() + to.inflight.size();
+    if (from->reading && queued > kHighWater) {
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&from->tcp));
+      from->reading = false;
+      from->paused = true;
+    } else if (from->paused && queued < kLowWater) {
+      from->paused = false;
+      startReading(*from);
+    }
+  }
+}
+
+void StreamSession::maybeFinish() {
+  if (closing_) {
+    return;
+  }
+  const bool flushed =
+      agent_.out.empty() && agent_.inflight.empty() && peer_.out.empty() && peer_.inflight.empty();
+  if (failed_ && flushed && (agent_.shutdown_done || !agent_.connected) &&
+      (peer_.shutdown_done || !peer_.connected)) {
+    close(close_reason_);
+    return;
+  }
+  // Both directions finished: each side sent its FIN and received the other's.
+  if (agent_.read_eof && peer_.read_eof && agent_.shutdown_done && peer_.shutdown_done) {
+    close("");
+  }
+}
+
+void StreamSession::close(const std::string& reason) {
+  if (closing_) {
+    return;
+  }
+  closing_ = true;
+  close_reason_ = reason;
+  auto closeHandle = [this](uv_handle_t* h) {
+    h->data = this;
+    uv_close(h, [](uv_handle_t* handle) {
+      static_cast<StreamSession*>(handle->data)->onHandleClosed();
+    });
+  };
+  if (timer_initialised_) {
+    uv_timer_stop(&connect_timer_);
+    closeHandle(reinterpret_cast<uv_handle_t*>(&connect_timer_));
+  }
+  for (Endpoint* e : {&agent_, &peer_}) {
+    if (e->initialised) {
+      closeHandle(reinterpret_cast<uv_handle_t*>(&e->tcp));
+    }
+  }
+}
+
+void StreamSession::onHandleClosed() {
+  if (--open_handles_ > 0) {
+    return;
+  }
+  if (on_closed_) {
+    on_closed_(*this, close_reason_);
+  }
+  delete this;
+}
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,111 @@
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "proxy/datapath/stream_processor.h"
+#include "proxy/net/address.h"
+
+namespace sidecrypt::proxy {
+
+enum class Origin : uint8_t { Inbound, Outbound };  // who dialled: a peer, or our agent
+
+struct SessionInfo {
+  uint64_t id = 0;
+  Origin origin = Origin::Outbound;
+  std::string kind;     // "gossip", "rpc"
+  SocketAddress agent;  // the agent's end
+  SocketAddress peer;   // the remote end
+};
+
+// One proxied TCP connection: the agent's socket and the peer's socket with a StreamProcessor
+// between them (architecture.md §3). Reads straight into per-side buffers; one write in flight
+// per socket; reading from a side stops while the other side has more than kHighWater bytes
+// queued (backpressure) and resumes below kLowWater. Half-close: a side's FIN reaches the
+// processor as end_stream, and once it consumed everything the other side gets a FIN after its
+// queued bytes. No idle timeout (yamux, blocking queries and raft streams are long-lived); only
+// the upstream connect is bounded. close() is the one teardown path; the object deletes itself
+// after libuv closed both handles.
+class StreamSession {
+ public:
+  static constexpr size_t kHighWater = 1 << 20;
+  static constexpr size_t kLowWater = 256 << 10;
+  static constexpr uint64_t kConnectTimeoutMs = 10'000;  // Consul's dial timeout
+
+  using ClosedCallback = std::function<void(StreamSession&, const std::string& reason)>;
+
+  StreamSession(uv_loop_t* loop, SessionInfo info, StreamProcessorPtr processor,
+                ClosedCallback on_closed);
+  StreamSession(const StreamSession&) = delete;
+  StreamSession& operator=(const StreamSession&) = delete;
+
+  // The handle the listener accepts into (already uv_tcp_init'ed by the session).
+  uv_tcp_t* acceptedHandle();
+  // Starts the session: opens `upstream_fd` (an unconnected socket from sockets.h) and connects
+  // it to `connect_to`; reading the accepted side starts at once.
+  void begin(int upstream_fd, const SocketAddress& connect_to);
+  void close(const std::string& reason);
+
+  const SessionInfo& info() const { return info_; }
+  uint64_t bytesFromAgent() const { return agent_.bytes_read; }
+  uint64_t bytesFromPeer() const { return peer_.bytes_read; }
+
+ private:
+  struct Endpoint {
+    StreamSession* session = nullptr;
+    uv_tcp_t tcp{};
+    uv_write_t wreq{};
+    uv_shutdown_t sreq{};
+    Buffer in;
+    Buffer out;
+    Buffer inflight;
+    bool initialised = false;
+    bool connected = false;
+    bool reading = false;
+    bool paused = false;
+    bool read_eof = false;
+    bool eof_delivered = false;
+    bool shutdown_wanted = false;
+    bool shutdown_sent = false;
+    bool shutdown_done = false;
+    uint64_t bytes_read = 0;
+  };
+
+  ~StreamSession() = default;
+  Endpoint& accepted() { return info_.origin == Origin::Outbound ? agent_ : peer_; }
+  Endpoint& upstream() { return info_.origin == Origin::Outbound ? peer_ : agent_; }
+  Endpoint& other(Endpoint& e) { return &e == &agent_ ? peer_ : agent_; }
+
+  void startReading(Endpoint& e);
+  void pump();
+  bool runProcessor(Endpoint& from);
+  void flush(Endpoint& e);
+  void applyBackpressure();
+  void maybeFinish();
+  void onHandleClosed();
+
+  static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
+  static void onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf);
+  static void onWrite(uv_write_t* req, int status);
+  static void onShutdown(uv_shutdown_t* req, int status);
+  static void onConnect(uv_connect_t* req, int status);
+
+  uv_loop_t* loop_;
+  SessionInfo info_;
+  StreamProcessorPtr processor_;
+  ClosedCallback on_closed_;
+  Endpoint agent_;
+  Endpoint peer_;
+  uv_connect_t connect_req_{};
+  uv_timer_t connect_timer_{};
+  bool timer_initialised_ = false;
+  bool failed_ = false;   // processor refused: flush, then close
+  bool closing_ = false;  // close() ran
+  int open_handles_ = 0;
+  std::string close_reason_;
+};
+
+}  // namespace sidecrypt::proxy

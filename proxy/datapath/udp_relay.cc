@@ -1,0 +1,167 @@
+#include "proxy/datapath/udp_relay.h"
+
+#include <netinet/in.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+namespace sidecrypt::proxy {
+
+using filters::gossip::Datagram;
+using filters::gossip::PacketResult;
+using filters::gossip::Verdict;
+
+UdpRelay::UdpRelay(uv_loop_t* loop, Flow flow, int fd, RawUdpSender& sender,
+                   DatagramFilterLookup lookup)
+    : loop_(loop), flow_(flow), fd_(fd), sender_(sender), lookup_(std::move(lookup)) {
+  // kBatch slots plus one spare for opening out of place. Pages are touched only as datagrams
+  // arrive, so resident memory follows the real datagram sizes.
+  memory_ = std::make_unique<uint8_t[]>((kBatch + 1) * kSlotBytes);
+  for (size_t i = 0; i < kBatch; ++i) {
+    slots_[i] = memory_.get() + i * kSlotBytes;
+  }
+  spare_ = memory_.get() + kBatch * kSlotBytes;
+}
+
+UdpRelay::~UdpRelay() {
+  if (poll_ == nullptr && fd_ >= 0) {
+    ::close(fd_);
+  }
+}
+
+bool UdpRelay::start(std::string& err) {
+  poll_ = new uv_poll_t;
+  int rc = uv_poll_init(loop_, poll_, fd_);
+  if (rc == 0) {
+    poll_->data = this;
+    rc = uv_poll_start(poll_, UV_READABLE, &UdpRelay::onPoll);
+  }
+  if (rc != 0) {
+    err = std::string("uv_poll_start: ") + uv_strerror(rc);
+    delete poll_;
+    poll_ = nullptr;
+    return false;
+  }
+  return true;
+}
+
+void UdpRelay::close() {
+  if (poll_ != nullptr) {
+    uv_poll_stop(poll_);
+    int fd = fd_;
+    poll_->data = reinterpret_cast<void*>(static_cast<intptr_t>(fd));
+    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) {
+      ::close(static_cast<int>(reinterpret_cast<intptr_t>(h->data)));
+      delete reinterpret_cast<uv_poll_t*>(h);
+    });
+    poll_ = nullptr;
+    fd_ = -1;
+  }
+}
+
+void UdpRelay::onPoll(uv_poll_t* handle, int status, int /*events*/) {
+  auto* self = static_cast<UdpRelay*>(handle->data);
+  if (status < 0) {
+    return;
+  }
+  // Bounded: at most 8 batches per wake-up so one busy socket cannot starve the loop.
+  for (int round = 0; round < 8; ++round) {
+    if (self->receiveBatch() < kBatch) {
+      break;
+    }
+  }
+}
+
+size_t UdpRelay::receiveBatch() {
+  for (size_t i = 0; i < kBatch; ++i) {
+    iovs_[i] = {slots_[i] + kHeadroom, kSlotBytes - kHeadroom - 64};
+    msghdr& m = msgs_[i].msg_hdr;
+    m = msghdr{};
+    m.msg_name = &names_[i];
+    m.msg_namelen = sizeof names_[i];
+    m.msg_iov = &iovs_[i];
+    m.msg_iovlen = 1;
+    m.msg_control = controls_[i].data();
+    m.msg_controllen = controls_[i].size();
+  }
+  int n = ::recvmmsg(fd_, msgs_.data(), kBatch, MSG_DONTWAIT, nullptr);
+  if (n <= 0) {
+    return 0;
+  }
+  for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
+    handle(i, msgs_[i]);
+  }
+  sender_.flush();
+  stats_.send_failed = sender_.failed();
+  return static_cast<size_t>(n);
+}
+
+namespace {
+
+SocketAddress originalDestination(const msghdr& m) {
+  for (cmsghdr* c = CMSG_FIRSTHDR(const_cast<msghdr*>(&m)); c != nullptr;
+       c = CMSG_NXTHDR(const_cast<msghdr*>(&m), c)) {
+    if (c->cmsg_level == SOL_IP && c->cmsg_type == IP_ORIGDSTADDR) {
+      return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(CMSG_DATA(c)),
+                                         sizeof(sockaddr_in));
+    }
+    if (c->cmsg_level == SOL_IPV6 && c->cmsg_type == IPV6_ORIGDSTADDR) {
+      return SocketAddress::fromSockaddr(reinterpret_cast<const sockaddr*>(CMSG_DATA(c)),
+                                         sizeof(sockaddr_in6));
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+void UdpRelay::handle(size_t i, const mmsghdr& msg) {
+  ++stats_.received;
+  if ((msg.msg_hdr.msg_flags & MSG_TRUNC) != 0) {
+    ++stats_.truncated;
+    return;
+  }
+  const SocketAddress src = SocketAddress::fromSockaddr(
+      static_cast<const sockaddr*>(msg.msg_hdr.msg_name), msg.msg_hdr.msg_namelen);
+  const SocketAddress dst = originalDestination(msg.msg_hdr);
+  if (!src.valid() || !dst.valid()) {
+    ++stats_.no_destination;
+    return;
+  }
+  // memberlist sends from its bind port: outbound, the agent is the source; inbound, the agent
+  // is the original destination.
+  const SocketAddress& agent = flow_ == Flow::Outbound ? src : dst;
+  const SocketAddress& peer = flow_ == Flow::Outbound ? dst : src;
+  auto* filter = lookup_(agent.port());
+  if (filter == nullptr && flow_ == Flow::Outbound) {
+    filter = lookup_(dst.port());
+  }
+  if (filter == nullptr) {
+    ++stats_.unknown_port;
+    return;
+  }
+  Datagram d = Datagram::inSlot({slots_[i], kSlotBytes}, kHeadroom, msg.msg_len);
+  PacketResult r;
+  if (flow_ == Flow::Outbound) {
+    r = filter->onAgentPacket(d);
+  } else {
+    Datagram spare = Datagram::inSlot({spare_, kSlotBytes}, kHeadroom, 0);
+    r = filter->onPeerPacket(d, spare);
+    if (d.slot.data() != slots_[i]) {
+      std::swap(slots_[i], spare_);  // the plaintext lives in the old spare now
+    }
+  }
+  if (observer_) {
+    observer_(peer, flow_, r);
+  }
+  if (r.verdict != Verdict::Forward) {
+    ++stats_.dropped;
+    return;
+  }
+  if (sender_.queue(src, dst, d.data())) {
+    ++stats_.forwarded;
+  }
+}
+
+}  // namespace sidecrypt::proxy

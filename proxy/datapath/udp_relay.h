@@ -1,0 +1,82 @@
+#pragma once
+
+#include <sys/socket.h>
+#include <uv.h>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "filters/gossip/gossip_datagram_filter.h"
+#include "proxy/net/address.h"
+#include "proxy/net/raw_udp_sender.h"
+
+namespace sidecrypt::proxy {
+
+enum class Flow : uint8_t { Outbound, Inbound };  // agent -> peer, peer -> agent
+
+// Finds the gossip filter for an agent port (nullptr: not a gossip port). The filters outlive
+// every relay (they are replaced in place on reload).
+using DatagramFilterLookup = std::function<filters::gossip::GossipDatagramFilter*(uint16_t)>;
+// Called for every datagram from a peer (census, later issues): peer address and result.
+using DatagramObserver = std::function<void(const SocketAddress& peer, Flow flow,
+                                            const filters::gossip::PacketResult& result)>;
+
+struct UdpRelayStats {
+  uint64_t received = 0;
+  uint64_t forwarded = 0;
+  uint64_t dropped = 0;       // the filter said drop
+  uint64_t unknown_port = 0;  // captured but not one of the agent's gossip ports
+  uint64_t truncated = 0;     // larger than a slot (never sent by memberlist: 64 KiB max)
+  uint64_t no_destination = 0;
+  uint64_t send_failed = 0;
+};
+
+// One captured UDP socket (outbound or inbound, one family) on the event loop: reads batches
+// with recvmmsg (the original destination comes from IP_ORIGDSTADDR control messages, which
+// libuv's UDP API cannot give, so the socket is polled), runs the gossip filter in place, and
+// sends the results with the raw sender in one sendmmsg batch. No allocation per packet: the
+// slots are allocated once.
+class UdpRelay {
+ public:
+  static constexpr size_t kBatch = 32;
+  static constexpr size_t kHeadroom = 512;
+  static constexpr size_t kSlotBytes = kHeadroom + 65536 + 64;
+
+  UdpRelay(uv_loop_t* loop, Flow flow, int fd, RawUdpSender& sender, DatagramFilterLookup lookup);
+  ~UdpRelay();
+  UdpRelay(const UdpRelay&) = delete;
+  UdpRelay& operator=(const UdpRelay&) = delete;
+
+  bool start(std::string& err);
+  void close();  // stops polling; the fd is closed with the handle
+  void setObserver(DatagramObserver o) { observer_ = std::move(o); }
+  const UdpRelayStats& stats() const { return stats_; }
+  Flow flow() const { return flow_; }
+
+ private:
+  static void onPoll(uv_poll_t* handle, int status, int events);
+  size_t receiveBatch();
+  void handle(size_t i, const mmsghdr& msg);
+
+  uv_loop_t* loop_;
+  Flow flow_;
+  int fd_;
+  RawUdpSender& sender_;
+  DatagramFilterLookup lookup_;
+  DatagramObserver observer_;
+  uv_poll_t* poll_ = nullptr;  // heap: freed in its close callback
+  std::unique_ptr<uint8_t[]> memory_;
+  std::array<uint8_t*, kBatch> slots_{};
+  uint8_t* spare_ = nullptr;
+  std::array<mmsghdr, kBatch> msgs_{};
+  std::array<iovec, kBatch> iovs_{};
+  std::array<sockaddr_storage, kBatch> names_{};
+  std::array<std::array<uint8_t, 128>, kBatch> controls_{};
+  UdpRelayStats stats_;
+};
+
+}  // namespace sidecrypt::proxy

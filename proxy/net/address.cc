@@ -1,0 +1,122 @@
+#include "proxy/net/address.h"
+
+#include <arpa/inet.h>
+
+namespace sidecrypt::proxy {
+
+SocketAddress SocketAddress::fromSockaddr(const sockaddr* sa, socklen_t len) {
+  SocketAddress a;
+  if (sa != nullptr && len <= static_cast<socklen_t>(sizeof a.storage_) &&
+      (sa->sa_family == AF_INET || sa->sa_family == AF_INET6)) {
+    std::memcpy(&a.storage_, sa, len);
+  }
+  return a;
+}
+
+SocketAddress SocketAddress::loopback(int family, uint16_t port) {
+  SocketAddress a;
+  if (family == AF_INET) {
+    auto* s = reinterpret_cast<sockaddr_in*>(&a.storage_);
+    s->sin_family = AF_INET;
+    s->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    s->sin_port = htons(port);
+  } else {
+    auto* s = reinterpret_cast<sockaddr_in6*>(&a.storage_);
+    s->sin6_family = AF_INET6;
+    s->sin6_addr = in6addr_loopback;
+    s->sin6_port = htons(port);
+  }
+  return a;
+}
+
+SocketAddress SocketAddress::parse(const std::string& text) {
+  SocketAddress a;
+  std::string host;
+  std::string port;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 2 > text.size() || text[close + 1] != ':') {
+      return a;
+    }
+    host = text.substr(1, close - 1);
+    port = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) {
+      return a;
+    }
+    host = text.substr(0, colon);
+    port = text.substr(colon + 1);
+  }
+  char* end = nullptr;
+  unsigned long p = std::strtoul(port.c_str(), &end, 10);
+  if (port.empty() || *end != '\0' || p > 65535) {
+    return a;
+  }
+  auto* s4 = reinterpret_cast<sockaddr_in*>(&a.storage_);
+  auto* s6 = reinterpret_cast<sockaddr_in6*>(&a.storage_);
+  if (inet_pton(AF_INET, host.c_str(), &s4->sin_addr) == 1) {
+    s4->sin_family = AF_INET;
+    s4->sin_port = htons(static_cast<uint16_t>(p));
+  } else if (inet_pton(AF_INET6, host.c_str(), &s6->sin6_addr) == 1) {
+    s6->sin6_family = AF_INET6;
+    s6->sin6_port = htons(static_cast<uint16_t>(p));
+  }
+  return a;
+}
+
+uint16_t SocketAddress::port() const {
+  if (family() == AF_INET) {
+    return ntohs(reinterpret_cast<const sockaddr_in*>(&storage_)->sin_port);
+  }
+  if (family() == AF_INET6) {
+    return ntohs(reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_port);
+  }
+  return 0;
+}
+
+void SocketAddress::setPort(uint16_t port) {
+  if (family() == AF_INET) {
+    reinterpret_cast<sockaddr_in*>(&storage_)->sin_port = htons(port);
+  } else if (family() == AF_INET6) {
+    reinterpret_cast<sockaddr_in6*>(&storage_)->sin6_port = htons(port);
+  }
+}
+
+socklen_t SocketAddress::len() const {
+  return family() == AF_INET ? sizeof(sockaddr_in) : sizeof(sockaddr_in6);
+}
+
+const uint8_t* SocketAddress::ipBytes() const {
+  if (family() == AF_INET) {
+    return reinterpret_cast<const uint8_t*>(
+        &reinterpret_cast<const sockaddr_in*>(&storage_)->sin_addr);
+  }
+  return reinterpret_cast<const uint8_t*>(
+      &reinterpret_cast<const sockaddr_in6*>(&storage_)->sin6_addr);
+}
+
+std::string SocketAddress::ip() const {
+  char buf[INET6_ADDRSTRLEN] = "?";
+  if (valid()) {
+    inet_ntop(family(), ipBytes(), buf, sizeof buf);
+  }
+  return buf;
+}
+
+std::string SocketAddress::toString() const {
+  if (family() == AF_INET6) {
+    return "[" + ip() + "]:" + std::to_string(port());
+  }
+  return ip() + ":" + std::to_string(port());
+}
+
+bool SocketAddress::sameIp(const SocketAddress& o) const {
+  return family() == o.family() && valid() && std::memcmp(ipBytes(), o.ipBytes(), ipLen()) == 0;
+}
+
+bool SocketAddress::operator==(const SocketAddress& o) const {
+  return sameIp(o) && port() == o.port();
+}
+
+}  // namespace sidecrypt::proxy
