@@ -89,12 +89,17 @@ class Workdir:
 
 
 class Proxy:
-    """A running `sidecrypt run`, with its combined output collected in a file."""
+    """A running `sidecrypt run` in a namespace of its own (its data path binds the capture
+    ports and needs CAP_NET_RAW), with its combined output collected in a file."""
 
     def __init__(self, config):
         self.log_path = config + ".log"
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([binary(), "run", "--config", config], stdout=self.log,
+        self.ns = "scp%d-%d" % (os.getpid() % 100000, id(self) % 10000)
+        subprocess.run(["ip", "netns", "add", self.ns], check=True)
+        subprocess.run(["ip", "-n", self.ns, "link", "set", "lo", "up"], check=True)
+        self.proc = subprocess.Popen(["ip", "netns", "exec", self.ns, binary(), "run",
+                                      "--config", config], stdout=self.log,
                                      stderr=subprocess.STDOUT)
 
     def output(self):
@@ -117,8 +122,183 @@ class Proxy:
                 self.proc.kill()
                 self.proc.wait(5)
         self.log.close()
+        subprocess.run(["ip", "netns", "del", self.ns], check=False)
         return self.proc.returncode
 
 
 def main():
     unittest.main(verbosity=2)
+
+
+# --- network lab: hosts in namespaces on one bridge -------------------------------------------
+
+def sh(*args, check=True, timeout=30, **kw):
+    return subprocess.run(list(args), capture_output=True, text=True, check=check,
+                          timeout=timeout, **kw)
+
+
+class Lab:
+    """Hosts in network namespaces joined by a bridge (in its own namespace).
+
+    Addresses come from 10.250.<subnet>.0/24 and fd00:250::<subnet>:<host>/64 (only what the
+    test creates); names carry the pid so parallel runs do not collide. cleanup() stops every
+    process inside and deletes the namespaces (deleting a namespace removes its veths).
+    """
+
+    def __init__(self, hosts, ipv6=False):
+        self.prefix = "sc%d" % (os.getpid() % 100000)
+        self.subnet = 10 + os.getpid() % 200
+        self.hosts = {}
+        self.procs = []
+        self.ipv6 = ipv6
+        self.sw = self.prefix + "sw"
+        try:
+            sh("ip", "netns", "add", self.sw)
+            sh("ip", "-n", self.sw, "link", "add", "br0", "type", "bridge")
+            sh("ip", "-n", self.sw, "link", "set", "br0", "up")
+            for i, name in enumerate(hosts, start=1):
+                self._add_host(i, name)
+        except BaseException:
+            self.cleanup()
+            raise
+
+    def _add_host(self, i, name):
+        ns = "%s%s" % (self.prefix, name)
+        v, p = "%sv%d" % (self.prefix, i), "%sp%d" % (self.prefix, i)
+        sh("ip", "netns", "add", ns)
+        sh("ip", "link", "add", v, "type", "veth", "peer", "name", p)
+        sh("ip", "link", "set", v, "netns", ns)
+        sh("ip", "link", "set", p, "netns", self.sw)
+        sh("ip", "-n", self.sw, "link", "set", p, "master", "br0")
+        sh("ip", "-n", self.sw, "link", "set", p, "up")
+        ip4 = "10.250.%d.%d" % (self.subnet, i)
+        ip6 = "fd00:250::%x:%x" % (self.subnet, i)
+        sh("ip", "-n", ns, "addr", "add", ip4 + "/24", "dev", v)
+        if self.ipv6:
+            sh("ip", "-n", ns, "addr", "add", ip6 + "/64", "dev", v, "nodad")
+        sh("ip", "-n", ns, "link", "set", "lo", "up")
+        sh("ip", "-n", ns, "link", "set", v, "up")
+        self.hosts[name] = {"ns": ns, "ip": ip4, "ip6": ip6, "veth": v}
+
+    def ns(self, host):
+        return self.hosts[host]["ns"]
+
+    def ip(self, host, v6=False):
+        return self.hosts[host]["ip6" if v6 else "ip"]
+
+    def run(self, host, *args, check=True, timeout=30):
+        return sh("ip", "netns", "exec", self.ns(host), *args, check=check, timeout=timeout)
+
+    def spawn(self, host, args, log_path):
+        log = open(log_path, "w")
+        p = subprocess.Popen(["ip", "netns", "exec", self.ns(host)] + list(args), stdout=log,
+                             stderr=subprocess.STDOUT)
+        p.log_path = log_path
+        p.log_file = log
+        self.procs.append(p)
+        return p
+
+    def capture(self, pcap_path, bpf):
+        """tcpdump on the bridge: every frame between hosts."""
+        p = subprocess.Popen(["ip", "netns", "exec", self.sw, "tcpdump", "-i", "br0", "-U", "-s",
+                              "0", "-w", pcap_path, bpf], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.PIPE)
+        self.procs.append(p)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not os.path.exists(pcap_path):
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return p
+
+    def cleanup(self):
+        for p in self.procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.procs:
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait(5)
+            if hasattr(p, "log_file"):
+                p.log_file.close()
+        for h in list(self.hosts.values()) + [{"ns": self.sw}]:
+            pids = sh("ip", "netns", "pids", h["ns"], check=False).stdout.split()
+            for pid in pids:
+                try:
+                    os.kill(int(pid), signal.SIGKILL)
+                except (ProcessLookupError, ValueError):
+                    pass
+            sh("ip", "netns", "del", h["ns"], check=False)
+
+
+def serf_members(lab, host, rpc="127.0.0.1:7373"):
+    """{name: status} as `serf members` in the host's namespace reports it."""
+    r = lab.run(host, "serf", "members", "-rpc-addr", rpc, check=False, timeout=10)
+    out = {}
+    for line in r.stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3:
+            out[parts[0]] = parts[2]
+    return out
+
+
+def wait_members_alive(lab, hosts, names, timeout=30.0):
+    def ok():
+        for h in hosts:
+            m = serf_members(lab, h)
+            if any(m.get(n) != "alive" for n in names):
+                return False
+        return True
+    wait_for(ok, timeout, interval=0.5, what="all of %s alive on %s" % (names, hosts))
+
+
+def proxy_config(path, data_dir, key=None, profile="serf", extra=""):
+    body = ["[agent]", 'profile = "%s"' % profile, 'data_dir = "%s"' % data_dir, "[gossip]"]
+    if key:
+        body.append('encrypt = "%s"' % key)
+    body += [extra, "[intercept]", "install_rules = true", 'drain_time = "0s"', "[log]",
+             'level = "debug"', ""]
+    with open(path, "w") as f:
+        f.write("\n".join(body))
+    return path
+
+
+def read_pcap_payloads(path):
+    """[(proto, payload)] of every IPv4/IPv6 UDP datagram and TCP segment with data in a pcap
+    (Ethernet link type), parsed with the standard library only."""
+    import struct
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return out
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xa1b2c3d4, 0xa1b23c4d) else ">"
+    pos = 24
+    while pos + 16 <= len(data):
+        _, _, incl, _ = struct.unpack(endian + "IIII", data[pos:pos + 16])
+        frame = data[pos + 16:pos + 16 + incl]
+        pos += 16 + incl
+        if len(frame) < 14:
+            continue
+        ethertype = struct.unpack(">H", frame[12:14])[0]
+        ip = frame[14:]
+        if ethertype == 0x0800 and len(ip) >= 20:
+            ihl = (ip[0] & 0x0f) * 4
+            proto = ip[9]
+            total = struct.unpack(">H", ip[2:4])[0]
+            l4 = ip[ihl:total]
+        elif ethertype == 0x86dd and len(ip) >= 40:
+            proto = ip[6]
+            plen = struct.unpack(">H", ip[4:6])[0]
+            l4 = ip[40:40 + plen]
+        else:
+            continue
+        if proto == 17 and len(l4) > 8:
+            out.append(("udp", l4[8:]))
+        elif proto == 6 and len(l4) >= 20:
+            off = (l4[12] >> 4) * 4
+            if len(l4) > off:
+                out.append(("tcp", l4[off:]))
+    return out

@@ -11,6 +11,7 @@ import harness
 
 class NoSecretInLogs(unittest.TestCase):
     def setUp(self):
+        harness.require_root("sidecrypt run opens transparent capture sockets in a namespace")
         self.w = harness.Workdir()
 
     def tearDown(self):

@@ -8,6 +8,7 @@ import harness
 
 class ReloadKeepsOldState(unittest.TestCase):
     def setUp(self):
+        harness.require_root("sidecrypt run opens transparent capture sockets in a namespace")
         self.w = harness.Workdir()
 
     def tearDown(self):
