@@ -26,9 +26,14 @@ bool setInt(int fd, int level, int opt, int value, const char* what, std::string
 }
 
 bool setTransparent(int fd, int family, std::string& err) {
-  return family == AF_INET
-             ? setInt(fd, SOL_IP, IP_TRANSPARENT, 1, "setsockopt(IP_TRANSPARENT)", err)
-             : setInt(fd, SOL_IPV6, IPV6_TRANSPARENT, 1, "setsockopt(IPV6_TRANSPARENT)", err);
+  const bool ok =
+      family == AF_INET
+          ? setInt(fd, SOL_IP, IP_TRANSPARENT, 1, "setsockopt(IP_TRANSPARENT)", err)
+          : setInt(fd, SOL_IPV6, IPV6_TRANSPARENT, 1, "setsockopt(IPV6_TRANSPARENT)", err);
+  if (!ok && errno == EPERM) {
+    err += " (TPROXY mode needs CAP_NET_RAW)";
+  }
+  return ok;
 }
 
 int fail(int fd) {
@@ -103,6 +108,9 @@ int openTcpUpstream(int family, uint32_t mark, const SocketAddress* bind_to, std
   }
   if (mark != 0 &&
       !setInt(fd, SOL_SOCKET, SO_MARK, static_cast<int>(mark), "setsockopt(SO_MARK)", err)) {
+    if (errno == EPERM) {
+      err += " (needs CAP_NET_RAW on Linux >= 5.17, else CAP_NET_ADMIN)";
+    }
     return fail(fd);
   }
   if (!setInt(fd, IPPROTO_TCP, TCP_NODELAY, 1, "setsockopt(TCP_NODELAY)", err)) {

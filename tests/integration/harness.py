@@ -302,3 +302,8 @@ def read_pcap_payloads(path):
             if len(l4) > off:
                 out.append(("tcp", l4[off:]))
     return out
+
+
+def read(path):
+    with open(path) as f:
+        return f.read()
