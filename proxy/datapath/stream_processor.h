@@ -22,6 +22,13 @@ class StreamProcessor {
   virtual bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) = 0;
   virtual std::string closeReason() const = 0;
   virtual const char* name() const = 0;
+  // Whether the session should connect its upstream socket yet. An RPC processor waits for the
+  // agent's first byte (so a remote's 5 s deadline is not spent on our agent) or for a peer's
+  // accepted inner type byte (so refused connections never reach the agent).
+  virtual bool wantsUpstream() const { return true; }
+  // Whether the protocol preamble (TLS handshake, type byte) is complete; the session closes
+  // connections that are not ready by their deadline (Consul's rpc_handshake_timeout).
+  virtual bool ready() const { return true; }
 };
 using StreamProcessorPtr = std::unique_ptr<StreamProcessor>;
 

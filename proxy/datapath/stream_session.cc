@@ -3,6 +3,8 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <string_view>
+
 namespace sidecrypt::proxy {
 
 namespace {
@@ -41,24 +43,45 @@ void StreamSession::begin(int upstream_fd, const SocketAddress& connect_to) {
     close(std::string("uv_tcp_open: ") + uv_strerror(rc));
     return;
   }
-  connect_req_.data = this;
-  rc = uv_tcp_connect(&connect_req_, &u.tcp, connect_to.sa(), &StreamSession::onConnect);
-  if (rc != 0) {
-    close("connect to " + connect_to.toString() + ": " + uv_strerror(rc));
+  connect_to_ = connect_to;
+  if (info_.ready_deadline_ms != 0) {
+    startTimer(ready_timer_, info_.ready_deadline_ms, "handshake");
+    ready_timer_initialised_ = true;
+  }
+  startReading(accepted());
+  maybeConnect();
+}
+
+void StreamSession::startTimer(uv_timer_t& t, uint64_t ms, const char* why) {
+  uv_timer_init(loop_, &t);
+  t.data = this;
+  ++open_handles_;
+  const bool connect = std::string_view(why) == "connect";
+  uv_timer_start(
+      &t,
+      connect ? [](uv_timer_t* h) { static_cast<StreamSession*>(h->data)->close("connect timed out after 10s"); }
+              : [](uv_timer_t* h) {
+                  auto* self = static_cast<StreamSession*>(h->data);
+                  self->close("not ready within the handshake deadline (" +
+                              std::to_string(self->info_.ready_deadline_ms) + " ms)");
+                },
+      ms, 0);
+}
+
+void StreamSession::maybeConnect() {
+  if (connect_started_ || closing_ || !processor_->wantsUpstream()) {
     return;
   }
-  uv_timer_init(loop_, &connect_timer_);
-  connect_timer_.data = this;
-  timer_initialised_ = true;
-  ++open_handles_;
-  uv_timer_start(
-      &connect_timer_,
-      [](uv_timer_t* t) {
-        auto* self = static_cast<StreamSession*>(t->data);
-        self->close("connect timed out after 10s");
-      },
-      kConnectTimeoutMs, 0);
-  startReading(accepted());
+  connect_started_ = true;
+  Endpoint& u = upstream();
+  connect_req_.data = this;
+  int rc = uv_tcp_connect(&connect_req_, &u.tcp, connect_to_.sa(), &StreamSession::onConnect);
+  if (rc != 0) {
+    close("connect to " + connect_to_.toString() + ": " + uv_strerror(rc));
+    return;
+  }
+  startTimer(connect_timer_, kConnectTimeoutMs, "connect");
+  connect_timer_initialised_ = true;
 }
 
 void StreamSession::onConnect(uv_connect_t* req, int status) {
@@ -66,7 +89,7 @@ void StreamSession::onConnect(uv_connect_t* req, int status) {
   if (self->closing_) {
     return;
   }
-  if (self->timer_initialised_) {
+  if (self->connect_timer_initialised_) {
     uv_timer_stop(&self->connect_timer_);
   }
   if (status != 0) {
@@ -155,6 +178,10 @@ void StreamSession::pump() {
     agent_.shutdown_wanted = true;
     peer_.shutdown_wanted = true;
   }
+  if (ready_timer_initialised_ && processor_->ready()) {
+    uv_timer_stop(&ready_timer_);
+  }
+  maybeConnect();
   flush(agent_);
   flush(peer_);
   applyBackpressure();
@@ -256,9 +283,12 @@ void StreamSession::close(const std::string& reason) {
       static_cast<StreamSession*>(handle->data)->onHandleClosed();
     });
   };
-  if (timer_initialised_) {
-    uv_timer_stop(&connect_timer_);
-    closeHandle(reinterpret_cast<uv_handle_t*>(&connect_timer_));
+  for (auto [timer, initialised] : {std::pair{&connect_timer_, connect_timer_initialised_},
+                                    std::pair{&ready_timer_, ready_timer_initialised_}}) {
+    if (initialised) {
+      uv_timer_stop(timer);
+      closeHandle(reinterpret_cast<uv_handle_t*>(timer));
+    }
   }
   for (Endpoint* e : {&agent_, &peer_}) {
     if (e->initialised) {

@@ -16,9 +16,10 @@ enum class Origin : uint8_t { Inbound, Outbound };  // who dialled: a peer, or o
 struct SessionInfo {
   uint64_t id = 0;
   Origin origin = Origin::Outbound;
-  std::string kind;     // "gossip", "rpc"
-  SocketAddress agent;  // the agent's end
-  SocketAddress peer;   // the remote end
+  std::string kind;                // "gossip", "rpc"
+  SocketAddress agent;             // the agent's end
+  SocketAddress peer;              // the remote end
+  uint64_t ready_deadline_ms = 0;  // 0: none; else close if the processor is not ready by then
 };
 
 // One proxied TCP connection: the agent's socket and the peer's socket with a StreamProcessor
@@ -44,8 +45,9 @@ class StreamSession {
 
   // The handle the listener accepts into (already uv_tcp_init'ed by the session).
   uv_tcp_t* acceptedHandle();
-  // Starts the session: opens `upstream_fd` (an unconnected socket from sockets.h) and connects
-  // it to `connect_to`; reading the accepted side starts at once.
+  // Starts the session: takes `upstream_fd` (an unconnected socket from sockets.h) and connects
+  // it to `connect_to` as soon as the processor wants its upstream; reading the accepted side
+  // starts at once.
   void begin(int upstream_fd, const SocketAddress& connect_to);
   void close(const std::string& reason);
 
@@ -80,6 +82,8 @@ class StreamSession {
   Endpoint& other(Endpoint& e) { return &e == &agent_ ? peer_ : agent_; }
 
   void startReading(Endpoint& e);
+  void maybeConnect();
+  void startTimer(uv_timer_t& t, uint64_t ms, const char* why);
   void pump();
   bool runProcessor(Endpoint& from);
   void flush(Endpoint& e);
@@ -101,7 +105,11 @@ class StreamSession {
   Endpoint peer_;
   uv_connect_t connect_req_{};
   uv_timer_t connect_timer_{};
-  bool timer_initialised_ = false;
+  uv_timer_t ready_timer_{};
+  bool connect_timer_initialised_ = false;
+  bool ready_timer_initialised_ = false;
+  bool connect_started_ = false;
+  SocketAddress connect_to_;
   bool failed_ = false;   // processor refused: flush, then close
   bool closing_ = false;  // close() ran
   int open_handles_ = 0;
