@@ -13,6 +13,59 @@ bool usesGossip(const Config& cfg, GossipPool pool) {
       [pool](const PortSpec& p) { return p.protocol == PortProtocol::Gossip && p.pool == pool; });
 }
 
+bool usesRpc(const Config& cfg) {
+  return std::any_of(cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
+                     [](const PortSpec& p) { return p.protocol == PortProtocol::Rpc; });
+}
+
+std::variant<RpcTlsSetupConstPtr, std::vector<std::string>> buildRpcTlsSetup(const Config& cfg) {
+  namespace rt = filters::rpc_tls;
+  const TlsConfig& t = cfg.tls;
+  rt::TlsSettings s;
+  s.ca_file = t.ca_file;
+  s.ca_path = t.ca_path;
+  s.cert_file = t.cert_file;
+  s.key_file = t.key_file;
+  s.verify_incoming = t.verify_incoming;
+  s.verify_outgoing = t.verify_outgoing;
+  s.verify_server_hostname = t.verify_server_hostname;
+  s.tls_min_version = static_cast<rt::TlsVersion>(t.tls_min_version);
+  s.tls_cipher_suites = t.tls_cipher_suites;
+  s.datacenter = cfg.agent.datacenter;
+  s.domain = cfg.agent.domain;
+  auto setup = std::make_shared<RpcTlsSetup>();
+  std::vector<std::string> errors;
+  auto make = [&](rt::TlsRole role, rt::TlsContextSharedPtr& out, const char* what) {
+    auto r = rt::TlsContext::create(s, role);
+    if (auto* err = std::get_if<std::string>(&r)) {
+      errors.push_back(std::string("tls (") + what + "): " + *err);
+    } else {
+      out = std::get<rt::TlsContextSharedPtr>(r);
+    }
+  };
+  const bool has_ca = !t.ca_file.empty() || !t.ca_path.empty();
+  const bool has_cert = !t.cert_file.empty();
+  if (t.verify_outgoing) {
+    make(rt::TlsRole::Client, setup->client, "outgoing RPC");
+  }
+  if (has_cert && cfg.agent.server) {
+    make(rt::TlsRole::Server, setup->server, "incoming RPC");
+    if (has_ca) {
+      make(rt::TlsRole::NativeServer, setup->native_server, "incoming native TLS");
+    }
+  }
+  setup->outbound = {t.verify_outgoing, t.verify_server_hostname};
+  setup->inbound.verify_incoming = t.verify_incoming;
+  setup->inbound.verify_server_hostname = t.verify_server_hostname;
+  setup->inbound.has_certificate = setup->server != nullptr;
+  setup->inbound.has_ca = has_ca;
+  setup->local_server_name = filters::rpc_tls::serverName(cfg.agent.datacenter, cfg.agent.domain);
+  if (!errors.empty()) {
+    return errors;
+  }
+  return RpcTlsSetupConstPtr(std::move(setup));
+}
+
 std::variant<RuntimeStatePtr, std::vector<std::string>> buildRuntimeState(
     const std::filesystem::path& config_path, bool create_keyrings) {
   auto loaded = loadConfig(config_path);
@@ -56,6 +109,14 @@ std::variant<RuntimeStatePtr, std::vector<std::string>> buildRuntimeState(
   };
   resolve(GossipPool::Lan, cfg.gossip.keyring_file, state->lan_keys);
   resolve(GossipPool::Wan, cfg.gossip.wan_keyring_file, state->wan_keys);
+  if (usesRpc(cfg)) {
+    auto rpc = buildRpcTlsSetup(cfg);
+    if (auto* errs = std::get_if<std::vector<std::string>>(&rpc)) {
+      errors.insert(errors.end(), errs->begin(), errs->end());
+    } else {
+      state->rpc = std::get<RpcTlsSetupConstPtr>(rpc);
+    }
+  }
   if (!errors.empty()) {
     return errors;
   }

@@ -8,6 +8,7 @@
 
 #include "filters/keyring/key_set.h"
 #include "proxy/config/config.h"
+#include "proxy/datapath/rpc_processor.h"
 
 namespace sidecrypt::proxy {
 
@@ -17,6 +18,7 @@ struct RuntimeState {
   Config config;
   filters::keyring::KeySetConstSharedPtr lan_keys;
   filters::keyring::KeySetConstSharedPtr wan_keys;  // servers with a WAN gossip port
+  RpcTlsSetupConstPtr rpc;                          // TLS contexts and policies for port 8300
   std::vector<std::string> notices;                 // warnings to log once installed
 };
 using RuntimeStatePtr = std::shared_ptr<const RuntimeState>;
@@ -27,5 +29,9 @@ std::variant<RuntimeStatePtr, std::vector<std::string>> buildRuntimeState(
     const std::filesystem::path& config_path, bool create_keyrings);
 
 bool usesGossip(const Config& cfg, GossipPool pool);
+bool usesRpc(const Config& cfg);
+
+// Loads certificates, keys and CAs for the RPC port; errors name the file.
+std::variant<RpcTlsSetupConstPtr, std::vector<std::string>> buildRpcTlsSetup(const Config& cfg);
 
 }  // namespace sidecrypt::proxy

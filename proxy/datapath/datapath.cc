@@ -7,6 +7,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "proxy/datapath/rpc_processor.h"
 #include "proxy/net/sockets.h"
 
 namespace sidecrypt::proxy {
@@ -34,7 +35,7 @@ void setupPool(Datapath::Pool& pool, const Config& cfg,
 }  // namespace
 
 Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
-    : loop_(loop), config_(state.config) {
+    : loop_(loop), config_(state.config), rpc_(state.rpc) {
   setupPool(lan_, config_, state.lan_keys);
   setupPool(wan_, config_, state.wan_keys ? state.wan_keys : state.lan_keys);
 }
@@ -165,8 +166,9 @@ void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
 
 StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin) {
   if (port.protocol == PortProtocol::Rpc) {
-    // RPC TLS is its own issue; until it lands RPC passes through unchanged.
-    return std::make_unique<PassthroughProcessor>();
+    // Client agents dial only their own datacenter's servers (§1.3).
+    return std::make_unique<RpcProcessor>(origin == Origin::Inbound, rpc_, config_.agent.datacenter,
+                                          rpc_stats_);
   }
   Pool& pool = port.pool == GossipPool::Lan ? lan_ : wan_;
   auto filter = std::make_unique<fg::GossipStreamFilter>(
@@ -214,6 +216,24 @@ void Datapath::accept(Listener& l, int own_fd) {
     return;
   }
   info.kind = port->protocol == PortProtocol::Gossip ? "gossip" : "rpc";
+  const bool inbound_rpc = port->protocol == PortProtocol::Rpc && l.origin == Origin::Inbound;
+  if (inbound_rpc) {
+    // Consul's per-IP limit and first-byte deadline (§1.2 steps 1-2), applied by sidecrypt
+    // because with REDIRECT the agent sees one address for every peer.
+    const uint32_t limit = config_.tls.rpc_max_conns_per_client;
+    uint32_t& n = rpc_conns_per_ip_[info.peer.ip()];
+    if (limit != 0 && n >= limit) {
+      ++tcp_.rpc_conn_limited;
+      spdlog::warn(
+          "[C{}] rejecting RPC conn from {} because rpc_max_conns_per_client ({}) "
+          "exceeded",
+          info.id, info.peer.ip(), limit);
+      ::close(own_fd);
+      return;
+    }
+    ++n;
+    info.ready_deadline_ms = config_.tls.rpc_handshake_timeout_ms;
+  }
   std::string err;
   int up = upstreamFor(l.origin, info.agent, info.peer, err);
   if (up < 0) {
@@ -226,8 +246,14 @@ void Datapath::accept(Listener& l, int own_fd) {
   const SocketAddress connect_to = l.origin == Origin::Outbound ? info.peer : info.agent;
   auto* session = new StreamSession(
       loop_, info, processorFor(*port, l.origin),
-      [this](StreamSession& s, const std::string& reason) {
+      [this, inbound_rpc](StreamSession& s, const std::string& reason) {
         sessions_.erase(&s);
+        if (inbound_rpc) {
+          auto it = rpc_conns_per_ip_.find(s.info().peer.ip());
+          if (it != rpc_conns_per_ip_.end() && --it->second == 0) {
+            rpc_conns_per_ip_.erase(it);
+          }
+        }
         --tcp_.active;
         if (reason.empty()) {
           ++tcp_.closed_ok;
@@ -235,6 +261,11 @@ void Datapath::accept(Listener& l, int own_fd) {
           ++tcp_.closed_error;
         }
         const auto& i = s.info();
+        if (!reason.empty() && refusal_log_.allow()) {
+          spdlog::warn("[C{}] {} {} from {}: {}", i.id, i.kind,
+                       i.origin == Origin::Inbound ? "inbound" : "outbound", i.peer.toString(),
+                       reason);
+        }
         spdlog::debug("[C{}] {} {} agent {} peer {} closed{}{} ({} bytes from agent, {} from peer)",
                       i.id, i.kind, i.origin == Origin::Inbound ? "inbound" : "outbound",
                       i.agent.toString(), i.peer.toString(), reason.empty() ? "" : ": ", reason,
@@ -269,6 +300,7 @@ void Datapath::apply(const RuntimeState& state) {
   wan_.datagrams->setKeys(wan_.keys);
   config_.gossip = cfg.gossip;
   config_.tls = cfg.tls;
+  rpc_ = state.rpc;  // new connections only; live ones keep their setup
 }
 
 void Datapath::stop() {
@@ -307,6 +339,18 @@ std::string Datapath::statsText() const {
            " dropped=" + std::to_string(s.dropped) +
            " unknown_port=" + std::to_string(s.unknown_port) +
            " send_failed=" + std::to_string(s.send_failed);
+  }
+  std::string rpc_line;
+  rpc_stats_->forEach([&rpc_line](const char* name, uint64_t v) {
+    if (v != 0) {
+      rpc_line += std::string(" ") + name + "=" + std::to_string(v);
+    }
+  });
+  if (!rpc_line.empty()) {
+    out += "; rpc" + rpc_line;
+  }
+  if (tcp_.rpc_conn_limited != 0) {
+    out += " rpc_conn_limited=" + std::to_string(tcp_.rpc_conn_limited);
   }
   auto dump = [&out](const char* pool, const char* dir, const auto& counters) {
     std::string line;

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
@@ -14,6 +15,7 @@
 #include "proxy/datapath/stream_session.h"
 #include "proxy/datapath/udp_relay.h"
 #include "proxy/net/raw_udp_sender.h"
+#include "proxy/observe/rate_limit.h"
 #include "proxy/runtime_state.h"
 
 namespace sidecrypt::proxy {
@@ -25,6 +27,7 @@ struct TcpCounters {
   uint64_t closed_error = 0;
   uint64_t unknown_port = 0;
   uint64_t upstream_failed = 0;
+  uint64_t rpc_conn_limited = 0;  // refused by rpc_max_conns_per_client
 };
 
 // The data path: capture sockets and listeners for both directions and both families, the
@@ -57,6 +60,7 @@ class Datapath {
   };
   const Pool& pool(GossipPool p) const { return p == GossipPool::Lan ? lan_ : wan_; }
   const TcpCounters& tcpCounters() const { return tcp_; }
+  const filters::rpc_tls::RpcTlsStats& rpcStats() const { return *rpc_stats_; }
   const std::vector<std::unique_ptr<UdpRelay>>& relays() const { return relays_; }
 
  private:
@@ -81,6 +85,10 @@ class Datapath {
 
   uv_loop_t* loop_;
   Config config_;
+  RpcTlsSetupConstPtr rpc_;
+  std::shared_ptr<filters::rpc_tls::RpcTlsStats> rpc_stats_ =
+      std::make_shared<filters::rpc_tls::RpcTlsStats>();
+  std::unordered_map<std::string, uint32_t> rpc_conns_per_ip_;
   Pool lan_;
   Pool wan_;
   RawUdpSender sender4_;
@@ -89,6 +97,7 @@ class Datapath {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_set<StreamSession*> sessions_;
   TcpCounters tcp_;
+  RateLimit refusal_log_{10, 10'000};  // connection refusals: at most 10 warnings per 10 s
   uint64_t next_id_ = 1;
   bool listening_ = false;
 };

@@ -29,6 +29,12 @@ class StreamProcessor {
   // Whether the protocol preamble (TLS handshake, type byte) is complete; the session closes
   // connections that are not ready by their deadline (Consul's rpc_handshake_timeout).
   virtual bool ready() const { return true; }
+  // By default a side's FIN is forwarded to the other side once everything before it was
+  // consumed. A processor that maps end-of-stream itself (TLS: FIN <-> close_notify) returns
+  // true here and says when each side should get its FIN.
+  virtual bool handlesEof() const { return false; }
+  virtual bool endToAgent() const { return false; }
+  virtual bool endToPeer() const { return false; }
 };
 using StreamProcessorPtr = std::unique_ptr<StreamProcessor>;
 

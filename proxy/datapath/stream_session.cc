@@ -156,6 +156,11 @@ bool StreamSession::runProcessor(Endpoint& from) {
   if (!ok) {
     return false;
   }
+  if (processor_->handlesEof()) {
+    agent_.shutdown_wanted = agent_.shutdown_wanted || processor_->endToAgent();
+    peer_.shutdown_wanted = peer_.shutdown_wanted || processor_->endToPeer();
+    return true;
+  }
   if (from.read_eof) {
     if (!from.in.empty()) {
       close_reason_ = "stream ended inside a message";

@@ -1,0 +1,275 @@
+#include "proxy/datapath/rpc_processor.h"
+
+namespace sidecrypt::proxy {
+
+namespace rt = filters::rpc_tls;
+
+namespace {
+constexpr size_t kChunk = 16 * 1024;
+}
+
+RpcProcessor::RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup,
+                           std::string destination_datacenter,
+                           std::shared_ptr<rt::RpcTlsStats> stats)
+    : inbound_(inbound),
+      setup_(std::move(setup)),
+      destination_dc_(std::move(destination_datacenter)),
+      stats_(std::move(stats)),
+      decider_(setup_->inbound, setup_->local_server_name) {}
+
+void RpcProcessor::count(rt::RpcTlsCounter c) {
+  if (c != nullptr && stats_) {
+    ++((*stats_).*c);
+  }
+}
+
+bool RpcProcessor::fail(std::string why) {
+  if (reason_.empty()) {
+    reason_ = std::move(why);
+  }
+  return false;
+}
+
+// ---- deciding on the first byte -----------------------------------------------------------
+
+bool RpcProcessor::decideOutbound(Buffer& in, StreamIo& io) {
+  const uint8_t first = in.readable()[0];
+  const auto d = rt::decideOutbound(setup_->outbound, first);
+  count(d.counter);
+  type_ = first;
+  wants_upstream_ = true;  // §1.8 outbound 1: dial only once the agent has spoken
+  if (d.action != rt::OutboundAction::UpgradeTls) {
+    mode_ = Mode::Raw;
+    ready_ = true;
+    return true;
+  }
+  if (!setup_->client) {
+    return fail("verify_outgoing is on but no TLS client context is loaded");
+  }
+  rt::ClientOptions options;
+  options.datacenter = destination_dc_;
+  engine_ = rt::TlsEngine::client(setup_->client, options);
+  if (!engine_) {
+    return fail("cannot create a TLS client");
+  }
+  mode_ = Mode::Tls;
+  io.to_peer.append(static_cast<uint8_t>(rt::RpcType::Tls));  // §1.3 step 2: plaintext 0x03
+  return true;
+}
+
+bool RpcProcessor::decideInbound(Buffer& in, StreamIo& io) {
+  const uint8_t first = in.readable()[0];
+  auto d = decider_.onFirstByte(first);
+  count(d.counter);
+  switch (d.action) {
+    case rt::InboundAction::ForwardRaw:
+      mode_ = Mode::Raw;
+      type_ = first;
+      wants_upstream_ = true;
+      ready_ = true;
+      return true;
+    case rt::InboundAction::TerminateTls:
+      in.drain(1);  // the 0x03 itself never reaches the agent
+      engine_ = rt::TlsEngine::server(setup_->server);
+      break;
+    case rt::InboundAction::TerminateNativeTls:
+      native_ = true;
+      engine_ = rt::TlsEngine::server(setup_->native_server);
+      break;
+    default:
+      return fail(d.reason);
+  }
+  if (!engine_) {
+    return fail("no TLS server context for this connection");
+  }
+  mode_ = Mode::Tls;
+  (void)io;
+  return true;
+}
+
+// ---- the TLS engine -------------------------------------------------------------------------
+
+void RpcProcessor::flushEncrypted(Buffer& to) {
+  while (engine_->encPending() > 0) {
+    auto span = to.reserve(engine_->encPending());
+    to.commit(engine_->encOut(span));
+  }
+}
+
+// Decrypted bytes toward `to` (the agent); false on a TLS failure.
+bool RpcProcessor::drainClear(Buffer& to) {
+  while (true) {
+    auto span = to.reserve(kChunk);
+    const ptrdiff_t n = engine_->clearOut(span);
+    if (n > 0) {
+      to.commit(static_cast<size_t>(n));
+      continue;
+    }
+    to.commit(0);
+    if (n == rt::TlsEngine::kEof) {
+      if (!end_to_agent_) {
+        end_to_agent_ = true;  // close_notify (or a bare FIN) -> FIN toward the agent
+        count(engine_->peerTruncated() ? &rt::RpcTlsStats::truncated_by_peer
+                                       : &rt::RpcTlsStats::close_notify_received);
+      }
+      return true;
+    }
+    if (n == rt::TlsEngine::kFailed) {
+      return false;
+    }
+    return true;
+  }
+}
+
+// Agent plaintext into the engine, as much as it takes.
+bool RpcProcessor::feedClear(Buffer& in) {
+  while (!in.empty()) {
+    const size_t took = engine_->clearIn(in.readable());
+    if (took == 0) {
+      break;  // ciphertext backed up: the rest waits in `in` (backpressure)
+    }
+    in.drain(took);
+  }
+  return !engine_->failed();
+}
+
+bool RpcProcessor::afterHandshake(StreamIo& io) {
+  if (!handshake_counted_) {
+    handshake_counted_ = true;
+    count(&rt::RpcTlsStats::handshakes_ok);
+  }
+  if (!inbound_ || inner_decided_) {
+    ready_ = true;
+    return true;
+  }
+  const rt::PeerCheck check{engine_->peer().verifies_as_server};
+  if (native_) {
+    auto d = decider_.onAlpn(engine_->alpn(), check);
+    count(d.counter);
+    if (d.action != rt::InboundAction::InjectAndForward) {
+      return fail(d.reason);
+    }
+    type_ = d.type;
+    io.to_agent.append(d.type);
+  } else {
+    // §1.8 inbound 3: the inner type byte, read through TLS, still under the deadline.
+    uint8_t inner = 0;
+    const ptrdiff_t n = engine_->clearOut(std::span<uint8_t>(&inner, 1));
+    if (n == 0) {
+      return true;  // not here yet
+    }
+    if (n < 0) {
+      return fail(n == rt::TlsEngine::kEof ? "peer closed before sending the inner type byte"
+                                           : engine_->error());
+    }
+    auto d = decider_.onInnerByte(inner, check);
+    count(d.counter);
+    if (d.action != rt::InboundAction::ForwardClear) {
+      return fail(d.reason);
+    }
+    type_ = inner;
+    io.to_agent.append(inner);
+  }
+  inner_decided_ = true;
+  wants_upstream_ = true;
+  ready_ = true;
+  return true;
+}
+
+bool RpcProcessor::pumpEngine(StreamIo& io) {
+  flushEncrypted(io.to_peer);
+  if (engine_->failed()) {
+    if (!handshake_counted_) {
+      handshake_counted_ = true;
+      count(&rt::RpcTlsStats::handshakes_failed);
+    }
+    return fail("TLS: " + engine_->error());
+  }
+  if (!engine_->handshakeDone()) {
+    return true;
+  }
+  if (!afterHandshake(io)) {
+    flushEncrypted(io.to_peer);
+    return false;
+  }
+  if (!inner_decided_ && inbound_) {
+    return true;
+  }
+  if (!drainClear(io.to_agent)) {
+    flushEncrypted(io.to_peer);
+    return fail("TLS: " + engine_->error());
+  }
+  flushEncrypted(io.to_peer);
+  // Close the peer's TCP side only when the TLS session is over in both directions, or the
+  // peer's transport already ended (rpc-peers.md §2.4).
+  end_to_peer_ = engine_->fullyClosed() || (peer_eof_ && engine_->writeShutdown());
+  return true;
+}
+
+// ---- the two directions ---------------------------------------------------------------------
+
+bool RpcProcessor::onAgentData(Buffer& in, bool end_stream, StreamIo& io) {
+  agent_eof_ = agent_eof_ || end_stream;
+  if (mode_ == Mode::Deciding) {
+    if (inbound_) {
+      // The agent never speaks first on an inbound connection; hold anything until decided.
+      return true;
+    }
+    if (in.empty()) {
+      return end_stream ? fail("the agent closed before sending a type byte") : true;
+    }
+    if (!decideOutbound(in, io)) {
+      return false;
+    }
+  }
+  if (mode_ == Mode::Raw) {
+    io.to_peer.move(in);
+    end_to_peer_ = agent_eof_;
+    return true;
+  }
+  if (!feedClear(in)) {
+    return fail("TLS: " + engine_->error());
+  }
+  if (agent_eof_ && in.empty() && !engine_->writeShutdown()) {
+    engine_->shutdownWrite();  // agent FIN -> close_notify, keep reading (§1.6)
+    count(&rt::RpcTlsStats::close_notify_sent);
+  }
+  return pumpEngine(io);
+}
+
+bool RpcProcessor::onPeerData(Buffer& in, bool end_stream, StreamIo& io) {
+  peer_eof_ = peer_eof_ || end_stream;
+  if (mode_ == Mode::Deciding) {
+    if (!inbound_) {
+      return true;  // outbound peers speak after our first bytes; nothing to decide yet
+    }
+    if (in.empty()) {
+      return end_stream ? fail("the peer closed before sending a type byte") : true;
+    }
+    if (!decideInbound(in, io)) {
+      return false;
+    }
+  }
+  if (mode_ == Mode::Raw) {
+    io.to_agent.move(in);
+    end_to_agent_ = peer_eof_;
+    return true;
+  }
+  while (!in.empty()) {
+    const size_t took = engine_->encIn(in.readable());
+    in.drain(took);
+    if (!pumpEngine(io)) {
+      return false;
+    }
+    if (took == 0) {
+      break;  // the engine is full until the agent side drains it
+    }
+  }
+  if (peer_eof_ && in.empty()) {
+    engine_->encInEof();
+  }
+  // Plaintext the agent sent before the handshake finished goes out now.
+  return pumpEngine(io);
+}
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,86 @@
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "filters/rpc_tls/first_byte.h"
+#include "filters/rpc_tls/rpc_tls_stats.h"
+#include "filters/rpc_tls/tls_context.h"
+#include "filters/rpc_tls/tls_engine.h"
+#include "proxy/datapath/stream_processor.h"
+
+namespace sidecrypt::proxy {
+
+// The TLS material and rollout flags a connection starts with (a reload builds new ones;
+// established connections keep theirs, as Consul's per-handshake config does, §2.6).
+struct RpcTlsSetup {
+  filters::rpc_tls::TlsContextSharedPtr client;         // null unless verify_outgoing
+  filters::rpc_tls::TlsContextSharedPtr server;         // null without cert_file/key_file
+  filters::rpc_tls::TlsContextSharedPtr native_server;  // null unless cert + CA (§1.4)
+  filters::rpc_tls::OutboundPolicy outbound;
+  filters::rpc_tls::InboundPolicy inbound;
+  std::string local_server_name;  // server.<dc>.<domain>
+};
+using RpcTlsSetupConstPtr = std::shared_ptr<const RpcTlsSetup>;
+
+// Consul's RPC port (8300) for one connection, in either direction (consul-rpc-tls.md §1.8).
+// Outbound: the agent's first byte decides (before dialling): relay raw, or write 0x03, run a TLS
+// client and send the agent's bytes (its type byte first) inside TLS. Inbound: the peer's first
+// byte decides: relay raw (accept-both stage), terminate 0x03 TLS and hand the inner type byte and
+// the decrypted stream to the agent, terminate native ALPN TLS, or close with Consul's reason.
+// Half-close maps FIN <-> close_notify both ways (rpc-peers.md §2.4).
+class RpcProcessor final : public StreamProcessor {
+ public:
+  RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup, std::string destination_datacenter,
+               std::shared_ptr<filters::rpc_tls::RpcTlsStats> stats);
+
+  bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) override;
+  bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) override;
+  std::string closeReason() const override { return reason_; }
+  const char* name() const override { return "rpc"; }
+  bool wantsUpstream() const override { return wants_upstream_; }
+  bool ready() const override { return ready_; }
+  bool handlesEof() const override { return true; }
+  bool endToAgent() const override { return end_to_agent_; }
+  bool endToPeer() const override { return end_to_peer_; }
+
+  // For the census and logs: what the connection turned out to be.
+  bool tls() const { return engine_ != nullptr; }
+  const filters::rpc_tls::TlsEngine* engine() const { return engine_.get(); }
+  uint8_t typeByte() const { return type_; }
+
+ private:
+  enum class Mode : uint8_t { Deciding, Raw, Tls };
+
+  bool fail(std::string why);
+  void count(filters::rpc_tls::RpcTlsCounter c);
+  bool decideOutbound(Buffer& in, StreamIo& io);
+  bool decideInbound(Buffer& in, StreamIo& io);
+  bool pumpEngine(StreamIo& io);
+  bool afterHandshake(StreamIo& io);
+  void flushEncrypted(Buffer& to);
+  bool drainClear(Buffer& to);
+  bool feedClear(Buffer& in);
+
+  bool inbound_;
+  RpcTlsSetupConstPtr setup_;
+  std::string destination_dc_;
+  std::shared_ptr<filters::rpc_tls::RpcTlsStats> stats_;
+  filters::rpc_tls::InboundDecider decider_;
+  filters::rpc_tls::TlsEnginePtr engine_;
+  Mode mode_ = Mode::Deciding;
+  bool native_ = false;         // inbound native-ALPN TLS (no inner byte)
+  bool inner_decided_ = false;  // inbound 0x03: the inner type byte was accepted
+  bool handshake_counted_ = false;
+  bool wants_upstream_ = false;
+  bool ready_ = false;
+  bool agent_eof_ = false;
+  bool peer_eof_ = false;
+  bool end_to_agent_ = false;
+  bool end_to_peer_ = false;
+  uint8_t type_ = 0;
+  std::string reason_;
+};
+
+}  // namespace sidecrypt::proxy
