@@ -4,6 +4,7 @@
 #include <iostream>
 #include <string>
 
+#include "proxy/cli/admin_client.h"
 #include "proxy/cli/commands.h"
 #include "proxy/version.h"
 
@@ -21,10 +22,10 @@ int main(int argc, char** argv) {
   run->add_option("-c,--config", config, "path to proxy.toml")->capture_default_str();
   run->callback([&] { rc = cli::runProxy(config); });
 
-  auto* check =
+  auto* check_config =
       app.add_subcommand("check-config", "validate proxy.toml and its keyrings without starting");
-  check->add_option("file", config, "path to proxy.toml")->capture_default_str();
-  check->callback([&] { rc = cli::checkConfig(config); });
+  check_config->add_option("file", config, "path to proxy.toml")->capture_default_str();
+  check_config->callback([&] { rc = cli::checkConfig(config); });
 
   auto* keygen =
       app.add_subcommand("keygen", "print a new 32-byte gossip key (like consul keygen)");
@@ -61,6 +62,45 @@ int main(int argc, char** argv) {
   addRules("remove", "remove exactly sidecrypt's rules and routes (idempotent)",
            cli::RulesOp::Remove);
   addRules("print", "print the commands install would run", cli::RulesOp::Print);
+
+  std::string admin;
+  bool as_json = false;
+  auto adminFor = [&] { return admin.empty() ? cli::adminAddressFrom(config) : admin; };
+  auto addAdminOptions = [&](CLI::App* sub) {
+    sub->add_option("-c,--config", config, "proxy.toml (to find admin.listen)")
+        ->capture_default_str();
+    sub->add_option("--admin", admin, "admin endpoint host:port (overrides the config)");
+  };
+  auto* status = app.add_subcommand("status", "show stages, keyrings and the per-peer census");
+  addAdminOptions(status);
+  status->add_flag("--json", as_json, "machine-readable output");
+  status->callback([&] { rc = cli::statusCommand(adminFor(), as_json); });
+
+  auto* reload = app.add_subcommand("reload", "reload the running sidecrypt (like SIGHUP)");
+  addAdminOptions(reload);
+  reload->callback([&] { rc = cli::reloadCommand(adminFor()); });
+
+  auto* checks = app.add_subcommand("check", "say whether the next rollout step is safe (exit 0)");
+  checks->require_subcommand(1);
+  uint32_t within_minutes = 10;
+  auto* enforce =
+      checks->add_subcommand("enforce-incoming", "no plaintext from any peer within the window");
+  auto* remove_key =
+      checks->add_subcommand("remove-key", "no peer still sends with KEY within the window");
+  for (auto* sub : {enforce, remove_key}) {
+    addAdminOptions(sub);
+    sub->add_flag("--json", as_json, "machine-readable output");
+    sub->add_option("--within", within_minutes, "window in minutes")->capture_default_str();
+  }
+  remove_key->add_option("key", key, "the key (base64) or its fingerprint")->required();
+  enforce->callback([&] {
+    rc = cli::checkCommand(adminFor(), cli::CheckKind::EnforceIncoming, "", within_minutes * 60,
+                           as_json);
+  });
+  remove_key->callback([&] {
+    rc =
+        cli::checkCommand(adminFor(), cli::CheckKind::RemoveKey, key, within_minutes * 60, as_json);
+  });
 
   auto* version = app.add_subcommand("version", "print the version");
   version->callback([&] { std::cout << "sidecrypt " << sidecrypt::kVersion << "\n"; });

@@ -104,8 +104,10 @@ bool Server::reload() {
   if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
     ++reload_failures_;
     spdlog::error("reload failed, keeping the running configuration ({} error(s)):", errs->size());
+    last_reload_error_.clear();
     for (const auto& e : *errs) {
       spdlog::error("  {}", e);
+      last_reload_error_ += (last_reload_error_.empty() ? "" : "\n") + e;
     }
     return false;
   }
@@ -119,6 +121,7 @@ bool Server::reload() {
     datapath_->apply(*state_);
   }
   ++reloads_;
+  last_reload_error_.clear();
   spdlog::info("reload complete");
   return true;
 }
@@ -195,8 +198,77 @@ void Server::removeRulesIfConfigured() {
   }
 }
 
+StatusInput Server::statusInput() {
+  StatusInput in(*state_);
+  in.datapath = datapath_.get();
+  in.census = datapath_ ? &datapath_->census() : nullptr;
+  in.config_path = config_path_.string();
+  in.reloads = reloads_;
+  in.reload_failures = reload_failures_;
+  in.last_reload_error = last_reload_error_;
+  in.ready = readyNow(in.ready_detail);
+  in.started = started_;
+  return in;
+}
+
+bool Server::readyNow(std::string& detail) {
+  if (!datapath_ || !datapath_->listening() || stopping_) {
+    detail = stopping_ ? "stopping" : "listeners are not bound";
+    return false;
+  }
+  // Checking the rules runs nft/iptables: at most every 5 s.
+  const auto now = std::chrono::steady_clock::now();
+  if (now - rules_checked_ > std::chrono::seconds(5)) {
+    rules_checked_ = now;
+    std::string why;
+    const auto backend = chooseBackend(state_->config.intercept.backend, why);
+    rules_ok_ = rulesInstalled(ruleParams(state_->config), backend, rules_detail_);
+  }
+  detail = rules_ok_ ? "rules installed, listeners bound" : "netfilter rules: " + rules_detail_;
+  return rules_ok_;
+}
+
+HttpResponse Server::handleAdmin(const std::string& method, const std::string& path) {
+  if (path == "/live") {
+    return {200, "text/plain", "ok\n"};
+  }
+  if (path == "/ready") {
+    std::string detail;
+    const bool ok = readyNow(detail);
+    return {ok ? 200 : 503, "text/plain", detail + "\n"};
+  }
+  if (path == "/reload") {
+    if (method != "POST") {
+      return {405, "text/plain", "use POST\n"};
+    }
+    spdlog::info("admin: reloading {}", config_path_.string());
+    const bool ok = reload();
+    nlohmann::json j = {{"ok", ok}, {"error", last_reload_error_}};
+    return {ok ? 200 : 500, "application/json", j.dump() + "\n"};
+  }
+  if (method != "GET") {
+    return {405, "text/plain", "use GET\n"};
+  }
+  if (path == "/status") {
+    return {200, "application/json", statusJson(statusInput()).dump(2) + "\n"};
+  }
+  if (path == "/peers") {
+    if (!datapath_) {
+      return {200, "application/json", "[]\n"};
+    }
+    return {200, "application/json", peersJson(datapath_->census()).dump(2) + "\n"};
+  }
+  if (path == "/metrics") {
+    return {200, "text/plain; version=0.0.4", metricsText(statusInput())};
+  }
+  return {404, "text/plain", "not found: try /status /peers /metrics /ready /live /reload\n"};
+}
+
 void Server::stop() {
   uv_timer_stop(&drain_timer_);
+  if (admin_) {
+    admin_->close();
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   if (datapath_) {
     datapath_->stop();
@@ -232,9 +304,25 @@ int Server::run() {
     loop_closed_ = uv_loop_close(&loop_) == 0;
     return 1;
   }
+  admin_ = std::make_unique<AdminServer>(
+      &loop_, [this](const std::string& m, const std::string& p) { return handleAdmin(m, p); });
+  if (!admin_->listen(SocketAddress::parse(state_->config.admin.listen), err)) {
+    spdlog::critical("{}", err);
+    stop();
+    uv_run(&loop_, UV_RUN_DEFAULT);
+    datapath_.reset();
+    admin_.reset();
+    loop_closed_ = uv_loop_close(&loop_) == 0;
+    return 1;
+  }
+  datapath_->census().setFirstPlaintextHook([](const PeerRecord& p) {
+    spdlog::info("peer {} seen sending plaintext for the first time", p.address);
+  });
+  started_ = WallClock::now();
   logState("started");
   uv_run(&loop_, UV_RUN_DEFAULT);
   datapath_.reset();
+  admin_.reset();
   removeRulesIfConfigured();
   const int rc = uv_loop_close(&loop_);
   loop_closed_ = rc == 0;

@@ -6,6 +6,8 @@
 #include <filesystem>
 #include <memory>
 
+#include "proxy/admin/admin_server.h"
+#include "proxy/admin/status_render.h"
 #include "proxy/datapath/datapath.h"
 #include "proxy/runtime_state.h"
 
@@ -33,6 +35,9 @@ class Server {
   void beginShutdown();
   void stop();
   bool installRules();
+  HttpResponse handleAdmin(const std::string& method, const std::string& path);
+  StatusInput statusInput();
+  bool readyNow(std::string& detail);
   void removeRulesIfConfigured();
 
   std::filesystem::path config_path_;
@@ -44,6 +49,12 @@ class Server {
   uv_signal_t sig_usr1_{};
   uv_timer_t drain_timer_{};
   std::unique_ptr<Datapath> datapath_;
+  std::unique_ptr<AdminServer> admin_;
+  std::string last_reload_error_;
+  WallClock::time_point started_{};
+  std::chrono::steady_clock::time_point rules_checked_{};
+  bool rules_ok_ = false;
+  std::string rules_detail_;
   bool stopping_ = false;
   bool loop_closed_ = false;
   uint64_t reloads_ = 0;

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
 #include <string>
 
@@ -17,5 +18,13 @@ int keyringCommand(KeyringOp op, const std::filesystem::path& file, const std::s
 enum class RulesOp { Install, Remove, Print };
 // Installs, removes or prints sidecrypt's own netfilter rules and policy routes.
 int rulesCommand(RulesOp op, const std::filesystem::path& config);
+
+// Talk to a running sidecrypt through its admin endpoint (`admin` = host:port).
+int statusCommand(const std::string& admin, bool as_json);
+int reloadCommand(const std::string& admin);
+enum class CheckKind { EnforceIncoming, RemoveKey };
+// Exit 0 when the next rollout step is safe, 1 when not (reasons printed), 2 on errors.
+int checkCommand(const std::string& admin, CheckKind kind, const std::string& key,
+                 uint32_t within_s, bool as_json);
 
 }  // namespace sidecrypt::proxy::cli

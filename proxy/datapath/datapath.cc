@@ -141,6 +141,21 @@ bool Datapath::openRelay(Flow flow, int family, std::string& err) {
   if (!relay->start(err)) {
     return false;
   }
+  if (flow == Flow::Inbound) {
+    // What peers send is what the census is about (our own agent's packets are sealed by us).
+    relay->setObserver(
+        [this](const SocketAddress& peer, uint16_t agent_port, Flow, const fg::PacketResult& r) {
+          std::string fp;
+          const PortSpec* port = portFor(agent_port);
+          if (r.key_index >= 0 && port != nullptr) {
+            const auto& keys = port->pool == GossipPool::Lan ? lan_.keys : wan_.keys;
+            if (keys && static_cast<size_t>(r.key_index) < keys->size()) {
+              fp = keys->fingerprint(static_cast<size_t>(r.key_index));
+            }
+          }
+          census_.onPacket(peer.ip(), r, fp);
+        });
+  }
   relays_.push_back(std::move(relay));
   return true;
 }
@@ -174,7 +189,7 @@ StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin) {
   auto filter = std::make_unique<fg::GossipStreamFilter>(
       origin == Origin::Inbound ? fg::Origin::Inbound : fg::Origin::Outbound, pool.keys,
       pool.policy, pool.streams);
-  return std::make_unique<GossipStreamProcessor>(std::move(filter));
+  return std::make_unique<GossipStreamProcessor>(std::move(filter), pool.keys);
 }
 
 int Datapath::upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
@@ -260,6 +275,7 @@ void Datapath::accept(Listener& l, int own_fd) {
         } else {
           ++tcp_.closed_error;
         }
+        recordSession(s, reason);
         const auto& i = s.info();
         if (!reason.empty() && refusal_log_.allow()) {
           spdlog::warn("[C{}] {} {} from {}: {}", i.id, i.kind,
@@ -284,6 +300,29 @@ void Datapath::accept(Listener& l, int own_fd) {
                 l.origin == Origin::Inbound ? "inbound" : "outbound", info.agent.toString(),
                 info.peer.toString());
   session->begin(up, connect_to);
+}
+
+void Datapath::recordSession(const StreamSession& s, const std::string& reason) {
+  const auto& info = s.info();
+  const std::string ip = info.peer.ip();
+  if (const auto* g = dynamic_cast<const GossipStreamProcessor*>(&s.processor())) {
+    const int index = g->filter().keyIndex();
+    std::string fp;
+    const auto& keys = g->keys();
+    if (index >= 0 && keys && static_cast<size_t>(index) < keys->size()) {
+      fp = keys->fingerprint(static_cast<size_t>(index));
+    }
+    if (info.origin == Origin::Inbound || index >= 0 || !reason.empty()) {
+      census_.onStream(ip, index >= 0, fp, g->filter().shadowRefused(), !reason.empty());
+    }
+    return;
+  }
+  if (const auto* r = dynamic_cast<const RpcProcessor*>(&s.processor());
+      r != nullptr && info.origin == Origin::Inbound) {
+    const auto* engine = r->engine();
+    const bool handshake = engine != nullptr && engine->handshakeDone();
+    census_.onRpc(ip, handshake, !r->ready(), handshake ? &engine->peer().dns_names : nullptr);
+  }
 }
 
 void Datapath::apply(const RuntimeState& state) {

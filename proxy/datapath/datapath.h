@@ -15,6 +15,7 @@
 #include "proxy/datapath/stream_session.h"
 #include "proxy/datapath/udp_relay.h"
 #include "proxy/net/raw_udp_sender.h"
+#include "proxy/observe/peer_census.h"
 #include "proxy/observe/rate_limit.h"
 #include "proxy/runtime_state.h"
 
@@ -61,6 +62,8 @@ class Datapath {
   const Pool& pool(GossipPool p) const { return p == GossipPool::Lan ? lan_ : wan_; }
   const TcpCounters& tcpCounters() const { return tcp_; }
   const filters::rpc_tls::RpcTlsStats& rpcStats() const { return *rpc_stats_; }
+  const PeerCensus& census() const { return census_; }
+  PeerCensus& census() { return census_; }
   const std::vector<std::unique_ptr<UdpRelay>>& relays() const { return relays_; }
 
  private:
@@ -79,6 +82,7 @@ class Datapath {
   bool openRelay(Flow flow, int family, std::string& err);
   static void onConnection(uv_poll_t* handle, int status, int events);
   void accept(Listener& l, int fd);
+  void recordSession(const StreamSession& s, const std::string& reason);
   int upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
                   std::string& err);
   StreamProcessorPtr processorFor(const PortSpec& port, Origin origin);
@@ -97,6 +101,7 @@ class Datapath {
   std::vector<std::unique_ptr<Listener>> listeners_;
   std::unordered_set<StreamSession*> sessions_;
   TcpCounters tcp_;
+  PeerCensus census_;
   RateLimit refusal_log_{10, 10'000};  // connection refusals: at most 10 warnings per 10 s
   uint64_t next_id_ = 1;
   bool listening_ = false;

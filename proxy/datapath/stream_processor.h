@@ -56,8 +56,9 @@ class PassthroughProcessor final : public StreamProcessor {
 // memberlist TCP streams through the gossip filter (one message each way, sealed/opened).
 class GossipStreamProcessor final : public StreamProcessor {
  public:
-  explicit GossipStreamProcessor(std::unique_ptr<filters::gossip::GossipStreamFilter> f)
-      : filter_(std::move(f)) {}
+  GossipStreamProcessor(std::unique_ptr<filters::gossip::GossipStreamFilter> f,
+                        filters::keyring::KeySetConstSharedPtr keys)
+      : filter_(std::move(f)), keys_(std::move(keys)) {}
   bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) override {
     return filter_->onAgentData(in, end_stream, io) == filters::gossip::FilterStatus::Continue;
   }
@@ -73,9 +74,12 @@ class GossipStreamProcessor final : public StreamProcessor {
   }
   const char* name() const override { return "gossip"; }
   const filters::gossip::GossipStreamFilter& filter() const { return *filter_; }
+  // The ring this connection started with (keyIndex() refers to it).
+  const filters::keyring::KeySetConstSharedPtr& keys() const { return keys_; }
 
  private:
   std::unique_ptr<filters::gossip::GossipStreamFilter> filter_;
+  filters::keyring::KeySetConstSharedPtr keys_;
 };
 
 }  // namespace sidecrypt::proxy

@@ -52,6 +52,7 @@ class StreamSession {
   void close(const std::string& reason);
 
   const SessionInfo& info() const { return info_; }
+  const StreamProcessor& processor() const { return *processor_; }
   uint64_t bytesFromAgent() const { return agent_.bytes_read; }
   uint64_t bytesFromPeer() const { return peer_.bytes_read; }
 

@@ -153,7 +153,7 @@ void UdpRelay::handle(size_t i, const mmsghdr& msg) {
     }
   }
   if (observer_) {
-    observer_(peer, flow_, r);
+    observer_(peer, agent.port(), flow_, r);
   }
   if (r.verdict != Verdict::Forward) {
     ++stats_.dropped;

@@ -22,8 +22,9 @@ enum class Flow : uint8_t { Outbound, Inbound };  // agent -> peer, peer -> agen
 // every relay (they are replaced in place on reload).
 using DatagramFilterLookup = std::function<filters::gossip::GossipDatagramFilter*(uint16_t)>;
 // Called for every datagram from a peer (census, later issues): peer address and result.
-using DatagramObserver = std::function<void(const SocketAddress& peer, Flow flow,
-                                            const filters::gossip::PacketResult& result)>;
+using DatagramObserver =
+    std::function<void(const SocketAddress& peer, uint16_t agent_port, Flow flow,
+                       const filters::gossip::PacketResult& result)>;
 
 struct UdpRelayStats {
   uint64_t received = 0;

@@ -1,0 +1,44 @@
+#pragma once
+
+#include <uv.h>
+
+#include <functional>
+#include <string>
+
+#include "proxy/net/address.h"
+
+namespace sidecrypt::proxy {
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+};
+
+// The admin endpoint: a small HTTP/1.1 server on the loop (loopback by default), one request per
+// connection (Connection: close). Requests are parsed with Debian's http-parser; bodies are
+// ignored and capped. The handler maps (method, path) to a response.
+class AdminServer {
+ public:
+  using Handler = std::function<HttpResponse(const std::string& method, const std::string& path)>;
+
+  AdminServer(uv_loop_t* loop, Handler handler) : loop_(loop), handler_(std::move(handler)) {}
+  ~AdminServer();
+  AdminServer(const AdminServer&) = delete;
+  AdminServer& operator=(const AdminServer&) = delete;
+
+  bool listen(const SocketAddress& addr, std::string& err);
+  void close();
+  uint64_t requests() const { return requests_; }
+
+ private:
+  struct Connection;
+  static void onConnection(uv_stream_t* server, int status);
+
+  uv_loop_t* loop_;
+  Handler handler_;
+  uv_tcp_t* server_ = nullptr;
+  uint64_t requests_ = 0;
+};
+
+}  // namespace sidecrypt::proxy

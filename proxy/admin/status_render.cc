@@ -1,0 +1,264 @@
+#include "proxy/admin/status_render.h"
+
+#include <cstdio>
+
+#include "proxy/version.h"
+
+namespace sidecrypt::proxy {
+
+namespace fg = filters::gossip;
+using nlohmann::json;
+
+namespace {
+
+int64_t unixSeconds(WallClock::time_point t) {
+  if (t == WallClock::time_point{}) {
+    return 0;
+  }
+  return std::chrono::duration_cast<std::chrono::seconds>(t.time_since_epoch()).count();
+}
+
+json ringJson(const filters::keyring::KeySetConstSharedPtr& keys) {
+  json out = json::array();
+  if (keys) {
+    for (size_t i = 0; i < keys->size(); ++i) {
+      out.push_back({{"index", i}, {"fingerprint", keys->fingerprint(i)}, {"primary", i == 0}});
+    }
+  }
+  return out;
+}
+
+template <class Counters>
+json countersJson(const Counters& c) {
+  json out = json::object();
+  fg::forEachCounter(c, [&out](const char* name, uint64_t v) { out[name] = v; });
+  return out;
+}
+
+// A label value escaped for the Prometheus text format.
+std::string esc(const std::string& v) {
+  std::string out;
+  for (char c : v) {
+    if (c == '\\' || c == '"') {
+      out += '\\';
+      out += c;
+    } else if (c == '\n') {
+      out += "\\n";
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+class MetricWriter {
+ public:
+  void family(const char* name, const char* type, const char* help) {
+    out_ += std::string("# HELP ") + name + " " + help + "\n# TYPE " + name + " " + type + "\n";
+  }
+  void sample(const char* name, const std::string& labels, uint64_t value) {
+    out_ += name;
+    if (!labels.empty()) {
+      out_ += "{" + labels + "}";
+    }
+    out_ += " " + std::to_string(value) + "\n";
+  }
+  std::string take() { return std::move(out_); }
+
+ private:
+  std::string out_;
+};
+
+template <class Counters>
+void gossipSamples(MetricWriter& w, const char* metric, const char* pool, const char* dir,
+                   const Counters& c) {
+  fg::forEachCounter(c, [&](const char* name, uint64_t v) {
+    std::string n = name;
+    std::string labels = std::string("pool=\"") + pool + "\",direction=\"" + dir + "\",";
+    if (n.rfind("opened_key_", 0) == 0) {
+      labels += "result=\"opened\",key_index=\"" + n.substr(11) + "\"";
+    } else {
+      labels += "result=\"" + n + "\"";
+    }
+    w.sample(metric, labels, v);
+  });
+}
+
+}  // namespace
+
+json statusJson(const StatusInput& in) {
+  const Config& c = in.state.config;
+  json j;
+  j["version"] = std::string(kVersion);
+  j["config"] = in.config_path;
+  j["ready"] = in.ready;
+  j["ready_detail"] = in.ready_detail;
+  j["started_unix"] = unixSeconds(in.started);
+  j["stages"] = {
+      {"gossip",
+       {{"encrypt_verify_incoming", c.gossip.encrypt_verify_incoming},
+        {"encrypt_verify_outgoing", c.gossip.encrypt_verify_outgoing}}},
+      {"rpc",
+       {{"verify_incoming", c.tls.verify_incoming},
+        {"verify_outgoing", c.tls.verify_outgoing},
+        {"verify_server_hostname", c.tls.verify_server_hostname}}},
+  };
+  j["keyrings"] = {{"lan", ringJson(in.state.lan_keys)}, {"wan", ringJson(in.state.wan_keys)}};
+  j["reloads"] = {
+      {"ok", in.reloads}, {"failed", in.reload_failures}, {"last_error", in.last_reload_error}};
+  if (in.datapath != nullptr) {
+    const auto& t = in.datapath->tcpCounters();
+    j["tcp"] = {{"accepted", t.accepted},
+                {"active", t.active},
+                {"closed_ok", t.closed_ok},
+                {"closed_error", t.closed_error},
+                {"unknown_port", t.unknown_port},
+                {"upstream_failed", t.upstream_failed},
+                {"rpc_conn_limited", t.rpc_conn_limited}};
+    json gossip;
+    for (auto [name, pool] :
+         {std::pair{"lan", GossipPool::Lan}, std::pair{"wan", GossipPool::Wan}}) {
+      const auto& p = in.datapath->pool(pool);
+      gossip[name] = {{"packets",
+                       {{"agent_to_peer", countersJson(p.datagrams->stats().agent_to_peer)},
+                        {"peer_to_agent", countersJson(p.datagrams->stats().peer_to_agent)}}},
+                      {"streams",
+                       {{"agent_to_peer", countersJson(p.streams->agent_to_peer)},
+                        {"peer_to_agent", countersJson(p.streams->peer_to_agent)}}}};
+    }
+    j["gossip"] = gossip;
+    json rpc = json::object();
+    in.datapath->rpcStats().forEach([&rpc](const char* name, uint64_t v) { rpc[name] = v; });
+    j["rpc"] = rpc;
+  }
+  if (in.census != nullptr) {
+    size_t plaintext = 0;
+    for (const auto& [ip, p] : in.census->peers()) {
+      plaintext += p.last_plaintext != WallClock::time_point{} ? 1 : 0;
+    }
+    j["census"] = {{"peers", in.census->peers().size()},
+                   {"peers_seen_plaintext", plaintext},
+                   {"capacity", in.census->capacity()},
+                   {"evictions", in.census->evictions()}};
+  }
+  return j;
+}
+
+json peersJson(const PeerCensus& census) {
+  json out = json::array();
+  for (const auto& [ip, p] : census.peers()) {
+    json keys = json::object();
+    for (const auto& [fp, use] : p.keys_used) {
+      keys[fp] = {{"count", use.count}, {"last_seen_unix", unixSeconds(use.last)}};
+    }
+    out.push_back({{"address", p.address},
+                   {"node", p.node},
+                   {"gossip",
+                    {{"packets_encrypted", p.packets_encrypted},
+                     {"packets_plaintext", p.packets_plaintext},
+                     {"packets_refused", p.packets_refused},
+                     {"packets_open_failed", p.packets_open_failed},
+                     {"streams_encrypted", p.streams_encrypted},
+                     {"streams_plaintext", p.streams_plaintext},
+                     {"streams_failed", p.streams_failed},
+                     {"keys", keys}}},
+                   {"rpc",
+                    {{"tls", p.rpc_tls},
+                     {"plaintext", p.rpc_plaintext},
+                     {"refused", p.rpc_refused},
+                     {"tls_dns_names", p.tls_dns_names}}},
+                   {"shadow_refused", p.shadow_refused},
+                   {"first_seen_unix", unixSeconds(p.first_seen)},
+                   {"last_seen_unix", unixSeconds(p.last_seen)},
+                   {"last_plaintext_unix", unixSeconds(p.last_plaintext)},
+                   {"last_shadow_refused_unix", unixSeconds(p.last_shadow_refused)}});
+  }
+  return out;
+}
+
+std::string metricsText(const StatusInput& in) {
+  MetricWriter w;
+  const Config& c = in.state.config;
+  w.family("sidecrypt_up", "gauge", "1 while the process runs.");
+  w.sample("sidecrypt_up", "", 1);
+  w.family("sidecrypt_ready", "gauge", "1 when rules are installed and listeners bound.");
+  w.sample("sidecrypt_ready", "", in.ready ? 1 : 0);
+  w.family("sidecrypt_stage", "gauge", "Rollout settings in force (1 = on).");
+  w.sample("sidecrypt_stage", "setting=\"encrypt_verify_incoming\"",
+           c.gossip.encrypt_verify_incoming ? 1 : 0);
+  w.sample("sidecrypt_stage", "setting=\"encrypt_verify_outgoing\"",
+           c.gossip.encrypt_verify_outgoing ? 1 : 0);
+  w.sample("sidecrypt_stage", "setting=\"verify_incoming\"", c.tls.verify_incoming ? 1 : 0);
+  w.sample("sidecrypt_stage", "setting=\"verify_outgoing\"", c.tls.verify_outgoing ? 1 : 0);
+  w.sample("sidecrypt_stage", "setting=\"verify_server_hostname\"",
+           c.tls.verify_server_hostname ? 1 : 0);
+  w.family("sidecrypt_keyring_keys", "gauge", "Keys in each keyring.");
+  w.sample("sidecrypt_keyring_keys", "pool=\"lan\"",
+           in.state.lan_keys ? in.state.lan_keys->size() : 0);
+  w.sample("sidecrypt_keyring_keys", "pool=\"wan\"",
+           in.state.wan_keys ? in.state.wan_keys->size() : 0);
+  w.family("sidecrypt_reloads_total", "counter", "Reloads by result.");
+  w.sample("sidecrypt_reloads_total", "result=\"ok\"", in.reloads);
+  w.sample("sidecrypt_reloads_total", "result=\"failed\"", in.reload_failures);
+  if (in.datapath != nullptr) {
+    const auto& t = in.datapath->tcpCounters();
+    w.family("sidecrypt_tcp_sessions_total", "counter", "TCP sessions by outcome.");
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"accepted\"", t.accepted);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"closed_ok\"", t.closed_ok);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"closed_error\"", t.closed_error);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"unknown_port\"", t.unknown_port);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"upstream_failed\"", t.upstream_failed);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"rpc_conn_limited\"", t.rpc_conn_limited);
+    w.family("sidecrypt_tcp_sessions_active", "gauge", "Open TCP sessions.");
+    w.sample("sidecrypt_tcp_sessions_active", "", t.active);
+    const std::pair<const char*, GossipPool> pools[] = {{"lan", GossipPool::Lan},
+                                                        {"wan", GossipPool::Wan}};
+    w.family("sidecrypt_gossip_packets_total", "counter",
+             "Gossip UDP packets by pool, direction and result (opened: by key index).");
+    for (auto [name, pool] : pools) {
+      const auto& p = in.datapath->pool(pool);
+      gossipSamples(w, "sidecrypt_gossip_packets_total", name, "agent_to_peer",
+                    p.datagrams->stats().agent_to_peer);
+      gossipSamples(w, "sidecrypt_gossip_packets_total", name, "peer_to_agent",
+                    p.datagrams->stats().peer_to_agent);
+    }
+    w.family("sidecrypt_gossip_streams_total", "counter",
+             "Gossip TCP stream messages by pool, direction and result.");
+    for (auto [name, pool] : pools) {
+      const auto& p = in.datapath->pool(pool);
+      gossipSamples(w, "sidecrypt_gossip_streams_total", name, "agent_to_peer",
+                    p.streams->agent_to_peer);
+      gossipSamples(w, "sidecrypt_gossip_streams_total", name, "peer_to_agent",
+                    p.streams->peer_to_agent);
+    }
+    w.family("sidecrypt_rpc_total", "counter", "RPC port events (Consul 8300).");
+    in.datapath->rpcStats().forEach([&w](const char* name, uint64_t v) {
+      w.sample("sidecrypt_rpc_total", std::string("event=\"") + name + "\"", v);
+    });
+  }
+  if (in.census != nullptr) {
+    w.family("sidecrypt_census_peers", "gauge", "Peers in the census.");
+    w.sample("sidecrypt_census_peers", "", in.census->peers().size());
+    w.family("sidecrypt_census_evictions_total", "counter",
+             "Peers evicted from the census because it was full.");
+    w.sample("sidecrypt_census_evictions_total", "", in.census->evictions());
+    auto labels = [](const PeerRecord& p) {
+      return "peer=\"" + esc(p.address) + "\",node=\"" + esc(p.node) + "\"";
+    };
+    w.family("sidecrypt_peer_plaintext_total", "counter",
+             "Plaintext gossip packets, streams and RPC connections accepted from each peer.");
+    for (const auto& [ip, p] : in.census->peers()) {
+      w.sample("sidecrypt_peer_plaintext_total", labels(p),
+               p.packets_plaintext + p.streams_plaintext + p.rpc_plaintext);
+    }
+    w.family("sidecrypt_peer_encrypted_total", "counter",
+             "Encrypted gossip packets, streams and TLS RPC connections from each peer.");
+    for (const auto& [ip, p] : in.census->peers()) {
+      w.sample("sidecrypt_peer_encrypted_total", labels(p),
+               p.packets_encrypted + p.streams_encrypted + p.rpc_tls);
+    }
+  }
+  return w.take();
+}
+
+}  // namespace sidecrypt::proxy

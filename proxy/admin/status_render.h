@@ -1,0 +1,33 @@
+#pragma once
+
+#include <nlohmann/json.hpp>
+
+#include <string>
+
+#include "proxy/datapath/datapath.h"
+#include "proxy/observe/peer_census.h"
+#include "proxy/runtime_state.h"
+
+namespace sidecrypt::proxy {
+
+// Everything the admin endpoint and `sidecrypt status` show, gathered by the Server.
+struct StatusInput {
+  explicit StatusInput(const RuntimeState& s) : state(s) {}
+  const RuntimeState& state;
+  const Datapath* datapath = nullptr;
+  const PeerCensus* census = nullptr;
+  std::string config_path;
+  uint64_t reloads = 0;
+  uint64_t reload_failures = 0;
+  std::string last_reload_error;
+  bool ready = false;
+  std::string ready_detail;
+  WallClock::time_point started{};
+};
+
+nlohmann::json statusJson(const StatusInput& in);
+nlohmann::json peersJson(const PeerCensus& census);
+// Prometheus text exposition format 0.0.4.
+std::string metricsText(const StatusInput& in);
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,226 @@
+#include <nlohmann/json.hpp>
+
+#include <chrono>
+#include <cstdio>
+#include <iostream>
+
+#include "filters/keyring/aead_key.h"
+#include "filters/keyring/keyring_codec.h"
+#include "proxy/cli/admin_client.h"
+#include "proxy/cli/commands.h"
+
+namespace sidecrypt::proxy::cli {
+
+using nlohmann::json;
+
+namespace {
+
+// Fetches a JSON document from the admin endpoint, or prints why it cannot and returns null.
+json fetch(const std::string& admin, const std::string& path) {
+  auto r = adminRequest(admin, "GET", path);
+  if (r.status != 200) {
+    std::cerr << "sidecrypt: "
+              << (r.status == 0 ? r.body
+                                : "admin " + path + " answered " + std::to_string(r.status))
+              << "\n";
+    return nullptr;
+  }
+  try {
+    return json::parse(r.body);
+  } catch (const json::exception& e) {
+    std::cerr << "sidecrypt: admin " << path << " sent invalid JSON: " << e.what() << "\n";
+    return nullptr;
+  }
+}
+
+int64_t nowUnix() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string ago(int64_t unix_seconds) {
+  if (unix_seconds == 0) {
+    return "never";
+  }
+  const int64_t d = nowUnix() - unix_seconds;
+  if (d < 120) {
+    return std::to_string(d) + "s ago";
+  }
+  if (d < 7200) {
+    return std::to_string(d / 60) + "m ago";
+  }
+  return std::to_string(d / 3600) + "h ago";
+}
+
+std::string ringText(const json& ring) {
+  if (ring.empty()) {
+    return "-";
+  }
+  std::string out;
+  for (const auto& k : ring) {
+    out += (out.empty() ? "" : " ") + k["fingerprint"].get<std::string>() +
+           (k["primary"].get<bool>() ? "*" : "");
+  }
+  return out;
+}
+
+}  // namespace
+
+int statusCommand(const std::string& admin, bool as_json) {
+  json status = fetch(admin, "/status");
+  json peers = status.is_null() ? json() : fetch(admin, "/peers");
+  if (status.is_null() || peers.is_null()) {
+    return 1;
+  }
+  if (as_json) {
+    std::cout << json{{"status", status}, {"peers", peers}}.dump(2) << "\n";
+    return 0;
+  }
+  const auto& st = status["stages"];
+  std::printf("sidecrypt %s  ready: %s (%s)\n", status["version"].get<std::string>().c_str(),
+              status["ready"].get<bool>() ? "yes" : "NO",
+              status["ready_detail"].get<std::string>().c_str());
+  std::printf("gossip: encrypt_verify_incoming=%s encrypt_verify_outgoing=%s\n",
+              st["gossip"]["encrypt_verify_incoming"].dump().c_str(),
+              st["gossip"]["encrypt_verify_outgoing"].dump().c_str());
+  std::printf("rpc:    verify_incoming=%s verify_outgoing=%s verify_server_hostname=%s\n",
+              st["rpc"]["verify_incoming"].dump().c_str(),
+              st["rpc"]["verify_outgoing"].dump().c_str(),
+              st["rpc"]["verify_server_hostname"].dump().c_str());
+  std::printf("keyrings: lan %s | wan %s  (* = primary)\n",
+              ringText(status["keyrings"]["lan"]).c_str(),
+              ringText(status["keyrings"]["wan"]).c_str());
+  const auto& rl = status["reloads"];
+  std::printf("reloads: %s ok, %s failed%s\n", rl["ok"].dump().c_str(), rl["failed"].dump().c_str(),
+              rl["last_error"].get<std::string>().empty()
+                  ? ""
+                  : (" (last error: " + rl["last_error"].get<std::string>() + ")").c_str());
+  std::printf("\n%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n", "PEER", "NODE", "GOSSIP enc/plain",
+              "RPC tls/pl", "KEYS", "SHADOW", "LAST PLAINTEXT", "LAST SEEN");
+  for (const auto& p : peers) {
+    const auto& g = p["gossip"];
+    const uint64_t enc =
+        g["packets_encrypted"].get<uint64_t>() + g["streams_encrypted"].get<uint64_t>();
+    const uint64_t plain =
+        g["packets_plaintext"].get<uint64_t>() + g["streams_plaintext"].get<uint64_t>();
+    std::string keys;
+    for (const auto& [fp, use] : g["keys"].items()) {
+      keys += (keys.empty() ? "" : ",") + fp;
+    }
+    std::printf("%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n",
+                p["address"].get<std::string>().c_str(), p["node"].get<std::string>().c_str(),
+                (std::to_string(enc) + "/" + std::to_string(plain)).c_str(),
+                (p["rpc"]["tls"].dump() + "/" + p["rpc"]["plaintext"].dump()).c_str(),
+                keys.empty() ? "-" : keys.c_str(), p["shadow_refused"].dump().c_str(),
+                ago(p["last_plaintext_unix"].get<int64_t>()).c_str(),
+                ago(p["last_seen_unix"].get<int64_t>()).c_str());
+  }
+  return 0;
+}
+
+int reloadCommand(const std::string& admin) {
+  auto r = adminRequest(admin, "POST", "/reload", 30'000);
+  if (r.status == 0) {
+    std::cerr << "sidecrypt: " << r.body << "\n";
+    return 1;
+  }
+  try {
+    auto j = json::parse(r.body);
+    if (j["ok"].get<bool>()) {
+      std::cout << "reloaded\n";
+      return 0;
+    }
+    std::cerr << "sidecrypt: reload failed, the running configuration is unchanged:\n"
+              << j["error"].get<std::string>() << "\n";
+  } catch (const json::exception&) {
+    std::cerr << "sidecrypt: unexpected reply from the admin endpoint (" << r.status << ")\n";
+  }
+  return 1;
+}
+
+int checkCommand(const std::string& admin, CheckKind kind, const std::string& key,
+                 uint32_t within_s, bool as_json) {
+  json status = fetch(admin, "/status");
+  json peers = status.is_null() ? json() : fetch(admin, "/peers");
+  if (status.is_null() || peers.is_null()) {
+    return 2;
+  }
+  const int64_t since = nowUnix() - within_s;
+  json reasons = json::array();
+  std::string subject;
+  if (kind == CheckKind::EnforceIncoming) {
+    subject = "enforce-incoming (turn gossip encrypt_verify_incoming / RPC verify_incoming on)";
+    size_t recent = 0;
+    for (const auto& p : peers) {
+      if (p["last_seen_unix"].get<int64_t>() >= since) {
+        ++recent;
+      }
+      if (p["last_plaintext_unix"].get<int64_t>() >= since ||
+          p["last_shadow_refused_unix"].get<int64_t>() >= since) {
+        reasons.push_back(
+            {{"peer", p["address"]},
+             {"node", p["node"]},
+             {"why",
+              "sent plaintext " + ago(std::max(p["last_plaintext_unix"].get<int64_t>(),
+                                               p["last_shadow_refused_unix"].get<int64_t>()))}});
+      }
+    }
+    if (recent == 0) {
+      reasons.push_back({{"peer", ""},
+                         {"node", ""},
+                         {"why", "no peer traffic seen in the window: cannot tell who is safe"}});
+    }
+  } else {
+    subject = "remove-key";
+    std::string fp = key;
+    auto decoded = filters::keyring::decodeKey(key);
+    if (auto* raw = std::get_if<filters::SecretBytes>(&decoded)) {
+      fp = filters::keyring::fingerprintOf(raw->span());
+    }
+    subject += " " + fp;
+    for (const char* pool : {"lan", "wan"}) {
+      for (const auto& k : status["keyrings"][pool]) {
+        if (k["fingerprint"] == fp && k["primary"].get<bool>()) {
+          reasons.push_back({{"peer", ""},
+                             {"node", ""},
+                             {"why", std::string("it is the primary key of the ") + pool +
+                                         " keyring: make another key primary first"}});
+        }
+      }
+    }
+    for (const auto& p : peers) {
+      const auto& keys = p["gossip"]["keys"];
+      if (keys.contains(fp) && keys[fp]["last_seen_unix"].get<int64_t>() >= since) {
+        reasons.push_back({{"peer", p["address"]},
+                           {"node", p["node"]},
+                           {"why", "still sends with this key (" +
+                                       ago(keys[fp]["last_seen_unix"].get<int64_t>()) + ")"}});
+      }
+    }
+  }
+  const bool ok = reasons.empty();
+  if (as_json) {
+    std::cout << json{{"check", subject},
+                      {"ok", ok},
+                      {"within_seconds", within_s},
+                      {"reasons", reasons}}
+                     .dump(2)
+              << "\n";
+  } else if (ok) {
+    std::cout << "yes: " << subject << " is safe (window " << within_s << "s)\n";
+  } else {
+    std::cout << "no: " << subject << " is not safe yet:\n";
+    for (const auto& r : reasons) {
+      std::cout << "  "
+                << (r["peer"].get<std::string>().empty() ? "" : r["peer"].get<std::string>() + " ")
+                << (r["node"].get<std::string>().empty()
+                        ? ""
+                        : "(" + r["node"].get<std::string>() + ") ")
+                << r["why"].get<std::string>() << "\n";
+    }
+  }
+  return ok ? 0 : 1;
+}
+
+}  // namespace sidecrypt::proxy::cli
