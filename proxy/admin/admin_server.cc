@@ -8,7 +8,7 @@
 namespace sidecrypt::proxy {
 
 namespace {
-constexpr size_t kMaxRequestBytes = 16 * 1024;
+constexpr size_t kMaxRequestBytes = size_t{16} * 1024;
 
 const char* statusText(int status) {
   switch (status) {

@@ -31,7 +31,7 @@ AdminReply adminRequest(const std::string& listen, const std::string& method,
   if (fd < 0) {
     return {0, std::string("socket: ") + std::strerror(errno)};
   }
-  timeval tv{timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+  timeval tv{timeout_ms / 1000, static_cast<suseconds_t>(timeout_ms % 1000) * 1000};
   ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
   ::setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
   if (::connect(fd, addr.sa(), addr.len()) != 0) {

@@ -189,7 +189,8 @@ StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin) {
   auto filter = std::make_unique<fg::GossipStreamFilter>(
       origin == Origin::Inbound ? fg::Origin::Inbound : fg::Origin::Outbound, pool.keys,
       pool.policy, pool.streams);
-  return std::make_unique<GossipStreamProcessor>(std::move(filter), pool.keys);
+  return std::make_unique<GossipStreamProcessor>(std::move(filter), pool.keys,
+                                                 origin == Origin::Inbound);
 }
 
 int Datapath::upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,

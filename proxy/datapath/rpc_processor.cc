@@ -5,7 +5,7 @@ namespace sidecrypt::proxy {
 namespace rt = filters::rpc_tls;
 
 namespace {
-constexpr size_t kChunk = 16 * 1024;
+constexpr size_t kChunk = size_t{16} * 1024;
 }
 
 RpcProcessor::RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup,

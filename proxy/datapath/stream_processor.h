@@ -57,14 +57,20 @@ class PassthroughProcessor final : public StreamProcessor {
 class GossipStreamProcessor final : public StreamProcessor {
  public:
   GossipStreamProcessor(std::unique_ptr<filters::gossip::GossipStreamFilter> f,
-                        filters::keyring::KeySetConstSharedPtr keys)
-      : filter_(std::move(f)), keys_(std::move(keys)) {}
+                        filters::keyring::KeySetConstSharedPtr keys, bool inbound)
+      : filter_(std::move(f)), keys_(std::move(keys)), inbound_(inbound) {}
   bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) override {
     return filter_->onAgentData(in, end_stream, io) == filters::gossip::FilterStatus::Continue;
   }
   bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) override {
-    return filter_->onPeerData(in, end_stream, io) == filters::gossip::FilterStatus::Continue;
+    const bool ok =
+        filter_->onPeerData(in, end_stream, io) == filters::gossip::FilterStatus::Continue;
+    forwarded_ = forwarded_ || !io.to_agent.empty();
+    return ok;
   }
+  // Inbound: connect to the agent only once the peer's message passed the filter, so refused
+  // streams (garbage, plaintext under verify_incoming) never reach the agent at all.
+  bool wantsUpstream() const override { return !inbound_ || forwarded_; }
   std::string closeReason() const override {
     std::string r = filters::gossip::describe(filter_->closeReason());
     if (*filter_->closeDetail() != '\0') {
@@ -80,6 +86,8 @@ class GossipStreamProcessor final : public StreamProcessor {
  private:
   std::unique_ptr<filters::gossip::GossipStreamFilter> filter_;
   filters::keyring::KeySetConstSharedPtr keys_;
+  bool inbound_;
+  bool forwarded_ = false;
 };
 
 }  // namespace sidecrypt::proxy

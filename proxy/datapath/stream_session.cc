@@ -8,7 +8,7 @@
 namespace sidecrypt::proxy {
 
 namespace {
-constexpr size_t kReadChunk = 64 * 1024;
+constexpr size_t kReadChunk = size_t{64} * 1024;
 }
 
 StreamSession::StreamSession(uv_loop_t* loop, SessionInfo info, StreamProcessorPtr processor,

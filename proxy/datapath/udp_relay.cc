@@ -31,16 +31,19 @@ UdpRelay::~UdpRelay() {
 }
 
 bool UdpRelay::start(std::string& err) {
-  poll_ = new uv_poll_t;
-  int rc = uv_poll_init(loop_, poll_, fd_);
-  if (rc == 0) {
-    poll_->data = this;
-    rc = uv_poll_start(poll_, UV_READABLE, &UdpRelay::onPoll);
-  }
+  poll_ = new Poll{{}, fd_};
+  int rc = uv_poll_init(loop_, &poll_->handle, fd_);
   if (rc != 0) {
-    err = std::string("uv_poll_start: ") + uv_strerror(rc);
+    err = std::string("uv_poll_init: ") + uv_strerror(rc);
     delete poll_;
     poll_ = nullptr;
+    return false;
+  }
+  poll_->handle.data = this;
+  rc = uv_poll_start(&poll_->handle, UV_READABLE, &UdpRelay::onPoll);
+  if (rc != 0) {
+    err = std::string("uv_poll_start: ") + uv_strerror(rc);
+    close();
     return false;
   }
   return true;
@@ -48,12 +51,12 @@ bool UdpRelay::start(std::string& err) {
 
 void UdpRelay::close() {
   if (poll_ != nullptr) {
-    uv_poll_stop(poll_);
-    int fd = fd_;
-    poll_->data = reinterpret_cast<void*>(static_cast<intptr_t>(fd));
-    uv_close(reinterpret_cast<uv_handle_t*>(poll_), [](uv_handle_t* h) {
-      ::close(static_cast<int>(reinterpret_cast<intptr_t>(h->data)));
-      delete reinterpret_cast<uv_poll_t*>(h);
+    uv_poll_stop(&poll_->handle);
+    poll_->handle.data = poll_;
+    uv_close(reinterpret_cast<uv_handle_t*>(&poll_->handle), [](uv_handle_t* h) {
+      auto* p = static_cast<Poll*>(h->data);
+      ::close(p->fd);
+      delete p;
     });
     poll_ = nullptr;
     fd_ = -1;

@@ -69,7 +69,11 @@ class UdpRelay {
   RawUdpSender& sender_;
   DatagramFilterLookup lookup_;
   DatagramObserver observer_;
-  uv_poll_t* poll_ = nullptr;  // heap: freed in its close callback
+  struct Poll {
+    uv_poll_t handle;
+    int fd;
+  };
+  Poll* poll_ = nullptr;  // heap: freed (and its fd closed) in the close callback
   std::unique_ptr<uint8_t[]> memory_;
   std::array<uint8_t*, kBatch> slots_{};
   uint8_t* spare_ = nullptr;

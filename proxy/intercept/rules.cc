@@ -133,23 +133,30 @@ std::string nftRuleset(const RuleParams& p) {
     t += "  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n";
     t += "    meta l4proto { tcp, udp } socket transparent 1 meta mark set " + dm + " accept\n";
     for (const char* fam : families) {
+      const std::string nfproto = std::string(fam) == "ip" ? "ipv4" : "ipv6";
       for (const char* proto : {"tcp", "udp"}) {
         if ((std::string(proto) == "udp" ? p.udp : p.tcp_out).empty()) {
           continue;
         }
         t += "    iifname \"lo\" meta mark " + dm + " fib daddr type != local meta nfproto " +
-             (std::string(fam) == "ip" ? "ipv4" : "ipv6") + " meta l4proto " + proto + " tproxy " +
-             to(fam, out) + " accept\n";
+             nfproto + " meta l4proto " + proto + " tproxy " + to(fam, out) + " accept\n";
       }
+      // nft's tproxy does not drop when no socket listens (iptables' TPROXY does): without the
+      // drop lines a peer would reach the plaintext agent directly, and the agent's traffic
+      // could leave, while sidecrypt is down. Fail closed.
+      t += "    iifname \"lo\" meta mark " + dm + " fib daddr type != local meta nfproto " +
+           nfproto + " meta l4proto { tcp, udp } drop\n";
+      const std::string inbound =
+          "    iifname != \"lo\" fib daddr type local meta nfproto " + nfproto;
       if (!p.tcp_in.empty()) {
-        t += "    iifname != \"lo\" fib daddr type local meta nfproto " +
-             std::string(std::string(fam) == "ip" ? "ipv4" : "ipv6") + " tcp dport " + tcp_in +
-             " meta mark set " + dm + " tproxy " + to(fam, in) + " accept\n";
+        t += inbound + " tcp dport " + tcp_in + " meta mark set " + dm + " tproxy " + to(fam, in) +
+             " accept\n";
+        t += inbound + " tcp dport " + tcp_in + " drop\n";
       }
       if (!p.udp.empty()) {
-        t += "    iifname != \"lo\" fib daddr type local meta nfproto " +
-             std::string(std::string(fam) == "ip" ? "ipv4" : "ipv6") + " udp dport " + udp +
-             " meta mark set " + dm + " tproxy " + to(fam, in) + " accept\n";
+        t += inbound + " udp dport " + udp + " meta mark set " + dm + " tproxy " + to(fam, in) +
+             " accept\n";
+        t += inbound + " udp dport " + udp + " drop\n";
       }
     }
     t += "  }\n";

@@ -150,8 +150,9 @@ SocketAddress redirectOriginalDst(int fd) {
   sockaddr_storage ss{};
   socklen_t len = sizeof ss;
   const bool v6 = localAddress(fd).family() == AF_INET6;
-  if (::getsockopt(fd, v6 ? SOL_IPV6 : SOL_IP, v6 ? IP6T_SO_ORIGINAL_DST : SO_ORIGINAL_DST, &ss,
-                   &len) != 0) {
+  // IP6T_SO_ORIGINAL_DST and SO_ORIGINAL_DST share the value 80; only the level differs.
+  static_assert(IP6T_SO_ORIGINAL_DST == SO_ORIGINAL_DST);
+  if (::getsockopt(fd, v6 ? SOL_IPV6 : SOL_IP, SO_ORIGINAL_DST, &ss, &len) != 0) {
     return {};
   }
   return SocketAddress::fromSockaddr(reinterpret_cast<sockaddr*>(&ss), len);
