@@ -1,0 +1,296 @@
+#include "filters/rpc_tls/tls_context.h"
+
+#include "filters/common/boringssl.h"
+
+#include <openssl/err.h>
+#include <openssl/pem.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <algorithm>
+#include <system_error>
+
+#include "filters/rpc_tls/first_byte.h"
+#include "filters/rpc_tls/ssl_errors.h"
+
+namespace sidecrypt::filters::rpc_tls {
+
+namespace {
+
+uint16_t protocolVersion(TlsVersion v) {
+  switch (v) {
+    case TlsVersion::Tls10:
+      return TLS1_VERSION;
+    case TlsVersion::Tls11:
+      return TLS1_1_VERSION;
+    case TlsVersion::Tls12:
+      return TLS1_2_VERSION;
+    case TlsVersion::Tls13:
+      return TLS1_3_VERSION;
+  }
+  return TLS1_2_VERSION;
+}
+
+// Never prompt for a passphrase: Consul does not support encrypted keys (§2.4).
+int refusePassphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*userdata*/) {
+  return 0;
+}
+
+// Adds every PEM certificate in `file` to `store`; returns how many, or an error message.
+std::variant<size_t, std::string> addPemCertificates(const std::filesystem::path& file,
+                                                     X509_STORE* store) {
+  bssl::UniquePtr<BIO> bio(BIO_new_file(file.c_str(), "r"));
+  if (!bio) {
+    std::error_code ec(errno, std::generic_category());
+    ERR_clear_error();
+    return "cannot open: " + ec.message();
+  }
+  size_t count = 0;
+  while (bssl::UniquePtr<X509> cert{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)}) {
+    if (X509_STORE_add_cert(store, cert.get()) != 1) {
+      return "cannot add certificate: " + drainSslErrors();
+    }
+    ++count;
+  }
+  // Running out of PEM blocks ends the loop with NO_START_LINE; anything else is a damaged one.
+  const uint32_t last = ERR_peek_last_error();
+  if (last != 0 &&
+      !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE)) {
+    return "damaged PEM certificate: " + drainSslErrors();
+  }
+  ERR_clear_error();
+  if (count == 0) {
+    return std::string("no PEM certificate found");
+  }
+  return count;
+}
+
+// The native-TLS server picks in its own preference order, as Go does; with no overlap the
+// handshake fails with no_application_protocol (§1.4).
+int selectConsulAlpn(SSL* /*ssl*/, const uint8_t** out, uint8_t* out_len, const uint8_t* in,
+                     unsigned in_len, void* /*arg*/) {
+  for (std::string_view mine : kConsulAlpnProtocols) {
+    for (unsigned i = 0; i < in_len;) {
+      const unsigned len = in[i];
+      if (i + 1 + len > in_len) {
+        break;
+      }
+      if (std::string_view(reinterpret_cast<const char*>(in + i + 1), len) == mine) {
+        *out = in + i + 1;
+        *out_len = static_cast<uint8_t>(len);
+        return SSL_TLSEXT_ERR_OK;
+      }
+      i += 1 + len;
+    }
+  }
+  return SSL_TLSEXT_ERR_ALERT_FATAL;
+}
+
+}  // namespace
+
+const std::vector<std::string_view>& consulCipherSuites() {
+  static const std::vector<std::string_view> kSuites = {
+      "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",
+      "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
+      "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",
+      "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",
+      "TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256",
+      "TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256",
+      "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",
+      "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
+      "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",
+      "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
+  };
+  return kSuites;
+}
+
+TlsContext::TlsContext(const TlsSettings& settings, TlsRole role)
+    : settings_(settings),
+      role_(role),
+      local_server_name_(serverName(settings.datacenter, settings.domain)) {}
+
+TlsContext::~TlsContext() {
+  SSL_CTX_free(ctx_);
+}
+
+std::variant<TlsContextSharedPtr, std::string> TlsContext::create(const TlsSettings& settings,
+                                                                  TlsRole role) {
+  std::shared_ptr<TlsContext> ctx(new TlsContext(settings, role));
+  std::string error = ctx->build();
+  if (!error.empty()) {
+    return error;
+  }
+  return TlsContextSharedPtr(std::move(ctx));
+}
+
+x509_store_st* TlsContext::caStore() const {
+  return SSL_CTX_get_cert_store(ctx_);
+}
+
+std::string TlsContext::build() {
+  ERR_clear_error();
+  const TlsSettings& s = settings_;
+  if (s.cert_file.empty() != s.key_file.empty()) {
+    return "cert_file and key_file must be set together";  // §2.4
+  }
+  const bool is_server = role_ != TlsRole::Client;
+  if (is_server && s.cert_file.empty()) {
+    return "a TLS server needs cert_file and key_file";
+  }
+  if (role_ == TlsRole::Client && !s.verify_outgoing && !s.verify_server_hostname) {
+    // §2.3: without verify_outgoing Consul sends plaintext; an unverified TLS client would be
+    // a silent downgrade of what the operator asked for.
+    return "outgoing TLS needs verify_outgoing (or verify_server_hostname)";
+  }
+  ctx_ = SSL_CTX_new(TLS_method());
+  if (ctx_ == nullptr) {
+    return "cannot create a TLS context: " + drainSslErrors();
+  }
+  for (auto step :
+       {&TlsContext::configureProtocol, &TlsContext::loadTrust, &TlsContext::loadIdentity}) {
+    std::string error = (this->*step)();
+    if (!error.empty()) {
+      return error;
+    }
+  }
+  configureVerification();
+  if (verifies_peer_ && !has_ca_) {
+    // Consul's own load-time errors (§2.1).
+    switch (role_) {
+      case TlsRole::Client:
+        return "VerifyOutgoing set but no CA certificates were provided";
+      case TlsRole::Server:
+        return "VerifyIncoming set but no CA certificates were provided";
+      case TlsRole::NativeServer:
+        return "native TLS (ALPN) always verifies client certificates: set ca_file or ca_path";
+    }
+  }
+  return "";
+}
+
+std::string TlsContext::configureProtocol() {
+  // toolchain.md §3.4: a fresh SSL_CTX allows TLS 1.0, so the minimum is always set. The
+  // maximum stays at BoringSSL's highest (1.3), as Go's does.
+  if (SSL_CTX_set_min_proto_version(ctx_, protocolVersion(settings_.tls_min_version)) != 1) {
+    return "tls_min_version: " + drainSslErrors();
+  }
+  if (!settings_.tls_cipher_suites.empty()) {
+    if (settings_.tls_min_version == TlsVersion::Tls13) {
+      return "tls_cipher_suites: TLS 1.3 cipher suites are not configurable";  // §2.2
+    }
+    std::string list;
+    for (const std::string& name : settings_.tls_cipher_suites) {
+      const auto& known = consulCipherSuites();
+      if (std::find(known.begin(), known.end(), name) == known.end()) {
+        return "tls_cipher_suites: unsupported cipher suite '" + name + "'";
+      }
+      list += (list.empty() ? "" : ":") + name;
+    }
+    if (SSL_CTX_set_strict_cipher_list(ctx_, list.c_str()) != 1) {
+      return "tls_cipher_suites: " + drainSslErrors();
+    }
+  }
+  // Consul configures no session cache (§2.3); on servers tickets would only skip the
+  // re-verification a CA reload is meant to force (toolchain.md §3.8).
+  SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
+  if (role_ != TlsRole::Client) {
+    SSL_CTX_set_options(ctx_, SSL_OP_NO_TICKET);
+  }
+  if (role_ == TlsRole::NativeServer) {
+    SSL_CTX_set_alpn_select_cb(ctx_, selectConsulAlpn, nullptr);
+  }
+  return "";
+}
+
+std::string TlsContext::loadTrust() {
+  X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
+  const TlsSettings& s = settings_;
+  if (!s.ca_file.empty()) {  // §2.4: ca_file wins, ca_path is then ignored
+    auto added = addPemCertificates(s.ca_file, store);
+    if (const auto* error = std::get_if<std::string>(&added)) {
+      return "ca_file " + s.ca_file.string() + ": " + *error;
+    }
+    has_ca_ = true;
+    return "";
+  }
+  if (s.ca_path.empty()) {
+    return "";
+  }
+  std::error_code ec;
+  std::vector<std::filesystem::path> files;
+  for (std::filesystem::recursive_directory_iterator it(s.ca_path, ec), end; !ec && it != end;
+       it.increment(ec)) {
+    if (!it->is_directory(ec)) {
+      files.push_back(it->path());
+    }
+  }
+  if (ec) {
+    return "ca_path " + s.ca_path.string() + ": " + ec.message();
+  }
+  if (files.empty()) {
+    return "ca_path " + s.ca_path.string() + ": no CA certificates found";
+  }
+  std::sort(files.begin(), files.end());  // deterministic: the first bad file is reported
+  for (const auto& file : files) {
+    auto added = addPemCertificates(file, store);
+    if (const auto* error = std::get_if<std::string>(&added)) {
+      return "ca_path " + s.ca_path.string() + ": " + file.string() + ": " + *error;
+    }
+  }
+  has_ca_ = true;
+  return "";
+}
+
+std::string TlsContext::loadIdentity() {
+  const TlsSettings& s = settings_;
+  if (s.cert_file.empty()) {
+    return "";
+  }
+  if (SSL_CTX_use_certificate_chain_file(ctx_, s.cert_file.c_str()) != 1) {
+    return "cert_file " + s.cert_file.string() + ": " + drainSslErrors();
+  }
+  // Read the key through a BIO straight into an EVP_PKEY: no copy of it in a std::string.
+  bssl::UniquePtr<BIO> bio(BIO_new_file(s.key_file.c_str(), "r"));
+  if (!bio) {
+    std::error_code ec(errno, std::generic_category());
+    ERR_clear_error();
+    return "key_file " + s.key_file.string() + ": cannot open: " + ec.message();
+  }
+  bssl::UniquePtr<EVP_PKEY> key(
+      PEM_read_bio_PrivateKey(bio.get(), nullptr, refusePassphrase, nullptr));
+  if (!key) {
+    return "key_file " + s.key_file.string() +
+           ": no usable private key (PEM SEC1, PKCS#8 or PKCS#1, unencrypted): " + drainSslErrors();
+  }
+  if (SSL_CTX_use_PrivateKey(ctx_, key.get()) != 1 || SSL_CTX_check_private_key(ctx_) != 1) {
+    ERR_clear_error();
+    return "key_file " + s.key_file.string() + " does not match cert_file " + s.cert_file.string();
+  }
+  has_certificate_ = true;
+  return "";
+}
+
+void TlsContext::configureVerification() {
+  switch (role_) {
+    case TlsRole::Client:
+      // Chain (and EKU serverAuth) always; the name only with verify_server_hostname, set per
+      // connection by TlsEngine because it depends on the destination datacenter (§2.3).
+      verifies_peer_ = true;
+      SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
+      break;
+    case TlsRole::Server:
+      // §2.2: without verify_incoming no CertificateRequest is sent at all.
+      verifies_peer_ = settings_.verify_incoming;
+      SSL_CTX_set_verify(
+          ctx_,
+          verifies_peer_ ? SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT : SSL_VERIFY_NONE,
+          nullptr);
+      break;
+    case TlsRole::NativeServer:
+      verifies_peer_ = true;  // §1.4: always requires and verifies a client certificate
+      SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
+      break;
+  }
+}
+
+}  // namespace sidecrypt::filters::rpc_tls

@@ -1,0 +1,91 @@
+#pragma once
+
+#include <cstdint>
+#include <filesystem>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <variant>
+#include <vector>
+
+// Forward declarations only: users of this header need no BoringSSL include path order.
+struct ssl_ctx_st;
+struct x509_store_st;
+
+namespace sidecrypt::filters::rpc_tls {
+
+enum class TlsVersion : uint8_t { Tls10, Tls11, Tls12, Tls13 };
+
+// Consul's internal-RPC TLS settings (consul-rpc-tls.md §2.1), as plain data. proxy/ maps its
+// own config onto this; nothing here reads TOML.
+struct TlsSettings {
+  std::filesystem::path ca_file;    // wins over ca_path when both are set (§2.4)
+  std::filesystem::path ca_path;    // walked recursively; every file must hold a PEM certificate
+  std::filesystem::path cert_file;  // leaf first, then intermediates
+  std::filesystem::path key_file;   // SEC1, PKCS#8 or PKCS#1; unencrypted
+  bool verify_incoming = false;
+  bool verify_outgoing = false;
+  bool verify_server_hostname = false;  // implies verify_outgoing (§2.1)
+  TlsVersion tls_min_version = TlsVersion::Tls12;
+  std::vector<std::string> tls_cipher_suites;  // Consul's IANA names; TLS <= 1.2 only
+  std::string datacenter = "dc1";              // the local datacenter
+  std::string domain = "consul";
+};
+
+enum class TlsRole : uint8_t {
+  Client,        // outbound 0x03 upgrade (§2.3)
+  Server,        // inbound 0x03 upgrade (§2.2): client certs only with verify_incoming
+  NativeServer,  // inbound native TLS (§1.4): ALPN list, always requires a client certificate
+};
+
+// Consul's ten accepted tls_cipher_suites names (§2.2).
+const std::vector<std::string_view>& consulCipherSuites();
+
+class TlsContext;
+using TlsContextSharedPtr = std::shared_ptr<const TlsContext>;
+
+// One SSL_CTX built from TlsSettings for one role. Immutable once built; shared by every
+// connection started while it is current (a reload builds a new one, §2.6). The SSL_CTX holds
+// the private key; nothing here ever formats key material into a message.
+class TlsContext {
+ public:
+  // Errors are returned as text that names the offending file or setting, e.g.
+  // "ca_file /etc/consul/ca.pem: no PEM certificate found".
+  static std::variant<TlsContextSharedPtr, std::string> create(const TlsSettings& settings,
+                                                               TlsRole role);
+  ~TlsContext();
+  TlsContext(const TlsContext&) = delete;
+  TlsContext& operator=(const TlsContext&) = delete;
+
+  TlsRole role() const { return role_; }
+  const TlsSettings& settings() const { return settings_; }
+  // Client: verify_outgoing or verify_server_hostname. Server: verify_incoming (Native: always).
+  bool verifiesPeer() const { return verifies_peer_; }
+  bool hasCertificate() const { return has_certificate_; }
+  bool hasCa() const { return has_ca_; }
+  // server.<local dc>.<domain>
+  const std::string& localServerName() const { return local_server_name_; }
+
+  // The underlying objects, for TlsEngine (and tests that must build an odd peer, e.g. a
+  // TLS 1.1-only one). The context keeps ownership.
+  ssl_ctx_st* native() const { return ctx_; }
+  x509_store_st* caStore() const;
+
+ private:
+  TlsContext(const TlsSettings& settings, TlsRole role);
+  std::string build();
+  std::string loadTrust();
+  std::string loadIdentity();
+  std::string configureProtocol();
+  void configureVerification();
+
+  TlsSettings settings_;
+  TlsRole role_;
+  ssl_ctx_st* ctx_ = nullptr;
+  bool verifies_peer_ = false;
+  bool has_certificate_ = false;
+  bool has_ca_ = false;
+  std::string local_server_name_;
+};
+
+}  // namespace sidecrypt::filters::rpc_tls

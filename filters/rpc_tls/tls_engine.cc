@@ -1,0 +1,373 @@
+#include "filters/rpc_tls/tls_engine.h"
+
+#include "filters/common/boringssl.h"
+
+#include <openssl/bio.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
+#include <openssl/x509v3.h>
+
+#include <algorithm>
+#include <climits>
+
+#include "filters/rpc_tls/first_byte.h"
+#include "filters/rpc_tls/ssl_errors.h"
+
+namespace sidecrypt::filters::rpc_tls {
+
+namespace {
+
+int clampInt(size_t n) {
+  return static_cast<int>(std::min<size_t>(n, INT_MAX));
+}
+
+std::string asn1Text(const ASN1_STRING* s) {
+  if (s == nullptr) {
+    return "";
+  }
+  return {reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+          static_cast<size_t>(ASN1_STRING_length(s))};
+}
+
+std::string commonName(X509* cert) {
+  X509_NAME* subject = X509_get_subject_name(cert);
+  const int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (idx < 0) {
+    return "";
+  }
+  return asn1Text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx)));
+}
+
+std::vector<std::string> dnsNames(X509* cert) {
+  std::vector<std::string> out;
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr) {
+    return out;
+  }
+  for (size_t i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
+    if (name->type == GEN_DNS) {
+      out.push_back(asn1Text(name->d.dNSName));
+    }
+  }
+  GENERAL_NAMES_free(names);
+  return out;
+}
+
+}  // namespace
+
+TlsEngine::TlsEngine(TlsContextSharedPtr ctx, bool is_client)
+    : ctx_(std::move(ctx)), is_client_(is_client) {}
+
+TlsEngine::~TlsEngine() {
+  SSL_free(ssl_);  // frees both BIOs too
+}
+
+std::unique_ptr<TlsEngine> TlsEngine::client(TlsContextSharedPtr ctx,
+                                             const ClientOptions& options) {
+  if (!ctx || ctx->role() != TlsRole::Client) {
+    return nullptr;
+  }
+  std::unique_ptr<TlsEngine> engine(new TlsEngine(std::move(ctx), true));
+  if (engine->init(&options)) {
+    engine->advanceHandshake();  // the ClientHello is ready in encOut() right away
+  }
+  return engine;
+}
+
+std::unique_ptr<TlsEngine> TlsEngine::server(TlsContextSharedPtr ctx) {
+  if (!ctx || ctx->role() == TlsRole::Client) {
+    return nullptr;
+  }
+  std::unique_ptr<TlsEngine> engine(new TlsEngine(std::move(ctx), false));
+  engine->init(nullptr);
+  return engine;
+}
+
+bool TlsEngine::init(const ClientOptions* options) {
+  ssl_ = SSL_new(ctx_->native());
+  rbio_ = BIO_new(BIO_s_mem());
+  wbio_ = BIO_new(BIO_s_mem());
+  if (ssl_ == nullptr || rbio_ == nullptr || wbio_ == nullptr) {
+    BIO_free(rbio_);
+    BIO_free(wbio_);
+    rbio_ = wbio_ = nullptr;
+    fail("cannot create a TLS connection: " + drainSslErrors());
+    return false;
+  }
+  SSL_set_bio(ssl_, rbio_, wbio_);  // takes one reference of each (toolchain.md §3.9)
+  const TlsSettings& s = ctx_->settings();
+  if (!is_client_) {
+    SSL_set_accept_state(ssl_);
+    expected_server_name_ = ctx_->localServerName();
+    return true;
+  }
+  SSL_set_connect_state(ssl_);
+  expected_server_name_ =
+      serverName(options->datacenter.empty() ? s.datacenter : options->datacenter, s.domain);
+  if (s.verify_server_hostname) {
+    // §2.3: SNI and a DNS-SAN-only name check (Go ignores the CN; BoringSSL falls back to it
+    // unless told not to, toolchain.md §3.5). SSL_set1_host avoids the namelen pitfall.
+    if (SSL_set_tlsext_host_name(ssl_, expected_server_name_.c_str()) != 1 ||
+        SSL_set1_host(ssl_, expected_server_name_.c_str()) != 1) {
+      fail("cannot set server name " + expected_server_name_ + ": " + drainSslErrors());
+      return false;
+    }
+    SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+  }
+  if (!options->alpn.empty()) {
+    std::vector<uint8_t> wire;
+    for (const std::string& name : options->alpn) {
+      wire.push_back(static_cast<uint8_t>(name.size()));
+      wire.insert(wire.end(), name.begin(), name.end());
+    }
+    if (SSL_set_alpn_protos(ssl_, wire.data(), wire.size()) != 0) {  // 0 is success
+      fail("invalid ALPN list");
+      return false;
+    }
+  }
+  return true;
+}
+
+void TlsEngine::fail(std::string why) {
+  if (!failed_) {
+    failed_ = true;
+    error_ = why.empty() ? "TLS failure" : std::move(why);
+  }
+}
+
+bool TlsEngine::advanceHandshake() {
+  if (handshake_done_ || failed_ || ssl_ == nullptr) {
+    return handshake_done_;
+  }
+  const int rc = SSL_do_handshake(ssl_);
+  if (rc == 1) {
+    onHandshakeDone();
+    return true;
+  }
+  // toolchain.md §3.3: read the error before any other SSL_* call.
+  const int err = SSL_get_error(ssl_, rc);
+  if (err == SSL_ERROR_WANT_READ) {
+    return false;
+  }
+  std::string why = drainSslErrors(SSL_get_verify_result(ssl_));
+  if (why.empty()) {
+    why = transport_eof_ ? "connection closed during the TLS handshake"
+                         : "TLS handshake failed (error " + std::to_string(err) + ")";
+  }
+  fail("handshake failed: " + why);
+  return false;
+}
+
+void TlsEngine::onHandshakeDone() {
+  handshake_done_ = true;
+  fillPeerIdentity();
+  if (!early_clear_.empty()) {
+    std::vector<uint8_t> held;
+    held.swap(early_clear_);
+    if (!writeClear(held)) {
+      return;
+    }
+  }
+  if (shutdown_requested_) {
+    sendCloseNotify();
+  }
+}
+
+void TlsEngine::fillPeerIdentity() {
+  bssl::UniquePtr<X509> leaf(SSL_get_peer_certificate(ssl_));
+  peer_.presented_certificate = leaf != nullptr;
+  peer_.verify_result = SSL_get_verify_result(ssl_);
+  peer_.verified = ctx_->verifiesPeer() && leaf && peer_.verify_result == X509_V_OK;
+  if (!leaf) {
+    return;
+  }
+  peer_.common_name = commonName(leaf.get());
+  peer_.dns_names = dnsNames(leaf.get());
+  if (!ctx_->hasCa()) {
+    return;
+  }
+  // §2.5: verify again, as AuthorizeServerConn does, against the manually configured CAs with
+  // the server name and the EKU the peer's role needs; never by CN.
+  bssl::UniquePtr<X509_STORE_CTX> check(X509_STORE_CTX_new());
+  if (check && X509_STORE_CTX_init(check.get(), ctx_->caStore(), leaf.get(),
+                                   SSL_get_peer_full_cert_chain(ssl_)) == 1) {
+    X509_STORE_CTX_set_purpose(check.get(),
+                               is_client_ ? X509_PURPOSE_SSL_SERVER : X509_PURPOSE_SSL_CLIENT);
+    X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(check.get());
+    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+    peer_.verifies_as_server = X509_VERIFY_PARAM_set1_host(param, expected_server_name_.c_str(),
+                                                           expected_server_name_.size()) == 1 &&
+                               X509_verify_cert(check.get()) == 1;
+  }
+  ERR_clear_error();
+}
+
+size_t TlsEngine::encIn(std::span<const uint8_t> bytes) {
+  if (failed_ || ssl_ == nullptr) {
+    return bytes.size();  // nothing more can be decrypted; the caller is closing
+  }
+  if (transport_eof_) {
+    return 0;
+  }
+  const size_t buffered = BIO_ctrl_pending(rbio_);
+  const size_t room = buffered < kMaxEncInBuffered ? kMaxEncInBuffered - buffered : 0;
+  const size_t n = std::min(room, bytes.size());
+  if (n > 0 && BIO_write(rbio_, bytes.data(), clampInt(n)) != clampInt(n)) {
+    fail("cannot buffer ciphertext: " + drainSslErrors());
+    return bytes.size();
+  }
+  advanceHandshake();
+  return n;
+}
+
+void TlsEngine::encInEof() {
+  if (transport_eof_ || ssl_ == nullptr) {
+    return;
+  }
+  transport_eof_ = true;
+  BIO_set_mem_eof_return(rbio_, 0);  // an empty read BIO now means EOF, not "retry"
+  advanceHandshake();
+}
+
+size_t TlsEngine::encPending() const {
+  return wbio_ != nullptr ? BIO_ctrl_pending(wbio_) : 0;
+}
+
+size_t TlsEngine::encOut(std::span<uint8_t> out) {
+  if (wbio_ == nullptr || out.empty()) {
+    return 0;
+  }
+  const int n = BIO_read(wbio_, out.data(), clampInt(out.size()));
+  return n > 0 ? static_cast<size_t>(n) : 0;
+}
+
+size_t TlsEngine::clearIn(std::span<const uint8_t> bytes) {
+  if (failed_ || shutdown_requested_ || ssl_ == nullptr) {
+    return 0;
+  }
+  if (!handshake_done_) {
+    const size_t n = std::min(kMaxEarlyClear - early_clear_.size(), bytes.size());
+    early_clear_.insert(early_clear_.end(), bytes.begin(),
+                        bytes.begin() + static_cast<ptrdiff_t>(n));
+    return n;
+  }
+  const size_t pending = encPending();
+  const size_t room = pending < kMaxEncOutBuffered ? kMaxEncOutBuffered - pending : 0;
+  const size_t n = std::min(room, bytes.size());
+  if (n == 0 || !writeClear(bytes.first(n))) {
+    return 0;
+  }
+  return n;
+}
+
+bool TlsEngine::writeClear(std::span<const uint8_t> bytes) {
+  // A memory BIO never blocks, so SSL_write takes everything at once (several records).
+  while (!bytes.empty()) {
+    const int rc = SSL_write(ssl_, bytes.data(), clampInt(bytes.size()));
+    if (rc <= 0) {
+      const int err = SSL_get_error(ssl_, rc);
+      std::string why = drainSslErrors();
+      fail("write failed: " + (why.empty() ? "error " + std::to_string(err) : why));
+      return false;
+    }
+    bytes = bytes.subspan(static_cast<size_t>(rc));
+  }
+  return true;
+}
+
+ptrdiff_t TlsEngine::clearOut(std::span<uint8_t> out) {
+  if (failed_) {
+    return kFailed;
+  }
+  if (peer_closed_ || truncated_) {
+    return kEof;
+  }
+  if (!advanceHandshake()) {
+    return failed_ ? kFailed : 0;
+  }
+  if (out.empty()) {
+    return 0;
+  }
+  const int rc = SSL_read(ssl_, out.data(), clampInt(out.size()));
+  if (rc > 0) {
+    return rc;
+  }
+  const int err = SSL_get_error(ssl_, rc);  // toolchain.md §3.3: immediately
+  switch (err) {
+    case SSL_ERROR_WANT_READ:
+      return 0;
+    case SSL_ERROR_ZERO_RETURN:
+      // rpc-peers.md §2.1: close_notify; this side may keep writing.
+      peer_closed_ = true;
+      return kEof;
+    case SSL_ERROR_SYSCALL:
+      if (transport_eof_ && ERR_peek_error() == 0) {
+        // rpc-peers.md §2.3: a bare FIN. Consul always sends close_notify, so this is an
+        // abort or a foreign client; the caller decides whether to pass the FIN on.
+        truncated_ = true;
+        return kEof;
+      }
+      break;
+    default:
+      break;
+  }
+  std::string why = drainSslErrors(SSL_get_verify_result(ssl_));
+  fail("read failed: " + (why.empty() ? "error " + std::to_string(err) : why));
+  return kFailed;
+}
+
+void TlsEngine::shutdownWrite() {
+  if (shutdown_requested_ || failed_ || ssl_ == nullptr) {
+    return;
+  }
+  shutdown_requested_ = true;
+  if (handshake_done_) {
+    sendCloseNotify();
+  }
+}
+
+void TlsEngine::sendCloseNotify() {
+  // rpc-peers.md §2.2: SSL_shutdown once (0, or 1 if the peer closed first), then keep reading;
+  // never call it again to wait, BoringSSL treats data arriving then as fatal.
+  const int rc = SSL_shutdown(ssl_);
+  if (rc < 0) {
+    const int err = SSL_get_error(ssl_, rc);
+    std::string why = drainSslErrors();
+    fail("shutdown failed: " + (why.empty() ? "error " + std::to_string(err) : why));
+    return;
+  }
+  shutdown_sent_ = true;
+}
+
+bool TlsEngine::fullyClosed() const {
+  return shutdown_sent_ && peer_closed_ && encPending() == 0;
+}
+
+std::string TlsEngine::alpn() const {
+  const uint8_t* data = nullptr;
+  unsigned len = 0;
+  if (ssl_ != nullptr) {
+    SSL_get0_alpn_selected(ssl_, &data, &len);
+  }
+  return data != nullptr ? std::string(reinterpret_cast<const char*>(data), len) : "";
+}
+
+std::string TlsEngine::version() const {
+  return handshake_done_ ? SSL_get_version(ssl_) : "";
+}
+
+std::string TlsEngine::cipher() const {
+  const SSL_CIPHER* c = handshake_done_ ? SSL_get_current_cipher(ssl_) : nullptr;
+  return c != nullptr ? SSL_CIPHER_standard_name(c) : "";
+}
+
+std::string TlsEngine::sni() const {
+  const char* name =
+      ssl_ != nullptr ? SSL_get_servername(ssl_, TLSEXT_NAMETYPE_host_name) : nullptr;
+  return name != nullptr ? name : "";
+}
+
+}  // namespace sidecrypt::filters::rpc_tls

@@ -1,0 +1,140 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+#include "filters/rpc_tls/tls_context.h"
+
+struct ssl_st;
+struct bio_st;
+
+namespace sidecrypt::filters::rpc_tls {
+
+// What the peer's certificate proved; filled once the handshake has completed.
+struct PeerIdentity {
+  bool presented_certificate = false;
+  // The handshake's own verification passed (chain, EKU, and the name when one was set).
+  // False when this side did not verify (a server without verify_incoming).
+  bool verified = false;
+  long verify_result = 0;  // SSL_get_verify_result; 65 means "no verification ran"
+  std::string common_name;
+  std::vector<std::string> dns_names;  // DNS SANs, in certificate order
+  // The certificate verifies against the configured CAs as server.<dc>.<domain> (DNS SAN only,
+  // never the CN) with the EKU this side requires of the peer: clientAuth on a server (Consul's
+  // AuthorizeServerConn, §2.5), serverAuth on a client. <dc> is the local datacenter on a
+  // server and the destination datacenter on a client.
+  bool verifies_as_server = false;
+};
+
+struct ClientOptions {
+  // The datacenter being dialled: with verify_server_hostname the peer must be
+  // server.<datacenter>.<domain> (SNI and name check). Empty means the local datacenter.
+  std::string datacenter;
+  // ALPN names to offer (native mode, tests); empty for Consul's 0x03 mode (§2.3: no ALPN).
+  std::vector<std::string> alpn;
+};
+
+// One TLS connection driven entirely through memory: no socket, no clock. The four verbs follow
+// Node's TLSWrap: encIn (network -> engine), encOut (engine -> network), clearIn (application
+// -> engine), clearOut (engine -> application).
+//
+// Contract for the caller: after every call, drain encOut() until encPending() is 0 (the
+// engine may have handshake messages, alerts or close_notify to send even when a call fails);
+// after encIn(), call clearOut() until it returns 0 or less.
+//
+// Half-close (rpc-peers.md §2.4): shutdownWrite() sends close_notify once and keeps reading;
+// a received close_notify makes clearOut() return kEof while clearIn() keeps working.
+class TlsEngine {
+ public:
+  static constexpr ptrdiff_t kEof = -1;     // close_notify received, or transport EOF
+  static constexpr ptrdiff_t kFailed = -2;  // see error()
+  // Backpressure bounds: encIn() stops accepting once this much ciphertext waits unread, and
+  // clearIn() once this much ciphertext waits to be sent (plus TLS record overhead).
+  static constexpr size_t kMaxEncInBuffered = size_t{64} * 1024;
+  static constexpr size_t kMaxEncOutBuffered = size_t{64} * 1024;
+  // clearIn() before the handshake completes is held (up to this much) and sent after it.
+  static constexpr size_t kMaxEarlyClear = size_t{64} * 1024;
+
+  // The engine keeps its own reference to the context (a reload may replace the caller's).
+  // nullptr when the context's role does not fit; otherwise check failed() right away.
+  static std::unique_ptr<TlsEngine> client(TlsContextSharedPtr ctx, const ClientOptions& options);
+  static std::unique_ptr<TlsEngine> server(TlsContextSharedPtr ctx);
+  ~TlsEngine();
+  TlsEngine(const TlsEngine&) = delete;
+  TlsEngine& operator=(const TlsEngine&) = delete;
+
+  // Ciphertext from the network. Returns how many bytes were taken; fewer than offered means
+  // the engine is full: call clearOut() and offer the rest later. After failed() everything
+  // is taken and dropped (nothing more can be decrypted; the caller is closing), and after
+  // encInEof() nothing is taken.
+  size_t encIn(std::span<const uint8_t> bytes);
+  // The transport delivered EOF (TCP FIN). Without a close_notify first, clearOut() reports
+  // kEof with peerTruncated() set.
+  void encInEof();
+  size_t encPending() const;
+  // Copies up to out.size() bytes of pending ciphertext into `out`; returns the count.
+  size_t encOut(std::span<uint8_t> out);
+
+  // Plaintext to send. Returns how many bytes were taken (0 when ciphertext is backed up, after
+  // shutdownWrite(), or after a failure).
+  size_t clearIn(std::span<const uint8_t> bytes);
+  // Plaintext received: > 0 bytes written to `out`; 0 = nothing yet; kEof; kFailed.
+  ptrdiff_t clearOut(std::span<uint8_t> out);
+
+  // The plaintext side reached EOF (agent FIN): queue close_notify after everything clearIn()
+  // accepted. Once only; before the handshake completes it is deferred until it does (Go only
+  // sends close_notify after a completed handshake).
+  void shutdownWrite();
+
+  bool isClient() const { return is_client_; }
+  bool handshakeDone() const { return handshake_done_; }
+  bool failed() const { return failed_; }
+  const std::string& error() const { return error_; }  // human-readable, set when failed()
+  bool writeShutdown() const { return shutdown_sent_; }
+  bool peerClosed() const { return peer_closed_; }   // close_notify received
+  bool peerTruncated() const { return truncated_; }  // transport EOF without close_notify
+  // Both close_notify alerts exchanged and nothing left to send: the socket may be closed.
+  bool fullyClosed() const;
+
+  const PeerIdentity& peer() const { return peer_; }
+  std::string alpn() const;     // negotiated ALPN, "" if none
+  std::string version() const;  // "TLSv1.3" ...
+  std::string cipher() const;   // IANA name of the negotiated suite
+  std::string sni() const;      // server: the name the client sent, "" if none
+  const std::string& expectedServerName() const { return expected_server_name_; }
+
+ private:
+  TlsEngine(TlsContextSharedPtr ctx, bool is_client);
+  bool init(const ClientOptions* options);
+  bool advanceHandshake();
+  void onHandshakeDone();
+  bool writeClear(std::span<const uint8_t> bytes);
+  void sendCloseNotify();
+  void fail(std::string why);
+  void fillPeerIdentity();
+
+  TlsContextSharedPtr ctx_;
+  bool is_client_;
+  ssl_st* ssl_ = nullptr;
+  bio_st* rbio_ = nullptr;  // owned by ssl_
+  bio_st* wbio_ = nullptr;  // owned by ssl_
+  std::vector<uint8_t> early_clear_;
+  std::string expected_server_name_;
+  std::string error_;
+  PeerIdentity peer_;
+  bool handshake_done_ = false;
+  bool failed_ = false;
+  bool shutdown_requested_ = false;
+  bool shutdown_sent_ = false;
+  bool peer_closed_ = false;
+  bool truncated_ = false;
+  bool transport_eof_ = false;
+};
+
+using TlsEnginePtr = std::unique_ptr<TlsEngine>;
+
+}  // namespace sidecrypt::filters::rpc_tls

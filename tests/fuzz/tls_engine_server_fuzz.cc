@@ -1,0 +1,90 @@
+// Fuzzes TlsEngine in the server role with peer-chosen ciphertext: whatever arrives on an
+// inbound :8300 connection after 0x03 (or a native ClientHello). It must fail cleanly, never
+// crash, never report plaintext before a handshake, and never call an unverified peer verified.
+//
+// Input: [flags][chunk size][bytes...]; flags bit 0 = verify_incoming, bit 1 = native (ALPN)
+// role, bit 2 = send transport EOF at the end.
+#include <algorithm>
+#include <cstdint>
+#include <cstdlib>
+#include <filesystem>
+#include <span>
+#include <string>
+#include <variant>
+
+#include "filters/rpc_tls/tls_context.h"
+#include "filters/rpc_tls/tls_engine.h"
+
+using namespace sidecrypt::filters::rpc_tls;
+
+namespace {
+
+// The unit-test fixtures (tests/unit/filters/rpc_tls/certs), found relative to this source.
+std::filesystem::path fixtures() {
+  return std::filesystem::path(__FILE__).parent_path() / "../unit/filters/rpc_tls/certs";
+}
+
+TlsContextSharedPtr makeContext(bool verify_incoming, bool native) {
+  TlsSettings s;
+  s.ca_file = fixtures() / "consul-agent-ca.pem";
+  s.cert_file = fixtures() / "dc1-server-consul-0.pem";
+  s.key_file = fixtures() / "dc1-server-consul-0-key.pem";
+  s.verify_incoming = verify_incoming;
+  auto made = TlsContext::create(s, native ? TlsRole::NativeServer : TlsRole::Server);
+  if (std::holds_alternative<std::string>(made)) {
+    std::abort();  // the fixtures are part of the source tree
+  }
+  return std::get<TlsContextSharedPtr>(made);
+}
+
+const TlsContextSharedPtr& context(int which) {
+  static const TlsContextSharedPtr kContexts[3] = {
+      makeContext(false, false), makeContext(true, false), makeContext(false, true)};
+  return kContexts[which];
+}
+
+void check(bool ok) {
+  if (!ok) {
+    __builtin_trap();
+  }
+}
+
+}  // namespace
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  if (size < 2) {
+    return 0;
+  }
+  const uint8_t flags = data[0];
+  const size_t chunk = static_cast<size_t>(data[1]) + 1;
+  const int which = (flags & 2) != 0 ? 2 : (flags & 1);
+  auto engine = TlsEngine::server(context(which));
+  check(engine != nullptr);
+  std::span<const uint8_t> rest(data + 2, size - 2);
+  uint8_t out[4096];
+  while (!rest.empty()) {
+    const size_t took = engine->encIn(rest.first(std::min(chunk, rest.size())));
+    rest = rest.subspan(took);
+    ptrdiff_t n;
+    while ((n = engine->clearOut(out)) > 0) {
+      check(engine->handshakeDone());
+    }
+    while (engine->encOut(out) > 0) {
+    }
+    if (took == 0 || n < 0) {
+      break;
+    }
+  }
+  if ((flags & 4) != 0) {
+    engine->encInEof();
+    engine->clearOut(out);
+  }
+  if (engine->failed()) {
+    check(!engine->error().empty());
+  }
+  if (engine->handshakeDone() && which != 0) {
+    // Client certificates are required here: a completed handshake means a verified one.
+    check(engine->peer().presented_certificate && engine->peer().verified);
+  }
+  return 0;
+}
