@@ -307,3 +307,166 @@ def read_pcap_payloads(path):
 def read(path):
     with open(path) as f:
         return f.read()
+
+
+# --- real gossip peers, sidecrypt counters and member health (appended for the gossip
+# --- rollout / garbage / fail-closed tests) -----------------------------------------------------
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def skip_or_fail(reason):
+    """A missing prerequisite: skip (exit 77) outside CI, fail in CI (which must run the test)."""
+    msg = "%s: %s" % (os.path.basename(sys.argv[0]), reason)
+    if in_ci():
+        print("FAIL in CI: " + msg, file=sys.stderr)
+        sys.exit(1)
+    print("SKIP: " + msg, file=sys.stderr)
+    sys.exit(SKIP)
+
+
+def require_commands(*names, why=""):
+    missing = [n for n in names if shutil.which(n) is None]
+    if missing:
+        skip_or_fail("needs %s%s" % (", ".join(missing), " (%s)" % why if why else ""))
+
+
+def build_gossippeer(outdir):
+    """Builds tests/peers/gossippeer offline into outdir (tests/peers/build-gossippeer.sh) and
+    returns the binary's path. No Go or no packaged sources: skip outside CI, fail in CI."""
+    script = os.path.join(REPO_ROOT, "tests", "peers", "build-gossippeer.sh")
+    if shutil.which("go") is None:
+        skip_or_fail("needs 'go' to build the Go gossip peer (Debian package golang-go)")
+    r = subprocess.run(["bash", script, outdir], capture_output=True, text=True, timeout=240)
+    if r.returncode == 3:
+        skip_or_fail(r.stderr.strip())
+    if r.returncode != 0 or not r.stdout.strip():
+        raise AssertionError("building the Go gossip peer failed (exit %d):\n%s"
+                             % (r.returncode, r.stderr[-4000:]))
+    return r.stdout.strip().splitlines()[-1]
+
+
+def read_log(proc_or_path):
+    """Text of a log file, given its path or a process started by Lab.spawn."""
+    path = getattr(proc_or_path, "log_path", proc_or_path)
+    with open(path, errors="replace") as f:
+        return f.read()
+
+
+def parse_counters(line):
+    """One sidecrypt `counters:` log line as {section: {name: value}}, e.g.
+    c["lan streams peer->agent"]["plaintext_refused"]. Sections that appear more than once (one
+    UDP relay per address family) are summed."""
+    out = {}
+    body = line.split("counters:", 1)[1]
+    for seg in body.split(";"):
+        words = seg.split()
+        label = " ".join(w for w in words if "=" not in w)
+        if not label:
+            continue
+        d = out.setdefault(label, {})
+        for w in words:
+            if "=" in w:
+                k, v = w.split("=", 1)
+                try:
+                    d[k] = d.get(k, 0) + int(v)
+                except ValueError:
+                    pass
+    return out
+
+
+def counter(counters, section, name):
+    return counters.get(section, {}).get(name, 0)
+
+
+def dump_counters(proxy_proc, timeout=10.0):
+    """Sends SIGUSR1 to a sidecrypt started by Lab.spawn and returns its parsed counters."""
+    before = read_log(proxy_proc).count("counters:")
+    proxy_proc.send_signal(signal.SIGUSR1)
+    wait_for(lambda: read_log(proxy_proc).count("counters:") > before, timeout,
+             what="sidecrypt's counter dump (SIGUSR1)")
+    line = [l for l in read_log(proxy_proc).splitlines() if "counters:" in l][-1]
+    return parse_counters(line)
+
+
+def peer_members(proc_or_path):
+    """{name: status} from the latest `MEMBER name addr status` line per name of a gossippeer."""
+    out = {}
+    for line in read_log(proc_or_path).splitlines():
+        parts = line.split()
+        if len(parts) == 4 and parts[0] == "MEMBER":
+            out[parts[1]] = parts[3]
+    return out
+
+
+def failure_lines(text, names):
+    """Log lines (serf agent, memberlist, gossippeer) that report one of `names` as suspect or
+    failed: memberlist "Suspect X has failed" / "Marking X as failed", Serf
+    "EventMemberFailed: X", gossippeer "EVENT member-failed ... X"."""
+    import re
+    bad = []
+    for n in names:
+        e = re.escape(n)
+        pat = re.compile(r"Suspect %s has failed|Marking %s as failed|EventMemberFailed: %s\b|"
+                         r"EVENT member-failed\b.*(?<![\w-])%s(?![\w-])" % (e, e, e, e))
+        bad += [l for l in text.splitlines() if pat.search(l)]
+    return bad
+
+
+def stop_process(proc, sig=signal.SIGTERM, timeout=15.0):
+    """Signals a process we started and waits for it (SIGKILL after `timeout`); returns its exit
+    status."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+    if getattr(proc, "log_file", None) is not None and not proc.log_file.closed:
+        proc.log_file.flush()
+    return proc.returncode
+
+
+def read_pcap_frames(path):
+    """[(proto, src_ip, sport, dst_ip, dport, payload)] of every IPv4/IPv6 UDP datagram and TCP
+    segment in a pcap (Ethernet link type); payload may be empty (e.g. a TCP SYN)."""
+    import ipaddress
+    import struct
+    out = []
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return out
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xa1b2c3d4, 0xa1b23c4d) else ">"
+    pos = 24
+    while pos + 16 <= len(data):
+        _, _, incl, _ = struct.unpack(endian + "IIII", data[pos:pos + 16])
+        frame = data[pos + 16:pos + 16 + incl]
+        pos += 16 + incl
+        if len(frame) < 14:
+            continue
+        ethertype = struct.unpack(">H", frame[12:14])[0]
+        ip = frame[14:]
+        if ethertype == 0x0800 and len(ip) >= 20:
+            ihl = (ip[0] & 0x0f) * 4
+            proto, total = ip[9], struct.unpack(">H", ip[2:4])[0]
+            src, dst = ipaddress.ip_address(ip[12:16]), ipaddress.ip_address(ip[16:20])
+            if struct.unpack(">H", ip[6:8])[0] & 0x1fff:
+                continue  # a non-first fragment has no L4 header
+            l4 = ip[ihl:total]
+        elif ethertype == 0x86dd and len(ip) >= 40:
+            proto, plen = ip[6], struct.unpack(">H", ip[4:6])[0]
+            src, dst = ipaddress.ip_address(ip[8:24]), ipaddress.ip_address(ip[24:40])
+            l4 = ip[40:40 + plen]
+        else:
+            continue
+        if proto == 17 and len(l4) >= 8:
+            sport, dport = struct.unpack(">HH", l4[:4])
+            out.append(("udp", str(src), sport, str(dst), dport, l4[8:]))
+        elif proto == 6 and len(l4) >= 20:
+            sport, dport = struct.unpack(">HH", l4[:4])
+            off = (l4[12] >> 4) * 4
+            out.append(("tcp", str(src), sport, str(dst), dport, l4[off:]))
+    return out
