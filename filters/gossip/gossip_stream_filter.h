@@ -1,0 +1,105 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <span>
+#include <string_view>
+
+#include "filters/common/buffer.h"
+#include "filters/gossip/gossip_codec.h"
+#include "filters/gossip/gossip_policy.h"
+#include "filters/gossip/message_inspector.h"
+#include "filters/gossip/stream_framer.h"
+#include "filters/keyring/key_set.h"
+
+namespace sidecrypt::filters::gossip {
+
+// (To be hoisted into filters/filter.h with the other shared filter types.)
+enum class FilterStatus : uint8_t { Continue, Close };
+
+// Close: flush io.to_agent / io.to_peer (they may hold an errMsg reply), then close both sides.
+enum class StreamCloseReason : uint8_t {
+  None,
+  Malformed,             // not a valid stream message (§6 step 5), bad msgpack, bad label header
+  AuthFailed,            // an encrypted frame did not open with any key
+  PlaintextRejected,     // plaintext while verify_incoming is on (§4.2)
+  EncryptedWithoutKeys,  // an encrypted frame but no keys (§4.2)
+  TooLarge,              // over a HEAD cap or the configured maximum (§5.3)
+  CrashShape,            // would panic a 0.2.2 agent (§9)
+  LabelMismatch,         // missing/different label (§3.6)
+  UnexpectedBytes,       // a second message in one direction (§5.1)
+  Truncated,             // the stream ended inside a message
+  Internal,              // sealing failed (should not happen)
+};
+const char* describe(StreamCloseReason r);
+
+// Where a filter's output goes (architecture.md §2).
+struct StreamIo {
+  Buffer& to_agent;
+  Buffer& to_peer;
+};
+
+// The gossip TCP filter for one connection (gossip-wire.md §4.2, §5, §6). memberlist streams
+// carry exactly one message each way, so each direction frames one whole plaintext message and
+// seals it as one frame, or opens one frame and yields its plaintext. Output depends only on the
+// bytes, never on how reads split them. Allocates per connection only (buffers grow once).
+class GossipStreamFilter {
+ public:
+  GossipStreamFilter(Origin origin, keyring::KeySetConstSharedPtr keys,
+                     std::shared_ptr<const GossipPolicy> policy,
+                     std::shared_ptr<GossipStreamStats> stats,
+                     NonceSource& nonces = systemNonceSource());
+
+  // Bytes from the agent toward the peer. Consumes a complete message from `in` (leaves a
+  // partial one there), writes the sealed frame (or plaintext) to io.to_peer.
+  FilterStatus onAgentData(Buffer& in, bool end_stream, StreamIo& io);
+  // Bytes from the peer toward the agent: opens a frame or vets plaintext into io.to_agent; a
+  // refused request on an Inbound connection gets memberlist's errMsg in io.to_peer.
+  FilterStatus onPeerData(Buffer& in, bool end_stream, StreamIo& io);
+
+  StreamCloseReason closeReason() const { return close_reason_; }
+  const char* closeDetail() const { return close_detail_; }
+  // Ring index that opened the peer's frame (-1: none yet / plaintext).
+  int keyIndex() const { return key_index_; }
+  // verify_incoming is off and the peer's plaintext was accepted only because of that.
+  bool shadowRefused() const { return shadow_refused_; }
+
+ private:
+  struct Direction {
+    StreamFramer framer;
+    size_t scanned = 0;  // bytes of `in` already fed to the framer
+    bool done = false;   // its one message has been handled
+  };
+
+  bool encrypting() const { return keys_ && !keys_->empty(); }
+  FilterStatus close(StreamCloseReason reason, const char* detail);
+  FilterStatus preamble(Direction& d, Buffer& in, bool end_stream, GossipStreamCounters& c,
+                        FramerResult& res);
+  FilterStatus framerError(const FramerResult& res, GossipStreamCounters& c, StreamIo& io);
+  void forwardAgentMessage(std::span<const uint8_t> msg, uint8_t type, StreamIo& io);
+  FilterStatus firstByteChecks(const Buffer& in, StreamIo& io);
+  FilterStatus openPeerFrame(std::span<const uint8_t> frame, StreamIo& io);
+  FilterStatus acceptPeerPlaintext(std::span<const uint8_t> msg, StreamIo& io);
+  FilterStatus inspected(const InspectResult& r);
+  // memberlist's errMsg for a refused request: toward the peer (sealed if we seal) on Inbound,
+  // toward the agent in plaintext on Outbound (so it logs "remote error: ..." not "EOF").
+  void replyError(std::string_view text, StreamIo& io);
+
+  Origin origin_;
+  keyring::KeySetConstSharedPtr keys_;
+  std::shared_ptr<const GossipPolicy> policy_;
+  std::shared_ptr<GossipStreamStats> stats_;
+  NonceSource& nonces_;
+  Direction agent_;
+  Direction peer_;
+  StreamFramer inner_;  // re-frames decrypted plaintext so the caps apply inside frames too
+  StreamInspector inspector_;
+  bool peer_decided_ = false;  // the first-byte checks ran
+  bool shadow_refused_ = false;
+  int key_index_ = -1;
+  StreamCloseReason close_reason_ = StreamCloseReason::None;
+  const char* close_detail_ = "";
+};
+
+}  // namespace sidecrypt::filters::gossip
