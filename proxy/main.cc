@@ -82,7 +82,7 @@ int main(int argc, char** argv) {
 
   auto* checks = app.add_subcommand("check", "say whether the next rollout step is safe (exit 0)");
   checks->require_subcommand(1);
-  uint32_t within_minutes = 10;
+  std::string within = "10m";
   auto* enforce =
       checks->add_subcommand("enforce-incoming", "no plaintext from any peer within the window");
   auto* remove_key =
@@ -90,17 +90,32 @@ int main(int argc, char** argv) {
   for (auto* sub : {enforce, remove_key}) {
     addAdminOptions(sub);
     sub->add_flag("--json", as_json, "machine-readable output");
-    sub->add_option("--within", within_minutes, "window in minutes")->capture_default_str();
+    sub->add_option("--within", within, "window, e.g. 10m, 90s, 1h")->capture_default_str();
   }
   remove_key->add_option("key", key, "the key (base64) or its fingerprint")->required();
   enforce->callback([&] {
-    rc = cli::checkCommand(adminFor(), cli::CheckKind::EnforceIncoming, "", within_minutes * 60,
-                           as_json);
+    rc = cli::checkCommand(adminFor(), cli::CheckKind::EnforceIncoming, "", within, as_json);
   });
-  remove_key->callback([&] {
-    rc =
-        cli::checkCommand(adminFor(), cli::CheckKind::RemoveKey, key, within_minutes * 60, as_json);
-  });
+  remove_key->callback(
+      [&] { rc = cli::checkCommand(adminFor(), cli::CheckKind::RemoveKey, key, within, as_json); });
+
+  cli::DecodeOptions decode_opts;
+  auto* decode = app.add_subcommand(
+      "decode", "decode captured gossip offline: pcap/pcapng file or --hex packet, with keys");
+  decode->add_option("capture", decode_opts.capture, "pcap or pcapng capture file");
+  decode->add_option("--keyring", decode_opts.keyring, "Consul/Serf keyring file (JSON array)");
+  decode
+      ->add_option("--key", decode_opts.keys,
+                   "base64 key; repeat in ring order, primary first (visible in ps: prefer "
+                   "--keyring)")
+      ->allow_extra_args(false);  // one key per --key, so a capture file may follow
+  decode->add_option("--hex", decode_opts.hex, "decode one UDP payload given in hex");
+  decode->add_flag("--tcp", decode_opts.hex_is_stream, "--hex is one TCP direction's bytes");
+  decode->add_flag("--json", decode_opts.json, "one JSON object per line");
+  decode->add_option("--label", decode_opts.label, "gossip label (HEAD memberlist), used as AAD");
+  decode->add_option("--filter", decode_opts.filter,
+                     "BPF filter for the capture, e.g. 'port 8301'");
+  decode->callback([&] { rc = cli::decodeCommand(decode_opts); });
 
   auto* version = app.add_subcommand("version", "print the version");
   version->callback([&] { std::cout << "sidecrypt " << sidecrypt::kVersion << "\n"; });

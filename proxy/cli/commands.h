@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <vector>
 
 namespace sidecrypt::proxy::cli {
 
@@ -24,7 +25,22 @@ int statusCommand(const std::string& admin, bool as_json);
 int reloadCommand(const std::string& admin);
 enum class CheckKind { EnforceIncoming, RemoveKey };
 // Exit 0 when the next rollout step is safe, 1 when not (reasons printed), 2 on errors.
+// `within`: the window as a duration ("10m", "90s").
 int checkCommand(const std::string& admin, CheckKind kind, const std::string& key,
-                 uint32_t within_s, bool as_json);
+                 const std::string& within, bool as_json);
+
+// Offline decoder of captured gossip (`sidecrypt decode`): exit 0 when everything encrypted
+// opened, 1 when something encrypted did not, 2 on unusable input or options.
+struct DecodeOptions {
+  std::string keyring;            // Consul/Serf keyring file
+  std::vector<std::string> keys;  // or base64 keys, ring order (first = primary)
+  std::string capture;            // pcap/pcapng file
+  std::string hex;                // or one UDP payload in hex
+  bool hex_is_stream = false;     // --hex is one TCP direction instead
+  bool json = false;              // one JSON object per line
+  std::string label;              // HEAD gossip label (AAD) for input without a label header
+  std::string filter;             // BPF filter applied to the capture
+};
+int decodeCommand(const DecodeOptions& opts);
 
 }  // namespace sidecrypt::proxy::cli

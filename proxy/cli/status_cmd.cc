@@ -8,6 +8,7 @@
 #include "filters/keyring/keyring_codec.h"
 #include "proxy/cli/admin_client.h"
 #include "proxy/cli/commands.h"
+#include "proxy/config/config_loader.h"
 
 namespace sidecrypt::proxy::cli {
 
@@ -140,7 +141,13 @@ int reloadCommand(const std::string& admin) {
 }
 
 int checkCommand(const std::string& admin, CheckKind kind, const std::string& key,
-                 uint32_t within_s, bool as_json) {
+                 const std::string& within, bool as_json) {
+  const auto within_ms = parseDurationMs(within);
+  if (!within_ms) {
+    std::cerr << "sidecrypt: --within: expected a duration such as 10m or 90s\n";
+    return 2;
+  }
+  const uint32_t within_s = *within_ms / 1000;
   json status = fetch(admin, "/status");
   json peers = status.is_null() ? json() : fetch(admin, "/peers");
   if (status.is_null() || peers.is_null()) {

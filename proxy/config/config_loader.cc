@@ -59,6 +59,50 @@ const char* toString(PortProtocol p) {
   return p == PortProtocol::Gossip ? "gossip" : "rpc";
 }
 
+std::optional<uint32_t> parseDurationMs(std::string_view s) {
+  // Go duration subset Consul users write: "5s", "500ms", "1m", "1m30s".
+  uint64_t total = 0;
+  size_t i = 0;
+  if (s.empty()) {
+    return std::nullopt;
+  }
+  while (i < s.size()) {
+    uint64_t n = 0;
+    size_t digits = 0;
+    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])) != 0) {
+      n = n * 10 + static_cast<uint64_t>(s[i] - '0');
+      if (n > 1'000'000'000) {
+        return std::nullopt;
+      }
+      ++i;
+      ++digits;
+    }
+    if (digits == 0) {
+      return std::nullopt;
+    }
+    std::string_view rest = s.substr(i);
+    if (rest.starts_with("ms")) {
+      total += n;
+      i += 2;
+    } else if (rest.starts_with("s")) {
+      total += n * 1000;
+      i += 1;
+    } else if (rest.starts_with("m")) {
+      total += n * 60'000;
+      i += 1;
+    } else if (rest.starts_with("h")) {
+      total += n * 3'600'000;
+      i += 1;
+    } else {
+      return std::nullopt;
+    }
+  }
+  if (total > UINT32_MAX) {
+    return std::nullopt;
+  }
+  return static_cast<uint32_t>(total);
+}
+
 namespace {
 
 // The cipher suites Consul accepts for tls_cipher_suites (consul-rpc-tls.md §2.2).
@@ -69,8 +113,6 @@ constexpr std::string_view kCipherSuites[] = {
     "TLS_ECDHE_ECDSA_WITH_AES_128_CBC_SHA",          "TLS_ECDHE_RSA_WITH_AES_128_CBC_SHA",
     "TLS_ECDHE_ECDSA_WITH_AES_256_CBC_SHA",          "TLS_ECDHE_RSA_WITH_AES_256_CBC_SHA",
 };
-
-std::optional<uint32_t> parseDurationMs(std::string_view s);
 
 struct Section {
   std::string_view name;
@@ -297,50 +339,6 @@ void Loader::loadGossip(toml::table& t) {
     error(*find(t, "label"), "gossip.label",
           "label must be at most 255 bytes, got " + std::to_string(cfg.gossip.label.size()));
   }
-}
-
-std::optional<uint32_t> parseDurationMs(std::string_view s) {
-  // Go duration subset Consul users write: "5s", "500ms", "1m", "1m30s".
-  uint64_t total = 0;
-  size_t i = 0;
-  if (s.empty()) {
-    return std::nullopt;
-  }
-  while (i < s.size()) {
-    uint64_t n = 0;
-    size_t digits = 0;
-    while (i < s.size() && std::isdigit(static_cast<unsigned char>(s[i])) != 0) {
-      n = n * 10 + static_cast<uint64_t>(s[i] - '0');
-      if (n > 1'000'000'000) {
-        return std::nullopt;
-      }
-      ++i;
-      ++digits;
-    }
-    if (digits == 0) {
-      return std::nullopt;
-    }
-    std::string_view rest = s.substr(i);
-    if (rest.starts_with("ms")) {
-      total += n;
-      i += 2;
-    } else if (rest.starts_with("s")) {
-      total += n * 1000;
-      i += 1;
-    } else if (rest.starts_with("m")) {
-      total += n * 60'000;
-      i += 1;
-    } else if (rest.starts_with("h")) {
-      total += n * 3'600'000;
-      i += 1;
-    } else {
-      return std::nullopt;
-    }
-  }
-  if (total > UINT32_MAX) {
-    return std::nullopt;
-  }
-  return static_cast<uint32_t>(total);
 }
 
 void Loader::loadTls(const toml::table& t) {

@@ -1,6 +1,8 @@
 #pragma once
 
+#include <cstdint>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <variant>
@@ -24,5 +26,8 @@ using ConfigResult = std::variant<Config, std::vector<ConfigError>>;
 ConfigResult loadConfig(const std::filesystem::path& path);
 // Same, from text; `display_name` is used in messages (tests, fuzzing).
 ConfigResult loadConfigText(std::string_view text, const std::string& display_name);
+
+// Go-style durations as Consul users write them: "5s", "500ms", "1m30s", "1h".
+std::optional<uint32_t> parseDurationMs(std::string_view s);
 
 }  // namespace sidecrypt::proxy
