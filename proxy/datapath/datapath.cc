@@ -313,7 +313,9 @@ void Datapath::recordSession(const StreamSession& s, const std::string& reason) 
     if (index >= 0 && keys && static_cast<size_t>(index) < keys->size()) {
       fp = keys->fingerprint(static_cast<size_t>(index));
     }
-    if (info.origin == Origin::Inbound || index >= 0 || !reason.empty()) {
+    // Whatever the peer sent (a request it dialled in with, or its reply to our agent) says
+    // whether it speaks plaintext.
+    if (s.bytesFromPeer() > 0 || !reason.empty()) {
       census_.onStream(ip, index >= 0, fp, g->filter().shadowRefused(), !reason.empty());
     }
     return;
