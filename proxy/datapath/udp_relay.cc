@@ -17,7 +17,7 @@ UdpRelay::UdpRelay(uv_loop_t* loop, Flow flow, int fd, RawUdpSender& sender,
     : loop_(loop), flow_(flow), fd_(fd), sender_(sender), lookup_(std::move(lookup)) {
   // kBatch slots plus one spare for opening out of place. Pages are touched only as datagrams
   // arrive, so resident memory follows the real datagram sizes.
-  memory_ = std::make_unique<uint8_t[]>((kBatch + 1) * kSlotBytes);
+  memory_ = std::make_unique_for_overwrite<uint8_t[]>((kBatch + 1) * kSlotBytes);
   for (size_t i = 0; i < kBatch; ++i) {
     slots_[i] = memory_.get() + i * kSlotBytes;
   }
