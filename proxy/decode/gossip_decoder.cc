@@ -210,7 +210,7 @@ DecodedItem StreamDecoder::item(const CapturedPacket* at) const {
   it.transport = "tcp";
   it.src = src_;
   it.dst = dst_;
-  if (at != nullptr) {
+  if (at != nullptr && at->frame != 0) {  // frame 0: not from a capture (--hex)
     it.has_frame = true;
     it.frame = at->frame;
     it.time = at->time;
@@ -218,9 +218,27 @@ DecodedItem StreamDecoder::item(const CapturedPacket* at) const {
   return it;
 }
 
+StreamDecoder::~StreamDecoder() {
+  drop();
+}
+
+void StreamDecoder::drop() {
+  decoder_.releaseStreamBytes(buf_.size());
+  buf_.clear();
+  fed_ = 0;
+}
+
 void StreamDecoder::data(std::span<const uint8_t> bytes, const CapturedPacket& at) {
   if (dead_) {
     ignored_ += bytes.size();
+    return;
+  }
+  if (!decoder_.reserveStreamBytes(bytes.size())) {
+    DecodedItem it = item(&at);
+    it.errors.emplace_back("stream: unfinished messages over the decoder's memory budget");
+    emit_(it);
+    dead_ = true;
+    drop();
     return;
   }
   buf_.insert(buf_.end(), bytes.begin(), bytes.end());
@@ -243,7 +261,7 @@ void StreamDecoder::frameBuffered(const CapturedPacket& at) {
       emit_(it);
       dead_ = true;
       ignored_ += buf_.size();
-      buf_.clear();
+      drop();
       return;
     }
     if (r.label_length >= 2 && messages_ == 0) {
@@ -256,6 +274,7 @@ void StreamDecoder::frameBuffered(const CapturedPacket& at) {
     }
     emit_(it);
     buf_.erase(buf_.begin(), buf_.begin() + static_cast<ptrdiff_t>(r.length));
+    decoder_.releaseStreamBytes(r.length);
     fed_ = 0;
     framer_ = filters::gossip::StreamFramer(filters::gossip::FramerGrammar{
         .allow_label = false, .allow_encrypted = true, .allow_compress = true});
@@ -273,7 +292,7 @@ void StreamDecoder::end(const CapturedPacket* at, std::string_view why, bool los
                           : "stream ended mid-message after " + std::to_string(buf_.size()) +
                                 " bytes" + (why.empty() ? "" : ": " + std::string(why)));
   emit_(it);
-  buf_.clear();
+  drop();
 }
 
 }  // namespace sidecrypt::proxy::decode

@@ -49,6 +49,17 @@ class GossipDecoder {
   // header (HEAD labels, gossip-wire.md §3.6).
   GossipDecoder(filters::keyring::KeySetConstSharedPtr keys, std::string label);
 
+  // All stream decoders together hold at most this many bytes of unfinished messages.
+  static constexpr size_t kMaxBufferedStreamBytes = size_t{256} * 1024 * 1024;
+  bool reserveStreamBytes(size_t n) {
+    if (n > kMaxBufferedStreamBytes - buffered_) {
+      return false;
+    }
+    buffered_ += n;
+    return true;
+  }
+  void releaseStreamBytes(size_t n) { buffered_ -= n < buffered_ ? n : buffered_; }
+
   // One UDP payload (label header included, if any).
   void packet(std::span<const uint8_t> payload, DecodedItem& item);
   // One stream message as the framer delimited it; `label_len` bytes of label header lead it.
@@ -65,6 +76,7 @@ class GossipDecoder {
   filters::keyring::KeySetConstSharedPtr keys_;
   std::string label_;
   filters::gossip::MessageWalker walker_;
+  size_t buffered_ = 0;
 };
 
 // The label a connection's dialer sent, shared by both directions' decoders.
@@ -78,12 +90,16 @@ class StreamDecoder final : public StreamSink {
   using Emit = std::function<void(DecodedItem&)>;
   StreamDecoder(GossipDecoder& decoder, std::shared_ptr<ConnectionLabel> label, std::string src,
                 std::string dst, Emit emit);
+  ~StreamDecoder() override;
+  StreamDecoder(const StreamDecoder&) = delete;
+  StreamDecoder& operator=(const StreamDecoder&) = delete;
   void data(std::span<const uint8_t> bytes, const CapturedPacket& at) override;
   void end(const CapturedPacket* at, std::string_view why, bool lost_data) override;
 
  private:
   DecodedItem item(const CapturedPacket* at) const;
   void frameBuffered(const CapturedPacket& at);
+  void drop();  // forget the buffered bytes (and their share of the budget)
 
   GossipDecoder& decoder_;
   std::shared_ptr<ConnectionLabel> label_;

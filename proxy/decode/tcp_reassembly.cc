@@ -87,6 +87,7 @@ void TcpReassembler::payload(Direction& d, const CapturedPacket& seg, uint32_t d
     return;
   }
   if (d.pending_bytes + bytes.size() > limits_.max_pending_bytes ||
+      total_pending_ + bytes.size() > limits_.max_total_pending_bytes ||
       d.pending.size() >= limits_.max_pending_segments) {
     ++refused_;
     why = "out-of-order data over the reassembly limit (" +
@@ -96,6 +97,7 @@ void TcpReassembler::payload(Direction& d, const CapturedPacket& seg, uint32_t d
   auto& slot = d.pending[d.delivered + static_cast<uint64_t>(offset)];
   if (slot.size() < bytes.size()) {  // keep the longer copy of a repeated segment
     d.pending_bytes += bytes.size() - slot.size();
+    total_pending_ += bytes.size() - slot.size();
     slot.assign(bytes.begin(), bytes.end());
   }
 }
@@ -105,6 +107,7 @@ void TcpReassembler::drain(Direction& d, const CapturedPacket& seg) {
     auto node = d.pending.extract(d.pending.begin());
     const std::vector<uint8_t>& bytes = node.mapped();
     d.pending_bytes -= bytes.size();
+    total_pending_ -= bytes.size();
     const uint64_t skip = d.delivered - node.key();
     if (skip < bytes.size()) {
       const auto fresh = std::span<const uint8_t>(bytes).subspan(static_cast<size_t>(skip));
@@ -123,6 +126,7 @@ void TcpReassembler::close(const std::string& key, const CapturedPacket* at, std
   }
   auto d = std::move(it->second);
   dirs_.erase(it);
+  total_pending_ -= d->pending_bytes;
   d->sink->end(at, why, lost_data);
 }
 

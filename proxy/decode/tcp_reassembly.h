@@ -30,7 +30,8 @@ class StreamSink {
 struct TcpLimits {
   size_t max_pending_bytes = size_t{4} * 1024 * 1024;  // out-of-order data held per direction
   size_t max_pending_segments = 4096;
-  size_t max_directions = 16384;  // open directions at once
+  size_t max_total_pending_bytes = size_t{64} * 1024 * 1024;  // all directions together
+  size_t max_directions = 16384;                              // open directions at once
 };
 
 // Reassembles each TCP direction (keyed by its 4-tuple) in sequence order: retransmits and
@@ -70,6 +71,7 @@ class TcpReassembler {
   TcpLimits limits_;
   std::unordered_map<std::string, std::unique_ptr<Direction>> dirs_;
   uint64_t next_order_ = 0;
+  size_t total_pending_ = 0;
   size_t refused_ = 0;
 };
 
