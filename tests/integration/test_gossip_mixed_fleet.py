@@ -2,6 +2,7 @@
 one cluster: all members alive everywhere, user events and queries travel both ways, joins work
 in both directions (TCP push/pull), the agent sees peers' real addresses (TPROXY), and nothing
 on the wire between hosts carries plaintext gossip."""
+import json
 import os
 import re
 import signal
@@ -108,6 +109,20 @@ class MixedFleet(unittest.TestCase):
         self.assertGreater(opened, 5, line)
         self.assertRegex(line, r"streams agent->peer sealed=\d+")
         self.assertRegex(line, r"streams peer->agent opened_key_0=\d+")
+
+    def test_7_every_payload_opens_with_the_key(self):
+        # sidecrypt decode on the bridge capture: every UDP payload and TCP message is sealed
+        # and opens with the cluster key; nothing parses as plaintext memberlist.
+        ring = self.w.file("decode.keyring", '["%s"]' % self.key)
+        r = harness.run(["decode", "--keyring", ring, "--json", self.pcap], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stderr[-2000:])
+        items = [json.loads(l) for l in r.stdout.splitlines() if l.startswith("{")]
+        self.assertGreater(len(items), 10)
+        self.assertTrue(any(i["transport"] == "tcp" for i in items), "no TCP message decoded")
+        for i in items:
+            self.assertTrue(i["encrypted"], i)
+            self.assertEqual(i["key_index"], 0, i)
+            self.assertIsNone(i["error"], i)
 
     def test_6_no_plaintext_on_the_wire(self):
         frames = harness.read_pcap_payloads(self.pcap)
