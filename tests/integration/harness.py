@@ -265,43 +265,8 @@ def proxy_config(path, data_dir, key=None, profile="serf", extra=""):
 
 
 def read_pcap_payloads(path):
-    """[(proto, payload)] of every IPv4/IPv6 UDP datagram and TCP segment with data in a pcap
-    (Ethernet link type), parsed with the standard library only."""
-    import struct
-    out = []
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) < 24:
-        return out
-    magic = struct.unpack("<I", data[:4])[0]
-    endian = "<" if magic in (0xa1b2c3d4, 0xa1b23c4d) else ">"
-    pos = 24
-    while pos + 16 <= len(data):
-        _, _, incl, _ = struct.unpack(endian + "IIII", data[pos:pos + 16])
-        frame = data[pos + 16:pos + 16 + incl]
-        pos += 16 + incl
-        if len(frame) < 14:
-            continue
-        ethertype = struct.unpack(">H", frame[12:14])[0]
-        ip = frame[14:]
-        if ethertype == 0x0800 and len(ip) >= 20:
-            ihl = (ip[0] & 0x0f) * 4
-            proto = ip[9]
-            total = struct.unpack(">H", ip[2:4])[0]
-            l4 = ip[ihl:total]
-        elif ethertype == 0x86dd and len(ip) >= 40:
-            proto = ip[6]
-            plen = struct.unpack(">H", ip[4:6])[0]
-            l4 = ip[40:40 + plen]
-        else:
-            continue
-        if proto == 17 and len(l4) > 8:
-            out.append(("udp", l4[8:]))
-        elif proto == 6 and len(l4) >= 20:
-            off = (l4[12] >> 4) * 4
-            if len(l4) > off:
-                out.append(("tcp", l4[off:]))
-    return out
+    """[(proto, payload)] of every UDP datagram and TCP segment with data in a pcap."""
+    return [(f[0], f[5]) for f in read_pcap_frames(path) if f[5]]
 
 
 def read(path):
