@@ -1,6 +1,7 @@
 // sidecrypt: transparent encrypting sidecar for plaintext Consul/Serf agents.
 #include <CLI/CLI.hpp>
 
+#include <csignal>
 #include <iostream>
 #include <string>
 
@@ -11,6 +12,8 @@
 namespace cli = sidecrypt::proxy::cli;
 
 int main(int argc, char** argv) {
+  // A peer that closes while we write must cost an EPIPE on that connection, not the process.
+  std::signal(SIGPIPE, SIG_IGN);
   CLI::App app{"sidecrypt: encrypts a plaintext Consul/Serf agent's gossip and RPC, beside it",
                "sidecrypt"};
   app.require_subcommand(1);

@@ -131,7 +131,12 @@ std::string nftRuleset(const RuleParams& p) {
   };
   if (p.mode == InterceptMode::Tproxy) {
     t += "  chain prerouting {\n    type filter hook prerouting priority mangle; policy accept;\n";
-    t += "    meta l4proto { tcp, udp } socket transparent 1 meta mark set " + dm + " accept\n";
+    // Packets of flows sidecrypt already owns go straight to their socket. A bare SYN is never
+    // such a packet: excluding it keeps a reconnect from a 4-tuple still in TIME_WAIT on the
+    // tproxy path instead of reaching the agent's own listener (and then the drop rules).
+    t += "    meta l4proto tcp tcp flags & (syn | ack) != syn socket transparent 1 meta mark set " +
+         dm + " accept\n";
+    t += "    meta l4proto udp socket transparent 1 meta mark set " + dm + " accept\n";
     for (const char* fam : families) {
       const std::string nfproto = std::string(fam) == "ip" ? "ipv4" : "ipv6";
       for (const char* proto : {"tcp", "udp"}) {
