@@ -13,7 +13,7 @@ PACKAGES=(
   android-libboringssl-dev libuv1-dev libsodium-dev libtomlplusplus-dev libspdlog-dev libfmt-dev
   libcli11-dev nlohmann-json3-dev libhttp-parser-dev libpcap-dev
   # tests, fuzzing, linting, benchmarks
-  catch2 libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev python3 socat
+  catch2 libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev python3 socat stunnel4 haproxy
   # real peers and the network lab: serf agents, Go (memberlist/TLS peers), namespaces, netfilter
   serf golang-go golang-github-hashicorp-memberlist-dev golang-github-hashicorp-yamux-dev
   golang-github-hashicorp-net-rpc-msgpackrpc-dev golang-github-hashicorp-go-msgpack-dev
