@@ -120,6 +120,22 @@ int main(int argc, char** argv) {
                      "BPF filter for the capture, e.g. 'port 8301'");
   decode->callback([&] { rc = cli::decodeCommand(decode_opts); });
 
+  cli::DoctorOptions doctor_opts;
+  auto* doctor = app.add_subcommand(
+      "doctor", "check kernel, rules, routes, capabilities and the running proxy; print fixes");
+  doctor->add_option("-c,--config", doctor_opts.config, "path to proxy.toml")
+      ->capture_default_str();
+  doctor->add_option("--admin", doctor_opts.admin,
+                     "admin endpoint host:port (overrides the config)");
+  doctor
+      ->add_option("--probe-addr", doctor_opts.probe_addrs,
+                   "connect through each intercepted TCP port to this address (repeatable; "
+                   "default 192.0.2.1, TEST-NET-1)")
+      ->allow_extra_args(false);
+  doctor->add_flag("--no-probe", doctor_opts.no_probe, "skip the connection probes");
+  doctor->add_flag("--json", doctor_opts.json, "machine-readable output");
+  doctor->callback([&] { rc = cli::doctorCommand(doctor_opts); });
+
   auto* version = app.add_subcommand("version", "print the version");
   version->callback([&] { std::cout << "sidecrypt " << sidecrypt::kVersion << "\n"; });
 

@@ -60,6 +60,7 @@ std::variant<RpcTlsSetupConstPtr, std::vector<std::string>> buildRpcTlsSetup(con
   setup->inbound.has_certificate = setup->server != nullptr;
   setup->inbound.has_ca = has_ca;
   setup->local_server_name = filters::rpc_tls::serverName(cfg.agent.datacenter, cfg.agent.domain);
+  setup->handshake_timeout_ms = t.rpc_handshake_timeout_ms;
   if (!errors.empty()) {
     return errors;
   }

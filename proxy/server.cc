@@ -5,6 +5,7 @@
 #include <string>
 
 #include "proxy/intercept/rules.h"
+#include "proxy/keyring/keyring_file.h"
 
 namespace sidecrypt::proxy {
 
@@ -26,6 +27,10 @@ void logFlag(const char* name, bool before, bool after) {
     spdlog::info("stage changed: {} {} -> {}", name, before, after);
   }
 }
+
+// A key counts as in use while some peer sent with it within the window; checked this often.
+constexpr uint64_t kKeyUseSweepMs = 15'000;
+constexpr int64_t kKeyUseWindowS = 60;
 
 void checkUv(int rc, const char* what) {
   if (rc != 0) {
@@ -67,6 +72,8 @@ Server::Server(std::filesystem::path config_path, RuntimeStatePtr initial)
   }
   checkUv(uv_timer_init(&loop_, &drain_timer_), "uv_timer_init");
   drain_timer_.data = this;
+  checkUv(uv_timer_init(&loop_, &key_use_timer_), "uv_timer_init");
+  key_use_timer_.data = this;
 }
 
 Server::~Server() {
@@ -100,6 +107,9 @@ void Server::logState(const char* why) const {
 }
 
 bool Server::reload() {
+  if (notifier_) {
+    notifier_->reloading();
+  }
   auto built = buildRuntimeState(config_path_, /*create_keyrings=*/true);
   if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
     ++reload_failures_;
@@ -108,6 +118,9 @@ bool Server::reload() {
     for (const auto& e : *errs) {
       spdlog::error("  {}", e);
       last_reload_error_ += (last_reload_error_.empty() ? "" : "\n") + e;
+    }
+    if (notifier_) {
+      notifier_->reloaded(false, errs->empty() ? "" : errs->front());
     }
     return false;
   }
@@ -123,7 +136,49 @@ bool Server::reload() {
   ++reloads_;
   last_reload_error_.clear();
   spdlog::info("reload complete");
+  if (notifier_) {
+    notifier_->reloaded(true, "");
+  }
   return true;
+}
+
+void Server::sweepKeyUse() {
+  if (!datapath_) {
+    return;
+  }
+  std::vector<std::string> ring;
+  for (const auto& keys : {state_->lan_keys, state_->wan_keys}) {
+    for (size_t i = 0; keys && i < keys->size(); ++i) {
+      ring.push_back(keys->fingerprint(i));
+    }
+  }
+  const auto now = WallClock::now();
+  for (const auto& [fp, last] : datapath_->census().keysFallenOutOfUse(
+           ring, now, std::chrono::seconds(kKeyUseWindowS))) {
+    spdlog::info(
+        "key {} no longer in use: no peer has sent with it for {} s (last use {} s ago); "
+        "`sidecrypt check remove-key {}` says when removing it is safe",
+        fp, kKeyUseWindowS,
+        std::chrono::duration_cast<std::chrono::seconds>(now - last).count(), fp);
+  }
+}
+
+std::optional<std::string> Server::commitKeyring(GossipPool pool,
+                                                 filters::keyring::KeySetConstSharedPtr next) {
+  auto st = std::make_shared<RuntimeState>(*state_);
+  // A server's WAN pool has its own ring (remote.keyring); everything else uses the LAN ring.
+  const bool wan = pool == GossipPool::Wan && st->wan_keys != nullptr;
+  const auto& path = wan ? st->config.gossip.wan_keyring_file : st->config.gossip.keyring_file;
+  if (auto err = writeKeyringFile(path, *next)) {
+    return err;
+  }
+  (wan ? st->wan_keys : st->lan_keys) = std::move(next);
+  logStateChanges(*state_, *st);
+  state_ = std::move(st);
+  if (datapath_) {
+    datapath_->apply(*state_);
+  }
+  return std::nullopt;
 }
 
 void Server::onSignal(uv_signal_t* handle, int signum) {
@@ -150,6 +205,10 @@ void Server::onSignal(uv_signal_t* handle, int signum) {
 void Server::beginShutdown() {
   stopping_ = true;
   const uint32_t drain = state_->config.intercept.drain_ms;
+  if (notifier_) {
+    notifier_->stopping(drain == 0 || !datapath_ ? "stopping"
+                                                 : "draining for " + std::to_string(drain) + " ms");
+  }
   if (drain == 0 || !datapath_) {
     stop();
     return;
@@ -224,7 +283,10 @@ bool Server::readyNow(std::string& detail) {
     const auto backend = chooseBackend(state_->config.intercept.backend, why);
     rules_ok_ = rulesInstalled(ruleParams(state_->config), backend, rules_detail_);
   }
-  detail = rules_ok_ ? "rules installed, listeners bound" : "netfilter rules: " + rules_detail_;
+  detail = !rules_ok_ ? "netfilter rules: " + rules_detail_
+           : rules_detail_ == "installed"
+               ? "rules installed, listeners bound"
+               : "rules installed, listeners bound (" + rules_detail_ + ")";
   return rules_ok_;
 }
 
@@ -258,18 +320,30 @@ HttpResponse Server::handleAdmin(const std::string& method, const std::string& p
     }
     return {200, "application/json", peersJson(datapath_->census()).dump(2) + "\n"};
   }
+  if (path == "/members") {
+    if (!datapath_) {
+      return {200, "application/json", "{\"self\":{},\"members\":[]}\n"};
+    }
+    return {200, "application/json", membersJson(datapath_->census()).dump(2) + "\n"};
+  }
   if (path == "/metrics") {
     return {200, "text/plain; version=0.0.4", metricsText(statusInput())};
   }
-  return {404, "text/plain", "not found: try /status /peers /metrics /ready /live /reload\n"};
+  return {404, "text/plain",
+          "not found: try /status /peers /members /metrics /ready /live /reload\n"};
 }
 
 void Server::stop() {
   uv_timer_stop(&drain_timer_);
+  if (notifier_) {
+    notifier_->close();
+  }
   if (admin_) {
     admin_->close();
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
+  uv_timer_stop(&key_use_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&key_use_timer_), nullptr);
   if (datapath_) {
     datapath_->stop();
   }
@@ -288,6 +362,8 @@ int Server::run() {
   for (const auto& n : state_->notices) {
     spdlog::warn("{}", n);
   }
+  notifier_ = std::make_unique<ServiceNotifier>(&loop_, SdNotify::fromEnvironment());
+  notifier_->status("starting");
   if (state_->config.intercept.install_rules && !installRules()) {
     stop();
     uv_run(&loop_, UV_RUN_DEFAULT);
@@ -295,6 +371,9 @@ int Server::run() {
     return 1;
   }
   datapath_ = std::make_unique<Datapath>(&loop_, *state_);
+  datapath_->setKeyringCommit([this](GossipPool pool, filters::keyring::KeySetConstSharedPtr next) {
+    return commitKeyring(pool, std::move(next));
+  });
   std::string err;
   if (!datapath_->start(err)) {
     spdlog::critical("cannot start the data path: {}", err);
@@ -315,14 +394,20 @@ int Server::run() {
     loop_closed_ = uv_loop_close(&loop_) == 0;
     return 1;
   }
+  uv_timer_start(
+      &key_use_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->sweepKeyUse(); },
+      kKeyUseSweepMs, kKeyUseSweepMs);
   datapath_->census().setFirstPlaintextHook([](const PeerRecord& p) {
     spdlog::info("peer {} seen sending plaintext for the first time", p.address);
   });
   started_ = WallClock::now();
   logState("started");
+  // READY=1 only once the rules are installed and the listeners bound (the same test as /ready).
+  notifier_->start([this](std::string& detail) { return readyNow(detail); });
   uv_run(&loop_, UV_RUN_DEFAULT);
   datapath_.reset();
   admin_.reset();
+  notifier_.reset();
   removeRulesIfConfigured();
   const int rc = uv_loop_close(&loop_);
   loop_closed_ = rc == 0;

@@ -5,10 +5,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 
 #include "proxy/admin/admin_server.h"
 #include "proxy/admin/status_render.h"
 #include "proxy/datapath/datapath.h"
+#include "proxy/observe/sd_notify.h"
 #include "proxy/runtime_state.h"
 
 namespace sidecrypt::proxy {
@@ -26,6 +28,10 @@ class Server {
 
   // Rebuilds the state from disk; on failure keeps the current one. Returns true on success.
   bool reload();
+  // Persists a keyring changed by a Serf key query (atomic write, Consul's format) and installs
+  // it; an error leaves everything as it was.
+  std::optional<std::string> commitKeyring(GossipPool pool,
+                                           filters::keyring::KeySetConstSharedPtr next);
   const RuntimeState& state() const { return *state_; }
   uint64_t reloadFailures() const { return reload_failures_; }
 
@@ -48,8 +54,11 @@ class Server {
   uv_signal_t sig_int_{};
   uv_signal_t sig_usr1_{};
   uv_timer_t drain_timer_{};
+  uv_timer_t key_use_timer_{};  // "key no longer in use" sweeps
+  void sweepKeyUse();
   std::unique_ptr<Datapath> datapath_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<ServiceNotifier> notifier_;  // systemd: READY/RELOADING/STOPPING/WATCHDOG
   std::string last_reload_error_;
   WallClock::time_point started_{};
   std::chrono::steady_clock::time_point rules_checked_{};

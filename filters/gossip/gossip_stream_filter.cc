@@ -159,6 +159,9 @@ void GossipStreamFilter::forwardAgentMessage(std::span<const uint8_t> msg, uint8
     ++c.passthrough_sealed;
     return;
   }
+  if (tap_) {
+    tap_(true, msg);
+  }
   if (origin_ == Origin::Outbound && !p.label.empty()) {
     // HEAD: the dialler writes the label header once, before the message (§5.1).
     const size_t n = labelHeaderLength(p.label);
@@ -292,6 +295,9 @@ FilterStatus GossipStreamFilter::openPeerFrame(std::span<const uint8_t> frame, S
   if (inspected(inspector_.inspect(plain.first(r.length))) == FilterStatus::Close) {
     return FilterStatus::Close;
   }
+  if (tap_) {
+    tap_(false, plain.first(r.length));
+  }
   io.to_agent.commit(r.length);
   return FilterStatus::Continue;
 }
@@ -300,6 +306,9 @@ FilterStatus GossipStreamFilter::acceptPeerPlaintext(std::span<const uint8_t> ms
   auto& c = stats_->peer_to_agent;
   if (inspected(inspector_.inspect(msg)) == FilterStatus::Close) {
     return FilterStatus::Close;
+  }
+  if (tap_) {
+    tap_(false, msg);
   }
   io.to_agent.append(msg);
   ++c.plaintext_forwarded;

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <span>
 #include <string_view>
@@ -58,6 +59,11 @@ class GossipStreamFilter {
   // refused request on an Inbound connection gets memberlist's errMsg in io.to_peer.
   FilterStatus onPeerData(Buffer& in, bool end_stream, StreamIo& io);
 
+  // Sees each complete plaintext message as it passes (from_agent: before sealing; from the
+  // peer: after opening and vetting), for observers in the proxy (membership, key queries).
+  using MessageTap = std::function<void(bool from_agent, std::span<const uint8_t> msg)>;
+  void setMessageTap(MessageTap tap) { tap_ = std::move(tap); }
+
   StreamCloseReason closeReason() const { return close_reason_; }
   const char* closeDetail() const { return close_detail_; }
   // Ring index that opened the peer's frame (-1: none yet / plaintext).
@@ -98,6 +104,7 @@ class GossipStreamFilter {
   bool peer_decided_ = false;  // the first-byte checks ran
   bool shadow_refused_ = false;
   int key_index_ = -1;
+  MessageTap tap_;
   StreamCloseReason close_reason_ = StreamCloseReason::None;
   const char* close_detail_ = "";
 };

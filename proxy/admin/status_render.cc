@@ -1,6 +1,8 @@
 #include "proxy/admin/status_render.h"
 
 #include <cstdio>
+#include <map>
+#include <string>
 
 #include "proxy/version.h"
 
@@ -130,6 +132,17 @@ json statusJson(const StatusInput& in) {
     json rpc = json::object();
     in.datapath->rpcStats().forEach([&rpc](const char* name, uint64_t v) { rpc[name] = v; });
     j["rpc"] = rpc;
+    const auto& k = in.datapath->keyQueryStats();
+    j["key_queries"] = {{"queries", k.queries},
+                        {"applied", k.applied},
+                        {"unchanged", k.unchanged},
+                        {"refused", k.refused},
+                        {"persist_failed", k.persist_failed},
+                        {"answers_rewritten", k.answers_rewritten},
+                        {"answers_unmatched", k.answers_unmatched},
+                        {"answer_too_large", k.answer_too_large},
+                        {"self_answers_held", k.self_answers_held},
+                        {"self_answers_expired", k.self_answers_expired}};
   }
   if (in.census != nullptr) {
     size_t plaintext = 0;
@@ -142,6 +155,21 @@ json statusJson(const StatusInput& in) {
                    {"evictions", in.census->evictions()}};
   }
   return j;
+}
+
+json membersJson(const PeerCensus& census) {
+  json members = json::array();
+  for (const auto& [name, m] : census.members()) {
+    members.push_back({{"name", m.name},
+                       {"address", m.address},
+                       {"port", m.port},
+                       {"state", m.state},
+                       {"incarnation", m.incarnation},
+                       {"updated_unix", unixSeconds(m.updated)}});
+  }
+  return {{"self", {{"node", census.selfNode()}, {"address", census.selfAddress()}}},
+          {"members", members},
+          {"evictions", census.memberEvictions()}};
 }
 
 json peersJson(const PeerCensus& census) {
@@ -231,6 +259,19 @@ std::string metricsText(const StatusInput& in) {
       gossipSamples(w, "sidecrypt_gossip_streams_total", name, "peer_to_agent",
                     p.streams->peer_to_agent);
     }
+    w.family("sidecrypt_key_queries_total", "counter",
+             "Serf key-manager queries handled for the agent, by outcome.");
+    const auto& k = in.datapath->keyQueryStats();
+    for (auto [name, v] : {std::pair{"seen", k.queries}, std::pair{"applied", k.applied},
+                           std::pair{"unchanged", k.unchanged}, std::pair{"refused", k.refused},
+                           std::pair{"persist_failed", k.persist_failed},
+                           std::pair{"answer_rewritten", k.answers_rewritten},
+                           std::pair{"answer_unmatched", k.answers_unmatched},
+                           std::pair{"answer_too_large", k.answer_too_large},
+                           std::pair{"self_answer_held", k.self_answers_held},
+                           std::pair{"self_answer_expired", k.self_answers_expired}}) {
+      w.sample("sidecrypt_key_queries_total", std::string("outcome=\"") + name + "\"", v);
+    }
     w.family("sidecrypt_rpc_total", "counter", "RPC port events (Consul 8300).");
     in.datapath->rpcStats().forEach([&w](const char* name, uint64_t v) {
       w.sample("sidecrypt_rpc_total", std::string("event=\"") + name + "\"", v);
@@ -239,6 +280,14 @@ std::string metricsText(const StatusInput& in) {
   if (in.census != nullptr) {
     w.family("sidecrypt_census_peers", "gauge", "Peers in the census.");
     w.sample("sidecrypt_census_peers", "", in.census->peers().size());
+    w.family("sidecrypt_gossip_members", "gauge", "Gossip members seen on the wire, by state.");
+    std::map<std::string, uint64_t> states;
+    for (const auto& [name, m] : in.census->members()) {
+      ++states[m.state];
+    }
+    for (const char* st : {"alive", "suspect", "dead", "left"}) {
+      w.sample("sidecrypt_gossip_members", std::string("state=\"") + st + "\"", states[st]);
+    }
     w.family("sidecrypt_census_evictions_total", "counter",
              "Peers evicted from the census because it was full.");
     w.sample("sidecrypt_census_evictions_total", "", in.census->evictions());

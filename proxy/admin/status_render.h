@@ -27,6 +27,8 @@ struct StatusInput {
 
 nlohmann::json statusJson(const StatusInput& in);
 nlohmann::json peersJson(const PeerCensus& census);
+// The gossip member list as seen on the wire, and the agent's own name and address.
+nlohmann::json membersJson(const PeerCensus& census);
 // Prometheus text exposition format 0.0.4.
 std::string metricsText(const StatusInput& in);
 

@@ -43,4 +43,18 @@ struct DecodeOptions {
 };
 int decodeCommand(const DecodeOptions& opts);
 
+// `sidecrypt doctor`: kernel features, netfilter backend, sidecrypt's rules and policy routes
+// (present and intact), sysctls, capabilities, the running proxy's /ready and a TCP connect
+// through each intercepted port. Every failed check prints its exact fix. Exit 0 when nothing
+// failed, 1 otherwise.
+struct DoctorOptions {
+  std::string config = "/etc/sidecrypt/proxy.toml";
+  std::string admin;                     // host:port; default: admin.listen of the config
+  std::vector<std::string> probe_addrs;  // connect targets; default 192.0.2.1 (TEST-NET-1)
+  bool no_probe = false;
+  bool json = false;
+  int probe_timeout_ms = 2000;
+};
+int doctorCommand(const DoctorOptions& opts);
+
 }  // namespace sidecrypt::proxy::cli

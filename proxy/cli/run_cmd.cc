@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "proxy/cli/commands.h"
+#include "proxy/intercept/capabilities.h"
 #include "proxy/observe/log.h"
 #include "proxy/runtime_state.h"
 #include "proxy/server.h"
@@ -21,6 +22,12 @@ void printErrors(const std::vector<std::string>& errors) {
 }  // namespace
 
 int runProxy(const std::filesystem::path& config) {
+  // File capabilities granted as permitted only (the container image: cap_net_raw+p) become
+  // effective here, before any socket is opened.
+  std::string cap_err;
+  if (!raisePermittedCapabilities(cap_err)) {
+    std::cerr << "sidecrypt: cannot raise the permitted capabilities: " << cap_err << "\n";
+  }
   auto built = buildRuntimeState(config, /*create_keyrings=*/true);
   if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
     printErrors(*errs);

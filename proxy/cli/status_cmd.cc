@@ -3,6 +3,8 @@
 #include <chrono>
 #include <cstdio>
 #include <iostream>
+#include <map>
+#include <string>
 
 #include "filters/keyring/aead_key.h"
 #include "filters/keyring/keyring_codec.h"
@@ -71,11 +73,12 @@ std::string ringText(const json& ring) {
 int statusCommand(const std::string& admin, bool as_json) {
   json status = fetch(admin, "/status");
   json peers = status.is_null() ? json() : fetch(admin, "/peers");
-  if (status.is_null() || peers.is_null()) {
+  json members = peers.is_null() ? json() : fetch(admin, "/members");
+  if (status.is_null() || peers.is_null() || members.is_null()) {
     return 1;
   }
   if (as_json) {
-    std::cout << json{{"status", status}, {"peers", peers}}.dump(2) << "\n";
+    std::cout << json{{"status", status}, {"peers", peers}, {"members", members}}.dump(2) << "\n";
     return 0;
   }
   const auto& st = status["stages"];
@@ -97,6 +100,16 @@ int statusCommand(const std::string& admin, bool as_json) {
               rl["last_error"].get<std::string>().empty()
                   ? ""
                   : (" (last error: " + rl["last_error"].get<std::string>() + ")").c_str());
+  std::map<std::string, int> states;
+  for (const auto& m : members["members"]) {
+    ++states[m["state"].get<std::string>()];
+  }
+  std::printf(
+      "gossip members (as the gossip says; self %s): %d alive, %d suspect, %d dead, %d left\n",
+      members["self"]["node"].get<std::string>().empty()
+          ? "not yet known"
+          : members["self"]["node"].get<std::string>().c_str(),
+      states["alive"], states["suspect"], states["dead"], states["left"]);
   std::printf("\n%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n", "PEER", "NODE", "GOSSIP enc/plain",
               "RPC tls/pl", "KEYS", "SHADOW", "LAST PLAINTEXT", "LAST SEEN");
   for (const auto& p : peers) {
@@ -177,6 +190,49 @@ int checkCommand(const std::string& admin, CheckKind kind, const std::string& ke
       reasons.push_back({{"peer", ""},
                          {"node", ""},
                          {"why", "no peer traffic seen in the window: cannot tell who is safe"}});
+    }
+    // Cross-check against the gossip member list: a live member that sent nothing in the
+    // window is unknown, not safe (memberlist probes every member, so a live one is heard).
+    json members = fetch(admin, "/members");
+    if (members.is_null()) {
+      return 2;
+    }
+    bool gossip_seen = false;
+    std::map<std::string, const json*> by_address;
+    for (const auto& p : peers) {
+      const auto& g = p["gossip"];
+      gossip_seen = gossip_seen || g["packets_encrypted"].get<uint64_t>() +
+                                           g["packets_plaintext"].get<uint64_t>() +
+                                           g["streams_encrypted"].get<uint64_t>() +
+                                           g["streams_plaintext"].get<uint64_t>() >
+                                       0;
+      by_address[p["address"].get<std::string>()] = &p;
+    }
+    const std::string self_node = members["self"].value("node", "");
+    const std::string self_address = members["self"].value("address", "");
+    size_t live = 0;
+    for (const auto& m : members["members"]) {
+      const std::string state = m["state"];
+      const std::string name = m["name"];
+      const std::string address = m["address"];
+      if ((state != "alive" && state != "suspect") || name == self_node ||
+          (self_node.empty() && address == self_address)) {
+        continue;
+      }
+      ++live;
+      auto it = by_address.find(address);
+      if (it == by_address.end() || (*it->second)["last_seen_unix"].get<int64_t>() < since) {
+        reasons.push_back(
+            {{"peer", address},
+             {"node", name},
+             {"why", "a live gossip member (" + state +
+                         ") sent nothing in the window: silent, so not known to be safe"}});
+      }
+    }
+    if (gossip_seen && live == 0) {
+      reasons.push_back({{"peer", ""},
+                         {"node", ""},
+                         {"why", "no gossip member list learned yet: cannot cross-check"}});
     }
   } else {
     subject = "remove-key";

@@ -36,6 +36,20 @@ void setupPool(Datapath::Pool& pool, const Config& cfg,
 
 Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
     : loop_(loop), config_(state.config), rpc_(state.rpc) {
+  // The agent's held answers to its own queries, once sidecrypt has answered for it: delivered
+  // in plaintext from the outbound capture port (see UdpRelay::setSelfSourcePort).
+  observer_.setSelfSend(
+      [this](const SocketAddress& agent, const SocketAddress& dst, std::span<const uint8_t> b) {
+        SocketAddress from = agent;
+        from.setPort(config_.intercept.outbound_port);
+        RawUdpSender& s = dst.family() == AF_INET ? sender4_ : sender6_;
+        if (s.queue(from, dst, b)) {
+          s.flush();
+        }
+      });
+  if (!config_.agent.node_name.empty()) {
+    census_.fixSelfName(config_.agent.node_name);
+  }
   setupPool(lan_, config_, state.lan_keys);
   setupPool(wan_, config_, state.wan_keys ? state.wan_keys : state.lan_keys);
 }
@@ -141,6 +155,19 @@ bool Datapath::openRelay(Flow flow, int family, std::string& err) {
   if (!relay->start(err)) {
     return false;
   }
+  if (flow == Flow::Outbound) {
+    relay->setSelfSourcePort(port);
+  }
+  auto poolOf = [this](uint16_t agent_port) {
+    const PortSpec* p = portFor(agent_port);
+    return p != nullptr ? p->pool : GossipPool::Lan;
+  };
+  relay->setTaps(
+      [this, poolOf](const SocketAddress& agent, const SocketAddress& dst, uint16_t port,
+                     fg::Datagram& d) { return observer_.outbound(poolOf(port), agent, dst, d); },
+      [this, poolOf](const SocketAddress& peer, uint16_t port, std::span<const uint8_t> plain) {
+        observer_.inbound(poolOf(port), peer, plain);
+      });
   if (flow == Flow::Inbound) {
     // What peers send is what the census is about (our own agent's packets are sealed by us).
     relay->setObserver(
@@ -179,7 +206,8 @@ void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
   }
 }
 
-StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin) {
+StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin,
+                                          const SessionInfo& info) {
   if (port.protocol == PortProtocol::Rpc) {
     // Client agents dial only their own datacenter's servers (§1.3).
     return std::make_unique<RpcProcessor>(origin == Origin::Inbound, rpc_, config_.agent.datacenter,
@@ -189,6 +217,10 @@ StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin) {
   auto filter = std::make_unique<fg::GossipStreamFilter>(
       origin == Origin::Inbound ? fg::Origin::Inbound : fg::Origin::Outbound, pool.keys,
       pool.policy, pool.streams);
+  const GossipPool which = port.pool;
+  filter->setMessageTap([this, which, info](bool from_agent, std::span<const uint8_t> msg) {
+    observer_.stream(which, from_agent ? info.agent : info.peer, from_agent, msg);
+  });
   return std::make_unique<GossipStreamProcessor>(std::move(filter), pool.keys,
                                                  origin == Origin::Inbound);
 }
@@ -261,7 +293,7 @@ void Datapath::accept(Listener& l, int own_fd) {
   }
   const SocketAddress connect_to = l.origin == Origin::Outbound ? info.peer : info.agent;
   auto* session = new StreamSession(
-      loop_, info, processorFor(*port, l.origin),
+      loop_, info, processorFor(*port, l.origin, info),
       [this, inbound_rpc](StreamSession& s, const std::string& reason) {
         sessions_.erase(&s);
         if (inbound_rpc) {

@@ -12,6 +12,7 @@
 
 #include "filters/gossip/gossip_datagram_filter.h"
 #include "filters/gossip/gossip_policy.h"
+#include "proxy/datapath/gossip_observer.h"
 #include "proxy/datapath/stream_session.h"
 #include "proxy/datapath/udp_relay.h"
 #include "proxy/net/raw_udp_sender.h"
@@ -65,6 +66,11 @@ class Datapath {
   const PeerCensus& census() const { return census_; }
   PeerCensus& census() { return census_; }
   const std::vector<std::unique_ptr<UdpRelay>>& relays() const { return relays_; }
+  // Key rotation by Serf key queries: how a changed keyring is persisted and installed.
+  void setKeyringCommit(GossipObserver::KeyringCommit commit) {
+    observer_.setKeyringCommit(std::move(commit));
+  }
+  const KeyQueryStats& keyQueryStats() const { return observer_.stats(); }
 
  private:
   // A listening socket polled for readability; connections are taken with accept4 so the fd
@@ -85,7 +91,7 @@ class Datapath {
   void recordSession(const StreamSession& s, const std::string& reason);
   int upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
                   std::string& err);
-  StreamProcessorPtr processorFor(const PortSpec& port, Origin origin);
+  StreamProcessorPtr processorFor(const PortSpec& port, Origin origin, const SessionInfo& info);
 
   uv_loop_t* loop_;
   Config config_;
@@ -102,6 +108,7 @@ class Datapath {
   std::unordered_set<StreamSession*> sessions_;
   TcpCounters tcp_;
   PeerCensus census_;
+  GossipObserver observer_{census_, [this](GossipPool p) { return pool(p).keys; }};
   RateLimit refusal_log_{10, 10'000};  // connection refusals: at most 10 warnings per 10 s
   uint64_t next_id_ = 1;
   bool listening_ = false;

@@ -136,9 +136,11 @@ void UdpRelay::handle(size_t i, const mmsghdr& msg) {
   // is the original destination.
   const SocketAddress& agent = flow_ == Flow::Outbound ? src : dst;
   const SocketAddress& peer = flow_ == Flow::Outbound ? dst : src;
-  auto* filter = lookup_(agent.port());
+  uint16_t port = agent.port();
+  auto* filter = lookup_(port);
   if (filter == nullptr && flow_ == Flow::Outbound) {
-    filter = lookup_(dst.port());
+    port = dst.port();
+    filter = lookup_(port);
   }
   if (filter == nullptr) {
     ++stats_.unknown_port;
@@ -146,7 +148,23 @@ void UdpRelay::handle(size_t i, const mmsghdr& msg) {
   }
   Datagram d = Datagram::inSlot({slots_[i], kSlotBytes}, kHeadroom, msg.msg_len);
   PacketResult r;
+  if (flow_ == Flow::Outbound && dst.sameIp(src)) {
+    // The agent talking to itself never crosses the wire: no seal; the tap may answer for it.
+    ++stats_.to_self;
+    if (out_tap_ && !out_tap_(agent, dst, port, d)) {
+      return;
+    }
+    SocketAddress from = src;
+    from.setPort(self_source_port_);
+    if (self_source_port_ != 0 && sender_.queue(from, dst, d.data())) {
+      ++stats_.forwarded;
+    }
+    return;
+  }
   if (flow_ == Flow::Outbound) {
+    if (out_tap_ && !out_tap_(agent, dst, port, d)) {
+      return;
+    }
     r = filter->onAgentPacket(d);
   } else {
     Datagram spare = Datagram::inSlot({spare_, kSlotBytes}, kHeadroom, 0);
@@ -156,11 +174,14 @@ void UdpRelay::handle(size_t i, const mmsghdr& msg) {
     }
   }
   if (observer_) {
-    observer_(peer, agent.port(), flow_, r);
+    observer_(peer, port, flow_, r);
   }
   if (r.verdict != Verdict::Forward) {
     ++stats_.dropped;
     return;
+  }
+  if (flow_ == Flow::Inbound && in_tap_) {
+    in_tap_(peer, port, d.data());
   }
   if (sender_.queue(src, dst, d.data())) {
     ++stats_.forwarded;

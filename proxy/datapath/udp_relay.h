@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,14 @@ using DatagramObserver =
     std::function<void(const SocketAddress& peer, uint16_t agent_port, Flow flow,
                        const filters::gossip::PacketResult& result)>;
 
+// The plaintext on the agent's side of the filter (GossipObserver): outbound before sealing (it
+// may rewrite the packet), inbound after opening, only for packets that will be delivered.
+// Returns false to hold the packet back (the tap sends it later itself).
+using OutboundTap = std::function<bool(const SocketAddress& agent, const SocketAddress& dst,
+                                       uint16_t agent_port, filters::gossip::Datagram& packet)>;
+using InboundTap = std::function<void(const SocketAddress& peer, uint16_t agent_port,
+                                      std::span<const uint8_t> plain)>;
+
 struct UdpRelayStats {
   uint64_t received = 0;
   uint64_t forwarded = 0;
@@ -34,6 +43,7 @@ struct UdpRelayStats {
   uint64_t truncated = 0;     // larger than a slot (never sent by memberlist: 64 KiB max)
   uint64_t no_destination = 0;
   uint64_t send_failed = 0;
+  uint64_t to_self = 0;  // the agent's packets to its own address (answers to its own queries)
 };
 
 // One captured UDP socket (outbound or inbound, one family) on the event loop: reads batches
@@ -55,6 +65,13 @@ class UdpRelay {
   bool start(std::string& err);
   void close();  // stops polling; the fd is closed with the handle
   void setObserver(DatagramObserver o) { observer_ = std::move(o); }
+  void setTaps(OutboundTap out, InboundTap in) {
+    out_tap_ = std::move(out);
+    in_tap_ = std::move(in);
+  }
+  // Outbound: the source port for the agent's packets to itself (its answer to its own Serf
+  // query), delivered in plaintext from this port so no interception rule matches them again.
+  void setSelfSourcePort(uint16_t port) { self_source_port_ = port; }
   const UdpRelayStats& stats() const { return stats_; }
   Flow flow() const { return flow_; }
 
@@ -69,6 +86,8 @@ class UdpRelay {
   RawUdpSender& sender_;
   DatagramFilterLookup lookup_;
   DatagramObserver observer_;
+  OutboundTap out_tap_;
+  InboundTap in_tap_;
   struct Poll {
     uv_poll_t handle;
     int fd;
@@ -82,6 +101,7 @@ class UdpRelay {
   std::array<sockaddr_storage, kBatch> names_{};
   std::array<std::array<uint8_t, 128>, kBatch> controls_{};
   UdpRelayStats stats_;
+  uint16_t self_source_port_ = 0;
 };
 
 }  // namespace sidecrypt::proxy

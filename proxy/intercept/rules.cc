@@ -4,6 +4,7 @@
 #include <cstdio>
 #include <set>
 
+#include "proxy/intercept/capabilities.h"
 #include "proxy/intercept/command_runner.h"
 
 namespace sidecrypt::proxy {
@@ -146,6 +147,14 @@ std::string nftRuleset(const RuleParams& p) {
         t += "    iifname \"lo\" meta mark " + dm + " fib daddr type != local meta nfproto " +
              nfproto + " meta l4proto " + proto + " tproxy " + to(fam, out) + " accept\n";
       }
+      // Serf answers its own queries with a UDP packet to its own address (gossip-wire.md
+      // §7.1): that answer comes to sidecrypt too, so a key query the agent originates gets
+      // sidecrypt's answer for it (sidecrypt delivers it from a non-gossip source port).
+      if (!p.udp.empty()) {
+        t += "    iifname \"lo\" meta mark != " + pm + " fib daddr type local meta nfproto " +
+             nfproto + " udp sport " + udp + " udp dport " + udp + " tproxy " + to(fam, out) +
+             " accept\n";
+      }
       // nft's tproxy does not drop when no socket listens (iptables' TPROXY does): without the
       // drop lines a peer would reach the plaintext agent directly, and the agent's traffic
       // could leave, while sidecrypt is down. Fail closed.
@@ -235,6 +244,12 @@ std::string iptablesRuleset(const RuleParams& p, bool v6) {
     }
     if (!p.udp.empty()) {
       t += lo_marked + "udp -j TPROXY" + tp_out;
+    }
+    if (!p.udp.empty()) {
+      // The agent's answer to its own Serf query (see the nft ruleset).
+      t += "-A SIDECRYPT_PRE -i lo -m mark ! --mark " + pm +
+           " -m addrtype --dst-type LOCAL -p udp " + multiport("sports", p.udp) + " " +
+           multiport("dports", p.udp) + " -j TPROXY" + tp_out;
     }
     if (!p.tcp_in.empty()) {
       t += "-A SIDECRYPT_PRE ! -i lo -m addrtype --dst-type LOCAL -p tcp " +
@@ -423,7 +438,45 @@ std::optional<std::string> runPlan(const RulePlan& plan) {
   return std::nullopt;
 }
 
+bool policyRoutesInstalled(const RuleParams& p, std::string& detail) {
+  const std::string pref = std::to_string(p.priority);
+  const std::string rule = "fwmark " + hex(p.divert_mark) + " lookup " + std::to_string(p.table);
+  for (const char* fam : {"-4", "-6"}) {
+    if (std::string(fam) == "-6" && !p.ipv6) {
+      continue;
+    }
+    auto r = runCommand({"ip", fam, "rule", "list", "pref", pref});
+    if (r.exit_code != 0 || r.output.find(rule) == std::string::npos) {
+      detail = std::string("policy rule ip ") + fam + " pref " + pref + " " + rule + " is missing";
+      return false;
+    }
+    r = runCommand({"ip", fam, "route", "show", "table", std::to_string(p.table)});
+    if (r.exit_code != 0 || r.output.find("local default dev lo") == std::string::npos) {
+      detail = std::string("local route (ip ") + fam + " route show table " +
+               std::to_string(p.table) + ") is missing";
+      return false;
+    }
+  }
+  detail = "policy routes installed";
+  return true;
+}
+
 bool rulesInstalled(const RuleParams& p, RulesBackend backend, std::string& detail) {
+  if (!haveCapability(kCapNetAdmin)) {
+    // Reading nftables or iptables needs CAP_NET_ADMIN, which the data path does not have when
+    // it runs with CAP_NET_RAW only and a privileged step installed the rules (systemd
+    // ExecStartPre=+, a Kubernetes init container). The policy routes can be read by anyone.
+    const char* unread = "netfilter rules not readable without CAP_NET_ADMIN";
+    if (p.mode != InterceptMode::Tproxy) {
+      detail = std::string(unread) + " (not checked)";
+      return true;
+    }
+    if (!policyRoutesInstalled(p, detail)) {
+      return false;
+    }
+    detail = std::string("policy routes installed; ") + unread;
+    return true;
+  }
   if (backend == RulesBackend::Nft) {
     auto r = runCommand({"nft", "list", "table", "inet", "sidecrypt"});
     if (r.exit_code != 0) {

@@ -58,7 +58,12 @@ std::string iptablesRuleset(const RuleParams& p, bool ipv6);
 std::string describePlan(const RulePlan& plan);
 // Runs a plan; returns the first failure (command and its output), or nullopt.
 std::optional<std::string> runPlan(const RulePlan& plan);
-// True when sidecrypt's own rules and policy routes are installed in this namespace.
+// True when sidecrypt's own rules and policy routes are installed in this namespace. Without
+// CAP_NET_ADMIN the netfilter rules cannot be read: then only the policy routes are checked
+// (TPROXY) and `detail` says so.
 bool rulesInstalled(const RuleParams& p, RulesBackend backend, std::string& detail);
+// True when the policy routes (ip rule fwmark -> table, local route in the table) exist for
+// every family in use; needs no privilege.
+bool policyRoutesInstalled(const RuleParams& p, std::string& detail);
 
 }  // namespace sidecrypt::proxy

@@ -108,11 +108,99 @@ void PeerCensus::onRpc(const std::string& ip, bool tls, bool refused,
   }
 }
 
-void PeerCensus::setNodeName(const std::string& ip, const std::string& node) {
+void PeerCensus::setNodeName(std::string_view ip, std::string_view node) {
   auto it = peers_.find(ip);
-  if (it != peers_.end()) {
+  if (it != peers_.end() && it->second.node != node) {
     it->second.node = node;
   }
+}
+
+MemberRecord* PeerCensus::member(std::string_view node) {
+  auto it = members_.find(node);
+  return it == members_.end() ? nullptr : &it->second;
+}
+
+void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t port,
+                         uint32_t incarnation) {
+  if (node.empty()) {
+    return;
+  }
+  MemberRecord* m = member(node);
+  if (m != nullptr) {
+    // memberlist aliveNode: old news unless the incarnation moved on (or a dead/left member
+    // comes back).
+    const bool gone = m->state == "dead" || m->state == "left";
+    if (incarnation < m->incarnation || (incarnation == m->incarnation && !gone)) {
+      return;
+    }
+  } else {
+    if (members_.size() >= max_peers_ && !members_.empty()) {
+      auto oldest = std::min_element(
+          members_.begin(), members_.end(),
+          [](const auto& a, const auto& b) { return a.second.updated < b.second.updated; });
+      members_.erase(oldest);
+      ++member_evictions_;
+    }
+    m = &members_.emplace(std::string(node), MemberRecord{}).first->second;
+    m->name = std::string(node);
+  }
+  m->address = std::string(ip);
+  m->port = port;
+  m->state = "alive";
+  m->incarnation = incarnation;
+  m->updated = WallClock::now();
+  setNodeName(ip, m->name);
+}
+
+void PeerCensus::onSuspect(std::string_view node, uint32_t incarnation) {
+  MemberRecord* m = member(node);
+  if (m == nullptr || m->state != "alive" || incarnation < m->incarnation) {
+    return;
+  }
+  m->state = "suspect";
+  m->incarnation = incarnation;
+  m->updated = WallClock::now();
+}
+
+void PeerCensus::onDead(std::string_view node, std::string_view from, uint32_t incarnation) {
+  MemberRecord* m = member(node);
+  if (m == nullptr || incarnation < m->incarnation || m->state == "dead" || m->state == "left") {
+    return;
+  }
+  m->state = from == node ? "left" : "dead";
+  m->incarnation = incarnation;
+  m->updated = WallClock::now();
+}
+
+void PeerCensus::setSelf(std::string_view node, std::string_view ip) {
+  if (!self_fixed_ && self_node_ != node) {
+    self_node_ = std::string(node);
+  }
+  if (self_address_ != ip) {
+    self_address_ = std::string(ip);
+  }
+}
+
+std::vector<std::pair<std::string, WallClock::time_point>> PeerCensus::keysFallenOutOfUse(
+    const std::vector<std::string>& ring, WallClock::time_point now, std::chrono::seconds window) {
+  std::vector<std::pair<std::string, WallClock::time_point>> out;
+  std::unordered_set<std::string> in_use;
+  for (const auto& fp : ring) {
+    WallClock::time_point last{};
+    for (const auto& [ip, p] : peers_) {
+      auto it = p.keys_used.find(fp);
+      if (it != p.keys_used.end()) {
+        last = std::max(last, it->second.last);
+      }
+    }
+    if (last != WallClock::time_point{} && now - last <= window) {
+      in_use.insert(fp);
+    } else if (keys_in_use_.count(fp) != 0) {
+      out.emplace_back(fp, last);
+    }
+  }
+  keys_in_use_ = std::move(in_use);
+  return out;
 }
 
 }  // namespace sidecrypt::proxy

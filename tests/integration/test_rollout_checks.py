@@ -126,6 +126,31 @@ class RolloutChecks(unittest.TestCase):
         for p in (self.n1,):
             self.assertNotIn("as failed", harness.read(p.log_path))
 
+    def test_5_member_list_and_silent_members(self):
+        # The member list comes from the gossip itself: every node by name, the agent as self.
+        members = json.loads(self.sidecrypt("status", "--json").stdout)["members"]
+        self.assertEqual(members["self"]["node"], "n1", members)
+        live = {m["name"]: m for m in members["members"] if m["state"] == "alive"}
+        self.assertTrue({"native", "legacy"} <= set(live), members)
+        self.assertEqual(live["legacy"]["address"], self.lab.ip("h3"))
+        peers = {p["address"]: p for p in json.loads(self.sidecrypt("status", "--json").stdout)
+                 ["peers"]}
+        self.assertEqual(peers[self.lab.ip("h3")]["node"], "legacy", peers)
+        # A live member that goes silent is not mistaken for a safe one: freeze it, and the check
+        # names it while the gossip still lists it alive or suspect.
+        cls = type(self)
+        os.kill(cls.legacy.pid, signal.SIGSTOP)
+        try:
+            def names_silent_legacy():
+                r = self.sidecrypt("check", "enforce-incoming", "--within", "1s", "--json")
+                doc = json.loads(r.stdout)
+                return r.returncode == 1 and any(
+                    x["node"] == "legacy" and "silent" in x["why"] for x in doc["reasons"])
+            harness.wait_for(names_silent_legacy, 10, interval=0.2,
+                             what="enforce-incoming to name the silent live member")
+        finally:
+            os.kill(cls.legacy.pid, signal.SIGCONT)
+
 
 if __name__ == "__main__":
     harness.main()

@@ -1,0 +1,323 @@
+#include "proxy/datapath/gossip_observer.h"
+
+#include <sodium.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+namespace sidecrypt::proxy {
+
+namespace fg = filters::gossip;
+using filters::gossip::KeyOp;
+
+class GossipObserver::Visitor final : public fg::MessageVisitor {
+ public:
+  Visitor(GossipObserver& o, GossipPool pool, const SocketAddress& sender, bool from_agent)
+      : o_(o),
+        pool_(pool),
+        sender_text_(fg::ipText({sender.ipBytes(), sender.ipLen()})),
+        sender_ip_(sender_text_.view()),
+        from_agent_(from_agent) {}
+
+  void onMessage(const fg::Message& m) override {
+    if (!m.decoded) {
+      return;
+    }
+    PeerCensus& census = o_.census_;
+    switch (m.type) {
+      case fg::MsgType::Alive: {
+        const auto ip = fg::ipText(m.addr);
+        census.onAlive(m.node, ip.view(), m.port, m.incarnation);
+        if (from_agent_ && ip.view() == sender_ip_) {
+          census.setSelf(m.node, sender_ip_);
+        }
+        break;
+      }
+      case fg::MsgType::Suspect:
+        census.onSuspect(m.node, m.incarnation);
+        break;
+      case fg::MsgType::Dead:
+        census.onDead(m.node, m.from, m.incarnation);
+        break;
+      case fg::MsgType::Ping:
+      case fg::MsgType::IndirectPing:
+        if (!m.source_node.empty()) {
+          const auto ip = fg::ipText(m.source_addr);
+          if (from_agent_) {
+            census.setSelf(m.source_node, sender_ip_);
+          } else if (ip.view() == sender_ip_) {
+            census.setNodeName(sender_ip_, m.source_node);
+          }
+        }
+        break;
+      case fg::MsgType::User:
+        if (m.has_serf) {
+          if (auto q = fg::keyQueryFrom(m.serf)) {
+            o_.onKeyQuery(pool_, *q, from_agent_);
+          }
+        }
+        break;
+      default:
+        break;
+    }
+  }
+
+  void onNodeState(const fg::NodeState& s) override {
+    if (!s.decoded) {
+      return;
+    }
+    PeerCensus& census = o_.census_;
+    const auto ip = fg::ipText(s.addr);
+    switch (s.state) {
+      case 0:
+        census.onAlive(s.name, ip.view(), s.port, s.incarnation);
+        break;
+      case 1:
+        census.onAlive(s.name, ip.view(), s.port, s.incarnation);
+        census.onSuspect(s.name, s.incarnation);
+        break;
+      default:
+        // dead (2) or left (3): a push/pull does not say who declared it; "left" is a leave.
+        census.onDead(s.name, s.state == 3 ? s.name : std::string_view("?"), s.incarnation);
+        break;
+    }
+  }
+
+ private:
+  GossipObserver& o_;
+  GossipPool pool_;
+  fg::IpText sender_text_;
+  std::string_view sender_ip_;
+  bool from_agent_;
+};
+
+GossipObserver::GossipObserver(PeerCensus& census, KeysOf keys)
+    : census_(census), keys_(std::move(keys)) {
+  scratch_.resize(fg::kQueryResponseSizeLimit + 512);
+}
+
+void GossipObserver::walk(GossipPool pool, const SocketAddress& sender, bool from_agent,
+                          std::span<const uint8_t> plain) {
+  Visitor v(*this, pool, sender, from_agent);
+  walker_.walkPacket(plain, v);
+}
+
+void GossipObserver::inbound(GossipPool pool, const SocketAddress& peer,
+                             std::span<const uint8_t> plain) {
+  walk(pool, peer, false, plain);
+}
+
+void GossipObserver::stream(GossipPool pool, const SocketAddress& sender, bool from_agent,
+                            std::span<const uint8_t> msg) {
+  Visitor v(*this, pool, sender, from_agent);
+  walker_.walkStream(msg, v);
+}
+
+bool GossipObserver::anyPending() const {
+  const auto now = std::chrono::steady_clock::now();
+  return std::any_of(pending_.begin(), pending_.end(),
+                     [now](const Pending& p) { return p.used && p.expires > now; });
+}
+
+GossipObserver::Pending* GossipObserver::find(GossipPool pool, uint64_t ltime, uint32_t id) {
+  for (auto& p : pending_) {
+    if (p.used && p.pool == pool && p.ltime == ltime && p.id == id) {
+      return &p;
+    }
+  }
+  return nullptr;
+}
+
+void GossipObserver::expireHeld() {
+  const auto now = std::chrono::steady_clock::now();
+  for (auto& h : held_) {
+    if (h.used && h.expires <= now) {
+      h.used = false;
+      ++stats_.self_answers_expired;
+      if (self_send_) {
+        self_send_(h.agent, h.dst, {h.bytes.data(), h.length});
+      }
+    }
+  }
+}
+
+void GossipObserver::releaseHeld(GossipPool pool, uint64_t ltime, uint32_t id) {
+  Pending* p = find(pool, ltime, id);
+  for (auto& h : held_) {
+    if (!h.used || h.pool != pool || h.response.ltime != ltime || h.response.id != id ||
+        p == nullptr) {
+      continue;
+    }
+    h.used = false;
+    const fg::KeyResult result{p->ok, p->message, p->keys.get()};
+    const size_t n = fg::encodeKeyResponsePacket(h.response, p->op, result, scratch_);
+    if (self_send_) {
+      if (n != 0) {
+        ++stats_.answers_rewritten;
+        self_send_(h.agent, h.dst, {scratch_.data(), n});
+      } else {
+        ++stats_.answer_too_large;
+        self_send_(h.agent, h.dst, {h.bytes.data(), h.length});
+      }
+    }
+    sodium_memzero(scratch_.data(), scratch_.size());
+  }
+}
+
+bool GossipObserver::outbound(GossipPool pool, const SocketAddress& agent, const SocketAddress& dst,
+                              fg::Datagram& packet) {
+  expireHeld();
+  walk(pool, agent, true, packet.data());
+  const bool to_self = dst.sameIp(agent);
+  if (!to_self && !anyPending()) {
+    return true;
+  }
+  const auto r = fg::agentQueryResponse(walker_, packet.data());
+  if (!r) {
+    return true;
+  }
+  Pending* p = find(pool, r->ltime, r->id);
+  if (p == nullptr && to_self) {
+    // Serf answers its own query before gossiping it: hold the answer until the query passes.
+    for (auto& h : held_) {
+      if (!h.used && packet.length <= h.bytes.size()) {
+        h.used = true;
+        h.pool = pool;
+        h.response = *r;
+        h.agent = agent;
+        h.dst = dst;
+        std::copy_n(packet.data().begin(), packet.length, h.bytes.begin());
+        h.length = packet.length;
+        h.expires = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+        ++stats_.self_answers_held;
+        return false;
+      }
+    }
+  }
+  if (p == nullptr) {
+    ++stats_.answers_unmatched;
+    return true;
+  }
+  const fg::KeyResult result{p->ok, p->message, p->keys.get()};
+  const size_t n = fg::encodeKeyResponsePacket(*r, p->op, result, scratch_);
+  if (n == 0 || n > packet.length + packet.tailroom()) {
+    ++stats_.answer_too_large;
+    sodium_memzero(scratch_.data(), scratch_.size());
+    return true;
+  }
+  std::copy_n(scratch_.begin(), n,
+              packet.slot.begin() + static_cast<std::ptrdiff_t>(packet.offset));
+  packet.length = n;
+  sodium_memzero(scratch_.data(), n);
+  ++stats_.answers_rewritten;
+  spdlog::debug("key query {} ({}:{}): answered for {} with result={}", fg::keyOpName(p->op),
+                r->ltime, r->id, r->from(), p->ok);
+  return true;
+}
+
+void GossipObserver::onKeyQuery(GossipPool pool, const fg::KeyQuery& q, bool from_agent) {
+  if (find(pool, q.ltime, q.id) != nullptr) {
+    return;  // a re-broadcast of a query already handled
+  }
+  applyKeyQuery(pool, q, from_agent);
+  releaseHeld(pool, q.ltime, q.id);
+}
+
+void GossipObserver::applyKeyQuery(GossipPool pool, const fg::KeyQuery& q, bool from_agent) {
+  ++stats_.queries;
+  Pending& p = pending_[next_];
+  next_ = (next_ + 1) % pending_.size();
+  p = Pending{};
+  p.used = true;
+  p.pool = pool;
+  p.ltime = q.ltime;
+  p.id = q.id;
+  p.op = q.op;
+  // Serf answers before receipt + Timeout; keep the answer a little longer than that for late
+  // relay copies, and at least 10 s.
+  const auto timeout = std::chrono::nanoseconds(std::max<int64_t>(q.timeout_ns, 0));
+  p.expires = std::chrono::steady_clock::now() +
+              std::max<std::chrono::steady_clock::duration>(
+                  std::chrono::duration_cast<std::chrono::steady_clock::duration>(timeout * 2),
+                  std::chrono::seconds(10));
+  const auto keys = keys_(pool);
+  const char* pool_name = pool == GossipPool::Lan ? "lan" : "wan";
+  const char* who = from_agent ? "the agent" : "a peer";
+  if (!q.payload_ok) {
+    p.ok = false;  // serf: "Failed to decode key request", answered with an empty message
+    ++stats_.refused;
+    spdlog::warn("key query {} from {} ({} pool): the key request does not decode",
+                 fg::keyOpName(q.op), who, pool_name);
+    return;
+  }
+  if (!keys || keys->empty()) {
+    p.ok = false;
+    p.message = q.op == KeyOp::List ? "Keyring is empty (encryption not enabled)"
+                                    : "No keyring to modify (encryption not enabled)";
+    ++stats_.refused;
+    return;
+  }
+  if (q.op == KeyOp::List) {
+    p.ok = true;
+    p.keys = keys;
+    ++stats_.unchanged;
+    spdlog::info("key query list-keys from {} ({} pool): answering with {} key(s)", who, pool_name,
+                 keys->size());
+    return;
+  }
+  const std::string fp =
+      q.key.size() == 0 ? "(none)" : filters::keyring::fingerprintOf(q.key.span());
+  filters::keyring::KeySet::Result next;
+  switch (q.op) {
+    case KeyOp::Install:
+      next = keys->install(q.key);
+      break;
+    case KeyOp::Use:
+      next = keys->use(q.key);
+      break;
+    default:
+      next = keys->remove(q.key);
+      break;
+  }
+  if (auto* err = std::get_if<std::string>(&next)) {
+    p.ok = false;
+    p.message = *err;
+    ++stats_.refused;
+    spdlog::warn("key query {} {} from {} ({} pool) refused: {}", fg::keyOpName(q.op), fp, who,
+                 pool_name, *err);
+    return;
+  }
+  auto ring = std::get<filters::keyring::KeySetConstSharedPtr>(std::move(next));
+  bool same = ring->size() == keys->size();
+  for (size_t i = 0; same && i < ring->size(); ++i) {
+    same = ring->fingerprint(i) == keys->fingerprint(i);
+  }
+  if (same) {
+    p.ok = true;
+    ++stats_.unchanged;
+    spdlog::info("key query {} {} from {} ({} pool): keyring already in that state",
+                 fg::keyOpName(q.op), fp, who, pool_name);
+    return;
+  }
+  if (!commit_) {
+    p.ok = false;
+    p.message = "sidecrypt cannot persist keyring changes here";
+    ++stats_.persist_failed;
+    return;
+  }
+  if (auto err = commit_(pool, ring)) {
+    // Never report success for a change that could not be persisted (the ring is unchanged).
+    p.ok = false;
+    p.message = "Failed to write keyring file: " + *err;
+    ++stats_.persist_failed;
+    spdlog::error("key query {} {} from {} ({} pool): keyring not changed: {}", fg::keyOpName(q.op),
+                  fp, who, pool_name, *err);
+    return;
+  }
+  p.ok = true;
+  ++stats_.applied;
+  spdlog::info("key query {} {} from {} ({} pool): applied and persisted", fg::keyOpName(q.op), fp,
+               who, pool_name);
+}
+
+}  // namespace sidecrypt::proxy
