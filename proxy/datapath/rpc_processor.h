@@ -9,6 +9,7 @@
 #include "filters/rpc_tls/tls_context.h"
 #include "filters/rpc_tls/tls_engine.h"
 #include "proxy/datapath/stream_processor.h"
+#include "proxy/datapath/stream_session.h"
 
 namespace sidecrypt::proxy {
 
@@ -21,6 +22,9 @@ struct RpcTlsSetup {
   filters::rpc_tls::OutboundPolicy outbound;
   filters::rpc_tls::InboundPolicy inbound;
   std::string local_server_name;  // server.<dc>.<domain>
+  // Consul's limits.rpc_handshake_timeout. Inbound the session applies it from the accept;
+  // outbound it bounds the remote's TLS handshake, from the completed TCP connect.
+  uint32_t handshake_timeout_ms = 5000;
 };
 using RpcTlsSetupConstPtr = std::shared_ptr<const RpcTlsSetup>;
 
@@ -30,7 +34,7 @@ using RpcTlsSetupConstPtr = std::shared_ptr<const RpcTlsSetup>;
 // byte decides: relay raw (accept-both stage), terminate 0x03 TLS and hand the inner type byte and
 // the decrypted stream to the agent, terminate native ALPN TLS, or close with Consul's reason.
 // Half-close maps FIN <-> close_notify both ways (rpc-peers.md §2.4).
-class RpcProcessor final : public StreamProcessor {
+class RpcProcessor final : public StreamProcessor, public UpstreamReadyDeadline {
  public:
   RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup, std::string destination_datacenter,
                std::shared_ptr<filters::rpc_tls::RpcTlsStats> stats);
@@ -44,6 +48,12 @@ class RpcProcessor final : public StreamProcessor {
   bool handlesEof() const override { return true; }
   bool endToAgent() const override { return end_to_agent_; }
   bool endToPeer() const override { return end_to_peer_; }
+  // Outbound TLS: a remote that stalls its handshake would otherwise hold the agent's
+  // connection (and the agent's RPC) forever; Consul's own server side gives up after the same
+  // limit.
+  uint64_t upstreamReadyDeadlineMs() const override {
+    return !inbound_ && mode_ == Mode::Tls ? setup_->handshake_timeout_ms : 0;
+  }
 
   // For the census and logs: what the connection turned out to be.
   bool tls() const { return engine_ != nullptr; }

@@ -3,13 +3,21 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
-#include <string_view>
+#include <string>
+#include <utility>
 
 namespace sidecrypt::proxy {
 
 namespace {
+// Reads go straight into the side's input buffer, up to this much per read() once the
+// processor is ready.
 constexpr size_t kReadChunk = size_t{64} * 1024;
-}
+// Before that (RPC first byte, TLS handshake, inner type byte) a connection may be one of
+// thousands a peer opened and stalled: its first buffer is one small block (a ClientHello, even
+// with a post-quantum key share, fits), not 64 KiB that a flood would leave resident. A larger
+// flight is read in several rounds of the same loop iteration; the buffer grows as needed.
+constexpr size_t kPreambleReadChunk = size_t{4} * 1024;
+}  // namespace
 
 StreamSession::StreamSession(uv_loop_t* loop, SessionInfo info, StreamProcessorPtr processor,
                              ClosedCallback on_closed)
@@ -45,27 +53,30 @@ void StreamSession::begin(int upstream_fd, const SocketAddress& connect_to) {
   }
   connect_to_ = connect_to;
   if (info_.ready_deadline_ms != 0) {
-    startTimer(ready_timer_, info_.ready_deadline_ms, "handshake");
-    ready_timer_initialised_ = true;
+    startReadyTimer(info_.ready_deadline_ms, "not ready within the handshake deadline (" +
+                                                 std::to_string(info_.ready_deadline_ms) + " ms)");
   }
   startReading(accepted());
   maybeConnect();
 }
 
-void StreamSession::startTimer(uv_timer_t& t, uint64_t ms, const char* why) {
+void StreamSession::startTimer(uv_timer_t& t, uint64_t ms, uv_timer_cb on_expiry) {
   uv_timer_init(loop_, &t);
   t.data = this;
   ++open_handles_;
-  const bool connect = std::string_view(why) == "connect";
-  uv_timer_start(
-      &t,
-      connect ? [](uv_timer_t* h) { static_cast<StreamSession*>(h->data)->close("connect timed out after 10s"); }
-              : [](uv_timer_t* h) {
-                  auto* self = static_cast<StreamSession*>(h->data);
-                  self->close("not ready within the handshake deadline (" +
-                              std::to_string(self->info_.ready_deadline_ms) + " ms)");
-                },
-      ms, 0);
+  uv_timer_start(&t, on_expiry, ms, 0);
+}
+
+void StreamSession::startReadyTimer(uint64_t ms, std::string reason) {
+  if (ready_timer_initialised_) {
+    return;
+  }
+  ready_timeout_reason_ = std::move(reason);
+  startTimer(ready_timer_, ms, [](uv_timer_t* h) {
+    auto* self = static_cast<StreamSession*>(h->data);
+    self->close(self->ready_timeout_reason_);
+  });
+  ready_timer_initialised_ = true;
 }
 
 void StreamSession::maybeConnect() {
@@ -80,7 +91,9 @@ void StreamSession::maybeConnect() {
     close("connect to " + connect_to_.toString() + ": " + uv_strerror(rc));
     return;
   }
-  startTimer(connect_timer_, kConnectTimeoutMs, "connect");
+  startTimer(connect_timer_, kConnectTimeoutMs, [](uv_timer_t* h) {
+    static_cast<StreamSession*>(h->data)->close("connect timed out after 10s");
+  });
   connect_timer_initialised_ = true;
 }
 
@@ -99,6 +112,14 @@ void StreamSession::onConnect(uv_connect_t* req, int status) {
   Endpoint& u = self->upstream();
   u.connected = true;
   uv_tcp_nodelay(&u.tcp, 1);
+  // The upstream's half of the preamble (outbound RPC TLS: the remote's handshake) is bounded
+  // from here; the connect itself has its own 10 s bound, which this must not undercut.
+  const auto* deadline = dynamic_cast<const UpstreamReadyDeadline*>(self->processor_.get());
+  const uint64_t ms = deadline != nullptr ? deadline->upstreamReadyDeadlineMs() : 0;
+  if (ms != 0 && !self->processor_->ready()) {
+    self->startReadyTimer(ms, "the remote did not finish the handshake within " +
+                                  std::to_string(ms) + " ms of the connect");
+  }
   self->startReading(u);
   self->pump();
 }
@@ -116,7 +137,8 @@ void StreamSession::startReading(Endpoint& e) {
 void StreamSession::onAlloc(uv_handle_t* h, size_t /*suggested*/, uv_buf_t* buf) {
   auto* e = static_cast<Endpoint*>(h->data);
   // Read straight into the side's input buffer (no intermediate copy).
-  auto span = e->in.reserve(kReadChunk);
+  const size_t chunk = e->session->processor_->ready() ? kReadChunk : kPreambleReadChunk;
+  auto span = e->in.reserve(chunk);
   *buf = uv_buf_init(reinterpret_cast<char*>(span.data()), static_cast<unsigned>(span.size()));
 }
 
@@ -138,9 +160,28 @@ void StreamSession::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* /*buf*
     return;
   } else {
     e->in.commit(0);
+    self->releaseIdlePreamble(*e);
     return;
   }
   self->pump();
+}
+
+void StreamSession::releaseIdlePreamble(Endpoint& e) {
+  if (processor_->ready()) {
+    return;  // steady state: buffers are kept and reused, no allocation per read
+  }
+  // A connection still in its preamble holds no buffer while it waits on its peer: the
+  // processor took what arrived (the TLS engine keeps its own copy) and a flood of stalled
+  // connections costs only the session and the TLS state (the flood test bounds it).
+  if (e.in.empty()) {
+    e.in = Buffer();
+  }
+  if (e.out.empty()) {
+    e.out = Buffer();
+  }
+  if (e.inflight.empty()) {
+    e.inflight = Buffer();
+  }
 }
 
 bool StreamSession::runProcessor(Endpoint& from) {
@@ -190,6 +231,8 @@ void StreamSession::pump() {
   flush(agent_);
   flush(peer_);
   applyBackpressure();
+  releaseIdlePreamble(agent_);
+  releaseIdlePreamble(peer_);
   maybeFinish();
 }
 

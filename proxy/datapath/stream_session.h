@@ -22,14 +22,30 @@ struct SessionInfo {
   uint64_t ready_deadline_ms = 0;  // 0: none; else close if the processor is not ready by then
 };
 
+// Implemented (besides StreamProcessor) by a processor whose preamble goes on after the upstream
+// connected: outbound RPC TLS, where the remote must finish its side of the handshake. The session
+// closes the connection if the processor is not ready this long after the connect completed.
+class UpstreamReadyDeadline {
+ public:
+  virtual uint64_t upstreamReadyDeadlineMs() const = 0;  // 0: no deadline
+
+ protected:
+  UpstreamReadyDeadline() = default;
+  UpstreamReadyDeadline(const UpstreamReadyDeadline&) = default;
+  UpstreamReadyDeadline& operator=(const UpstreamReadyDeadline&) = default;
+  ~UpstreamReadyDeadline() = default;
+};
+
 // One proxied TCP connection: the agent's socket and the peer's socket with a StreamProcessor
-// between them (architecture.md §3). Reads straight into per-side buffers; one write in flight
-// per socket; reading from a side stops while the other side has more than kHighWater bytes
-// queued (backpressure) and resumes below kLowWater. Half-close: a side's FIN reaches the
-// processor as end_stream, and once it consumed everything the other side gets a FIN after its
-// queued bytes. No idle timeout (yamux, blocking queries and raft streams are long-lived); only
-// the upstream connect is bounded. close() is the one teardown path; the object deletes itself
-// after libuv closed both handles.
+// between them (architecture.md §3). Reads straight into per-side buffers (until the processor
+// is ready, small ones that are released whenever they drain, so stalled handshakes cost little
+// memory); one write in flight per socket; reading from a side stops while the other side has more
+// than kHighWater bytes queued (backpressure) and resumes below kLowWater. Half-close: a side's FIN
+// reaches the processor as end_stream, and once it consumed everything the other side gets a FIN
+// after its queued bytes. No idle timeout (yamux, blocking queries and raft streams are
+// long-lived); only the upstream connect and the preamble (SessionInfo::ready_deadline_ms from
+// the accept, UpstreamReadyDeadline from the connect) are bounded. close() is the one teardown
+// path; the object deletes itself after libuv closed both handles.
 class StreamSession {
  public:
   static constexpr size_t kHighWater = 1 << 20;
@@ -84,11 +100,13 @@ class StreamSession {
 
   void startReading(Endpoint& e);
   void maybeConnect();
-  void startTimer(uv_timer_t& t, uint64_t ms, const char* why);
+  void startTimer(uv_timer_t& t, uint64_t ms, uv_timer_cb on_expiry);
+  void startReadyTimer(uint64_t ms, std::string reason);
   void pump();
   bool runProcessor(Endpoint& from);
   void flush(Endpoint& e);
   void applyBackpressure();
+  void releaseIdlePreamble(Endpoint& e);
   void maybeFinish();
   void onHandleClosed();
 
@@ -115,6 +133,7 @@ class StreamSession {
   bool closing_ = false;  // close() ran
   int open_handles_ = 0;
   std::string close_reason_;
+  std::string ready_timeout_reason_;
 };
 
 }  // namespace sidecrypt::proxy
