@@ -12,6 +12,7 @@
 #include <climits>
 
 #include "filters/rpc_tls/first_byte.h"
+#include "filters/rpc_tls/queue_bio.h"
 #include "filters/rpc_tls/ssl_errors.h"
 
 namespace sidecrypt::filters::rpc_tls {
@@ -88,8 +89,8 @@ std::unique_ptr<TlsEngine> TlsEngine::server(TlsContextSharedPtr ctx) {
 
 bool TlsEngine::init(const ClientOptions* options) {
   ssl_ = SSL_new(ctx_->native());
-  rbio_ = BIO_new(BIO_s_mem());
-  wbio_ = BIO_new(BIO_s_mem());
+  rbio_ = newQueueBio();
+  wbio_ = newQueueBio();
   if (ssl_ == nullptr || rbio_ == nullptr || wbio_ == nullptr) {
     BIO_free(rbio_);
     BIO_free(wbio_);
@@ -212,10 +213,10 @@ size_t TlsEngine::encIn(std::span<const uint8_t> bytes) {
   if (transport_eof_) {
     return 0;
   }
-  const size_t buffered = BIO_ctrl_pending(rbio_);
+  const size_t buffered = queueBioPending(rbio_);
   const size_t room = buffered < kMaxEncInBuffered ? kMaxEncInBuffered - buffered : 0;
   const size_t n = std::min(room, bytes.size());
-  if (n > 0 && BIO_write(rbio_, bytes.data(), clampInt(n)) != clampInt(n)) {
+  if (n > 0 && !queueBioWrite(rbio_, bytes.first(n))) {
     fail("cannot buffer ciphertext: " + drainSslErrors());
     return bytes.size();
   }
@@ -228,20 +229,19 @@ void TlsEngine::encInEof() {
     return;
   }
   transport_eof_ = true;
-  BIO_set_mem_eof_return(rbio_, 0);  // an empty read BIO now means EOF, not "retry"
+  queueBioSetEof(rbio_);  // an empty read BIO now means EOF, not "retry"
   advanceHandshake();
 }
 
 size_t TlsEngine::encPending() const {
-  return wbio_ != nullptr ? BIO_ctrl_pending(wbio_) : 0;
+  return wbio_ != nullptr ? queueBioPending(wbio_) : 0;
 }
 
 size_t TlsEngine::encOut(std::span<uint8_t> out) {
   if (wbio_ == nullptr || out.empty()) {
     return 0;
   }
-  const int n = BIO_read(wbio_, out.data(), clampInt(out.size()));
-  return n > 0 ? static_cast<size_t>(n) : 0;
+  return queueBioRead(wbio_, out);
 }
 
 size_t TlsEngine::clearIn(std::span<const uint8_t> bytes) {

@@ -1,0 +1,153 @@
+#include "filters/rpc_tls/queue_bio.h"
+
+#include <algorithm>
+#include <cstring>
+#include <limits>
+#include <new>
+#include <vector>
+
+namespace sidecrypt::filters::rpc_tls {
+
+namespace {
+
+struct Queue {
+  std::vector<uint8_t> bytes;
+  size_t head = 0;
+  bool eof = false;
+
+  size_t pending() const { return bytes.size() - head; }
+  size_t take(uint8_t* out, size_t n) {
+    n = std::min(n, pending());
+    std::memcpy(out, bytes.data() + head, n);
+    head += n;
+    if (head == bytes.size()) {
+      bytes.clear();
+      head = 0;
+      if (bytes.capacity() > kKeepCapacity) {
+        std::vector<uint8_t>().swap(bytes);  // an idle connection keeps no large buffer
+      }
+    } else if (head >= kCompactAfter && head * 2 >= bytes.size()) {
+      bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(head));
+      head = 0;
+    }
+    return n;
+  }
+  static constexpr size_t kKeepCapacity = size_t{32} * 1024;
+  static constexpr size_t kCompactAfter = size_t{16} * 1024;
+};
+
+Queue* queueOf(BIO* bio) {
+  return static_cast<Queue*>(BIO_get_data(bio));
+}
+
+int queueWrite(BIO* bio, const char* in, int len) {
+  BIO_clear_retry_flags(bio);
+  if (len <= 0) {
+    return 0;
+  }
+  Queue* q = queueOf(bio);
+  try {
+    q->bytes.insert(q->bytes.end(), reinterpret_cast<const uint8_t*>(in),
+                    reinterpret_cast<const uint8_t*>(in) + len);
+  } catch (const std::bad_alloc&) {
+    return -1;
+  }
+  return len;
+}
+
+int queueRead(BIO* bio, char* out, int len) {
+  BIO_clear_retry_flags(bio);
+  Queue* q = queueOf(bio);
+  if (len <= 0) {
+    return 0;
+  }
+  if (q->pending() == 0) {
+    if (q->eof) {
+      return 0;
+    }
+    BIO_set_retry_read(bio);
+    return -1;
+  }
+  return static_cast<int>(q->take(reinterpret_cast<uint8_t*>(out), static_cast<size_t>(len)));
+}
+
+long queueCtrl(BIO* bio, int cmd, long /*num*/, void* /*ptr*/) {
+  Queue* q = queueOf(bio);
+  switch (cmd) {
+    case BIO_CTRL_PENDING:
+      return static_cast<long>(std::min<size_t>(q->pending(), std::numeric_limits<long>::max()));
+    case BIO_CTRL_EOF:
+      return q->eof && q->pending() == 0 ? 1 : 0;
+    case BIO_CTRL_FLUSH:
+      return 1;
+    case BIO_CTRL_WPENDING:
+      return 0;
+    default:
+      return 0;
+  }
+}
+
+int queueCreate(BIO* bio) {
+  auto* q = new (std::nothrow) Queue;
+  if (q == nullptr) {
+    return 0;
+  }
+  BIO_set_data(bio, q);
+  BIO_set_init(bio, 1);
+  return 1;
+}
+
+int queueDestroy(BIO* bio) {
+  delete queueOf(bio);
+  BIO_set_data(bio, nullptr);
+  return 1;
+}
+
+const BIO_METHOD* queueMethod() {
+  static const BIO_METHOD* method = [] {
+    BIO_METHOD* m = BIO_meth_new(BIO_get_new_index() | BIO_TYPE_SOURCE_SINK, "sidecrypt queue");
+    if (m != nullptr) {
+      BIO_meth_set_write(m, queueWrite);
+      BIO_meth_set_read(m, queueRead);
+      BIO_meth_set_ctrl(m, queueCtrl);
+      BIO_meth_set_create(m, queueCreate);
+      BIO_meth_set_destroy(m, queueDestroy);
+    }
+    return m;
+  }();
+  return method;
+}
+
+}  // namespace
+
+BIO* newQueueBio() {
+  const BIO_METHOD* m = queueMethod();
+  return m == nullptr ? nullptr : BIO_new(m);
+}
+
+size_t queueBioPending(BIO* bio) {
+  return queueOf(bio)->pending();
+}
+
+bool queueBioWrite(BIO* bio, std::span<const uint8_t> bytes) {
+  if (bytes.empty()) {
+    return true;
+  }
+  Queue* q = queueOf(bio);
+  try {
+    q->bytes.insert(q->bytes.end(), bytes.begin(), bytes.end());
+  } catch (const std::bad_alloc&) {
+    return false;
+  }
+  return true;
+}
+
+size_t queueBioRead(BIO* bio, std::span<uint8_t> out) {
+  return queueOf(bio)->take(out.data(), out.size());
+}
+
+void queueBioSetEof(BIO* bio) {
+  queueOf(bio)->eof = true;
+}
+
+}  // namespace sidecrypt::filters::rpc_tls
