@@ -7,6 +7,8 @@
 #include <string>
 #include <vector>
 
+#include "proxy/net/address.h"
+
 #include "filters/common/secret_bytes.h"
 
 namespace sidecrypt::proxy {
@@ -46,6 +48,13 @@ struct GossipConfig {
   std::string label;                       // memberlist label (HEAD); empty as in Consul CE
 };
 
+// Servers of another datacenter (WAN), by address: verify_server_hostname then checks
+// server.<name>.<domain> for them instead of the local datacenter.
+struct DatacenterRoute {
+  std::string name;
+  std::vector<Cidr> addresses;
+};
+
 struct TlsConfig {
   std::filesystem::path ca_file;
   std::filesystem::path ca_path;
@@ -58,6 +67,7 @@ struct TlsConfig {
   std::vector<std::string> tls_cipher_suites;  // IANA names as Consul spells them
   uint32_t rpc_handshake_timeout_ms = 5000;    // Consul limits.rpc_handshake_timeout
   uint32_t rpc_max_conns_per_client = 100;     // Consul limits.rpc_max_conns_per_client
+  std::vector<DatacenterRoute> datacenters;    // [[tls.datacenter]]
 };
 
 struct PortSpec {

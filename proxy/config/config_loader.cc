@@ -128,7 +128,7 @@ const std::vector<Section>& schema() {
       {"tls",
        {"ca_file", "ca_path", "cert_file", "key_file", "verify_incoming", "verify_outgoing",
         "verify_server_hostname", "tls_min_version", "tls_cipher_suites", "rpc_handshake_timeout",
-        "rpc_max_conns_per_client"}},
+        "rpc_max_conns_per_client", "datacenter"}},
       {"intercept",
        {"mode", "backend", "install_rules", "unsafe_remove_rules_on_exit", "ipv6", "outbound_port",
         "inbound_port", "divert_mark", "proxy_mark", "route_table", "rule_priority", "drain_time",
@@ -140,6 +140,20 @@ const std::vector<Section>& schema() {
 }
 
 const std::vector<std::string_view> kPortKeys = {"port", "protocol", "transport", "pool", "name"};
+const std::vector<std::string_view> kDatacenterKeys = {"name", "addresses"};
+
+bool validDatacenter(const std::string& dc) {
+  return !dc.empty() && std::all_of(dc.begin(), dc.end(), [](char c) {
+    return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
+  });
+}
+
+std::string lowered(std::string s) {
+  std::transform(s.begin(), s.end(), s.begin(), [](char c) {
+    return static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  });
+  return s;
+}
 
 class Loader {
  public:
@@ -271,6 +285,7 @@ class Loader {
   void loadAgent(const toml::table& t);
   void loadGossip(toml::table& t);
   void loadTls(const toml::table& t);
+  void loadDatacenters(const toml::table& t);
   void loadIntercept(const toml::table& t, bool& ports_given);
   void loadAdmin(const toml::table& t);
   void loadLog(const toml::table& t);
@@ -338,6 +353,50 @@ void Loader::loadGossip(toml::table& t) {
   if (getString(t, s, "label", cfg.gossip.label) && cfg.gossip.label.size() > 255) {
     error(*find(t, "label"), "gossip.label",
           "label must be at most 255 bytes, got " + std::to_string(cfg.gossip.label.size()));
+  }
+}
+
+void Loader::loadDatacenters(const toml::table& t) {
+  const auto* list = find(t, "datacenter");
+  if (list == nullptr) {
+    return;
+  }
+  if (!list->is_array_of_tables()) {
+    error(*list, "tls.datacenter", "expected [[tls.datacenter]] tables");
+    return;
+  }
+  size_t i = 0;
+  for (const auto& e : *list->as_array()) {
+    const std::string sec = "tls.datacenter[" + std::to_string(i++) + "]";
+    const auto& dt = *e.as_table();
+    checkKeys(dt, sec, kDatacenterKeys);
+    DatacenterRoute route;
+    if (!getString(dt, sec, "name", route.name)) {
+      if (dt.get("name") == nullptr) {
+        error(e, sec + ".name", "missing required key 'name' (the datacenter, e.g. \"dc2\")");
+      }
+    } else if (!validDatacenter(route.name)) {
+      error(*dt.get("name"), sec + ".name",
+            "datacenter must be letters, digits, '-' or '_' (as in Consul)");
+    }
+    route.name = lowered(route.name);
+    const auto* addrs = dt.get("addresses");
+    if (addrs == nullptr || !addrs->is_array() || addrs->as_array()->empty()) {
+      error(addrs != nullptr ? *addrs : e, sec + ".addresses",
+            "expected a non-empty array of addresses or CIDR blocks, e.g. [\"10.2.0.0/16\"]");
+    } else {
+      for (const auto& a : *addrs->as_array()) {
+        const auto* text = a.as_string();
+        Cidr cidr = text != nullptr ? Cidr::parse(text->get()) : Cidr();
+        if (!cidr.valid()) {
+          error(a, sec + ".addresses",
+                "expected an IPv4/IPv6 address or CIDR block such as \"10.2.0.0/16\"");
+          continue;
+        }
+        route.addresses.push_back(cidr);
+      }
+    }
+    cfg.tls.datacenters.push_back(std::move(route));
   }
 }
 
@@ -416,6 +475,7 @@ void Loader::loadTls(const toml::table& t) {
       c.rpc_handshake_timeout_ms = *ms;
     }
   }
+  loadDatacenters(t);
   if (auto v = getInt(t, s, "rpc_max_conns_per_client", 0, 1'000'000)) {
     c.rpc_max_conns_per_client = static_cast<uint32_t>(*v);
   }

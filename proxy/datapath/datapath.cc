@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -209,8 +210,19 @@ void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
 StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin,
                                           const SessionInfo& info) {
   if (port.protocol == PortProtocol::Rpc) {
-    // Client agents dial only their own datacenter's servers (§1.3).
-    return std::make_unique<RpcProcessor>(origin == Origin::Inbound, rpc_, config_.agent.datacenter,
+    // Client agents dial only their own datacenter's servers (§1.3); a server dialling another
+    // datacenter's server (WAN) expects server.<that dc>.<domain>, by [[tls.datacenter]].
+    std::string dc = config_.agent.datacenter;
+    if (origin == Origin::Outbound) {
+      for (const auto& route : config_.tls.datacenters) {
+        if (std::any_of(route.addresses.begin(), route.addresses.end(),
+                        [&info](const Cidr& c) { return c.contains(info.peer); })) {
+          dc = route.name;
+          break;
+        }
+      }
+    }
+    return std::make_unique<RpcProcessor>(origin == Origin::Inbound, rpc_, std::move(dc),
                                           rpc_stats_);
   }
   Pool& pool = port.pool == GossipPool::Lan ? lan_ : wan_;

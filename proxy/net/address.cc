@@ -128,4 +128,54 @@ bool SocketAddress::operator==(const SocketAddress& o) const {
   return sameIp(o) && port() == o.port();
 }
 
+Cidr Cidr::parse(const std::string& text) {
+  Cidr c;
+  const auto slash = text.find('/');
+  const std::string ip = text.substr(0, slash);
+  int family = ip.find(':') != std::string::npos ? AF_INET6 : AF_INET;
+  if (inet_pton(family, ip.c_str(), c.bytes_) != 1) {
+    return {};
+  }
+  const int max = family == AF_INET ? 32 : 128;
+  int prefix = max;
+  if (slash != std::string::npos) {
+    const std::string p = text.substr(slash + 1);
+    if (p.empty() || p.size() > 3 || p.find_first_not_of("0123456789") != std::string::npos) {
+      return {};
+    }
+    prefix = std::stoi(p);
+    if (prefix > max) {
+      return {};
+    }
+  }
+  c.family_ = family;
+  c.prefix_ = prefix;
+  return c;
+}
+
+bool Cidr::contains(const SocketAddress& a) const {
+  if (!valid() || !a.valid()) {
+    return false;
+  }
+  const uint8_t* bytes = a.ipBytes();
+  if (a.family() != family_) {
+    // An IPv4-mapped IPv6 peer (::ffff:a.b.c.d) against an IPv4 block.
+    static const uint8_t kMapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    if (family_ != AF_INET || a.family() != AF_INET6 || std::memcmp(bytes, kMapped, 12) != 0) {
+      return false;
+    }
+    bytes += 12;
+  }
+  const int full = prefix_ / 8;
+  if (std::memcmp(bytes, bytes_, static_cast<size_t>(full)) != 0) {
+    return false;
+  }
+  const int rest = prefix_ % 8;
+  if (rest == 0) {
+    return true;
+  }
+  const auto mask = static_cast<uint8_t>(0xff << (8 - rest));
+  return (bytes[full] & mask) == (bytes_[full] & mask);
+}
+
 }  // namespace sidecrypt::proxy

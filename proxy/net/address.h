@@ -37,4 +37,19 @@ class SocketAddress {
   sockaddr_storage storage_;
 };
 
+// An address block ("10.2.0.0/16", "fd00:2::/64", or one address). Matches IPv4-mapped IPv6
+// peers against IPv4 blocks too.
+class Cidr {
+ public:
+  // nullopt-like: valid() false when the text is not an address or the prefix is out of range.
+  static Cidr parse(const std::string& text);
+  bool valid() const { return family_ != 0; }
+  bool contains(const SocketAddress& a) const;
+
+ private:
+  int family_ = 0;
+  uint8_t bytes_[16] = {};
+  int prefix_ = 0;
+};
+
 }  // namespace sidecrypt::proxy

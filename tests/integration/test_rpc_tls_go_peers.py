@@ -95,6 +95,13 @@ class RpcTlsGoPeers(unittest.TestCase):
         harness.wait_for(lambda: harness.read(self.sc_server.log_path).count("reload complete")
                          > before, 10, what="server-side reload")
 
+    def reload_client(self, tls_lines):
+        proxy_toml(self.client_cfg, os.path.join(self.w.path, "dc"), False, tls_lines)
+        before = harness.read(self.sc_client.log_path).count("reload complete")
+        self.sc_client.send_signal(signal.SIGHUP)
+        harness.wait_for(lambda: harness.read(self.sc_client.log_path).count("reload complete")
+                         > before, 10, what="client-side reload")
+
     def events(self, proc):
         return [parse_line(l)[1] for l in harness.read(proc.log_path).splitlines()
                 if l.startswith("EVENT")]
@@ -146,6 +153,23 @@ class RpcTlsGoPeers(unittest.TestCase):
         self.assertEqual(word, "RESULT fail", f)
         log = harness.read(self.sc_client.log_path)
         self.assertRegex(log, r"rpc outbound from %s:8300: TLS: .*" % ip2.replace(".", r"\."))
+        # Declared as a dc2 server (WAN), the same server verifies as server.dc2.consul.
+        c = lambda n: os.path.join(self.certs, n)
+        client_tls = ['ca_file = "%s"' % self.ca,
+                      'cert_file = "%s"' % c("dc1-client-consul-0.pem"),
+                      'key_file = "%s"' % c("dc1-client-consul-0-key.pem"),
+                      "verify_outgoing = true", "verify_server_hostname = true"]
+        try:
+            self.reload_client(client_tls + ["[[tls.datacenter]]", 'name = "dc2"',
+                                             'addresses = ["%s/32"]' % ip2])
+            word, f = self.client("c", ip2 + ":8300", "-mode", "rpc", "-timeout", "10s")
+            self.assertEqual(word, "RESULT ok", f)
+            self.assertEqual(self.events(srv)[-1].get("sni"), "server.dc2.consul")
+            # Other destinations are still the local datacenter's servers.
+            word, f = self.client("c", self.lab.ip("g") + ":8300", "-mode", "rpc")
+            self.assertEqual(word, "RESULT ok", f)
+        finally:
+            self.reload_client(client_tls)
 
     def test_plaintext_refused_then_accepted_by_reload(self):
         addr = self.lab.ip("s") + ":8300"

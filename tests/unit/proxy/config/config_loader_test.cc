@@ -254,3 +254,48 @@ TEST_CASE("config: a missing file is a clear error", "[config]") {
   CHECK(std::get<std::vector<ConfigError>>(r)[0].format() ==
         "/nonexistent/proxy.toml: cannot open config file: No such file or directory");
 }
+
+TEST_CASE("config: [[tls.datacenter]] maps server addresses to their datacenter", "[config]") {
+  auto c = ok(
+      "[tls]\n"
+      "[[tls.datacenter]]\n"
+      "name = \"DC2\"\n"
+      "addresses = [\"10.2.0.0/16\", \"fd00:2::/64\", \"192.0.2.7\"]\n");
+  REQUIRE(c.tls.datacenters.size() == 1);
+  const auto& r = c.tls.datacenters[0];
+  CHECK(r.name == "dc2");  // lower-cased, as Consul does
+  REQUIRE(r.addresses.size() == 3);
+  CHECK(r.addresses[0].contains(SocketAddress::parse("10.2.255.1:8300")));
+  CHECK_FALSE(r.addresses[0].contains(SocketAddress::parse("10.3.0.1:8300")));
+  CHECK(r.addresses[0].contains(SocketAddress::parse("[::ffff:10.2.0.9]:8300")));
+  CHECK(r.addresses[1].contains(SocketAddress::parse("[fd00:2::1234]:8300")));
+  CHECK_FALSE(r.addresses[1].contains(SocketAddress::parse("[fd00:3::1]:8300")));
+  CHECK(r.addresses[2].contains(SocketAddress::parse("192.0.2.7:8300")));
+  CHECK_FALSE(r.addresses[2].contains(SocketAddress::parse("192.0.2.8:8300")));
+  CHECK(Cidr::parse("10.0.0.0/12").contains(SocketAddress::parse("10.15.0.1:1")));
+  CHECK_FALSE(Cidr::parse("10.0.0.0/12").contains(SocketAddress::parse("10.16.0.1:1")));
+  CHECK(Cidr::parse("0.0.0.0/0").contains(SocketAddress::parse("203.0.113.1:1")));
+  CHECK_FALSE(Cidr::parse("10.0.0.0/33").valid());
+  CHECK_FALSE(Cidr::parse("10.0.0/8").valid());
+  CHECK_FALSE(Cidr::parse("10.0.0.0/").valid());
+}
+
+TEST_CASE("config: bad [[tls.datacenter]] entries are all reported with positions", "[config]") {
+  auto errs = errorsOf(
+      "[tls]\n"
+      "[[tls.datacenter]]\n"
+      "name = \"dc 2\"\n"
+      "addresses = [\"10.2.0.0/40\", 7]\n"
+      "[[tls.datacenter]]\n"
+      "addresses = []\n");
+  REQUIRE(errs.size() == 5);
+  CHECK(errs[0] ==
+        "proxy.toml:3:8: tls.datacenter[0].name: datacenter must be letters, digits, '-' or '_' "
+        "(as in Consul)");
+  CHECK(errs[1].rfind("proxy.toml:4:14: tls.datacenter[0].addresses: expected an IPv4/IPv6", 0) ==
+        0);
+  CHECK(errs[2].rfind("proxy.toml:4:29: tls.datacenter[0].addresses:", 0) == 0);
+  CHECK(errs[3].find("tls.datacenter[1].name: missing required key 'name'") != std::string::npos);
+  CHECK(errs[4].find("tls.datacenter[1].addresses: expected a non-empty array") !=
+        std::string::npos);
+}
