@@ -14,13 +14,22 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libhttp-parser-dev libpcap-dev
   # tests, fuzzing, linting, benchmarks
   catch2 libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev python3 socat stunnel4 haproxy
+  python3-prometheus-client
   # real peers and the network lab: serf agents, Go (memberlist/TLS peers), namespaces, netfilter
   serf golang-go golang-github-hashicorp-memberlist-dev golang-github-hashicorp-yamux-dev
   golang-github-hashicorp-net-rpc-msgpackrpc-dev golang-github-hashicorp-go-msgpack-dev
   iproute2 iptables nftables tshark tcpdump
   # certificates for the examples and tests
   openssl xxd bc
+  # deployment: systemd-analyze verify/security, sysusers/tmpfiles (unit tests), setcap/setpriv
+  # (image privilege model), python3-yaml (manifest checks), util-linux (unshare for doctor)
+  systemd libcap2-bin util-linux python3-yaml
 )
+# Kubernetes schema validation (tests/manifests) runs on Node.js; any Node.js >= 14 with npm
+# will do, Debian's when none is installed (a Node.js from elsewhere ships its own npm).
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+  PACKAGES+=(nodejs npm)
+fi
 
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -28,11 +37,19 @@ for p in "${PACKAGES[@]}"; do
 done
 if [ ${#missing[@]} -eq 0 ]; then
   echo "install-deps: all ${#PACKAGES[@]} packages present"
-  exit 0
+else
+  echo "install-deps: installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  $SUDO apt-get update -qq
+  # tshark asks whether non-root users may capture; the answer does not matter here.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
+  $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
-echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-# tshark asks whether non-root users may capture; the answer does not matter here.
-echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+
+# npm packages pinned by tests/manifests/package-lock.json (the Kubernetes API schemas).
+manifests="$(cd "$(dirname "$0")/.." && pwd)/tests/manifests"
+if [ ! -d "$manifests/node_modules/kubernetes-models" ] ||
+   [ "$manifests/package-lock.json" -nt "$manifests/node_modules/.package-lock.json" ]; then
+  echo "install-deps: npm ci in tests/manifests"
+  npm ci --prefix "$manifests" --no-audit --no-fund --loglevel=error
+fi

@@ -16,6 +16,7 @@ sends plaintext (its JSON names g3 by address and node name), and yes once g3 is
 """
 import json
 import os
+import re
 import threading
 import time
 import unittest
@@ -164,6 +165,30 @@ class RolloutWalk(unittest.TestCase):
                          self.cfg["p2"], *extra, check=False)
         return r.returncode, json.loads(r.stdout)
 
+    def check_metrics(self):
+        from prometheus_client.parser import text_string_to_metric_families
+        fetch = ("import urllib.request,sys;"
+                 "sys.stdout.write(urllib.request.urlopen('http://%s/metrics').read().decode())")
+        admin = "127.0.0.1:9920"  # admin.listen default
+        text = self.lab.run("h2", "python3", "-c", fetch % admin).stdout
+        families = {f.name: f for f in text_string_to_metric_families(text)}
+        samples = lambda name: [s for s in families[name].samples]
+        # Counters by pool/direction/result, per-peer counters with node names, member gauges,
+        # reloads: the families a rollout dashboard reads.
+        self.assertEqual(families["sidecrypt_reloads"].type, "counter")
+        reloads = {s.labels.get("result"): s.value for s in samples("sidecrypt_reloads")}
+        self.assertGreaterEqual(reloads.get("ok", 0), 2, reloads)
+        self.assertGreaterEqual(reloads.get("failed", 0), 1, reloads)
+        members = {s.labels["state"]: s.value for s in samples("sidecrypt_gossip_members")}
+        self.assertGreaterEqual(members["alive"], 4, members)
+        enc = {s.labels["node"]: s.value for s in samples("sidecrypt_peer_encrypted")}
+        self.assertGreater(enc.get("p1", 0), 0, enc)
+        self.assertGreater(enc.get("n4", 0), 0, enc)
+        rpc = {s.labels["event"]: s.value for s in samples("sidecrypt_rpc")}
+        self.assertGreater(sum(rpc.values()), 0, rpc)
+        gossip = samples("sidecrypt_gossip_packets")
+        self.assertTrue(any(s.labels.get("pool") == "lan" for s in gossip), gossip[:3])
+
     def rpc_events(self):
         return [parse_line(l)[1] for l in harness.read_log(self.rpc_server).splitlines()
                 if l.startswith("EVENT")]
@@ -213,6 +238,21 @@ class RolloutWalk(unittest.TestCase):
         peer = {p["address"]: p for p in status["peers"]}[self.lab.ip("h1")]
         self.assertGreater(peer["rpc"]["tls"], 0, peer)
         self.assertIn("client.dc1.consul", peer["rpc"]["tls_dns_names"], peer)
+        # A reload with a bad certificate keeps the whole running state; traffic goes on.
+        with open(self.cfg["p2"]) as f:
+            good = f.read()
+        bad_cert = self.w.file("bad-cert.pem", "-----BEGIN CERTIFICATE-----\nnot one\n")
+        with open(self.cfg["p2"], "w") as f:
+            f.write(re.sub(r'cert_file = "[^"]*"', 'cert_file = "%s"' % bad_cert, good))
+        r = self.lab.run("h2", harness.binary(), "reload", "-c", self.cfg["p2"], check=False)
+        self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+        self.assertIn(bad_cert, r.stderr)
+        with open(self.cfg["p2"], "w") as f:
+            f.write(good)
+        calls = cls.rpc_calls[0]
+        harness.wait_for(lambda: cls.rpc_calls[0] >= calls + 2, 30, what="RPC after bad reload")
+        # /metrics, read by a real Prometheus text-format parser.
+        self.check_metrics()
         cls.stop.set()
         for t in cls.threads:
             t.join(60)
