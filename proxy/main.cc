@@ -132,6 +132,11 @@ int main(int argc, char** argv) {
                    "connect through each intercepted TCP port to this address (repeatable; "
                    "default 192.0.2.1, TEST-NET-1)")
       ->allow_extra_args(false);
+  doctor
+      ->add_option("--only", doctor_opts.only,
+                   "run only these checks (repeatable; a name or prefix: admin.ready, rules, "
+                   "kernel, probe, ...)")
+      ->allow_extra_args(false);
   doctor->add_flag("--no-probe", doctor_opts.no_probe, "skip the connection probes");
   doctor->add_flag("--json", doctor_opts.json, "machine-readable output");
   doctor->callback([&] { rc = cli::doctorCommand(doctor_opts); });

@@ -51,6 +51,7 @@ struct DoctorOptions {
   std::string config = "/etc/sidecrypt/proxy.toml";
   std::string admin;                     // host:port; default: admin.listen of the config
   std::vector<std::string> probe_addrs;  // connect targets; default 192.0.2.1 (TEST-NET-1)
+  std::vector<std::string> only;         // check names or prefixes ("admin.ready", "rules")
   bool no_probe = false;
   bool json = false;
   int probe_timeout_ms = 2000;

@@ -1071,17 +1071,53 @@ std::vector<Check> Doctor::run() {
           (params_.mode == InterceptMode::Tproxy ? std::string("tproxy") : "redirect") +
           ", ports " + ports + " (TCP out " + joinPorts(params_.tcp_out) + ", TCP in " +
           joinPorts(params_.tcp_in) + ", UDP " + joinPorts(params_.udp) + ")");
-  checkCapabilities();
-  checkBackend();
-  checkKernel();
-  checkRules();
-  checkStaleBackends();
-  checkPolicyRoutes();
-  checkSysctls();
-  checkProxyCapabilities();
-  checkReady();
-  probePorts();
-  return checks_;
+  // --only: run the selected checks and what they depend on; report only the selected ones.
+  struct Step {
+    const char* name;
+    void (Doctor::*fn)();
+    std::vector<const char*> needs;
+  };
+  const std::vector<Step> steps = {
+      {"capabilities", &Doctor::checkCapabilities, {}},
+      {"backend", &Doctor::checkBackend, {"capabilities"}},
+      {"kernel", &Doctor::checkKernel, {"capabilities", "backend"}},
+      {"rules.netfilter", &Doctor::checkRules, {"capabilities", "backend", "kernel"}},
+      {"rules.stale", &Doctor::checkStaleBackends, {"capabilities", "backend"}},
+      {"rules.policy", &Doctor::checkPolicyRoutes, {"capabilities", "backend", "kernel"}},
+      {"sysctl", &Doctor::checkSysctls, {}},
+      {"capabilities.proxy", &Doctor::checkProxyCapabilities, {"capabilities"}},
+      {"admin.ready", &Doctor::checkReady, {}},
+      {"probe",
+       &Doctor::probePorts,
+       {"capabilities", "backend", "kernel", "rules.netfilter", "rules.policy", "admin.ready"}},
+  };
+  auto selected = [this](const std::string& name) {
+    if (opts_.only.empty()) {
+      return true;
+    }
+    return std::any_of(opts_.only.begin(), opts_.only.end(), [&](const std::string& o) {
+      return name == o || name.rfind(o + ".", 0) == 0 || o.rfind(name + ".", 0) == 0;
+    });
+  };
+  std::set<std::string> needed;
+  for (const auto& st : steps) {
+    if (selected(st.name)) {
+      needed.insert(st.name);
+      needed.insert(st.needs.begin(), st.needs.end());
+    }
+  }
+  for (const auto& st : steps) {
+    if (needed.count(st.name) != 0) {
+      (this->*st.fn)();
+    }
+  }
+  std::vector<Check> out;
+  for (auto& c : checks_) {
+    if (c.name == "config" || selected(c.name)) {
+      out.push_back(std::move(c));
+    }
+  }
+  return out;
 }
 
 void printText(const std::string& config, const std::vector<Check>& checks) {
@@ -1123,9 +1159,8 @@ int doctorCommand(const DoctorOptions& opts) {
     for (const auto& e : *errs) {
       detail += (detail.empty() ? "" : "\n  ") + e.format();
     }
-    checks.push_back(
-        {"config", Status::Fail, detail,
-         "correct the lines above; `sidecrypt check-config " + config + "` validates the result"});
+    checks.push_back({"config", Status::Fail, detail,
+                      "sidecrypt check-config " + config + "  # after correcting the lines above"});
   } else {
     Doctor doctor(opts, std::get<Config>(loaded), config);
     checks = doctor.run();
