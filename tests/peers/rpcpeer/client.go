@@ -32,7 +32,18 @@ type client struct {
 	size     int
 	factor   int
 	timeout  time.Duration
-	result   map[string]interface{}
+	idle     time.Duration
+	// result is written by the per-stream goroutines of runYamux too: only through set().
+	// (Unguarded, two streams finishing together died with "fatal error: concurrent map
+	// writes", mostly when the machine was busy.)
+	mu     sync.Mutex
+	result map[string]interface{}
+}
+
+func (c *client) set(key string, value interface{}) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.result[key] = value
 }
 
 func clientMain(args []string) int {
@@ -56,10 +67,15 @@ func clientMain(args []string) int {
 	fs.IntVar(&c.size, "size", 4096, "payload bytes per call / snapshot body bytes")
 	fs.IntVar(&c.factor, "factor", 3, "snapshot reply = body x factor")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Second, "overall deadline")
+	fs.DurationVar(&c.idle, "idle", 0, "rpc modes: after the calls, leave each stream idle this long, then call again on it (-timeout must cover it)")
 	fs.Parse(args)
 	c.result["mode"] = c.mode
 	c.result["tls"] = c.useTLS || c.alpn != ""
 	err := c.run()
+	if err == nil && c.idle > 0 {
+		c.result["idle"] = c.idle.String()
+		c.result["calls_after_idle"] = c.calls
+	}
 	if err != nil {
 		c.result["error"] = err.Error()
 		emit("RESULT fail", c.result)
@@ -233,14 +249,30 @@ func (c *client) runCalls(cc rpc.ClientCodec, n, stream int) error {
 		if err := msgpackrpc.CallWithCodec(cc, "Status.Info", struct{}{}, &info); err != nil {
 			return fmt.Errorf("Status.Info: %w", err)
 		}
-		c.result["server_tls"] = info.TLS
-		c.result["server_version"] = info.Version
-		c.result["server_sni"] = info.ServerName
-		c.result["server_peer_cn"] = info.PeerCN
-		c.result["server_inner"] = info.Inner
+		c.set("server_tls", info.TLS)
+		c.set("server_version", info.Version)
+		c.set("server_sni", info.ServerName)
+		c.set("server_peer_cn", info.PeerCN)
+		c.set("server_inner", info.Inner)
 	}
+	if err := c.echoCalls(cc, n, stream, 0); err != nil {
+		return err
+	}
+	c.set("calls", n)
+	if c.idle > 0 {
+		// The same stream (and connection) again after a quiet spell (no RPC traffic; yamux
+		// keepalives only in rpc mode).
+		time.Sleep(c.idle)
+		if err := c.echoCalls(cc, n, stream, 1); err != nil {
+			return fmt.Errorf("after %s idle: %w", c.idle, err)
+		}
+	}
+	return nil
+}
+
+func (c *client) echoCalls(cc rpc.ClientCodec, n, stream, round int) error {
 	for i := 0; i < n; i++ {
-		want := pattern(c.size, byte(i+stream*31))
+		want := pattern(c.size, byte(i+stream*31+round*17))
 		var reply EchoReply
 		if err := msgpackrpc.CallWithCodec(cc, "Echo.Echo", EchoArgs{Data: want}, &reply); err != nil {
 			return fmt.Errorf("Echo.Echo: %w", err)
@@ -249,7 +281,6 @@ func (c *client) runCalls(cc rpc.ClientCodec, n, stream int) error {
 			return fmt.Errorf("Echo.Echo: reply differs (%d bytes, want %d)", len(reply.Data), c.size)
 		}
 	}
-	c.result["calls"] = n
 	return nil
 }
 
