@@ -153,13 +153,13 @@ void Server::sweepKeyUse() {
     }
   }
   const auto now = WallClock::now();
-  for (const auto& [fp, last] : datapath_->census().keysFallenOutOfUse(
-           ring, now, std::chrono::seconds(kKeyUseWindowS))) {
+  for (const auto& [fp, last] :
+       datapath_->census().keysFallenOutOfUse(ring, now, std::chrono::seconds(kKeyUseWindowS))) {
     spdlog::info(
         "key {} no longer in use: no peer has sent with it for {} s (last use {} s ago); "
         "`sidecrypt check remove-key {}` says when removing it is safe",
-        fp, kKeyUseWindowS,
-        std::chrono::duration_cast<std::chrono::seconds>(now - last).count(), fp);
+        fp, kKeyUseWindowS, std::chrono::duration_cast<std::chrono::seconds>(now - last).count(),
+        fp);
   }
 }
 

@@ -100,8 +100,7 @@ class PeerCensus {
   // used within `window` before the previous sweep but no peer used within `window` now.
   // Returns them with the time of their last use.
   std::vector<std::pair<std::string, WallClock::time_point>> keysFallenOutOfUse(
-      const std::vector<std::string>& ring, WallClock::time_point now,
-      std::chrono::seconds window);
+      const std::vector<std::string>& ring, WallClock::time_point now, std::chrono::seconds window);
   uint64_t memberEvictions() const { return member_evictions_; }
 
   const TextMap<PeerRecord>& peers() const { return peers_; }

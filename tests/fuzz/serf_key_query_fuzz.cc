@@ -54,8 +54,8 @@ class Answer final : public MessageVisitor {
   void onMessage(const Message& m) override {
     ++messages;
     if (m.type == MsgType::User && m.has_serf && m.serf.decoded) {
-      serf_type = m.serf.type == static_cast<int>(SerfType::Relay) ? m.serf.relayed_type
-                                                                   : m.serf.type;
+      serf_type =
+          m.serf.type == static_cast<int>(SerfType::Relay) ? m.serf.relayed_type : m.serf.type;
       ltime = m.serf.ltime;
       id = m.serf.id;
       flags = m.serf.flags;
@@ -93,8 +93,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   }
   const bool ok = (flags & 2) != 0;
   for (KeyOp op : {KeyOp::Install, KeyOp::List}) {
-    const KeyResult result{ok, ok ? "" : "No keyring to modify (encryption not enabled)",
-                           &ring()};
+    const KeyResult result{ok, ok ? "" : "No keyring to modify (encryption not enabled)", &ring()};
     std::array<uint8_t, 2048> out{};
     const size_t n = encodeKeyResponsePacket(*r, op, result, out);
     if (n == 0) {
@@ -106,8 +105,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     Answer a;
     const WalkResult w = walker.walkPacket({out.data(), n}, a);
     if (!w.ok() || a.messages != 1 || a.serf_type != static_cast<int>(SerfType::QueryResponse) ||
-        a.ltime != r->ltime || a.id != r->id || a.flags != r->flags ||
-        a.from_len != r->from_len || a.key_type != static_cast<int>(SerfType::KeyResponse)) {
+        a.ltime != r->ltime || a.id != r->id || a.flags != r->flags || a.from_len != r->from_len ||
+        a.key_type != static_cast<int>(SerfType::KeyResponse)) {
       __builtin_trap();
     }
     for (size_t i = 0; i < r->relay_header_len; ++i) {

@@ -256,11 +256,11 @@ TEST_CASE("config: a missing file is a clear error", "[config]") {
 }
 
 TEST_CASE("config: [[tls.datacenter]] maps server addresses to their datacenter", "[config]") {
-  auto c = ok(
-      "[tls]\n"
-      "[[tls.datacenter]]\n"
-      "name = \"DC2\"\n"
-      "addresses = [\"10.2.0.0/16\", \"fd00:2::/64\", \"192.0.2.7\"]\n");
+  auto c =
+      ok("[tls]\n"
+         "[[tls.datacenter]]\n"
+         "name = \"DC2\"\n"
+         "addresses = [\"10.2.0.0/16\", \"fd00:2::/64\", \"192.0.2.7\"]\n");
   REQUIRE(c.tls.datacenters.size() == 1);
   const auto& r = c.tls.datacenters[0];
   CHECK(r.name == "dc2");  // lower-cased, as Consul does

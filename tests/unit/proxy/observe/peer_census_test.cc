@@ -42,8 +42,7 @@ TEST_CASE("peer_census: members follow memberlist's incarnation rules", "[census
   CHECK(c.members().size() == 1);
 }
 
-TEST_CASE("peer_census: node names reach the peer records, members are bounded",
-          "[census]") {
+TEST_CASE("peer_census: node names reach the peer records, members are bounded", "[census]") {
   PeerCensus c(2);
   PacketResult r;
   r.verdict = Verdict::Forward;
