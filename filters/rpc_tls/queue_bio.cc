@@ -80,10 +80,8 @@ long queueCtrl(BIO* bio, int cmd, long /*num*/, void* /*ptr*/) {
       return q->eof && q->pending() == 0 ? 1 : 0;
     case BIO_CTRL_FLUSH:
       return 1;
-    case BIO_CTRL_WPENDING:
-      return 0;
     default:
-      return 0;
+      return 0;  // BIO_CTRL_WPENDING included: nothing is ever held back on the write side
   }
 }
 
