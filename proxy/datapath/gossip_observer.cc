@@ -4,6 +4,7 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cstring>
 
 namespace sidecrypt::proxy {
 
@@ -13,11 +14,7 @@ using filters::gossip::KeyOp;
 class GossipObserver::Visitor final : public fg::MessageVisitor {
  public:
   Visitor(GossipObserver& o, GossipPool pool, const SocketAddress& sender, bool from_agent)
-      : o_(o),
-        pool_(pool),
-        sender_text_(fg::ipText({sender.ipBytes(), sender.ipLen()})),
-        sender_ip_(sender_text_.view()),
-        from_agent_(from_agent) {}
+      : o_(o), pool_(pool), sender_(sender), from_agent_(from_agent) {}
 
   void onMessage(const fg::Message& m) override {
     if (!m.decoded) {
@@ -28,8 +25,8 @@ class GossipObserver::Visitor final : public fg::MessageVisitor {
       case fg::MsgType::Alive: {
         const auto ip = fg::ipText(m.addr);
         census.onAlive(m.node, ip.view(), m.port, m.incarnation);
-        if (from_agent_ && ip.view() == sender_ip_) {
-          census.setSelf(m.node, sender_ip_);
+        if (from_agent_ && ip.view() == senderIp()) {
+          census.setSelf(m.node, senderIp());
         }
         break;
       }
@@ -42,16 +39,19 @@ class GossipObserver::Visitor final : public fg::MessageVisitor {
       case fg::MsgType::Ping:
       case fg::MsgType::IndirectPing:
         if (!m.source_node.empty()) {
-          const auto ip = fg::ipText(m.source_addr);
           if (from_agent_) {
-            census.setSelf(m.source_node, sender_ip_);
-          } else if (ip.view() == sender_ip_) {
-            census.setNodeName(sender_ip_, m.source_node);
+            census.setSelf(m.source_node, senderIp());
+          } else if (m.source_addr.size() == sender_.ipLen() &&
+                     std::memcmp(m.source_addr.data(), sender_.ipBytes(), sender_.ipLen()) == 0) {
+            census.setNodeName(senderIp(), m.source_node);
           }
         }
         break;
       case fg::MsgType::User:
-        if (m.has_serf) {
+        // A re-broadcast of a query already handled costs a lookup, not a decode (keyQueryFrom
+        // copies the key into locked memory, which is several syscalls).
+        if (m.has_serf && m.serf.type == static_cast<int>(fg::SerfType::Query) &&
+            fg::keyOpForQuery(m.serf.name) && o_.find(pool_, m.serf.ltime, m.serf.id) == nullptr) {
           if (auto q = fg::keyQueryFrom(m.serf)) {
             o_.onKeyQuery(pool_, *q, from_agent_);
           }
@@ -86,8 +86,15 @@ class GossipObserver::Visitor final : public fg::MessageVisitor {
  private:
   GossipObserver& o_;
   GossipPool pool_;
+  // The sender's address as text, formatted on first use (most packets never need it).
+  std::string_view senderIp() {
+    if (sender_text_.len == 0) {
+      sender_text_ = fg::ipText({sender_.ipBytes(), sender_.ipLen()});
+    }
+    return sender_text_.view();
+  }
+  const SocketAddress& sender_;
   fg::IpText sender_text_;
-  std::string_view sender_ip_;
   bool from_agent_;
 };
 
