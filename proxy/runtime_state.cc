@@ -14,7 +14,8 @@ bool usesGossip(const Config& cfg, GossipPool pool) {
 }
 
 bool usesRpc(const Config& cfg) {
-  return std::any_of(cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
+  return !cfg.listeners.empty() ||
+         std::any_of(cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
                      [](const PortSpec& p) { return p.protocol == PortProtocol::Rpc; });
 }
 

@@ -275,6 +275,10 @@ bool Server::readyNow(std::string& detail) {
     detail = stopping_ ? "stopping" : "listeners are not bound";
     return false;
   }
+  if (state_->config.intercept.ports.empty()) {
+    detail = "listeners bound (explicit listeners only, no interception)";
+    return true;
+  }
   // Checking the rules runs nft/iptables: at most every 5 s.
   const auto now = std::chrono::steady_clock::now();
   if (now - rules_checked_ > std::chrono::seconds(5)) {
@@ -364,7 +368,8 @@ int Server::run() {
   }
   notifier_ = std::make_unique<ServiceNotifier>(&loop_, SdNotify::fromEnvironment());
   notifier_->status("starting");
-  if (state_->config.intercept.install_rules && !installRules()) {
+  if (state_->config.intercept.install_rules && !state_->config.intercept.ports.empty() &&
+      !installRules()) {
     stop();
     uv_run(&loop_, UV_RUN_DEFAULT);
     loop_closed_ = uv_loop_close(&loop_) == 0;

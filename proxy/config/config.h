@@ -98,6 +98,18 @@ struct InterceptConfig {
   std::vector<PortSpec> ports;   // filled from the profile unless given explicitly
 };
 
+// An explicit RPC listener (no netfilter): a fixed listen address and a fixed upstream.
+// Outbound: the agent (or a client) connects here in plaintext and sidecrypt dials `upstream`
+// with Consul's RPC TLS; inbound: peers connect here with Consul's RPC TLS (0x03) and sidecrypt
+// hands the plaintext stream to `upstream` (the agent). Used with Consul's advertise_addrs.
+enum class ListenerDirection : uint8_t { Outbound, Inbound };
+struct ListenerConfig {
+  std::string name;
+  SocketAddress listen;
+  SocketAddress upstream;
+  ListenerDirection direction = ListenerDirection::Outbound;
+};
+
 struct AdminConfig {
   std::string listen = "127.0.0.1:9920";
   bool unsafe_allow_remote = false;
@@ -115,6 +127,7 @@ struct Config {
   TlsConfig tls;
   InterceptConfig intercept;
   AdminConfig admin;
+  std::vector<ListenerConfig> listeners;  // [[listener]]
   LogConfig log;
   // Settings that are legal but weaken a safe default; logged at startup and by check-config.
   std::vector<std::string> warnings;

@@ -135,12 +135,15 @@ const std::vector<Section>& schema() {
         "port"}},
       {"admin", {"listen", "unsafe_allow_remote"}},
       {"log", {"level", "format"}},
+      {"listener", {}},  // [[listener]]: an array of tables, loaded by loadListeners
   };
   return kSchema;
 }
 
 const std::vector<std::string_view> kPortKeys = {"port", "protocol", "transport", "pool", "name"};
 const std::vector<std::string_view> kDatacenterKeys = {"name", "addresses"};
+const std::vector<std::string_view> kListenerKeys = {"name", "listen", "upstream", "direction",
+                                                     "protocol"};
 
 bool validDatacenter(const std::string& dc) {
   return !dc.empty() && std::all_of(dc.begin(), dc.end(), [](char c) {
@@ -288,6 +291,7 @@ class Loader {
   void loadDatacenters(const toml::table& t);
   void loadIntercept(const toml::table& t, bool& ports_given);
   void loadAdmin(const toml::table& t);
+  void loadListeners(const toml::node& n);
   void loadLog(const toml::table& t);
   void applyDefaults(bool ports_given, const toml::table* intercept);
 
@@ -623,6 +627,61 @@ std::optional<std::pair<std::string, bool>> parseListen(const std::string& s) {
   return std::nullopt;
 }
 
+void Loader::loadListeners(const toml::node& n) {
+  if (!n.is_array_of_tables()) {
+    error(n, "listener", "expected [[listener]] tables");
+    return;
+  }
+  size_t i = 0;
+  for (const auto& e : *n.as_array()) {
+    const std::string sec = "listener[" + std::to_string(i++) + "]";
+    const auto& lt = *e.as_table();
+    checkKeys(lt, sec, kListenerKeys);
+    ListenerConfig l;
+    getString(lt, sec, "name", l.name);
+    for (const char* key : {"listen", "upstream"}) {
+      std::string text;
+      if (!getString(lt, sec, key, text)) {
+        if (lt.get(key) == nullptr) {
+          error(e, sec + "." + key, std::string("missing required key '") + key + "'");
+        }
+        continue;
+      }
+      const SocketAddress a = SocketAddress::parse(text);
+      if (!a.valid() || a.port() == 0) {
+        error(*lt.get(key), sec + "." + key,
+              "expected an IP address and port such as \"127.0.0.1:9000\" or \"[::1]:9000\"");
+        continue;
+      }
+      (std::string(key) == "listen" ? l.listen : l.upstream) = a;
+    }
+    if (lt.get("direction") == nullptr) {
+      error(e, sec + ".direction",
+            "missing required key 'direction' (\"outbound\" or \"inbound\")");
+    } else {
+      getEnum<ListenerDirection>(
+          lt, sec, "direction",
+          {{"outbound", ListenerDirection::Outbound}, {"inbound", ListenerDirection::Inbound}},
+          l.direction);
+    }
+    std::string protocol = "rpc";
+    if (getString(lt, sec, "protocol", protocol) && protocol != "rpc") {
+      error(*lt.get("protocol"), sec + ".protocol",
+            "only \"rpc\" listeners exist (gossip is intercepted, not listened for)");
+    }
+    for (const auto& other : cfg.listeners) {
+      if (l.listen.valid() && other.listen == l.listen) {
+        error(*lt.get("listen"), sec + ".listen", l.listen.toString() + " is listed twice");
+      }
+    }
+    if (l.name.empty()) {
+      l.name = std::string(l.direction == ListenerDirection::Outbound ? "rpc_out_" : "rpc_in_") +
+               std::to_string(l.listen.port());
+    }
+    cfg.listeners.push_back(std::move(l));
+  }
+}
+
 void Loader::loadAdmin(const toml::table& t) {
   getBool(t, "admin", "unsafe_allow_remote", cfg.admin.unsafe_allow_remote);
   if (getString(t, "admin", "listen", cfg.admin.listen)) {
@@ -684,7 +743,10 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
         break;
       case Profile::Custom:
         (void)intercept;
-        crossError({"agent.profile"}, "profile \"custom\" needs at least one [[intercept.port]]");
+        if (cfg.listeners.empty()) {
+          crossError({"agent.profile"},
+                     "profile \"custom\" needs at least one [[intercept.port]] or [[listener]]");
+        }
         break;
     }
   }
@@ -708,6 +770,13 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
     crossError({"tls.verify_incoming"},
                "verify_incoming set but no CA certificates were provided (set tls.ca_file or "
                "tls.ca_path)");
+  }
+  for (const auto& l : cfg.listeners) {
+    if (l.direction == ListenerDirection::Inbound && t.cert_file.empty()) {
+      crossError({"listener", "tls.cert_file"}, "an inbound listener (" + l.name +
+                                                    ") answers TLS: set tls.cert_file and "
+                                                    "tls.key_file");
+    }
   }
   if (t.verify_incoming && a.server && t.cert_file.empty()) {
     crossError({"tls.verify_incoming"}, "verify_incoming requires tls.cert_file and tls.key_file");
@@ -780,6 +849,10 @@ ConfigResult runLoader(toml::table& root, Loader& l) {
   for (const auto& sec : schema()) {
     auto* node = root.get(sec.name);
     if (node == nullptr) {
+      continue;
+    }
+    if (sec.name == "listener") {
+      l.loadListeners(*node);
       continue;
     }
     if (!node->is_table()) {

@@ -87,6 +87,9 @@ bool Datapath::start(std::string& err) {
   if (ic.ipv6) {
     families.push_back(AF_INET6);
   }
+  if (ic.ports.empty()) {
+    families.clear();  // explicit listeners only: nothing is intercepted
+  }
   for (int family : families) {
     if (!openListener(Origin::Outbound, family, err) ||
         !openListener(Origin::Inbound, family, err)) {
@@ -103,7 +106,42 @@ bool Datapath::start(std::string& err) {
       }
     }
   }
+  for (size_t i = 0; i < config_.listeners.size(); ++i) {
+    if (!openFixedListener(i, err)) {
+      stop();
+      return false;
+    }
+  }
   listening_ = true;
+  return true;
+}
+
+bool Datapath::openFixedListener(size_t index, std::string& err) {
+  const ListenerConfig& lc = config_.listeners[index];
+  int fd = openTcpListener(lc.listen, false, err);
+  if (fd < 0) {
+    err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + err;
+    return false;
+  }
+  auto l = std::make_unique<Listener>();
+  l->owner = this;
+  l->origin = lc.direction == ListenerDirection::Outbound ? Origin::Outbound : Origin::Inbound;
+  l->fd = fd;
+  l->fixed = static_cast<int>(index);
+  int rc = uv_poll_init(loop_, &l->poll, fd);
+  l->poll.data = l.get();
+  if (rc == 0) {
+    rc = uv_poll_start(&l->poll, UV_READABLE, &Datapath::onConnection);
+  }
+  listeners_.push_back(std::move(l));
+  if (rc != 0) {
+    err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + uv_strerror(rc);
+    return false;
+  }
+  spdlog::info("listener {}: {} {} -> {}", lc.name,
+               lc.direction == ListenerDirection::Outbound ? "outbound (plaintext in, TLS out)"
+                                                           : "inbound (TLS in, plaintext out)",
+               lc.listen.toString(), lc.upstream.toString());
   return true;
 }
 
@@ -263,13 +301,22 @@ void Datapath::accept(Listener& l, int own_fd) {
   ++tcp_.accepted;
   const bool tproxy = config_.intercept.mode == InterceptMode::Tproxy;
   const SocketAddress remote = peerAddress(own_fd);
-  const SocketAddress local = tproxy ? localAddress(own_fd) : redirectOriginalDst(own_fd);
+  const ListenerConfig* fixed =
+      l.fixed >= 0 ? &config_.listeners[static_cast<size_t>(l.fixed)] : nullptr;
+  // An explicit listener's other end is its fixed upstream; an intercepted connection's is its
+  // original destination.
+  const SocketAddress local = fixed != nullptr ? fixed->upstream
+                              : tproxy         ? localAddress(own_fd)
+                                               : redirectOriginalDst(own_fd);
   // Outbound: the agent dialled `local` (the original destination). Inbound: a peer dialled the
   // agent's `local`.
   info.agent = l.origin == Origin::Outbound ? remote : local;
   info.peer = l.origin == Origin::Outbound ? local : remote;
+  static const PortSpec kFixedRpc{0, PortProtocol::Rpc, Transport::Tcp, GossipPool::Lan, "rpc"};
   const PortSpec* port =
-      portFor(l.origin == Origin::Outbound ? info.peer.port() : info.agent.port());
+      fixed != nullptr
+          ? &kFixedRpc
+          : portFor(l.origin == Origin::Outbound ? info.peer.port() : info.agent.port());
   if (port == nullptr || port->transport == Transport::Udp || !local.valid()) {
     ++tcp_.unknown_port;
     ::close(own_fd);
@@ -295,7 +342,9 @@ void Datapath::accept(Listener& l, int own_fd) {
     info.ready_deadline_ms = config_.tls.rpc_handshake_timeout_ms;
   }
   std::string err;
-  int up = upstreamFor(l.origin, info.agent, info.peer, err);
+  int up = fixed != nullptr ? openTcpUpstream(fixed->upstream.family(),
+                                              config_.intercept.proxy_mark, nullptr, err)
+                            : upstreamFor(l.origin, info.agent, info.peer, err);
   if (up < 0) {
     ++tcp_.upstream_failed;
     spdlog::warn("[C{}] {} {}: cannot open the upstream socket: {}", info.id, info.kind,

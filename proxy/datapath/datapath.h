@@ -79,12 +79,14 @@ class Datapath {
     Datapath* owner = nullptr;
     Origin origin = Origin::Outbound;
     int fd = -1;
+    int fixed = -1;  // index into config_.listeners for an explicit listener, else intercepted
     uv_poll_t poll{};
   };
 
   const PortSpec* portFor(uint16_t agent_port) const;
   filters::gossip::GossipDatagramFilter* datagramFilterFor(uint16_t agent_port);
   bool openListener(Origin origin, int family, std::string& err);
+  bool openFixedListener(size_t index, std::string& err);
   bool openRelay(Flow flow, int family, std::string& err);
   static void onConnection(uv_poll_t* handle, int status, int events);
   void accept(Listener& l, int fd);

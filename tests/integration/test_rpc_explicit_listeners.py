@@ -1,0 +1,128 @@
+"""Claim: explicit RPC listeners (a fixed listen address and a fixed upstream, no netfilter) work
+in both directions, as operators use them with Consul's advertise_addrs (issue 6, item 5):
+
+  c: Consul-shaped plaintext client -> sidecrypt A, listener 127.0.0.1:9000 (outbound:
+     plaintext in, Consul RPC TLS out, verifying server.dc1.consul) -> s:8443
+  s: sidecrypt B, listener s:8443 (inbound: TLS in with verify_incoming, plaintext out)
+     -> the plaintext Consul-shaped server on 127.0.0.1:8300
+
+A msgpack-rpc call over yamux succeeds end to end and the server sees plaintext 0x04; a native
+Go TLS client (client certificate, server.dc1.consul) is served by B directly; plaintext and a
+client without a certificate are refused by B; neither namespace has any sidecrypt netfilter
+rule, and sidecrypt is ready without them."""
+import os
+import unittest
+
+import harness
+from test_rpcpeer_go_interop import build_peer_and_certs, parse_line
+import test_rpcpeer_go_interop as peers
+
+
+def write_config(path, data_dir, role, listener, extra_tls=()):
+    c = lambda n: os.path.join(peers.CERTS, n)
+    body = ["[agent]", 'profile = "custom"', "server = %s" % str(role == "server").lower(),
+            'data_dir = "%s"' % data_dir,
+            "[tls]", 'ca_file = "%s"' % c("consul-agent-ca.pem"),
+            'cert_file = "%s"' % c("dc1-%s-consul-0.pem" % role),
+            'key_file = "%s"' % c("dc1-%s-consul-0-key.pem" % role),
+            "verify_outgoing = true", "verify_server_hostname = true",
+            "verify_incoming = %s" % str(role == "server").lower()] + list(extra_tls) + [
+            "[intercept]", "install_rules = false",
+            "[[listener]]"] + listener + ["[log]", 'level = "debug"', ""]
+    with open(path, "w") as f:
+        f.write("\n".join(body))
+    return path
+
+
+class ExplicitListeners(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        harness.require_root("network namespaces")
+        build_peer_and_certs()
+        cls.peer, cls.certs = peers.PEER, peers.CERTS
+        cls.w = harness.Workdir()
+        cls.lab = harness.Lab(["c", "s"])
+        try:
+            s_ip = cls.lab.ip("s")
+            cls.b_addr = s_ip + ":8443"
+            cls.a_cfg = write_config(os.path.join(cls.w.path, "a.toml"),
+                                     os.path.join(cls.w.path, "da"), "client",
+                                     ['listen = "127.0.0.1:9000"',
+                                      'upstream = "%s"' % cls.b_addr,
+                                      'direction = "outbound"'])
+            cls.b_cfg = write_config(os.path.join(cls.w.path, "b.toml"),
+                                     os.path.join(cls.w.path, "db"), "server",
+                                     ['listen = "%s"' % cls.b_addr,
+                                      'upstream = "127.0.0.1:8300"',
+                                      'direction = "inbound"'])
+            cls.a = cls.lab.spawn("c", [harness.binary(), "run", "-c", cls.a_cfg],
+                                  os.path.join(cls.w.path, "a.log"))
+            cls.b = cls.lab.spawn("s", [harness.binary(), "run", "-c", cls.b_cfg],
+                                  os.path.join(cls.w.path, "b.log"))
+            for p in (cls.a, cls.b):
+                harness.wait_for(lambda p=p: "started:" in harness.read(p.log_path), 10,
+                                 what="sidecrypt started")
+            cls.server = cls.lab.spawn("s", [cls.peer, "server", "-listen", "127.0.0.1:8300",
+                                             "-lifetime", "300s"],
+                                       os.path.join(cls.w.path, "server.log"))
+            harness.wait_for(lambda: "LISTENING" in harness.read(cls.server.log_path), 15,
+                             what="rpcpeer server")
+        except BaseException:
+            cls.tearDownClass()
+            raise
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.lab.cleanup()
+        cls.w.cleanup()
+
+    def client(self, host, addr, *args):
+        r = self.lab.run(host, self.peer, "client", "-addr", addr, *args, check=False,
+                         timeout=60)
+        return parse_line((r.stdout.strip().splitlines() or [""])[-1])
+
+    def events(self):
+        return [parse_line(l)[1] for l in harness.read(self.server.log_path).splitlines()
+                if l.startswith("EVENT")]
+
+    def test_1_plaintext_client_through_both_listeners(self):
+        word, f = self.client("c", "127.0.0.1:9000", "-mode", "rpc", "-n", "20")
+        self.assertEqual(word, "RESULT ok", f)
+        ev = self.events()[-1]
+        self.assertEqual(ev.get("result"), "served", ev)
+        self.assertEqual(ev.get("outer"), "4", ev)  # the agent sees the plaintext type byte
+        self.assertEqual(ev.get("tls"), "false", ev)
+        self.assertIn("listener rpc_out_9000: outbound", harness.read(self.a.log_path))
+        self.assertIn("listener rpc_in_8443: inbound", harness.read(self.b.log_path))
+        status = self.lab.run("s", harness.binary(), "status", "--json", "-c", self.b_cfg)
+        self.assertIn("client.dc1.consul", status.stdout)
+
+    def test_2_native_tls_client_straight_to_the_inbound_listener(self):
+        c = lambda n: os.path.join(self.certs, n)
+        word, f = self.client("c", self.b_addr, "-tls", "-verify-server-hostname", "-ca",
+                              c("consul-agent-ca.pem"), "-cert", c("dc1-client-consul-0.pem"),
+                              "-key", c("dc1-client-consul-0-key.pem"), "-mode", "rpc")
+        self.assertEqual(word, "RESULT ok", f)
+
+    def test_3_refusals(self):
+        # Plaintext straight to B: refused under verify_incoming, with Consul's words.
+        word, f = self.client("c", self.b_addr, "-mode", "rpc", "-timeout", "10s")
+        self.assertEqual(word, "RESULT fail", f)
+        self.assertIn("Non-TLS connection attempted with VerifyIncoming set",
+                      harness.read(self.b.log_path))
+        # TLS without a client certificate: refused.
+        c = lambda n: os.path.join(self.certs, n)
+        word, f = self.client("c", self.b_addr, "-tls", "-ca", c("consul-agent-ca.pem"),
+                              "-mode", "rpc", "-timeout", "10s")
+        self.assertEqual(word, "RESULT fail", f)
+
+    def test_4_no_netfilter_rules(self):
+        for host in ("c", "s"):
+            r = self.lab.run(host, "nft", "list", "table", "inet", "sidecrypt", check=False)
+            self.assertNotEqual(r.returncode, 0, r.stdout)
+        ready = self.lab.run("c", harness.binary(), "status", "-c", self.a_cfg, check=False)
+        self.assertIn("ready: yes", ready.stdout)
+
+
+if __name__ == "__main__":
+    harness.main()
