@@ -13,6 +13,8 @@ make-certs.sh), mutual TLS, the server name server.dc1.consul verified, no sessi
   direct     no relays: client -> s:8300 (reference)
   sidecrypt  A = sidecrypt client role, B = sidecrypt server role (verify_incoming), both
              capturing port 8300 with TPROXY; the client dials s:8300 unchanged
+  sidecrypt-l  the same sidecrypt pair with explicit listeners instead of interception, in the
+             other relays' topology (A 127.0.0.1:9000 -> B s:9443 -> 127.0.0.1:8300), no rules
   stunnel    stunnel4 pair (A 127.0.0.1:9000 -> B s:9443), sessionResume = no
   haproxy    haproxy pair in TCP mode, nbthread 1, no-ssl-reuse
   socat      socat OPENSSL pair (one forked process per connection)
@@ -42,7 +44,7 @@ ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
 import harness  # noqa: E402
 
-PAIRS = ("direct", "sidecrypt", "stunnel", "haproxy", "socat")
+PAIRS = ("direct", "sidecrypt", "sidecrypt-l", "stunnel", "haproxy", "socat")
 BACKEND_PORT = 8300
 A_PORT = 9000   # relay A's plaintext listener (127.0.0.1 in c), for the non-TPROXY pairs
 B_PORT = 9443   # relay B's TLS listener on s's address, for the non-TPROXY pairs
@@ -225,7 +227,7 @@ class Bench:
 
     # --- relays -----------------------------------------------------------------------------
 
-    def sidecrypt_cfg(self, host, server):
+    def sidecrypt_cfg(self, host, server, listeners=False):
         crt, key = self.srv if server else self.cli
         body = ["[agent]", 'profile = "custom"', "server = %s" % str(server).lower(),
                 'data_dir = "%s"' % os.path.join(self.w.path, "data-" + host), "[tls]",
@@ -235,6 +237,15 @@ class Bench:
             # Every benchmark connection comes from host c: lift Consul's per-IP limit (100) so
             # the 100 idle connections plus a closing one from an earlier test all fit.
             body += ["verify_incoming = true", "rpc_max_conns_per_client = 1000"]
+        if listeners:
+            listen, upstream = (("%s:%d" % (self.sip, B_PORT), "127.0.0.1:%d" % BACKEND_PORT)
+                                if server else
+                                ("127.0.0.1:%d" % A_PORT, "%s:%d" % (self.sip, B_PORT)))
+            body += ["[intercept]", "install_rules = false", "[[listener]]",
+                     'listen = "%s"' % listen, 'upstream = "%s"' % upstream,
+                     'direction = "%s"' % ("inbound" if server else "outbound"),
+                     "[log]", 'level = "info"', ""]
+            return self.w.file("sidecrypt-l-%s.toml" % host, "\n".join(body))
         body += ["[intercept]", "install_rules = true", 'drain_time = "0s"',
                  "[[intercept.port]]", "port = %d" % BACKEND_PORT, 'protocol = "rpc"',
                  "[log]", 'level = "info"', ""]
@@ -265,6 +276,15 @@ class Bench:
                 harness.wait_for(lambda p=p: "started:" in harness.read(p.log_path) or
                                  p.poll() is not None, 15, what="sidecrypt started")
             a_target = "%s:%d" % (self.sip, BACKEND_PORT)  # captured by TPROXY in c
+        elif pair == "sidecrypt-l":
+            ign = self.args.ignore_sigpipe
+            procs = {"B": self.spawn("s", [self.sidecrypt, "run", "-c",
+                                           self.sidecrypt_cfg("s", True, True)], "scl-B", ign),
+                     "A": self.spawn("c", [self.sidecrypt, "run", "-c",
+                                           self.sidecrypt_cfg("c", False, True)], "scl-A", ign)}
+            for p in procs.values():
+                harness.wait_for(lambda p=p: "started:" in harness.read(p.log_path) or
+                                 p.poll() is not None, 15, what="sidecrypt started")
         elif pair == "stunnel":
             common = ["foreground = yes", "pid =", "debug = 3", "sessionResume = no",
                       "ciphersuites = TLS_AES_128_GCM_SHA256", "verifyChain = yes",
