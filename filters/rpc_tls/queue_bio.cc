@@ -18,6 +18,9 @@ struct Queue {
   size_t pending() const { return bytes.size() - head; }
   size_t take(uint8_t* out, size_t n) {
     n = std::min(n, pending());
+    if (n == 0) {
+      return 0;  // an empty vector's data() may be null: no memcpy at all
+    }
     std::memcpy(out, bytes.data() + head, n);
     head += n;
     if (head == bytes.size()) {

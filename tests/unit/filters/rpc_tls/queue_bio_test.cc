@@ -12,6 +12,10 @@ using namespace sidecrypt::filters::rpc_tls;
 TEST_CASE("queue_bio: order, partial reads, compaction, retry and EOF", "[tls][bio]") {
   BIO* bio = newQueueBio();
   REQUIRE(bio != nullptr);
+  // Reading a queue that never held anything (the engine's encOut with nothing pending).
+  std::vector<uint8_t> none(16);
+  CHECK(queueBioRead(bio, none) == 0);
+  CHECK(queueBioRead(bio, std::span<uint8_t>()) == 0);
   std::vector<uint8_t> in(200 * 1024);
   for (size_t i = 0; i < in.size(); ++i) {
     in[i] = static_cast<uint8_t>(i * 7 + i / 251);
