@@ -205,6 +205,7 @@ std::optional<AgentResponse> agentQueryResponse(MessageWalker& walker,
       r.ltime = s.ltime;
       r.id = s.id;
       r.flags = s.flags;
+      r.key_response = s.key_type == static_cast<int>(SerfType::KeyResponse);
       std::copy(s.from.begin(), s.from.end(), r.from_buf.begin());
       r.from_len = s.from.size();
       if (relayed) {

@@ -65,6 +65,7 @@ struct AgentResponse {
   size_t from_len = 0;
   std::array<uint8_t, 256> relay_header{};  // [9][msgpack relayHeader] when relayed
   size_t relay_header_len = 0;
+  bool key_response = false;  // its payload is a [8 keyResponse] (not an ack or a user answer)
   std::string_view from() const { return {from_buf.data(), from_len}; }
   bool relayed() const { return relay_header_len != 0; }
 };

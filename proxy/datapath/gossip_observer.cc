@@ -184,8 +184,9 @@ bool GossipObserver::outbound(GossipPool pool, const SocketAddress& agent, const
     return true;
   }
   Pending* p = find(pool, r->ltime, r->id);
-  if (p == nullptr && to_self) {
-    // Serf answers its own query before gossiping it: hold the answer until the query passes.
+  if (p == nullptr && to_self && r->key_response) {
+    // Serf answers its own query before gossiping it: hold a key-manager answer until the
+    // query passes (acks and answers to user queries go straight through).
     for (auto& h : held_) {
       if (!h.used && packet.length <= h.bytes.size()) {
         h.used = true;
