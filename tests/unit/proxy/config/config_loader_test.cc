@@ -217,12 +217,22 @@ TEST_CASE("config: explicit ports replace the profile and are checked", "[config
   CHECK(errs[2].starts_with("proxy.toml:7:1: intercept.port[2].port: port 8300 is listed twice"));
 }
 
-TEST_CASE("config: the custom profile needs ports", "[config]") {
+TEST_CASE("config: the custom profile needs ports or listeners", "[config]") {
   auto errs = errorsOf("[agent]\nprofile = \"custom\"\n");
   REQUIRE(errs.size() == 1);
   CHECK(errs[0] ==
         "proxy.toml:2:1: agent.profile: profile \"custom\" needs at least one "
-        "[[intercept.port]]");
+        "[[intercept.port]] or [[listener]]");
+  // Explicit listeners alone are a complete configuration (no interception).
+  auto c =
+      ok("[agent]\nprofile = \"custom\"\n[tls]\ncert_file = \"c.pem\"\nkey_file = "
+         "\"k.pem\"\n[[listener]]\nlisten = \"10.0.0.1:8443\"\nupstream = "
+         "\"127.0.0.1:8300\"\ndirection = \"inbound\"\n");
+  CHECK(c.intercept.ports.empty());
+  REQUIRE(c.listeners.size() == 1);
+  CHECK(c.listeners[0].name == "rpc_in_8443");
+  CHECK(c.listeners[0].direction == ListenerDirection::Inbound);
+  CHECK(c.listeners[0].upstream.toString() == "127.0.0.1:8300");
 }
 
 TEST_CASE("config: datacenter, domain, label and durations are validated", "[config]") {
