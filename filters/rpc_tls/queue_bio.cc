@@ -14,6 +14,7 @@ struct Queue {
   std::vector<uint8_t> bytes;
   size_t head = 0;
   bool eof = false;
+  Buffer* ext = nullptr;  // queueBioAttach
 
   size_t pending() const { return bytes.size() - head; }
   size_t take(uint8_t* out, size_t n) {
@@ -49,9 +50,14 @@ int queueWrite(BIO* bio, const char* in, int len) {
     return 0;
   }
   Queue* q = queueOf(bio);
+  const std::span<const uint8_t> bytes(reinterpret_cast<const uint8_t*>(in),
+                                       static_cast<size_t>(len));
+  if (q->ext != nullptr) {
+    q->ext->append(bytes);
+    return len;
+  }
   try {
-    q->bytes.insert(q->bytes.end(), reinterpret_cast<const uint8_t*>(in),
-                    reinterpret_cast<const uint8_t*>(in) + len);
+    q->bytes.insert(q->bytes.end(), bytes.begin(), bytes.end());
   } catch (const std::bad_alloc&) {
     return -1;
   }
@@ -63,6 +69,12 @@ int queueRead(BIO* bio, char* out, int len) {
   Queue* q = queueOf(bio);
   if (len <= 0) {
     return 0;
+  }
+  if (q->pending() == 0 && q->ext != nullptr && !q->ext->empty()) {
+    const size_t n = std::min(static_cast<size_t>(len), q->ext->size());
+    std::memcpy(out, q->ext->readable().data(), n);
+    q->ext->drain(n);
+    return static_cast<int>(n);
   }
   if (q->pending() == 0) {
     if (q->eof) {
@@ -78,9 +90,10 @@ long queueCtrl(BIO* bio, int cmd, long /*num*/, void* /*ptr*/) {
   Queue* q = queueOf(bio);
   switch (cmd) {
     case BIO_CTRL_PENDING:
-      return static_cast<long>(std::min<size_t>(q->pending(), std::numeric_limits<long>::max()));
+      return static_cast<long>(std::min<size_t>(q->pending() + (q->ext ? q->ext->size() : 0),
+                                                std::numeric_limits<long>::max()));
     case BIO_CTRL_EOF:
-      return q->eof && q->pending() == 0 ? 1 : 0;
+      return q->eof && q->pending() == 0 && (q->ext == nullptr || q->ext->empty()) ? 1 : 0;
     case BIO_CTRL_FLUSH:
       return 1;
     default:
@@ -149,6 +162,20 @@ size_t queueBioRead(BIO* bio, std::span<uint8_t> out) {
 
 void queueBioSetEof(BIO* bio) {
   queueOf(bio)->eof = true;
+}
+
+void queueBioAttachSource(BIO* bio, Buffer* ext) {
+  queueOf(bio)->ext = ext;
+}
+
+void queueBioAttachSink(BIO* bio, Buffer* ext) {
+  Queue* q = queueOf(bio);
+  q->ext = ext;
+  if (ext != nullptr && q->pending() > 0) {
+    const size_t n = q->pending();
+    q->take(ext->reserve(n).data(), n);
+    ext->commit(n);
+  }
 }
 
 }  // namespace sidecrypt::filters::rpc_tls

@@ -6,6 +6,7 @@
 
 #include <openssl/bio.h>
 #include "filters/common/boringssl.h"
+#include "filters/common/buffer.h"
 
 namespace sidecrypt::filters::rpc_tls {
 
@@ -21,5 +22,13 @@ size_t queueBioPending(BIO* bio);
 bool queueBioWrite(BIO* bio, std::span<const uint8_t> bytes);
 size_t queueBioRead(BIO* bio, std::span<uint8_t> out);
 void queueBioSetEof(BIO* bio);
+// Zero-copy transport: a caller's buffer attached to a queue, until detached (nullptr) before
+// the buffer goes away. queueBioPending() counts the queue's own bytes only.
+// As a source (the read side): reads go on from `ext` once the queue's own bytes are used up,
+// draining what they take.
+void queueBioAttachSource(BIO* bio, Buffer* ext);
+// As a sink (the write side): writes append straight to `ext`; bytes the queue already held move
+// there first, so their order holds.
+void queueBioAttachSink(BIO* bio, Buffer* ext);
 
 }  // namespace sidecrypt::filters::rpc_tls

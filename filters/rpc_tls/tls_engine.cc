@@ -244,6 +244,14 @@ size_t TlsEngine::encOut(std::span<uint8_t> out) {
   return queueBioRead(wbio_, out);
 }
 
+void TlsEngine::attachTransport(Buffer* cipher_in, Buffer* cipher_out) {
+  if (rbio_ == nullptr || wbio_ == nullptr) {
+    return;
+  }
+  queueBioAttachSource(rbio_, cipher_in);
+  queueBioAttachSink(wbio_, cipher_out);
+}
+
 size_t TlsEngine::clearIn(std::span<const uint8_t> bytes) {
   if (failed_ || shutdown_requested_ || ssl_ == nullptr) {
     return 0;

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "filters/common/buffer.h"
 #include "filters/rpc_tls/tls_context.h"
 
 struct ssl_st;
@@ -78,6 +79,16 @@ class TlsEngine {
   size_t encPending() const;
   // Copies up to out.size() bytes of pending ciphertext into `out`; returns the count.
   size_t encOut(std::span<uint8_t> out);
+
+  // Zero-copy transport for a caller that keeps its own byte queues (the proxy's sockets): while
+  // attached, the engine reads ciphertext straight from `cipher_in`, draining what it consumed,
+  // and appends what it sends straight to `cipher_out`, instead of copying both through its own
+  // queues (bytes those already hold come first). Either may be nullptr. Call advance() after
+  // adding to `cipher_in`, then clearOut() as after encIn(); encPending() stays 0 while a sink
+  // is attached. Detach (attachTransport(nullptr, nullptr)) before the buffers go away.
+  void attachTransport(Buffer* cipher_in, Buffer* cipher_out);
+  // Moves the handshake on with the ciphertext available so far.
+  void advance() { advanceHandshake(); }
 
   // Plaintext to send. Returns how many bytes were taken (0 when ciphertext is backed up, after
   // shutdownWrite(), or after a failure).

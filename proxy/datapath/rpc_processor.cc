@@ -6,7 +6,23 @@ namespace rt = filters::rpc_tls;
 
 namespace {
 constexpr size_t kChunk = size_t{16} * 1024;
-}
+
+// For the length of one call the engine reads ciphertext straight from the session's input
+// buffer and writes it straight to the session's output buffer (no copy through its queues).
+class AttachedTransport {
+ public:
+  AttachedTransport(rt::TlsEngine& engine, Buffer* cipher_in, Buffer* cipher_out)
+      : engine_(engine) {
+    engine_.attachTransport(cipher_in, cipher_out);
+  }
+  ~AttachedTransport() { engine_.attachTransport(nullptr, nullptr); }
+  AttachedTransport(const AttachedTransport&) = delete;
+  AttachedTransport& operator=(const AttachedTransport&) = delete;
+
+ private:
+  rt::TlsEngine& engine_;
+};
+}  // namespace
 
 RpcProcessor::RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup,
                            std::string destination_datacenter,
@@ -227,6 +243,7 @@ bool RpcProcessor::onAgentData(Buffer& in, bool end_stream, StreamIo& io) {
     end_to_peer_ = agent_eof_;
     return true;
   }
+  const AttachedTransport transport(*engine_, nullptr, &io.to_peer);
   if (!feedClear(in)) {
     return fail("TLS: " + engine_->error());
   }
@@ -255,15 +272,13 @@ bool RpcProcessor::onPeerData(Buffer& in, bool end_stream, StreamIo& io) {
     end_to_agent_ = peer_eof_;
     return true;
   }
-  while (!in.empty()) {
-    const size_t took = engine_->encIn(in.readable());
-    in.drain(took);
-    if (!pumpEngine(io)) {
-      return false;
-    }
-    if (took == 0) {
-      break;  // the engine is full until the agent side drains it
-    }
+  const AttachedTransport transport(*engine_, &in, &io.to_peer);
+  engine_->advance();
+  if (!pumpEngine(io)) {  // decrypts every whole record `in` holds; a partial one stays inside
+    return false;
+  }
+  if (engine_->peerClosed()) {
+    in.clear();  // records after close_notify are never read (Go ignores them too)
   }
   if (peer_eof_ && in.empty()) {
     engine_->encInEof();

@@ -57,3 +57,61 @@ TEST_CASE("queue_bio: order, partial reads, compaction, retry and EOF", "[tls][b
   CHECK_FALSE(BIO_should_retry(bio));
   BIO_free(bio);
 }
+
+TEST_CASE("queue_bio: an attached source is read after the own bytes and drained as read",
+          "[tls][bio]") {
+  BIO* bio = newQueueBio();
+  REQUIRE(bio != nullptr);
+  REQUIRE(queueBioWrite(bio, std::vector<uint8_t>{1, 2, 3}));
+  sidecrypt::filters::Buffer ext;
+  ext.append(std::vector<uint8_t>{4, 5, 6, 7});
+  queueBioAttachSource(bio, &ext);
+  CHECK(BIO_ctrl_pending(bio) == 7);
+  CHECK(queueBioPending(bio) == 3);  // the queue's own bytes only
+  std::vector<uint8_t> got;
+  uint8_t buf[2];
+  for (int i = 0; i < 10; ++i) {
+    const int n = BIO_read(bio, buf, sizeof buf);
+    if (n <= 0) {
+      break;
+    }
+    got.insert(got.end(), buf, buf + n);
+  }
+  CHECK(got == std::vector<uint8_t>{1, 2, 3, 4, 5, 6, 7});
+  CHECK(ext.empty());
+  CHECK(BIO_should_retry(bio));  // both empty and no EOF: a retry, as before
+  ext.append(std::vector<uint8_t>{8});
+  queueBioSetEof(bio);
+  CHECK(BIO_eof(bio) == 0);  // EOF only once the attached bytes are read too
+  CHECK(BIO_read(bio, buf, 1) == 1);
+  CHECK(buf[0] == 8);
+  CHECK(BIO_read(bio, buf, 1) == 0);
+  CHECK(BIO_eof(bio) == 1);
+  // Detached: the caller's buffer is never touched again.
+  queueBioAttachSource(bio, nullptr);
+  ext.append(std::vector<uint8_t>{9});
+  CHECK(BIO_read(bio, buf, 1) == 0);
+  CHECK(ext.size() == 1);
+  BIO_free(bio);
+}
+
+TEST_CASE("queue_bio: an attached sink takes the queued bytes first, then every write",
+          "[tls][bio]") {
+  BIO* bio = newQueueBio();
+  REQUIRE(bio != nullptr);
+  REQUIRE(queueBioWrite(bio, std::vector<uint8_t>{1, 2}));
+  sidecrypt::filters::Buffer ext;
+  ext.append(std::vector<uint8_t>{0});  // what the caller queued before (the 0x03, say)
+  queueBioAttachSink(bio, &ext);
+  CHECK(queueBioPending(bio) == 0);
+  const uint8_t more[] = {3, 4, 5};
+  CHECK(BIO_write(bio, more, sizeof more) == 3);
+  CHECK(queueBioPending(bio) == 0);
+  const auto r = ext.readable();
+  CHECK(std::vector<uint8_t>(r.begin(), r.end()) == std::vector<uint8_t>{0, 1, 2, 3, 4, 5});
+  queueBioAttachSink(bio, nullptr);
+  CHECK(BIO_write(bio, more, 1) == 1);  // detached: back into the queue
+  CHECK(queueBioPending(bio) == 1);
+  CHECK(ext.size() == 6);
+  BIO_free(bio);
+}
