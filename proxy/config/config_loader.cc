@@ -309,17 +309,11 @@ void Loader::loadAgent(const toml::table& t) {
   getBool(t, s, "server", cfg.agent.server);
   getString(t, s, "node_name", cfg.agent.node_name);
   if (getString(t, s, "datacenter", cfg.agent.datacenter)) {
-    const auto& dc = cfg.agent.datacenter;
-    bool ok = !dc.empty() && std::all_of(dc.begin(), dc.end(), [](char c) {
-      return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '-' || c == '_';
-    });
-    if (!ok) {
+    if (!validDatacenter(cfg.agent.datacenter)) {
       error(*find(t, "datacenter"), "agent.datacenter",
             "datacenter must be letters, digits, '-' or '_' (as in Consul)");
     }
-    std::transform(
-        cfg.agent.datacenter.begin(), cfg.agent.datacenter.end(), cfg.agent.datacenter.begin(),
-        [](char c) { return static_cast<char>(std::tolower(static_cast<unsigned char>(c))); });
+    cfg.agent.datacenter = lowered(std::move(cfg.agent.datacenter));
   }
   if (getString(t, s, "domain", cfg.agent.domain)) {
     while (!cfg.agent.domain.empty() && cfg.agent.domain.back() == '.') {
