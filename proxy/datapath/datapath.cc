@@ -123,19 +123,10 @@ bool Datapath::openFixedListener(size_t index, std::string& err) {
     err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + err;
     return false;
   }
-  auto l = std::make_unique<Listener>();
-  l->owner = this;
-  l->origin = lc.direction == ListenerDirection::Outbound ? Origin::Outbound : Origin::Inbound;
-  l->fd = fd;
-  l->fixed = static_cast<int>(index);
-  int rc = uv_poll_init(loop_, &l->poll, fd);
-  l->poll.data = l.get();
-  if (rc == 0) {
-    rc = uv_poll_start(&l->poll, UV_READABLE, &Datapath::onConnection);
-  }
-  listeners_.push_back(std::move(l));
-  if (rc != 0) {
-    err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + uv_strerror(rc);
+  const Origin origin =
+      lc.direction == ListenerDirection::Outbound ? Origin::Outbound : Origin::Inbound;
+  if (!pollListener(origin, fd, static_cast<int>(index), err)) {
+    err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + err;
     return false;
   }
   spdlog::info("listener {}: {} {} -> {}", lc.name,
@@ -162,18 +153,27 @@ bool Datapath::openListener(Origin origin, int family, std::string& err) {
           addr.toString() + ": " + err;
     return false;
   }
+  if (!pollListener(origin, fd, -1, err)) {
+    err = "listen on " + addr.toString() + ": " + err;
+    return false;
+  }
+  return true;
+}
+
+bool Datapath::pollListener(Origin origin, int fd, int fixed, std::string& err) {
   auto l = std::make_unique<Listener>();
   l->owner = this;
   l->origin = origin;
   l->fd = fd;
+  l->fixed = fixed;
   int rc = uv_poll_init(loop_, &l->poll, fd);
   l->poll.data = l.get();
   if (rc == 0) {
     rc = uv_poll_start(&l->poll, UV_READABLE, &Datapath::onConnection);
   }
-  listeners_.push_back(std::move(l));
+  listeners_.push_back(std::move(l));  // stop() closes it, whether or not polling started
   if (rc != 0) {
-    err = "listen on " + addr.toString() + ": " + uv_strerror(rc);
+    err = uv_strerror(rc);
     return false;
   }
   return true;
@@ -473,7 +473,10 @@ std::string Datapath::statsText() const {
            " received=" + std::to_string(s.received) + " forwarded=" + std::to_string(s.forwarded) +
            " dropped=" + std::to_string(s.dropped) +
            " unknown_port=" + std::to_string(s.unknown_port) +
-           " send_failed=" + std::to_string(s.send_failed);
+           " truncated=" + std::to_string(s.truncated) +
+           " no_destination=" + std::to_string(s.no_destination) +
+           " send_failed=" + std::to_string(s.send_failed) +
+           " to_self=" + std::to_string(s.to_self);
   }
   std::string rpc_line;
   rpc_stats_->forEach([&rpc_line](const char* name, uint64_t v) {

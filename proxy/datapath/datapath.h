@@ -87,6 +87,9 @@ class Datapath {
   filters::gossip::GossipDatagramFilter* datagramFilterFor(uint16_t agent_port);
   bool openListener(Origin origin, int family, std::string& err);
   bool openFixedListener(size_t index, std::string& err);
+  // Registers an open listening socket with the loop (fixed: index into config_.listeners, or
+  // -1 for an interception listener).
+  bool pollListener(Origin origin, int fd, int fixed, std::string& err);
   bool openRelay(Flow flow, int family, std::string& err);
   static void onConnection(uv_poll_t* handle, int status, int events);
   void accept(Listener& l, int fd);
