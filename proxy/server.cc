@@ -110,21 +110,29 @@ bool Server::reload() {
   if (notifier_) {
     notifier_->reloading();
   }
-  auto built = buildRuntimeState(config_path_, /*create_keyrings=*/true);
-  if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
+  auto refuse = [this](const std::vector<std::string>& errs) {
     ++reload_failures_;
-    spdlog::error("reload failed, keeping the running configuration ({} error(s)):", errs->size());
+    spdlog::error("reload failed, keeping the running configuration ({} error(s)):", errs.size());
     last_reload_error_.clear();
-    for (const auto& e : *errs) {
+    for (const auto& e : errs) {
       spdlog::error("  {}", e);
       last_reload_error_ += (last_reload_error_.empty() ? "" : "\n") + e;
     }
     if (notifier_) {
-      notifier_->reloaded(false, errs->empty() ? "" : errs->front());
+      notifier_->reloaded(false, errs.empty() ? "" : errs.front());
     }
     return false;
+  };
+  auto built = buildRuntimeState(config_path_, /*create_keyrings=*/true);
+  if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
+    return refuse(*errs);
   }
   auto next = std::get<RuntimeStatePtr>(std::move(built));
+  // Explicit listeners first: the one part of a reload that can still fail (a socket).
+  std::string listener_error;
+  if (datapath_ && !datapath_->applyListeners(next->config.listeners, listener_error)) {
+    return refuse({listener_error});
+  }
   for (const auto& n : next->notices) {
     spdlog::warn("{}", n);
   }

@@ -129,11 +129,87 @@ bool Datapath::openFixedListener(size_t index, std::string& err) {
     err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + err;
     return false;
   }
-  spdlog::info("listener {}: {} {} -> {}", lc.name,
+  logListener(lc, "");
+  return true;
+}
+
+void Datapath::logListener(const ListenerConfig& lc, const char* what) const {
+  spdlog::info("listener {}{}: {} {} -> {}", lc.name, what,
                lc.direction == ListenerDirection::Outbound ? "outbound (plaintext in, TLS out)"
                                                            : "inbound (TLS in, plaintext out)",
                lc.listen.toString(), lc.upstream.toString());
+}
+
+bool Datapath::applyListeners(const std::vector<ListenerConfig>& next, std::string& err) {
+  if (!listening_) {
+    config_.listeners = next;  // start() opens them
+    return true;
+  }
+  // Phase 1: find the sockets that stay and open the new ones; undo everything on a failure.
+  std::vector<Listener*> kept(next.size(), nullptr);
+  std::vector<int> opened(next.size(), -1);
+  for (size_t j = 0; j < next.size(); ++j) {
+    for (auto& l : listeners_) {
+      if (l->fixed >= 0 &&
+          config_.listeners[static_cast<size_t>(l->fixed)].listen == next[j].listen) {
+        kept[j] = l.get();
+      }
+    }
+    if (kept[j] != nullptr) {
+      continue;
+    }
+    std::string why;
+    opened[j] = openTcpListener(next[j].listen, false, why);
+    if (opened[j] < 0) {
+      err = "listener " + next[j].name + " on " + next[j].listen.toString() + ": " + why;
+      for (int fd : opened) {
+        if (fd >= 0) {
+          ::close(fd);
+        }
+      }
+      return false;
+    }
+  }
+  // Phase 2: close the removed ones, renumber the kept ones, poll the new ones.
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    Listener* l = it->get();
+    if (l->fixed >= 0 && std::find(kept.begin(), kept.end(), l) == kept.end()) {
+      spdlog::info("listener {} on {} removed; its connections go on",
+                   config_.listeners[static_cast<size_t>(l->fixed)].name,
+                   config_.listeners[static_cast<size_t>(l->fixed)].listen.toString());
+      closeListener(std::move(*it));
+      it = listeners_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  config_.listeners = next;
+  for (size_t j = 0; j < next.size(); ++j) {
+    const Origin origin =
+        next[j].direction == ListenerDirection::Outbound ? Origin::Outbound : Origin::Inbound;
+    if (kept[j] != nullptr) {
+      kept[j]->fixed = static_cast<int>(j);
+      kept[j]->origin = origin;
+      continue;
+    }
+    std::string why;
+    if (!pollListener(origin, opened[j], static_cast<int>(j), why)) {
+      spdlog::error("listener {} on {}: {}", next[j].name, next[j].listen.toString(), why);
+      continue;
+    }
+    logListener(next[j], " added");
+  }
   return true;
+}
+
+void Datapath::closeListener(std::unique_ptr<Listener> l) {
+  auto* raw = l.release();
+  uv_poll_stop(&raw->poll);
+  uv_close(reinterpret_cast<uv_handle_t*>(&raw->poll), [](uv_handle_t* h) {
+    auto* listener = static_cast<Listener*>(h->data);
+    ::close(listener->fd);
+    delete listener;
+  });
 }
 
 bool Datapath::openListener(Origin origin, int family, std::string& err) {
@@ -444,13 +520,7 @@ void Datapath::stop() {
   }
   relays_.clear();
   for (auto& l : listeners_) {
-    auto* raw = l.release();
-    uv_poll_stop(&raw->poll);
-    uv_close(reinterpret_cast<uv_handle_t*>(&raw->poll), [](uv_handle_t* h) {
-      auto* listener = static_cast<Listener*>(h->data);
-      ::close(listener->fd);
-      delete listener;
-    });
+    closeListener(std::move(l));
   }
   listeners_.clear();
   auto live = sessions_;

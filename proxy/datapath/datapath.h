@@ -47,6 +47,11 @@ class Datapath {
   // Reload: new keys and rollout stages apply to the next packet and the next connection;
   // established TCP sessions keep what they started with.
   void apply(const RuntimeState& state);
+  // Reload of the explicit listeners ([[listener]]), before apply(): a listener whose listen
+  // address stays keeps its socket (its upstream, direction and name may change), a removed one
+  // stops accepting (its connections go on), a new one is opened. All or nothing: if a new
+  // socket cannot be opened, nothing changes and `err` says why.
+  bool applyListeners(const std::vector<ListenerConfig>& next, std::string& err);
   // Stops accepting and capturing; live sessions are closed.
   void stop();
 
@@ -90,6 +95,8 @@ class Datapath {
   // Registers an open listening socket with the loop (fixed: index into config_.listeners, or
   // -1 for an interception listener).
   bool pollListener(Origin origin, int fd, int fixed, std::string& err);
+  void closeListener(std::unique_ptr<Listener> l);
+  void logListener(const ListenerConfig& lc, const char* what) const;
   bool openRelay(Flow flow, int family, std::string& err);
   static void onConnection(uv_poll_t* handle, int status, int events);
   void accept(Listener& l, int fd);
