@@ -3,7 +3,9 @@
 // crash, never report plaintext before a handshake, and never call an unverified peer verified.
 //
 // Input: [flags][chunk size][bytes...]; flags bit 0 = verify_incoming, bit 1 = native (ALPN)
-// role, bit 2 = send transport EOF at the end.
+// role, bit 2 = send transport EOF at the end, bit 3 = the proxy's attached transport (the
+// engine reads the ciphertext from the caller's buffer and writes into another) instead of
+// encIn()/encOut().
 #include <algorithm>
 #include <cstdint>
 #include <cstdlib>
@@ -12,6 +14,7 @@
 #include <string>
 #include <variant>
 
+#include "filters/common/buffer.h"
 #include "filters/rpc_tls/tls_context.h"
 #include "filters/rpc_tls/tls_engine.h"
 
@@ -62,6 +65,32 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   check(engine != nullptr);
   std::span<const uint8_t> rest(data + 2, size - 2);
   uint8_t out[4096];
+  sidecrypt::filters::Buffer cipher_in;
+  sidecrypt::filters::Buffer cipher_out;
+  if ((flags & 8) != 0) {
+    engine->attachTransport(&cipher_in, &cipher_out);
+  }
+  while ((flags & 8) != 0 && !rest.empty()) {
+    const size_t n = std::min(chunk, rest.size());
+    cipher_in.append(rest.first(n));
+    rest = rest.subspan(n);
+    engine->advance();
+    ptrdiff_t got;
+    while ((got = engine->clearOut(out)) > 0) {
+      check(engine->handshakeDone());
+    }
+    check(engine->encPending() == 0);  // everything sent went straight to cipher_out
+    // Unless the engine stopped (failure, close_notify), it consumed every byte offered.
+    check(!cipher_in.empty() ? got < 0 || engine->failed() : true);
+    cipher_out.clear();
+    if (got < 0) {
+      break;
+    }
+  }
+  if ((flags & 8) != 0) {
+    engine->attachTransport(nullptr, nullptr);
+    rest = {};
+  }
   while (!rest.empty()) {
     const size_t took = engine->encIn(rest.first(std::min(chunk, rest.size())));
     rest = rest.subspan(took);
