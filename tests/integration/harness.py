@@ -5,6 +5,7 @@ namespaces call require_root(); outside CI they then exit 77 (ctest reports "ski
 reason), and in CI (CI=true) they fail instead, because CI must run them.
 """
 import base64
+import ctypes
 import os
 import shutil
 import signal
@@ -232,6 +233,49 @@ class Lab:
             sh("ip", "netns", "del", h["ns"], check=False)
 
 
+CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+class Netns:
+    """A namespace the test owns; `with ns:` runs the calling thread (and what it spawns) in it.
+    lo_up=True also brings its loopback up (e.g. abstract unix sockets belong to a network
+    namespace, so a receiver made inside needs nothing else). delete() kills what is left inside
+    and removes it."""
+
+    def __init__(self, name, lo_up=False):
+        self.name = name
+        sh("ip", "netns", "add", name)
+        if lo_up:
+            sh("ip", "-n", name, "link", "set", "lo", "up")
+        self._saved = []
+
+    def __enter__(self):
+        self._saved.append(os.open("/proc/self/ns/net", os.O_RDONLY))
+        fd = os.open("/run/netns/" + self.name, os.O_RDONLY)
+        try:
+            if _libc.setns(fd, CLONE_NEWNET) != 0:
+                raise OSError(ctypes.get_errno(), "setns " + self.name)
+        finally:
+            os.close(fd)
+        return self
+
+    def __exit__(self, *exc):
+        fd = self._saved.pop()
+        try:
+            _libc.setns(fd, CLONE_NEWNET)
+        finally:
+            os.close(fd)
+
+    def delete(self):
+        for pid in sh("ip", "netns", "pids", self.name, check=False).stdout.split():
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except (ProcessLookupError, ValueError):
+                pass
+        sh("ip", "netns", "del", self.name, check=False)
+
+
 def serf_members(lab, host, rpc="127.0.0.1:7373"):
     """{name: status} as `serf members` in the host's namespace reports it."""
     r = lab.run(host, "serf", "members", "-rpc-addr", rpc, check=False, timeout=10)
@@ -262,6 +306,79 @@ def proxy_config(path, data_dir, key=None, profile="serf", extra=""):
     with open(path, "w") as f:
         f.write("\n".join(body))
     return path
+
+
+def _toml_value(v):
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, (list, tuple)):
+        return "[%s]" % ", ".join(_toml_value(x) for x in v)
+    return '"%s"' % v
+
+
+def _toml_table(header, keys):
+    """`[header]` (or a given `[[...]]` line) and `key = value` lines; a value that is a list of
+    dicts becomes `[[header.key]]` tables after the plain keys."""
+    lines = [header if header.startswith("[") else "[%s]" % header]
+    subtables = []
+    for k, v in keys.items():
+        if isinstance(v, (list, tuple)) and v and all(isinstance(x, dict) for x in v):
+            subtables += [(k, x) for x in v]
+        else:
+            lines.append("%s = %s" % (k, _toml_value(v)))
+    for k, x in subtables:
+        lines += _toml_table("[[%s.%s]]" % (header.strip("[]"), k), x)
+    return lines
+
+
+def rpc_proxy_toml(*, data_dir, server, tls, ports=(), listeners=(), gossip=None,
+                   log_level="debug"):
+    """Text of a proxy.toml for RPC TLS tests (profile "custom"):
+
+    [agent] server/data_dir; [gossip] with `gossip` ({key: value}) if given; [tls] with `tls`
+    ({key: value}; a list of dicts, e.g. datacenter=[{"name": "dc2", ...}], becomes
+    [[tls.datacenter]] tables); then either `ports` ([(port, protocol)]: [intercept] with
+    install_rules = true, drain_time = "0s" and one [[intercept.port]] each) or `listeners`
+    ([{"listen": ..., "upstream": ..., "direction": ...}]: [intercept] install_rules = false and
+    one [[listener]] each); [log] level. Python bools, ints, strings and lists map to TOML."""
+    if bool(ports) == bool(listeners):
+        raise ValueError("rpc_proxy_toml: give either ports or listeners")
+    body = _toml_table("agent", {"profile": "custom", "server": bool(server),
+                                 "data_dir": data_dir})
+    if gossip is not None:
+        body += _toml_table("gossip", gossip)
+    body += _toml_table("tls", tls)
+    if ports:
+        body += _toml_table("intercept", {"install_rules": True, "drain_time": "0s"})
+        for port, protocol in ports:
+            body += _toml_table("[[intercept.port]]", {"port": port, "protocol": protocol})
+    else:
+        body += _toml_table("intercept", {"install_rules": False})
+        for listener in listeners:
+            body += _toml_table("[[listener]]", listener)
+    body += _toml_table("log", {"level": log_level}) + [""]
+    return "\n".join(body)
+
+
+def start_proxied_serf(lab, host, node, config, log_dir, join=None):
+    """In `host` of `lab`: starts `sidecrypt run --config config` and waits for its `started:`,
+    then a plaintext serf agent `node` bound to the host's address:7946 (RPC 127.0.0.1:7373,
+    debug log, `-join join` if given) and waits until it runs. Logs go to
+    log_dir/sidecrypt-<node>-<time>.log and log_dir/<node>-<time>.log, so a restart gets fresh
+    files. Returns (proxy, agent), both as Lab.spawn returns them."""
+    stamp = int(time.time())
+    proxy = lab.spawn(host, [binary(), "run", "--config", config],
+                      os.path.join(log_dir, "sidecrypt-%s-%d.log" % (node, stamp)))
+    wait_for(lambda: "started:" in read_log(proxy), 15, what="sidecrypt of " + node)
+    args = ["serf", "agent", "-node", node, "-bind", "%s:7946" % lab.ip(host), "-rpc-addr",
+            "127.0.0.1:7373", "-log-level", "debug"]
+    if join:
+        args += ["-join", join]
+    agent = lab.spawn(host, args, os.path.join(log_dir, "%s-%d.log" % (node, stamp)))
+    wait_for(lambda: "Serf agent running" in read_log(agent), 15, what="serf agent " + node)
+    return proxy, agent
 
 
 def read_pcap_payloads(path):

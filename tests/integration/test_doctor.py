@@ -10,10 +10,8 @@ fix verbatim makes it pass again; `--json` carries the same verdicts; a kernel w
 (simulated by an nft that refuses it) is diagnosed with `modprobe nft_tproxy`. Stopped, sidecrypt
 leaves its rules (fail closed): doctor then fails only on /ready.
 """
-import ctypes
 import json
 import os
-import signal
 import subprocess
 import time
 import unittest
@@ -22,45 +20,8 @@ import urllib.request
 
 import harness
 
-CLONE_NEWNET = 0x40000000
 PROBE = "10.250.93.2"
 ADMIN = "127.0.0.1:19931"
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class Netns:
-    """A namespace this test owns; `with ns:` runs the calling thread (and what it spawns) in
-    it."""
-
-    def __init__(self, name):
-        self.name = name
-        harness.sh("ip", "netns", "add", name)
-        self._saved = []
-
-    def __enter__(self):
-        self._saved.append(os.open("/proc/self/ns/net", os.O_RDONLY))
-        fd = os.open("/run/netns/" + self.name, os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns " + self.name)
-        finally:
-            os.close(fd)
-        return self
-
-    def __exit__(self, *exc):
-        fd = self._saved.pop()
-        try:
-            _libc.setns(fd, CLONE_NEWNET)
-        finally:
-            os.close(fd)
-
-    def delete(self):
-        for pid in harness.sh("ip", "netns", "pids", self.name, check=False).stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        harness.sh("ip", "netns", "del", self.name, check=False)
 
 
 def ready_status():
@@ -86,7 +47,7 @@ class Doctor(unittest.TestCase):
         self.w = harness.Workdir()
         self.addCleanup(self.w.cleanup)
         Doctor.count += 1
-        self.ns = Netns("sc%dd%d" % (os.getpid() % 100000, Doctor.count))
+        self.ns = harness.Netns("sc%dd%d" % (os.getpid() % 100000, Doctor.count))
         self.addCleanup(self.ns.delete)
         with self.ns:
             harness.sh("ip", "link", "set", "lo", "up")

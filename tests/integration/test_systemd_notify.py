@@ -8,7 +8,6 @@ failing reload each give RELOADING=1 with MONOTONIC_USEC= and then READY=1; SIGT
 STOPPING=1 and nothing after it claims readiness. Run as the systemd unit runs it (a dedicated
 uid with only CAP_NET_RAW, rules installed by a privileged step first), it still becomes ready.
 """
-import ctypes
 import os
 import signal
 import socket
@@ -21,46 +20,8 @@ import urllib.request
 
 import harness
 
-CLONE_NEWNET = 0x40000000
 ADMIN = "127.0.0.1:19941"
 UID = 1337
-_libc = ctypes.CDLL(None, use_errno=True)
-
-
-class Netns:
-    """A namespace this test owns; `with ns:` runs the calling thread (and what it spawns) in
-    it. Abstract unix sockets belong to a network namespace, so the receiver is made inside."""
-
-    def __init__(self, name):
-        self.name = name
-        harness.sh("ip", "netns", "add", name)
-        harness.sh("ip", "-n", name, "link", "set", "lo", "up")
-        self._saved = []
-
-    def __enter__(self):
-        self._saved.append(os.open("/proc/self/ns/net", os.O_RDONLY))
-        fd = os.open("/run/netns/" + self.name, os.O_RDONLY)
-        try:
-            if _libc.setns(fd, CLONE_NEWNET) != 0:
-                raise OSError(ctypes.get_errno(), "setns " + self.name)
-        finally:
-            os.close(fd)
-        return self
-
-    def __exit__(self, *exc):
-        fd = self._saved.pop()
-        try:
-            _libc.setns(fd, CLONE_NEWNET)
-        finally:
-            os.close(fd)
-
-    def delete(self):
-        for pid in harness.sh("ip", "netns", "pids", self.name, check=False).stdout.split():
-            try:
-                os.kill(int(pid), signal.SIGKILL)
-            except (ProcessLookupError, ValueError):
-                pass
-        harness.sh("ip", "netns", "del", self.name, check=False)
 
 
 class Receiver:
@@ -144,7 +105,8 @@ class SystemdNotify(unittest.TestCase):
         os.chmod(self.w.path, 0o755)
         self.addCleanup(self.w.cleanup)
         SystemdNotify.count += 1
-        self.ns = Netns("sc%dn%d" % (os.getpid() % 100000, SystemdNotify.count))
+        self.ns = harness.Netns("sc%dn%d" % (os.getpid() % 100000, SystemdNotify.count),
+                                lo_up=True)
         self.addCleanup(self.ns.delete)
         self.key = harness.run(["keygen"], check=True).stdout.strip()
         self.data = os.path.join(self.w.path, "data")
