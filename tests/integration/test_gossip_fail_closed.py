@@ -45,21 +45,14 @@ class FailClosed(unittest.TestCase):
             cls.key = harness.run(["keygen"], check=True).stdout.strip()
             cls.data = os.path.join(cls.w.path, "data")
             cls.cfg = config(os.path.join(cls.w.path, "proxy.toml"), cls.data, cls.key)
-            cls.proxy = lab.spawn("h1", [harness.binary(), "run", "--config", cls.cfg],
-                                  os.path.join(cls.w.path, "sidecrypt.log"))
-            harness.wait_for(lambda: "started:" in harness.read_log(cls.proxy), 15,
-                             what="sidecrypt started")
-            cls.agent = lab.spawn("h1", ["serf", "agent", "-node", "proxied", "-bind",
-                                         cls.addr("h1"), "-rpc-addr", "127.0.0.1:7373",
-                                         "-log-level", "debug"],
-                                  os.path.join(cls.w.path, "proxied.log"))
+            cls.proxy, cls.agent = harness.start_proxied_serf(lab, "h1", "proxied", cls.cfg,
+                                                              cls.w.path)
             cls.native = lab.spawn("h2", ["serf", "agent", "-node", "native", "-bind",
                                           cls.addr("h2"), "-rpc-addr", "127.0.0.1:7373",
                                           "-encrypt", cls.key, "-log-level", "debug"],
                                    os.path.join(cls.w.path, "native.log"))
-            for p in (cls.agent, cls.native):
-                harness.wait_for(lambda p=p: "Serf agent running" in harness.read_log(p), 15,
-                                 what="serf agents")
+            harness.wait_for(lambda: "Serf agent running" in harness.read_log(cls.native), 15,
+                             what="serf agent native")
             lab.run("h1", "serf", "join", cls.addr("h2"), timeout=20)
             harness.wait_members_alive(lab, ["h1", "h2"], ["proxied", "native"], timeout=30)
         except BaseException:

@@ -42,11 +42,10 @@ class KeyRotation(unittest.TestCase):
             for n in PROXIED:
                 cls.cfgs[n] = harness.proxy_config(
                     os.path.join(cls.w.path, n + ".toml"), cls.data_dir(n), cls.k1)
-                cls.start_proxy(n)
+                cls.start_proxied(n)
             for n in ("n3", "n4"):
                 cls.w.file(n + ".keyring", json.dumps([cls.k1]))
-            for n in NAMES:
-                cls.start_agent(n)
+                cls.start_native(n)
             for n in ("p2", "n3", "n4"):
                 cls.lab.run(HOSTS[n], "serf", "join", cls.addr("p1"), timeout=20)
             harness.wait_members_alive(cls.lab, list(HOSTS.values()), NAMES, timeout=40)
@@ -76,21 +75,15 @@ class KeyRotation(unittest.TestCase):
         return "%s:7946" % cls.lab.ip(HOSTS[n])
 
     @classmethod
-    def start_proxy(cls, n):
-        cls.proxies[n] = cls.lab.spawn(
-            HOSTS[n], [harness.binary(), "run", "--config", cls.cfgs[n]],
-            os.path.join(cls.w.path, "sidecrypt-%s-%d.log" % (n, time.time())))
-        harness.wait_for(lambda: "started:" in harness.read_log(cls.proxies[n]), 15,
-                         what="sidecrypt of " + n)
+    def start_proxied(cls, n, join=None):
+        cls.proxies[n], cls.agents[n] = harness.start_proxied_serf(
+            cls.lab, HOSTS[n], n, cls.cfgs[n], cls.w.path, join=join)
 
     @classmethod
-    def start_agent(cls, n, join=None):
+    def start_native(cls, n):
         args = ["serf", "agent", "-node", n, "-bind", cls.addr(n), "-log-level", "debug",
-                "-rpc-addr", "127.0.0.1:7373"]
-        if n not in PROXIED:
-            args += ["-keyring-file", os.path.join(cls.w.path, n + ".keyring")]
-        if join:
-            args += ["-join", join]
+                "-rpc-addr", "127.0.0.1:7373",
+                "-keyring-file", os.path.join(cls.w.path, n + ".keyring")]
         cls.agents[n] = cls.lab.spawn(HOSTS[n], args,
                                       os.path.join(cls.w.path, "%s-%d.log" % (n, time.time())))
         harness.wait_for(lambda: "Serf agent running" in harness.read_log(cls.agents[n]), 15,
@@ -220,8 +213,7 @@ class KeyRotation(unittest.TestCase):
         self.assertIn("3/4 nodes reported success", r.stdout + r.stderr)
         self.assertEqual(self.proxied_ring("p2"), [k])
         # Back: sidecrypt first (it holds the old ring), then the agent rejoins.
-        self.start_proxy("p2")
-        self.start_agent("p2", join=self.addr("n3"))
+        self.start_proxied("p2", join=self.addr("n3"))
         harness.wait_members_alive(self.lab, ["h1", "h2", "h3"], NAMES, timeout=40)
         r, listed = self.listed()
         self.assertEqual(listed.get(k3), (3, 4), r.stdout + r.stderr)
