@@ -96,24 +96,18 @@ class RolloutWalk(unittest.TestCase):
         c = lambda n: os.path.join(cls.certs, n)
         for n, server in (("p1", False), ("p2", True)):
             role = "server" if server else "client"
-            body = [
-                "[agent]", 'profile = "custom"', "server = %s" % str(server).lower(),
-                'data_dir = "%s"' % os.path.join(cls.w.path, "data-" + n),
-                "[gossip]", 'encrypt = "%s"' % cls.key,
-                "encrypt_verify_outgoing = %s" % str(stage >= 2).lower(),
-                "encrypt_verify_incoming = %s" % str(stage >= 3).lower(),
-                "[tls]", 'ca_file = "%s"' % c("consul-agent-ca.pem"),
-                'cert_file = "%s"' % c("dc1-%s-consul-0.pem" % role),
-                'key_file = "%s"' % c("dc1-%s-consul-0-key.pem" % role),
-                "verify_outgoing = %s" % str(stage >= 2).lower(),
-                "verify_server_hostname = %s" % str(stage >= 2).lower(),
-                "verify_incoming = %s" % str(stage >= 3).lower(),
-                "[intercept]", "install_rules = true", 'drain_time = "0s"',
-                "[[intercept.port]]", "port = 7946", 'protocol = "gossip"',
-                "[[intercept.port]]", "port = 8300", 'protocol = "rpc"',
-                "[log]", 'level = "debug"', ""]
+            body = harness.rpc_proxy_toml(
+                data_dir=os.path.join(cls.w.path, "data-" + n), server=server,
+                gossip={"encrypt": cls.key, "encrypt_verify_outgoing": stage >= 2,
+                        "encrypt_verify_incoming": stage >= 3},
+                tls={"ca_file": c("consul-agent-ca.pem"),
+                     "cert_file": c("dc1-%s-consul-0.pem" % role),
+                     "key_file": c("dc1-%s-consul-0-key.pem" % role),
+                     "verify_outgoing": stage >= 2, "verify_server_hostname": stage >= 2,
+                     "verify_incoming": stage >= 3},
+                ports=[(7946, "gossip"), (8300, "rpc")])
             with open(cls.cfg[n], "w") as f:
-                f.write("\n".join(body))
+                f.write(body)
 
     @classmethod
     def go_peer(cls, flags):

@@ -18,19 +18,16 @@ from test_rpcpeer_go_interop import build_peer_and_certs, parse_line
 import test_rpcpeer_go_interop as peers
 
 
-def write_config(path, data_dir, role, listener, extra_tls=()):
+def write_config(path, data_dir, role, listener):
     c = lambda n: os.path.join(peers.CERTS, n)
-    body = ["[agent]", 'profile = "custom"', "server = %s" % str(role == "server").lower(),
-            'data_dir = "%s"' % data_dir,
-            "[tls]", 'ca_file = "%s"' % c("consul-agent-ca.pem"),
-            'cert_file = "%s"' % c("dc1-%s-consul-0.pem" % role),
-            'key_file = "%s"' % c("dc1-%s-consul-0-key.pem" % role),
-            "verify_outgoing = true", "verify_server_hostname = true",
-            "verify_incoming = %s" % str(role == "server").lower()] + list(extra_tls) + [
-            "[intercept]", "install_rules = false",
-            "[[listener]]"] + listener + ["[log]", 'level = "debug"', ""]
+    tls = {"ca_file": c("consul-agent-ca.pem"),
+           "cert_file": c("dc1-%s-consul-0.pem" % role),
+           "key_file": c("dc1-%s-consul-0-key.pem" % role),
+           "verify_outgoing": True, "verify_server_hostname": True,
+           "verify_incoming": role == "server"}
     with open(path, "w") as f:
-        f.write("\n".join(body))
+        f.write(harness.rpc_proxy_toml(data_dir=data_dir, server=role == "server", tls=tls,
+                                       listeners=[listener]))
     return path
 
 
@@ -47,14 +44,12 @@ class ExplicitListeners(unittest.TestCase):
             cls.b_addr = s_ip + ":8443"
             cls.a_cfg = write_config(os.path.join(cls.w.path, "a.toml"),
                                      os.path.join(cls.w.path, "da"), "client",
-                                     ['listen = "127.0.0.1:9000"',
-                                      'upstream = "%s"' % cls.b_addr,
-                                      'direction = "outbound"'])
+                                     {"listen": "127.0.0.1:9000", "upstream": cls.b_addr,
+                                      "direction": "outbound"})
             cls.b_cfg = write_config(os.path.join(cls.w.path, "b.toml"),
                                      os.path.join(cls.w.path, "db"), "server",
-                                     ['listen = "%s"' % cls.b_addr,
-                                      'upstream = "127.0.0.1:8300"',
-                                      'direction = "inbound"'])
+                                     {"listen": cls.b_addr, "upstream": "127.0.0.1:8300",
+                                      "direction": "inbound"})
             cls.a = cls.lab.spawn("c", [harness.binary(), "run", "-c", cls.a_cfg],
                                   os.path.join(cls.w.path, "a.log"))
             cls.b = cls.lab.spawn("s", [harness.binary(), "run", "-c", cls.b_cfg],

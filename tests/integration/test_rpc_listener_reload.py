@@ -40,25 +40,20 @@ for line in sys.stdin:
 
 
 def listener(port, upstream):
-    return ['name = "out_%d"' % port, 'listen = "127.0.0.1:%d"' % port,
-            'upstream = "%s"' % upstream, 'direction = "outbound"']
+    return {"name": "out_%d" % port, "listen": "127.0.0.1:%d" % port, "upstream": upstream,
+            "direction": "outbound"}
 
 
 def write_config(path, data_dir, role, listeners):
     c = lambda n: os.path.join(peers.CERTS, n)
-    body = ["[agent]", 'profile = "custom"', "server = %s" % str(role == "server").lower(),
-            'data_dir = "%s"' % data_dir, "[tls]", 'ca_file = "%s"' % c("consul-agent-ca.pem"),
-            'cert_file = "%s"' % c("dc1-%s-consul-0.pem" % role),
-            'key_file = "%s"' % c("dc1-%s-consul-0-key.pem" % role),
-            "verify_outgoing = true", "verify_server_hostname = true",
-            "verify_incoming = %s" % str(role == "server").lower(),
-            "[intercept]", "install_rules = false"]
-    for l in listeners:
-        body += ["[[listener]]"] + l
-    body += ["[log]", 'level = "info"', ""]
+    text = harness.rpc_proxy_toml(
+        data_dir=data_dir, server=role == "server", listeners=listeners, log_level="info",
+        tls={"ca_file": c("consul-agent-ca.pem"), "cert_file": c("dc1-%s-consul-0.pem" % role),
+             "key_file": c("dc1-%s-consul-0-key.pem" % role), "verify_outgoing": True,
+             "verify_server_hostname": True, "verify_incoming": role == "server"})
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
-        f.write("\n".join(body))
+        f.write(text)
     os.replace(tmp, path)  # a reload never reads a half-written file
     return path
 
@@ -77,8 +72,8 @@ class ListenerReload(unittest.TestCase):
             cls.write_a([listener(9000, cls.b_addr), listener(9005, cls.b_addr)])
             b_cfg = write_config(os.path.join(cls.w.path, "b.toml"),
                                  os.path.join(cls.w.path, "db"), "server",
-                                 [['listen = "%s"' % cls.b_addr, 'upstream = "127.0.0.1:8300"',
-                                   'direction = "inbound"']])
+                                 [{"listen": cls.b_addr, "upstream": "127.0.0.1:8300",
+                                   "direction": "inbound"}])
             cls.a = cls.lab.spawn("c", [harness.binary(), "run", "-c", cls.a_cfg],
                                   os.path.join(cls.w.path, "a.log"))
             cls.b = cls.lab.spawn("s", [harness.binary(), "run", "-c", b_cfg],

@@ -15,13 +15,10 @@ from test_rpcpeer_go_interop import build_peer_and_certs, parse_line
 import test_rpcpeer_go_interop as peers
 
 
-def proxy_toml(path, data_dir, server, tls_lines):
-    body = ["[agent]", 'profile = "custom"', "server = %s" % ("true" if server else "false"),
-            'data_dir = "%s"' % data_dir, "[tls]"] + tls_lines + [
-            "[intercept]", "install_rules = true", 'drain_time = "0s"',
-            "[[intercept.port]]", "port = 8300", 'protocol = "rpc"', "[log]", 'level = "debug"', ""]
+def proxy_toml(path, data_dir, server, tls):
     with open(path, "w") as f:
-        f.write("\n".join(body))
+        f.write(harness.rpc_proxy_toml(data_dir=data_dir, server=server, tls=tls,
+                                       ports=[(8300, "rpc")]))
     return path
 
 
@@ -37,20 +34,20 @@ class RpcTlsGoPeers(unittest.TestCase):
         try:
             c = lambda n: os.path.join(cls.certs, n)
             cls.ca = c("consul-agent-ca.pem")
-            common = ['ca_file = "%s"' % cls.ca]
             cls.client_cfg = proxy_toml(os.path.join(cls.w.path, "client.toml"),
-                                        os.path.join(cls.w.path, "dc"), False, common + [
-                                            'cert_file = "%s"' % c("dc1-client-consul-0.pem"),
-                                            'key_file = "%s"' % c("dc1-client-consul-0-key.pem"),
-                                            "verify_outgoing = true",
-                                            "verify_server_hostname = true"])
-            cls.server_tls = common + [
-                'cert_file = "%s"' % c("dc1-server-consul-0.pem"),
-                'key_file = "%s"' % c("dc1-server-consul-0-key.pem"),
-                "verify_outgoing = true", "verify_server_hostname = true"]
+                                        os.path.join(cls.w.path, "dc"), False, {
+                                            "ca_file": cls.ca,
+                                            "cert_file": c("dc1-client-consul-0.pem"),
+                                            "key_file": c("dc1-client-consul-0-key.pem"),
+                                            "verify_outgoing": True,
+                                            "verify_server_hostname": True})
+            cls.server_tls = {"ca_file": cls.ca,
+                              "cert_file": c("dc1-server-consul-0.pem"),
+                              "key_file": c("dc1-server-consul-0-key.pem"),
+                              "verify_outgoing": True, "verify_server_hostname": True}
             cls.server_cfg = proxy_toml(os.path.join(cls.w.path, "server.toml"),
                                         os.path.join(cls.w.path, "ds"), True,
-                                        cls.server_tls + ["verify_incoming = true"])
+                                        dict(cls.server_tls, verify_incoming=True))
             cls.sc_client = cls.lab.spawn("c", [harness.binary(), "run", "-c", cls.client_cfg],
                                           os.path.join(cls.w.path, "sc-client.log"))
             cls.sc_server = cls.lab.spawn("s", [harness.binary(), "run", "-c", cls.server_cfg],
@@ -89,14 +86,14 @@ class RpcTlsGoPeers(unittest.TestCase):
 
     def reload_server(self, verify_incoming):
         proxy_toml(self.server_cfg, os.path.join(self.w.path, "ds"), True,
-                   self.server_tls + ["verify_incoming = %s" % str(verify_incoming).lower()])
+                   dict(self.server_tls, verify_incoming=verify_incoming))
         before = harness.read(self.sc_server.log_path).count("reload complete")
         self.sc_server.send_signal(signal.SIGHUP)
         harness.wait_for(lambda: harness.read(self.sc_server.log_path).count("reload complete")
                          > before, 10, what="server-side reload")
 
-    def reload_client(self, tls_lines):
-        proxy_toml(self.client_cfg, os.path.join(self.w.path, "dc"), False, tls_lines)
+    def reload_client(self, tls):
+        proxy_toml(self.client_cfg, os.path.join(self.w.path, "dc"), False, tls)
         before = harness.read(self.sc_client.log_path).count("reload complete")
         self.sc_client.send_signal(signal.SIGHUP)
         harness.wait_for(lambda: harness.read(self.sc_client.log_path).count("reload complete")
@@ -155,13 +152,13 @@ class RpcTlsGoPeers(unittest.TestCase):
         self.assertRegex(log, r"rpc outbound from %s:8300: TLS: .*" % ip2.replace(".", r"\."))
         # Declared as a dc2 server (WAN), the same server verifies as server.dc2.consul.
         c = lambda n: os.path.join(self.certs, n)
-        client_tls = ['ca_file = "%s"' % self.ca,
-                      'cert_file = "%s"' % c("dc1-client-consul-0.pem"),
-                      'key_file = "%s"' % c("dc1-client-consul-0-key.pem"),
-                      "verify_outgoing = true", "verify_server_hostname = true"]
+        client_tls = {"ca_file": self.ca,
+                      "cert_file": c("dc1-client-consul-0.pem"),
+                      "key_file": c("dc1-client-consul-0-key.pem"),
+                      "verify_outgoing": True, "verify_server_hostname": True}
         try:
-            self.reload_client(client_tls + ["[[tls.datacenter]]", 'name = "dc2"',
-                                             'addresses = ["%s/32"]' % ip2])
+            self.reload_client(dict(client_tls, datacenter=[
+                {"name": "dc2", "addresses": ["%s/32" % ip2]}]))
             word, f = self.client("c", ip2 + ":8300", "-mode", "rpc", "-timeout", "10s")
             self.assertEqual(word, "RESULT ok", f)
             self.assertEqual(self.events(srv)[-1].get("sni"), "server.dc2.consul")
