@@ -29,7 +29,6 @@ new measurements after --budget seconds.
 import argparse
 import json
 import os
-import platform
 import shutil
 import signal
 import statistics
@@ -39,10 +38,7 @@ import sys
 import time
 
 sys.dont_write_bytecode = True
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.path.insert(0, os.path.join(ROOT, "tests", "integration"))
-import harness  # noqa: E402
+from bench_common import ROOT, harness, machine  # noqa: E402
 
 PAIRS = ("direct", "sidecrypt", "sidecrypt-l", "stunnel", "haproxy", "socat")
 BACKEND_PORT = 8300
@@ -75,16 +71,6 @@ def parse_args():
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, pcaps)")
     return ap.parse_args()
-
-
-def machine():
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}
 
 
 def status_kb(pid, keys=("VmRSS", "VmHWM")):
@@ -229,27 +215,25 @@ class Bench:
 
     def sidecrypt_cfg(self, host, server, listeners=False):
         crt, key = self.srv if server else self.cli
-        body = ["[agent]", 'profile = "custom"', "server = %s" % str(server).lower(),
-                'data_dir = "%s"' % os.path.join(self.w.path, "data-" + host), "[tls]",
-                'ca_file = "%s"' % self.ca, 'cert_file = "%s"' % crt, 'key_file = "%s"' % key,
-                "verify_outgoing = true", "verify_server_hostname = true"]
+        tls = {"ca_file": self.ca, "cert_file": crt, "key_file": key,
+               "verify_outgoing": True, "verify_server_hostname": True}
         if server:
             # Every benchmark connection comes from host c: lift Consul's per-IP limit (100) so
             # the 100 idle connections plus a closing one from an earlier test all fit.
-            body += ["verify_incoming = true", "rpc_max_conns_per_client = 1000"]
+            tls.update(verify_incoming=True, rpc_max_conns_per_client=1000)
+        data_dir = os.path.join(self.w.path, "data-" + host)
         if listeners:
             listen, upstream = (("%s:%d" % (self.sip, B_PORT), "127.0.0.1:%d" % BACKEND_PORT)
                                 if server else
                                 ("127.0.0.1:%d" % A_PORT, "%s:%d" % (self.sip, B_PORT)))
-            body += ["[intercept]", "install_rules = false", "[[listener]]",
-                     'listen = "%s"' % listen, 'upstream = "%s"' % upstream,
-                     'direction = "%s"' % ("inbound" if server else "outbound"),
-                     "[log]", 'level = "info"', ""]
-            return self.w.file("sidecrypt-l-%s.toml" % host, "\n".join(body))
-        body += ["[intercept]", "install_rules = true", 'drain_time = "0s"',
-                 "[[intercept.port]]", "port = %d" % BACKEND_PORT, 'protocol = "rpc"',
-                 "[log]", 'level = "info"', ""]
-        return self.w.file("sidecrypt-%s.toml" % host, "\n".join(body))
+            body = harness.rpc_proxy_toml(
+                data_dir=data_dir, server=server, tls=tls, log_level="info",
+                listeners=[{"listen": listen, "upstream": upstream,
+                            "direction": "inbound" if server else "outbound"}])
+            return self.w.file("sidecrypt-l-%s.toml" % host, body)
+        body = harness.rpc_proxy_toml(data_dir=data_dir, server=server, tls=tls,
+                                      ports=[(BACKEND_PORT, "rpc")], log_level="info")
+        return self.w.file("sidecrypt-%s.toml" % host, body)
 
     def spawn(self, host, argv, name, ignore_sigpipe=False):
         log = self.log(name)

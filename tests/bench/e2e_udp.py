@@ -21,14 +21,12 @@ Every loop is bounded in count and time; the whole run stops after --budget seco
 import argparse
 import json
 import os
-import platform
 import signal
 import sys
 import time
 
 sys.dont_write_bytecode = True
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "integration"))
-import harness  # noqa: E402
+from bench_common import harness, machine  # noqa: E402
 
 GOSSIP_PORT = 7946
 DIRECT_PORT = 7001
@@ -56,16 +54,6 @@ def parse_args():
                          "measurement from other load on a shared machine")
     ap.add_argument("--json", help="also write the raw results here")
     return ap.parse_args()
-
-
-def machine():
-    model = "?"
-    with open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return {"nproc": os.cpu_count(), "cpu": model, "kernel": platform.release()}
 
 
 def rss_kb(pid):
