@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <charconv>
 #include <chrono>
 #include <cstring>
 #include <filesystem>
@@ -511,6 +512,7 @@ class Doctor {
   void checkStaleBackends();
   void checkPolicyRoutes();
   void checkSysctls();
+  void checkEphemeralPorts();
   void checkProxyCapabilities();
   void checkReady();
   void probePorts();
@@ -886,6 +888,7 @@ void Doctor::checkSysctls() {
   detail += "; net.ipv4.conf.all.route_localnet=" + value("net.ipv4.conf.all.route_localnet") +
             " (not needed: no DNAT to 127.0.0.1)";
   add("sysctl", Status::Info, detail);
+  checkEphemeralPorts();
   if (params_.ipv6) {
     if (!fs::exists("/proc/net/if_inet6")) {
       add("ipv6", Status::Fail,
@@ -897,6 +900,81 @@ void Doctor::checkSysctls() {
           "net.ipv6.conf.all.disable_ipv6=1: the IPv6 rules are installed but carry nothing");
     }
   }
+}
+
+// sidecrypt's own listening ports must not be handed out as ephemeral ports: an outgoing
+// connection holding one (even one lingering in FIN_WAIT2 after its process ended) makes the
+// next start or restart fail with "Address already in use".
+void Doctor::checkEphemeralPorts() {
+  std::istringstream range(readFile("/proc/sys/net/ipv4/ip_local_port_range"));
+  unsigned low = 0;
+  unsigned high = 0;
+  if (!(range >> low >> high)) {
+    add("sysctl.ports", Status::Skip, "cannot read net.ipv4.ip_local_port_range");
+    return;
+  }
+  // ip_local_reserved_ports: "15001,15006" or ranges "15000-15010", comma-separated.
+  const std::string reserved_text = trimmed(readFile("/proc/sys/net/ipv4/ip_local_reserved_ports"));
+  auto reserved = [&reserved_text](unsigned port) {
+    std::istringstream in(reserved_text);
+    std::string item;
+    while (std::getline(in, item, ',')) {
+      const size_t dash = item.find('-');
+      unsigned a = 0;
+      unsigned b = 0;
+      const char* end = item.data() + item.size();
+      const char* mid = dash == std::string::npos ? end : item.data() + dash;
+      if (std::from_chars(item.data(), mid, a).ec != std::errc()) {
+        continue;
+      }
+      b = a;
+      if (mid != end && std::from_chars(mid + 1, end, b).ec != std::errc()) {
+        continue;
+      }
+      if (port >= a && port <= b) {
+        return true;
+      }
+    }
+    return false;
+  };
+  std::vector<std::pair<std::string, uint16_t>> own;
+  if (!cfg_.intercept.ports.empty()) {
+    own.emplace_back("intercept.outbound_port", cfg_.intercept.outbound_port);
+    own.emplace_back("intercept.inbound_port", cfg_.intercept.inbound_port);
+  }
+  const auto admin = SocketAddress::parse(cfg_.admin.listen);
+  if (admin.valid()) {
+    own.emplace_back("admin.listen", admin.port());
+  }
+  for (const auto& l : cfg_.listeners) {
+    own.emplace_back("listener " + l.name, l.listen.port());
+  }
+  std::string exposed;
+  std::vector<uint16_t> to_reserve;
+  for (const auto& [what, port] : own) {
+    if (port >= low && port <= high && !reserved(port)) {
+      exposed += (exposed.empty() ? "" : ", ") + what + " " + std::to_string(port);
+      to_reserve.push_back(port);
+    }
+  }
+  const std::string where =
+      "net.ipv4.ip_local_port_range=" + std::to_string(low) + "-" + std::to_string(high) +
+      ", ip_local_reserved_ports=" + (reserved_text.empty() ? "(none)" : reserved_text);
+  if (exposed.empty()) {
+    add("sysctl.ports", Status::Ok,
+        "sidecrypt's listening ports are outside the ephemeral range (" + where + ")");
+    return;
+  }
+  std::string list = reserved_text;
+  for (uint16_t port : to_reserve) {
+    list += (list.empty() ? "" : ",") + std::to_string(port);
+  }
+  add("sysctl.ports", Status::Warn,
+      "inside the ephemeral port range and not reserved: " + exposed + " (" + where +
+          "); an outgoing connection that happens to use one of them makes sidecrypt's next "
+          "start fail with \"Address already in use\"",
+      "sysctl -w net.ipv4.ip_local_reserved_ports=" + list +
+          "  # and the same line in /etc/sysctl.d/ to keep it");
 }
 
 void Doctor::checkProxyCapabilities() {
@@ -1132,6 +1210,8 @@ void printText(const std::string& config, const std::vector<Check>& checks) {
     std::cout << "[" << tag << "] " << c.name << ": " << c.detail << "\n";
     if (c.status == Status::Fail) {
       ++failed;
+    }
+    if (!c.fix.empty() && (c.status == Status::Fail || c.status == Status::Warn)) {
       std::string indented;
       for (const auto& line : splitLines(c.fix)) {
         indented += (indented.empty() ? "" : "\n            ") + line;
@@ -1171,7 +1251,7 @@ int doctorCommand(const DoctorOptions& opts) {
     json list = json::array();
     for (const auto& c : checks) {
       json j = {{"name", c.name}, {"status", statusName(c.status)}, {"detail", c.detail}};
-      if (c.status == Status::Fail) {
+      if (!c.fix.empty() && (c.status == Status::Fail || c.status == Status::Warn)) {
         j["fix"] = c.fix;
       }
       list.push_back(std::move(j));

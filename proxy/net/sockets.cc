@@ -65,7 +65,16 @@ int openTcpListener(const SocketAddress& addr, bool transparent, std::string& er
     return fail(fd);
   }
   if (::bind(fd, addr.sa(), addr.len()) != 0) {
+    const bool in_use = errno == EADDRINUSE;
     err = errnoMessage(("bind " + addr.toString()).c_str());
+    if (in_use) {
+      // Besides another listener, an outgoing connection whose ephemeral port is this one holds
+      // it (the port is inside net.ipv4.ip_local_port_range).
+      err +=
+          " (another listener, or an outgoing connection using it as its ephemeral port: "
+          "keep listener ports out of net.ipv4.ip_local_port_range or list them in "
+          "net.ipv4.ip_local_reserved_ports)";
+    }
     return fail(fd);
   }
   if (::listen(fd, 1024) != 0) {

@@ -130,6 +130,23 @@ class Doctor(unittest.TestCase):
         self.assertIn("checks passed", r.stdout)
         return r
 
+    def test_listening_ports_inside_the_ephemeral_range_get_the_reserve_fix(self):
+        cfg = self.config("ports.toml")
+
+        def ports_check():
+            r = self.doctor(cfg, "--json", "--only", "sysctl")
+            return {c["name"]: c for c in json.loads(r.stdout)["checks"]}["sysctl.ports"]
+        # A fresh namespace has Linux's default range (32768-60999): nothing of ours is in it.
+        self.assertEqual(ports_check()["status"], "ok")
+        self.sh_ns("sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
+        c = ports_check()
+        self.assertEqual(c["status"], "warn", c)
+        for port in ("15001", "15006", ADMIN.rsplit(":", 1)[1]):
+            self.assertIn(port, c["detail"])
+        self.assertIn("net.ipv4.ip_local_reserved_ports=", c["fix"])
+        self.run_fix(c["fix"])  # the printed fix, verbatim
+        self.assertEqual(ports_check()["status"], "ok")
+
     def test_nft_before_and_after_rules_and_repairs(self):
         cfg = self.config("nft.toml", backend="nft")
         install_fix = "sidecrypt rules install --config " + cfg
