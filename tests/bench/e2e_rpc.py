@@ -196,7 +196,10 @@ class Bench:
         self.certs()
         self.lab = harness.Lab(["c", "s"])
         for h in ("c", "s"):
-            self.lab.run(h, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
+            # Wide, for the connection tests, but above every fixed port of the relays
+            # (sidecrypt's 15001/15006 included): an outgoing connection lingering in
+            # FIN_WAIT2 on a listener's port makes the next relay's bind fail.
+            self.lab.run(h, "sysctl", "-qw", "net.ipv4.ip_local_port_range=20000 65000")
         if not self.args.keep_time_wait:
             self.lab.run("s", "sysctl", "-qw", "net.ipv4.tcp_max_tw_buckets=0")
             self.results["notes"].append(
@@ -322,16 +325,19 @@ class Bench:
         else:
             raise SystemExit("unknown pair " + pair)
         deadline = time.monotonic() + 15
+        why = "%s relays did not pass one echo within 15 s" % pair
         while time.monotonic() < deadline:  # ready when one echo goes through
-            for p in procs.values():
-                if p.poll() is not None:
-                    raise RuntimeError("%s exited:\n%s" % (pair, harness.read(p.log_path)[-3000:]))
+            exited = [p for p in procs.values() if p.poll() is not None]
+            if exited:
+                why = "%s exited:\n%s" % (pair, harness.read(exited[0].log_path)[-3000:])
+                break
             r = self.client("pingpong", a_target, "--count", "1", "--warmup", "0", check=False,
                             timeout=10)
             if r is not None:
                 return procs, a_target
             time.sleep(0.3)
-        raise RuntimeError("%s relays did not pass one echo within 15 s" % pair)
+        self.stop(procs)  # the relay still running must not hold its ports into the next pair
+        raise RuntimeError(why)
 
     def stop(self, procs):
         for p in procs.values():
@@ -466,7 +472,7 @@ class Bench:
         idle RSS (first, on fresh relays) and the wire bytes."""
         res = self.results["pairs"].setdefault(
             pair, {"rounds": {"pingpong": [], "bulk": [], "cps": []}, "hwm_kb": {}})
-        procs, target = self.start(pair)
+        procs, target = self.start(pair)  # stops what it started if it fails
         res["target"] = target
         try:
             if rnd == 0:
