@@ -197,6 +197,9 @@ InspectResult StreamInspector::inspect(std::span<const uint8_t> msg) {
     // readStream indexes plain[0] after decrypting (an empty frame kills 0.2.2).
     return verdict(InspectVerdict::CrashShape, "empty stream message");
   }
+  if (msg[0] == static_cast<uint8_t>(MsgType::PushPull)) {
+    return shortVsn(msg);
+  }
   if (msg[0] != kCompressMsg) {
     return {};
   }
@@ -229,6 +232,45 @@ InspectResult StreamInspector::inspect(std::span<const uint8_t> msg) {
   }
   if (sink.last().status != FramerStatus::Frame) {
     return verdict(InspectVerdict::Malformed, "decompressed message is truncated");
+  }
+  return shortVsn(msg);  // memberlist compresses its push/pulls by default
+}
+
+namespace {
+
+// Finds the node states memberlist would index past the end of their Vsn (see the header).
+class VsnCheck final : public MessageVisitor {
+ public:
+  void onMessage(const Message& m) override {
+    if (m.type == MsgType::PushPull) {
+      join_ = m.join;
+    }
+  }
+  void onNodeState(const NodeState& s) override {
+    constexpr size_t kVsnLen = 6;
+    const size_t n = s.vsn.size();
+    short_ = short_ || (s.decoded && n < kVsnLen && (n > 0 || join_));
+  }
+  bool found() const { return short_; }
+
+ private:
+  bool join_ = false;
+  bool short_ = false;
+};
+
+}  // namespace
+
+InspectResult StreamInspector::shortVsn(std::span<const uint8_t> msg) {
+  if (!walker_) {
+    WalkLimits limits;
+    limits.max_stream_decompressed = kMaxDecompressed;
+    walker_ = std::make_unique<MessageWalker>(limits);
+  }
+  VsnCheck check;
+  walker_->walkStream(msg, check, /*in_frame=*/true);
+  if (check.found()) {
+    return verdict(InspectVerdict::CrashShape,
+                   "push/pull node state with a short Vsn (memberlist indexes 6 bytes)");
   }
   return {};
 }

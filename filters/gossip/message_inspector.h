@@ -6,6 +6,7 @@
 #include <span>
 
 #include "filters/gossip/lzw_decoder.h"
+#include "filters/gossip/message_walker.h"
 #include "filters/gossip/stream_framer.h"
 
 namespace sidecrypt::filters::gossip {
@@ -54,7 +55,10 @@ class PacketInspector {
 // Streams (§6, §9): the framer has already enforced the size caps on the outer message; a
 // compressed message is decompressed (streaming, no buffer) through a nested framer so the same
 // caps apply inside it, and one that decodes to nothing is a crash shape. Limits: HEAD's 40 MiB
-// on decompressed output.
+// on decompressed output. A push/pull (plain or compressed) is also walked for node states with
+// a short Vsn (§10): memberlist's verifyProtocol indexes Vsn[0..5] of every node state with a
+// non-empty Vsn, and mergeRemoteState every Vsn of a join when a merge delegate is set (Consul,
+// Serf), so 1-5 bytes, or fewer than 6 in a join, panic the agent (0.2.2 and Debian's HEAD).
 class StreamInspector {
  public:
   static constexpr uint64_t kMaxDecompressed = uint64_t{40} * 1024 * 1024;
@@ -64,8 +68,11 @@ class StreamInspector {
   InspectResult inspect(std::span<const uint8_t> msg);
 
  private:
+  InspectResult shortVsn(std::span<const uint8_t> msg);
+
   FramerLimits limits_;
-  std::unique_ptr<LzwDecoder> lzw_;  // created on the first compressed message
+  std::unique_ptr<LzwDecoder> lzw_;        // created on the first compressed message
+  std::unique_ptr<MessageWalker> walker_;  // created on the first push/pull
 };
 
 // Parses the body of a compress message (after the type byte): {"Algo": 0, "Buf": bytes}.

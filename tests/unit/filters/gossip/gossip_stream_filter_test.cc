@@ -416,6 +416,18 @@ TEST_CASE("gossip_stream_filter: crash shapes and hostile headers never reach th
   auto ring = ringOf(Bytes(32, 5));
   const std::string pushpull_nodes_2_40 =
       "0682a54e6f646573cf0000010000000000ac5573657253746174654c656e00";
+  // [6] {Nodes: 1, UserStateLen: 0, Join} {Name "n1", Addr, Port 7946, Meta, Incarnation 1,
+  // State, Vsn}, as go-msgpack writes them; the tail is the Vsn.
+  const std::string pushpull_head = "0683a54e6f64657301ac5573657253746174654c656e00a44a6f696e";
+  const std::string node_head =
+      "87a44e616d65a26e31a441646472a40afa0001a4506f7274cd1f0aa44d657461a0ab496e6361726e6174696f6e"
+      "01a55374617465";
+  const std::string pushpull_vsn3_alive = pushpull_head + "c2" + node_head + "00a356736ea3010505";
+  const std::string pushpull_vsn3_dead = pushpull_head + "c2" + node_head + "02a356736ea3010505";
+  const std::string pushpull_join_vsn0 = pushpull_head + "c3" + node_head + "00a356736ea0";
+  const std::string pushpull_join_vsn6 =
+      pushpull_head + "c3" + node_head + "00a356736ea6010505020504";
+  const std::string pushpull_vsn0 = pushpull_head + "c2" + node_head + "00a356736ea0";
   struct Case {
     const char* name;
     Bytes plain;
@@ -429,6 +441,14 @@ TEST_CASE("gossip_stream_filter: crash shapes and hostile headers never reach th
       {"compressed frame inside", compressMessage(fromHex("0a00000000")),
        StreamCloseReason::Malformed},
       {"compressed truncated ping", compressMessage(fromHex("0081")), StreamCloseReason::Malformed},
+      // Push/pulls whose node state has a short Vsn (memberlist indexes Vsn[0..5]).
+      {"alive node with a 3-byte Vsn", fromHex(pushpull_vsn3_alive), StreamCloseReason::CrashShape},
+      {"dead node with a 3-byte Vsn", fromHex(pushpull_vsn3_dead), StreamCloseReason::CrashShape},
+      {"compressed, 3-byte Vsn", compressMessage(fromHex(pushpull_vsn3_alive)),
+       StreamCloseReason::CrashShape},
+      {"join with an empty Vsn", fromHex(pushpull_join_vsn0), StreamCloseReason::CrashShape},
+      {"compressed join with an empty Vsn", compressMessage(fromHex(pushpull_join_vsn0)),
+       StreamCloseReason::CrashShape},
   };
   for (const auto& c : cases) {
     DYNAMIC_SECTION(c.name) {
@@ -457,6 +477,17 @@ TEST_CASE("gossip_stream_filter: crash shapes and hostile headers never reach th
     StreamIo io{to_agent, to_peer};
     CHECK(feed(f, Side::Peer, wire, {wire.size()}, in, io, true) == FilterStatus::Close);
     CHECK(f.closeReason() == StreamCloseReason::CrashShape);
+  }
+  SECTION("push/pulls with a full Vsn, or none outside a join, pass") {
+    for (const auto& hex : {pushpull_join_vsn6, pushpull_vsn0}) {
+      for (const Bytes& wire : {fromHex(hex), compressMessage(fromHex(hex))}) {
+        GossipStreamFilter f(Origin::Inbound, ring, policy, freshStats());
+        Buffer in, to_agent, to_peer;
+        StreamIo io{to_agent, to_peer};
+        CHECK(feed(f, Side::Peer, wire, {wire.size()}, in, io, true) == FilterStatus::Continue);
+        CHECK(contents(to_agent) == wire);
+      }
+    }
   }
   SECTION("a valid compressed ping passes") {
     const Bytes wire = compressMessage(fromHex("0081a553657175656e01"));
