@@ -31,6 +31,21 @@ def write_config(path, data_dir, role, listener):
     return path
 
 
+def start_relays_and_server(lab, workdir, peer, a_cfg, b_cfg):
+    """sidecrypt A (host c) and B (host s), each waited for, then the plaintext Consul-shaped
+    rpcpeer server on s's 127.0.0.1:8300. Returns (a, b, server) as Lab.spawn returns them."""
+    a = lab.spawn("c", [harness.binary(), "run", "-c", a_cfg], os.path.join(workdir, "a.log"))
+    b = lab.spawn("s", [harness.binary(), "run", "-c", b_cfg], os.path.join(workdir, "b.log"))
+    for p in (a, b):
+        harness.wait_for(lambda p=p: "started:" in harness.read(p.log_path), 10,
+                         what="sidecrypt started")
+    server = lab.spawn("s", [peer, "server", "-listen", "127.0.0.1:8300", "-lifetime", "300s"],
+                       os.path.join(workdir, "server.log"))
+    harness.wait_for(lambda: "LISTENING" in harness.read(server.log_path), 15,
+                     what="rpcpeer server")
+    return a, b, server
+
+
 class ExplicitListeners(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
@@ -50,18 +65,8 @@ class ExplicitListeners(unittest.TestCase):
                                      os.path.join(cls.w.path, "db"), "server",
                                      {"listen": cls.b_addr, "upstream": "127.0.0.1:8300",
                                       "direction": "inbound"})
-            cls.a = cls.lab.spawn("c", [harness.binary(), "run", "-c", cls.a_cfg],
-                                  os.path.join(cls.w.path, "a.log"))
-            cls.b = cls.lab.spawn("s", [harness.binary(), "run", "-c", cls.b_cfg],
-                                  os.path.join(cls.w.path, "b.log"))
-            for p in (cls.a, cls.b):
-                harness.wait_for(lambda p=p: "started:" in harness.read(p.log_path), 10,
-                                 what="sidecrypt started")
-            cls.server = cls.lab.spawn("s", [cls.peer, "server", "-listen", "127.0.0.1:8300",
-                                             "-lifetime", "300s"],
-                                       os.path.join(cls.w.path, "server.log"))
-            harness.wait_for(lambda: "LISTENING" in harness.read(cls.server.log_path), 15,
-                             what="rpcpeer server")
+            cls.a, cls.b, cls.server = start_relays_and_server(cls.lab, cls.w.path, cls.peer,
+                                                               cls.a_cfg, cls.b_cfg)
         except BaseException:
             cls.tearDownClass()
             raise

@@ -14,6 +14,7 @@ import subprocess
 import unittest
 
 import harness
+from test_rpc_explicit_listeners import start_relays_and_server
 from test_rpcpeer_go_interop import build_peer_and_certs, parse_line
 import test_rpcpeer_go_interop as peers
 
@@ -74,18 +75,8 @@ class ListenerReload(unittest.TestCase):
                                  os.path.join(cls.w.path, "db"), "server",
                                  [{"listen": cls.b_addr, "upstream": "127.0.0.1:8300",
                                    "direction": "inbound"}])
-            cls.a = cls.lab.spawn("c", [harness.binary(), "run", "-c", cls.a_cfg],
-                                  os.path.join(cls.w.path, "a.log"))
-            cls.b = cls.lab.spawn("s", [harness.binary(), "run", "-c", b_cfg],
-                                  os.path.join(cls.w.path, "b.log"))
-            for p in (cls.a, cls.b):
-                harness.wait_for(lambda p=p: "started:" in harness.read(p.log_path), 10,
-                                 what="sidecrypt started")
-            cls.server = cls.lab.spawn("s", [cls.peer, "server", "-listen", "127.0.0.1:8300",
-                                             "-lifetime", "300s"],
-                                       os.path.join(cls.w.path, "server.log"))
-            harness.wait_for(lambda: "LISTENING" in harness.read(cls.server.log_path), 15,
-                             what="rpcpeer server")
+            cls.a, cls.b, cls.server = start_relays_and_server(cls.lab, cls.w.path, cls.peer,
+                                                               cls.a_cfg, b_cfg)
         except BaseException:
             cls.tearDownClass()
             raise
