@@ -58,6 +58,17 @@ size_t move(TlsEngine& from, TlsEngine& to, std::vector<uint8_t>& scratch) {
   return moved;
 }
 
+// Runs the handshake to completion (a few flights); false if it does not complete.
+bool handshake(TlsEngine& client, TlsEngine& server, std::vector<uint8_t>& scratch) {
+  for (int i = 0; i < 20 && !(client.handshakeDone() && server.handshakeDone()); ++i) {
+    move(client, server, scratch);
+    server.clearOut(std::span<uint8_t>());
+    move(server, client, scratch);
+    client.clearOut(std::span<uint8_t>());
+  }
+  return client.handshakeDone() && server.handshakeDone();
+}
+
 void BM_TlsEngineBulk(benchmark::State& state) {
   const size_t chunk = static_cast<size_t>(state.range(0));
   auto client = TlsEngine::client(context(TlsRole::Client), ClientOptions{});
@@ -65,13 +76,7 @@ void BM_TlsEngineBulk(benchmark::State& state) {
   std::vector<uint8_t> scratch(256 * 1024);
   std::vector<uint8_t> clear(chunk, 0x5a);
   std::vector<uint8_t> out(256 * 1024);
-  for (int i = 0; i < 20 && !(client->handshakeDone() && server->handshakeDone()); ++i) {
-    move(*client, *server, scratch);
-    server->clearOut(std::span<uint8_t>());
-    move(*server, *client, scratch);
-    client->clearOut(std::span<uint8_t>());
-  }
-  if (!client->handshakeDone() || !server->handshakeDone()) {
+  if (!handshake(*client, *server, scratch)) {
     state.SkipWithError("handshake did not complete");
     return;
   }
@@ -109,13 +114,7 @@ void BM_TlsEngineBulkAttached(benchmark::State& state) {
   auto client = TlsEngine::client(context(TlsRole::Client), ClientOptions{});
   auto server = TlsEngine::server(context(TlsRole::Server));
   std::vector<uint8_t> scratch(256 * 1024);
-  for (int i = 0; i < 20 && !(client->handshakeDone() && server->handshakeDone()); ++i) {
-    move(*client, *server, scratch);
-    server->clearOut(std::span<uint8_t>());
-    move(*server, *client, scratch);
-    client->clearOut(std::span<uint8_t>());
-  }
-  if (!client->handshakeDone() || !server->handshakeDone()) {
+  if (!handshake(*client, *server, scratch)) {
     state.SkipWithError("handshake did not complete");
     return;
   }
