@@ -14,7 +14,7 @@ struct Queue {
   std::vector<uint8_t> bytes;
   size_t head = 0;
   bool eof = false;
-  Buffer* ext = nullptr;  // queueBioAttach
+  Buffer* ext = nullptr;  // queueBioAttachSource / queueBioAttachSink
 
   size_t pending() const { return bytes.size() - head; }
   size_t take(uint8_t* out, size_t n) {
