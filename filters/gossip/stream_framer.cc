@@ -218,13 +218,19 @@ void StreamFramer::onValueDone() {
 }
 
 void StreamFramer::stepSkip(std::span<const uint8_t> data, size_t& used) {
+  if (phase_ == Phase::Header) {
+    // The skipper sees at most the header's remaining room, so a header that does not fit fails
+    // at the same byte however the stream was cut (found by the framer fuzz target).
+    const size_t room = header_.size() - header_len_;
+    if (room == 0) {
+      fail(FramerError::HeaderTooLarge, header_len_ + 1);
+      return;
+    }
+    data = data.first(std::min(data.size(), room));
+  }
   size_t n = 0;
   const MpStatus st = skipper_.feed(data, n);
   if (phase_ == Phase::Header) {
-    if (header_len_ + n > header_.size()) {
-      fail(FramerError::HeaderTooLarge, header_len_ + n);
-      return;
-    }
     std::memcpy(header_.data() + header_len_, data.data(), n);
     header_len_ += n;
   }

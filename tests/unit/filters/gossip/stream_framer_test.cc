@@ -162,3 +162,40 @@ TEST_CASE("stream_framer: the message type is known before the message is comple
   f.reset();
   CHECK(f.messageType() == -1);
 }
+
+TEST_CASE("stream_framer: a header over 1024 bytes fails at the same byte however it is cut",
+          "[gossip]") {
+  // [6] then a push/pull header map whose one key is a 1100-byte string: it cannot fit.
+  Bytes msg = {6, 0x81, 0xda, 0x04, 0x4c};
+  msg.resize(msg.size() + 0x44c, 'k');
+  msg.push_back(0x00);
+  const Outcome whole = run(msg, {msg.size()});
+  CHECK(whole.status == FramerStatus::Error);
+  CHECK(whole.error == FramerError::HeaderTooLarge);
+  CHECK(whole.consumed == 1 + StreamFramer::kMaxHeaderBytes);  // the type byte, a full header
+  for (size_t chunk : {size_t{1}, size_t{7}, size_t{62}, size_t{1000}, size_t{1024}}) {
+    std::vector<size_t> plan;
+    for (size_t at = 0; at < msg.size(); at += chunk) {
+      plan.push_back(std::min(chunk, msg.size() - at));
+    }
+    CHECK(run(msg, plan) == whole);
+  }
+  // Exactly 1024 bytes of header still frames.
+  Bytes fits = {6, 0x83, 0xa5, 'N', 'o', 'd', 'e', 's', 0x00, 0xac};
+  for (char c : std::string("UserStateLen")) {
+    fits.push_back(static_cast<uint8_t>(c));
+  }
+  fits.push_back(0x00);
+  // A third key (raw16, 3 bytes of header) of the length that ends the header, with its nil
+  // value, exactly at byte 1024 after the type byte.
+  const size_t key = 1 + StreamFramer::kMaxHeaderBytes - fits.size() - 3 - 1;
+  fits.push_back(0xda);
+  fits.push_back(static_cast<uint8_t>(key >> 8));
+  fits.push_back(static_cast<uint8_t>(key & 0xff));
+  fits.resize(fits.size() + key, 'p');
+  fits.push_back(0xc0);
+  REQUIRE(fits.size() == 1 + StreamFramer::kMaxHeaderBytes);
+  const Outcome ok = run(fits, {fits.size()});
+  CHECK(ok.status == FramerStatus::Frame);
+  CHECK(ok.length == fits.size());
+}
