@@ -37,13 +37,10 @@ import harness  # noqa: E402
 import test_rpcpeer_go_interop as peers  # noqa: E402
 
 
-def proxy_toml(path, data_dir, server, tls_lines):
-    body = ["[agent]", 'profile = "custom"', "server = %s" % ("true" if server else "false"),
-            'data_dir = "%s"' % data_dir, "[tls]"] + tls_lines + [
-            "[intercept]", "install_rules = true", 'drain_time = "0s"',
-            "[[intercept.port]]", "port = 8300", 'protocol = "rpc"', "[log]", 'level = "debug"', ""]
+def proxy_toml(path, data_dir, server, tls):
     with open(path, "w") as f:
-        f.write("\n".join(body))
+        f.write(harness.rpc_proxy_toml(data_dir=data_dir, server=server, tls=tls,
+                                       ports=[(8300, "rpc")]))
     return path
 
 
@@ -79,18 +76,14 @@ def main():
     summary = {"idle_s": args.idle, "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     ok = False
     try:
-        ca = ['ca_file = "%s"' % c("consul-agent-ca.pem")]
+        tls = lambda role: {"ca_file": c("consul-agent-ca.pem"),
+                            "cert_file": c("dc1-%s-consul-0.pem" % role),
+                            "key_file": c("dc1-%s-consul-0-key.pem" % role),
+                            "verify_outgoing": True, "verify_server_hostname": True}
         client_cfg = proxy_toml(os.path.join(w.path, "client.toml"), os.path.join(w.path, "dc"),
-                                False, ca + ['cert_file = "%s"' % c("dc1-client-consul-0.pem"),
-                                             'key_file = "%s"' % c("dc1-client-consul-0-key.pem"),
-                                             "verify_outgoing = true",
-                                             "verify_server_hostname = true"])
+                                False, tls("client"))
         server_cfg = proxy_toml(os.path.join(w.path, "server.toml"), os.path.join(w.path, "ds"),
-                                True, ca + ['cert_file = "%s"' % c("dc1-server-consul-0.pem"),
-                                            'key_file = "%s"' % c("dc1-server-consul-0-key.pem"),
-                                            "verify_outgoing = true",
-                                            "verify_server_hostname = true",
-                                            "verify_incoming = true"])
+                                True, dict(tls("server"), verify_incoming=True))
         sc_a = lab.spawn("c", [harness.binary(), "run", "-c", client_cfg],
                          os.path.join(w.path, "sc-client.log"))
         sc_b = lab.spawn("s", [harness.binary(), "run", "-c", server_cfg],
