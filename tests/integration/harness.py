@@ -276,6 +276,17 @@ class Netns:
         sh("ip", "netns", "del", self.name, check=False)
 
 
+def cleanup(lab, workdir):
+    """Removes the lab (if one was made) and the work directory; with SIDECRYPT_KEEP_LOGS set the
+    directory stays (logs, configs, captures) and its path is printed."""
+    if lab is not None:
+        lab.cleanup()
+    if os.environ.get("SIDECRYPT_KEEP_LOGS"):
+        print("logs kept in", workdir.path)
+    else:
+        workdir.cleanup()
+
+
 def serf_members(lab, host, rpc="127.0.0.1:7373"):
     """{name: status} as `serf members` in the host's namespace reports it."""
     r = lab.run(host, "serf", "members", "-rpc-addr", rpc, check=False, timeout=10)

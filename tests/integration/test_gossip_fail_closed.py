@@ -61,12 +61,7 @@ class FailClosed(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.cleanup()
-        if os.environ.get("SIDECRYPT_KEEP_LOGS"):
-            print("logs kept in", cls.w.path)
-        else:
-            cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     @classmethod
     def addr(cls, host):

@@ -201,12 +201,7 @@ class Garbage(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.cleanup()
-        if os.environ.get("SIDECRYPT_KEEP_LOGS"):
-            print("logs kept in", cls.w.path)
-        else:
-            cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     def delta(self, section, name):
         return harness.counter(self.c1, section, name) - harness.counter(self.c0, section, name)

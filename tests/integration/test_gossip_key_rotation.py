@@ -55,12 +55,7 @@ class KeyRotation(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.cleanup()
-        if os.environ.get("SIDECRYPT_KEEP_LOGS"):
-            print("logs kept in", cls.w.path)
-        else:
-            cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     @classmethod
     def keygen(cls):

@@ -62,11 +62,7 @@ class MixedFleet(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.lab.cleanup()
-        if os.environ.get("SIDECRYPT_KEEP_LOGS"):
-            print("logs kept in", cls.w.path)
-        else:
-            cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     def test_1_user_events_both_ways(self):
         self.lab.run("h2", "serf", "event", "from-native", "payload-1")

@@ -64,12 +64,7 @@ class RolloutStages(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.cleanup()
-        if os.environ.get("SIDECRYPT_KEEP_LOGS"):
-            print("logs kept in", cls.w.path)
-        else:
-            cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     def setUp(self):
         if type(self).broken and "no_member_ever" not in self.id():

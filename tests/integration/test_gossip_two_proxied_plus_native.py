@@ -60,12 +60,7 @@ class TwoProxiedPlusNative(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if cls.lab is not None:
-            cls.lab.cleanup()
-        if os.environ.get("SIDECRYPT_KEEP_LOGS"):
-            print("logs kept in", cls.w.path)
-        else:
-            cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     def event_reaches(self, sender, event, receivers):
         # Serf spreads an event with a bounded number of gossip transmissions: resend at most

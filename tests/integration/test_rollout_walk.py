@@ -80,12 +80,7 @@ class RolloutWalk(unittest.TestCase):
         cls.stop.set()
         for t in cls.threads:
             t.join(30)
-        if cls.lab is not None:
-            cls.lab.cleanup()
-        if os.environ.get("SIDECRYPT_KEEP_LOGS"):
-            print("logs kept in", cls.w.path)
-        else:
-            cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     @classmethod
     def addr(cls, n):
