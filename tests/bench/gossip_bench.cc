@@ -19,6 +19,7 @@
 #include "filters/gossip/gossip_datagram_filter.h"
 #include "filters/gossip/gossip_stream_filter.h"
 #include "filters/gossip/stream_framer.h"
+#include "tests/common/gossip_messages.h"
 
 namespace {
 
@@ -166,23 +167,8 @@ void BM_StreamSeal(benchmark::State& state) {
   const auto n = static_cast<size_t>(state.range(0));
   // [8]{"UserMsgLen": raw} + raw bytes, n bytes in all
   const size_t raw = n - 16;
-  std::vector<uint8_t> msg = {8,
-                              0x81,
-                              0xaa,
-                              'U',
-                              's',
-                              'e',
-                              'r',
-                              'M',
-                              's',
-                              'g',
-                              'L',
-                              'e',
-                              'n',
-                              0xcd,
-                              static_cast<uint8_t>(raw >> 8),
-                              static_cast<uint8_t>(raw)};
-  msg.insert(msg.end(), raw, 0x41);
+  const std::vector<uint8_t> msg =
+      sidecrypt::test::streamUserMessage(std::vector<uint8_t>(raw, 0x41));
   auto ring = fourKeys();
   auto policy = std::make_shared<const GossipPolicy>();
   auto stats = std::make_shared<GossipStreamStats>();

@@ -15,6 +15,7 @@
 #include "filters/keyring/aead_key.h"
 #include "filters/keyring/keyring_codec.h"
 #include "proxy/datapath/gossip_observer.h"
+#include "tests/common/gossip_messages.h"
 
 using namespace sidecrypt;
 using namespace sidecrypt::proxy;
@@ -263,23 +264,7 @@ TEST_CASE("gossip_observer: a key query in a stream message is applied too", "[o
   // sendUserMsg), here carrying the Serf query of the packet's user message.
   const Bytes serf(v.user.begin() + 1, v.user.end());
   REQUIRE(serf.size() < 0x10000);
-  Bytes stream = {8,
-                  0x81,
-                  0xaa,
-                  'U',
-                  's',
-                  'e',
-                  'r',
-                  'M',
-                  's',
-                  'g',
-                  'L',
-                  'e',
-                  'n',
-                  0xcd,
-                  static_cast<uint8_t>(serf.size() >> 8),
-                  static_cast<uint8_t>(serf.size())};
-  stream.insert(stream.end(), serf.begin(), serf.end());
+  const Bytes stream = sidecrypt::test::streamUserMessage(serf);
   // use-key K2 needs K2 installed first: refused (Consul's rule), nothing persisted.
   h.obs.stream(GossipPool::Lan, kPeer, false, stream);
   CHECK(h.obs.stats().queries == 1);
