@@ -14,7 +14,7 @@ import os
 import unittest
 
 import harness
-from test_rpcpeer_go_interop import build_peer_and_certs, parse_line
+from test_rpcpeer_go_interop import parse_line
 import test_rpcpeer_go_interop as peers
 
 
@@ -49,11 +49,7 @@ def start_relays_and_server(lab, workdir, peer, a_cfg, b_cfg):
 class ExplicitListeners(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        harness.require_root("network namespaces")
-        build_peer_and_certs()
-        cls.peer, cls.certs = peers.PEER, peers.CERTS
-        cls.w = harness.Workdir()
-        cls.lab = harness.Lab(["c", "s"])
+        peers.open_lab(cls, ["c", "s"], "network namespaces")
         try:
             s_ip = cls.lab.ip("s")
             cls.b_addr = s_ip + ":8443"
@@ -73,8 +69,7 @@ class ExplicitListeners(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.lab.cleanup()
-        cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     def client(self, host, addr, *args):
         r = self.lab.run(host, self.peer, "client", "-addr", addr, *args, check=False,

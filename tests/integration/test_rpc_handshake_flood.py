@@ -230,7 +230,7 @@ import threading  # noqa: E402
 import unittest  # noqa: E402
 
 import harness  # noqa: E402
-from test_rpcpeer_go_interop import build_peer_and_certs, parse_line  # noqa: E402
+from test_rpcpeer_go_interop import parse_line  # noqa: E402
 import test_rpcpeer_go_interop as peers  # noqa: E402
 
 FLOOD_PLAN = [["silent", 500], ["tls-byte", 500], ["partial-hello", 500], ["whole-hello", 500]]
@@ -285,31 +285,20 @@ class Sampler(threading.Thread):
 class RpcHandshakeFlood(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        harness.require_root("network namespaces and netfilter")
-        build_peer_and_certs()
-        cls.peer, cls.certs = peers.PEER, peers.CERTS
-        cls.w = harness.Workdir()
         # s: server agent behind sidecrypt; a: attacker; g: a legitimate Go client.
-        cls.lab = harness.Lab(["s", "a", "g"])
+        peers.open_lab(cls, ["s", "a", "g"], "network namespaces and netfilter")
         try:
             c = lambda n: os.path.join(cls.certs, n)
             cls.ca = c("consul-agent-ca.pem")
             cls.client_cert = [c("dc1-client-consul-0.pem"), c("dc1-client-consul-0-key.pem")]
-            cfg = os.path.join(cls.w.path, "server.toml")
-            with open(cfg, "w") as f:
-                f.write("\n".join([
-                    "[agent]", 'profile = "custom"', "server = true",
-                    'data_dir = "%s"' % os.path.join(cls.w.path, "ds"), "[tls]",
-                    'ca_file = "%s"' % cls.ca,
-                    'cert_file = "%s"' % c("dc1-server-consul-0.pem"),
-                    'key_file = "%s"' % c("dc1-server-consul-0-key.pem"),
-                    "verify_incoming = true", "verify_outgoing = true",
-                    "verify_server_hostname = true",
-                    'rpc_handshake_timeout = "%ds"' % DEADLINE_S,
-                    "rpc_max_conns_per_client = 100",
-                    "[intercept]", "install_rules = true", 'drain_time = "0s"',
-                    "[[intercept.port]]", "port = 8300", 'protocol = "rpc"',
-                    "[log]", 'level = "info"', ""]))
+            cfg = cls.w.file("server.toml", harness.rpc_proxy_toml(
+                data_dir=os.path.join(cls.w.path, "ds"), server=True, ports=[(8300, "rpc")],
+                log_level="info",
+                tls={"ca_file": cls.ca, "cert_file": c("dc1-server-consul-0.pem"),
+                     "key_file": c("dc1-server-consul-0-key.pem"), "verify_incoming": True,
+                     "verify_outgoing": True, "verify_server_hostname": True,
+                     "rpc_handshake_timeout": "%ds" % DEADLINE_S,
+                     "rpc_max_conns_per_client": 100}))
             cls.cfg, cls.starts = cfg, 0
             cls.start_sidecrypt()
             cls.backend = cls.lab.spawn(
@@ -348,8 +337,7 @@ class RpcHandshakeFlood(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.lab.cleanup()
-        cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     # -- helpers --------------------------------------------------------------------------------
 

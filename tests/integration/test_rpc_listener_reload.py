@@ -15,7 +15,7 @@ import unittest
 
 import harness
 from test_rpc_explicit_listeners import start_relays_and_server
-from test_rpcpeer_go_interop import build_peer_and_certs, parse_line
+from test_rpcpeer_go_interop import parse_line
 import test_rpcpeer_go_interop as peers
 
 # Connects through a listener, opens Consul's multiplexed RPC (0x04, yamux) and answers each
@@ -62,11 +62,7 @@ def write_config(path, data_dir, role, listeners):
 class ListenerReload(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        harness.require_root("network namespaces")
-        build_peer_and_certs()
-        cls.peer = peers.PEER
-        cls.w = harness.Workdir()
-        cls.lab = harness.Lab(["c", "s"])
+        peers.open_lab(cls, ["c", "s"], "network namespaces")
         try:
             cls.b_addr = cls.lab.ip("s") + ":8443"
             cls.a_cfg = os.path.join(cls.w.path, "a.toml")
@@ -83,8 +79,7 @@ class ListenerReload(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.lab.cleanup()
-        cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     @classmethod
     def write_a(cls, listeners):

@@ -142,35 +142,25 @@ if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--agent":
 import unittest  # noqa: E402
 
 import harness  # noqa: E402
-from test_rpcpeer_go_interop import build_peer_and_certs, parse_line  # noqa: E402
+from test_rpcpeer_go_interop import parse_line  # noqa: E402
 import test_rpcpeer_go_interop as peers  # noqa: E402
 
 
 class RpcOutboundHandshakeDeadline(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        harness.require_root("network namespaces and netfilter")
-        build_peer_and_certs()
-        cls.peer, cls.certs = peers.PEER, peers.CERTS
-        cls.w = harness.Workdir()
         # c: client agent behind sidecrypt; r: the remote servers (stalling, and a Go TLS one).
-        cls.lab = harness.Lab(["c", "r"])
+        peers.open_lab(cls, ["c", "r"], "network namespaces and netfilter")
         try:
             c = lambda n: os.path.join(cls.certs, n)
             cls.ca = c("consul-agent-ca.pem")
-            cfg = os.path.join(cls.w.path, "client.toml")
-            with open(cfg, "w") as f:
-                f.write("\n".join([
-                    "[agent]", 'profile = "custom"', "server = false",
-                    'data_dir = "%s"' % os.path.join(cls.w.path, "dc"), "[tls]",
-                    'ca_file = "%s"' % cls.ca,
-                    'cert_file = "%s"' % c("dc1-client-consul-0.pem"),
-                    'key_file = "%s"' % c("dc1-client-consul-0-key.pem"),
-                    "verify_outgoing = true", "verify_server_hostname = true",
-                    'rpc_handshake_timeout = "%ds"' % DEADLINE_S,
-                    "[intercept]", "install_rules = true", 'drain_time = "0s"',
-                    "[[intercept.port]]", "port = 8300", 'protocol = "rpc"',
-                    "[log]", 'level = "info"', ""]))
+            cfg = cls.w.file("client.toml", harness.rpc_proxy_toml(
+                data_dir=os.path.join(cls.w.path, "dc"), server=False, ports=[(8300, "rpc")],
+                log_level="info",
+                tls={"ca_file": cls.ca, "cert_file": c("dc1-client-consul-0.pem"),
+                     "key_file": c("dc1-client-consul-0-key.pem"), "verify_outgoing": True,
+                     "verify_server_hostname": True,
+                     "rpc_handshake_timeout": "%ds" % DEADLINE_S}))
             cls.sc = cls.lab.spawn("c", [harness.binary(), "run", "-c", cfg],
                                    os.path.join(cls.w.path, "sc-client.log"))
             harness.wait_for(lambda: "started:" in harness.read(cls.sc.log_path), 10,
@@ -191,8 +181,7 @@ class RpcOutboundHandshakeDeadline(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.lab.cleanup()
-        cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     def assertAlive(self):
         self.assertIsNone(self.sc.poll(), "sidecrypt exited: %s"

@@ -11,7 +11,7 @@ import subprocess
 import unittest
 
 import harness
-from test_rpcpeer_go_interop import build_peer_and_certs, parse_line
+from test_rpcpeer_go_interop import parse_line
 import test_rpcpeer_go_interop as peers
 
 
@@ -25,12 +25,8 @@ def proxy_toml(path, data_dir, server, tls):
 class RpcTlsGoPeers(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        harness.require_root("network namespaces and netfilter")
-        build_peer_and_certs()
-        cls.peer, cls.certs = peers.PEER, peers.CERTS
-        cls.w = harness.Workdir()
         # c: client agent behind sidecrypt; s: server agent behind sidecrypt; g: native Go peers.
-        cls.lab = harness.Lab(["c", "s", "g"])
+        peers.open_lab(cls, ["c", "s", "g"], "network namespaces and netfilter")
         try:
             c = lambda n: os.path.join(cls.certs, n)
             cls.ca = c("consul-agent-ca.pem")
@@ -75,8 +71,7 @@ class RpcTlsGoPeers(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        cls.lab.cleanup()
-        cls.w.cleanup()
+        harness.cleanup(cls.lab, cls.w)
 
     def client(self, host, addr, *args, timeout=60):
         r = self.lab.run(host, self.peer, "client", "-addr", addr, *args, check=False,

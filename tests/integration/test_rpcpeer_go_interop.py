@@ -37,6 +37,17 @@ def parse_line(line):
     return " ".join(words), fields
 
 
+def open_lab(cls, hosts, why="network namespaces and netfilter"):
+    """The RPC tests' common set-up: root, the Go peer and fresh certificates, then cls.peer,
+    cls.certs, cls.w (work directory) and cls.lab (the hosts). Tear down with
+    harness.cleanup(cls.lab, cls.w)."""
+    harness.require_root(why)
+    build_peer_and_certs()
+    cls.peer, cls.certs = PEER, CERTS
+    cls.w = harness.Workdir()
+    cls.lab = harness.Lab(hosts)
+
+
 def build_peer_and_certs():
     global PEER, CERTS
     if shutil.which("go") is None:
