@@ -16,7 +16,8 @@ PACKAGES=(
   catch2 libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev python3 socat stunnel4 haproxy
   python3-prometheus-client
   # real peers and the network lab: serf agents, Go (memberlist/TLS peers), namespaces, netfilter
-  serf golang-go golang-github-hashicorp-memberlist-dev golang-github-hashicorp-yamux-dev
+  serf golang-go golang-github-hashicorp-memberlist-dev golang-github-hashicorp-serf-dev
+  golang-github-hashicorp-yamux-dev
   golang-github-hashicorp-net-rpc-msgpackrpc-dev golang-github-hashicorp-go-msgpack-dev
   iproute2 iptables nftables tshark tcpdump
   # certificates for the examples and tests
@@ -25,6 +26,11 @@ PACKAGES=(
   # (image privilege model), python3-yaml (manifest checks), util-linux (unshare for doctor)
   systemd libcap2-bin util-linux python3-yaml
 )
+# --engines (CI): the real engines the artefacts are proven in: podman (with runc) for the image,
+# systemd-nspawn for the unit, mmdebstrap for pristine Debian roots and base images, Prometheus.
+if [ "${1:-}" = "--engines" ]; then
+  PACKAGES+=(podman runc uidmap mmdebstrap systemd-container prometheus)
+fi
 # Kubernetes schema validation (tests/manifests) runs on Node.js; any Node.js >= 14 with npm
 # will do, Debian's when none is installed (a Node.js from elsewhere ships its own npm).
 if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
