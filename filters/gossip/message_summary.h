@@ -11,7 +11,7 @@ namespace sidecrypt::filters::gossip {
 
 // A MessageVisitor that renders one walk as a one-line layer summary.
 //
-// Compact: exactly the `layers` summaries of shared/vectors/captured/verified.json (memberlist's
+// Compact: exactly the `layers` summaries of tests/vectors/captured/verified.json (memberlist's
 // Go type names, `a > b` for one inner message, `a > [b, c]` for several, Serf user messages as
 // `user(serf query _serf_install-key)` / `user(serf queryResponse from n2)`), e.g.
 //   hasCrc > compress > compound > [user(serf query _serf_use-key), user(serf join)]

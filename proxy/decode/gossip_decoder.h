@@ -35,7 +35,7 @@ struct DecodedItem {
   std::string label;               // HEAD label used as AAD, if any
   std::vector<uint8_t> plaintext;  // decrypted (or plaintext) bytes
   bool redacted = false;           // plaintext withheld: it carries gossip key material
-  std::string layers;              // one line, shared/vectors/captured/verified.json style
+  std::string layers;              // one line, tests/vectors/captured/verified.json style
   std::string summary;             // the same with decoded fields
   nlohmann::json messages = nlohmann::json::array();
   std::vector<std::string> errors;  // open failure first, then what the walk found

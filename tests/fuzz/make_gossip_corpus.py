@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the seed corpora of the gossip fuzz targets from shared/vectors (run from anywhere).
+"""Writes the seed corpora of the gossip fuzz targets from tests/vectors (run from anywhere).
 
 gossip_packet_open:   [flags][datagram]     flags: bit0 verify_incoming, bit1 label "dc1", bit2 keyless
 gossip_stream_framer: [flags][split][bytes] flags: bit0 dialled side, bit1 verify_incoming, bit2 Outbound
@@ -10,7 +10,7 @@ import os
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-VECTORS = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "../../../shared/vectors")
+VECTORS = sys.argv[1] if len(sys.argv) > 1 else os.path.join(HERE, "../vectors")
 
 
 def load(name):

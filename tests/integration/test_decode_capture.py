@@ -1,6 +1,6 @@
 """`sidecrypt decode` opens the captured Serf 0.9.4 traffic exactly as memberlist 0.2.2 did.
 
-Decodes shared/vectors/captured/serf-0.9.4-encrypted.pcap with the capture's keys and checks
+Decodes tests/vectors/captured/serf-0.9.4-encrypted.pcap with the capture's keys and checks
 every UDP packet and both directions of the join push/pull against captured/verified.json (key
 index, one-line layer summary), the --json fields, the Serf query names, the exit status when a
 key is missing, --hex, and clear errors for unreadable captures. The same traffic rewritten with
@@ -16,7 +16,7 @@ import unittest
 import harness
 
 VECTORS = os.environ.get("SIDECRYPT_VECTORS_DIR") or os.path.join(
-    harness.REPO_ROOT, "..", "shared", "vectors")
+    harness.REPO_ROOT, "tests", "vectors")
 CAPTURED = os.path.join(VECTORS, "captured")
 PCAP = os.path.join(CAPTURED, "serf-0.9.4-encrypted.pcap")
 REQUIRED = ("src", "dst", "transport", "encrypted", "version", "key_index", "key_fingerprint",

@@ -152,7 +152,7 @@ class Garbage(unittest.TestCase):
     @classmethod
     def attack(cls):
         vectors_dir = os.environ.get("SIDECRYPT_VECTORS_DIR") or os.path.join(
-            os.path.dirname(harness.REPO_ROOT), "shared", "vectors")
+            harness.REPO_ROOT, "tests", "vectors")
         with open(os.path.join(vectors_dir, "negatives.json")) as f:
             parser = json.load(f)["parser_vectors"]
         shapes = {v["name"]: v["input_hex"] for v in parser}

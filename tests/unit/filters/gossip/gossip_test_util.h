@@ -1,6 +1,6 @@
 #pragma once
 
-// Shared helpers for the gossip filter tests: golden vectors from shared/vectors (read in place,
+// Shared helpers for the gossip filter tests: golden vectors from tests/vectors (read in place,
 // never copied), key rings from hex, and an injectable nonce source.
 
 #include <catch2/catch.hpp>

@@ -2,7 +2,7 @@
 
 // Helpers for the message walker tests: a visitor that copies what it sees (the walker's views
 // are valid only during a callback) and a decoder of the vectors' layer trees into
-// memberlist's one-line summary (the Go generator's `summarize`, shared/vectors/gen).
+// memberlist's one-line summary (the Go generator's `summarize`, tests/vectors/README.md).
 
 #include <nlohmann/json.hpp>
 
