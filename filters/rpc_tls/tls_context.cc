@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <system_error>
 
+#include "filters/common/regular_file.h"
 #include "filters/rpc_tls/first_byte.h"
 #include "filters/rpc_tls/ssl_errors.h"
 
@@ -36,26 +37,56 @@ int refusePassphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*userda
   return 0;
 }
 
+// PEM files are at most this large (a CA bundle of a few hundred certificates is ~250 KiB).
+constexpr size_t kMaxPemBytes = size_t{16} << 20;
+
+// A certificate, key or CA file, read whole into locked memory without blocking on the path
+// (a FIFO or device is refused): a BIO over it, or an error sentence without the path.
+struct PemFile {
+  SecretBytes body;
+  bssl::UniquePtr<BIO> bio;
+};
+std::variant<PemFile, std::string> readPem(const std::filesystem::path& file) {
+  auto opened = openRegularFile(file);
+  if (auto* refused = std::get_if<FileRefused>(&opened)) {
+    return refused->error != 0 ? "cannot open: " + refused->text : refused->text;
+  }
+  auto read = readAll(std::get<RegularFile>(opened), kMaxPemBytes);
+  if (auto* err = std::get_if<std::string>(&read)) {
+    return *err;
+  }
+  PemFile pem{std::move(std::get<SecretBytes>(read)), nullptr};
+  pem.bio.reset(BIO_new_mem_buf(pem.body.data(), static_cast<ptrdiff_t>(pem.body.size())));
+  if (!pem.bio) {
+    return "out of memory";
+  }
+  return pem;
+}
+
+// Whether the error queue ends with "no more PEM blocks" (the normal end of a PEM file).
+bool onlyEndOfPem() {
+  const uint32_t last = ERR_peek_last_error();
+  return last == 0 ||
+         (ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE);
+}
+
 // Adds every PEM certificate in `file` to `store`; returns how many, or an error message.
 std::variant<size_t, std::string> addPemCertificates(const std::filesystem::path& file,
                                                      X509_STORE* store) {
-  bssl::UniquePtr<BIO> bio(BIO_new_file(file.c_str(), "r"));
-  if (!bio) {
-    std::error_code ec(errno, std::generic_category());
-    ERR_clear_error();
-    return "cannot open: " + ec.message();
+  auto read = readPem(file);
+  if (auto* err = std::get_if<std::string>(&read)) {
+    return *err;
   }
+  BIO* bio = std::get<PemFile>(read).bio.get();
   size_t count = 0;
-  while (bssl::UniquePtr<X509> cert{PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr)}) {
+  while (bssl::UniquePtr<X509> cert{PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)}) {
     if (X509_STORE_add_cert(store, cert.get()) != 1) {
       return "cannot add certificate: " + drainSslErrors();
     }
     ++count;
   }
   // Running out of PEM blocks ends the loop with NO_START_LINE; anything else is a damaged one.
-  const uint32_t last = ERR_peek_last_error();
-  if (last != 0 &&
-      !(ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE)) {
+  if (!onlyEndOfPem()) {
     return "damaged PEM certificate: " + drainSslErrors();
   }
   ERR_clear_error();
@@ -246,18 +277,16 @@ std::string TlsContext::loadIdentity() {
   if (s.cert_file.empty()) {
     return "";
   }
-  if (SSL_CTX_use_certificate_chain_file(ctx_, s.cert_file.c_str()) != 1) {
-    return "cert_file " + s.cert_file.string() + ": " + drainSslErrors();
+  if (auto err = useCertificateChain(s.cert_file); !err.empty()) {
+    return "cert_file " + s.cert_file.string() + ": " + err;
   }
-  // Read the key through a BIO straight into an EVP_PKEY: no copy of it in a std::string.
-  bssl::UniquePtr<BIO> bio(BIO_new_file(s.key_file.c_str(), "r"));
-  if (!bio) {
-    std::error_code ec(errno, std::generic_category());
-    ERR_clear_error();
-    return "key_file " + s.key_file.string() + ": cannot open: " + ec.message();
+  // The key file is read into locked memory and parsed from there: no copy in a std::string.
+  auto read = readPem(s.key_file);
+  if (auto* err = std::get_if<std::string>(&read)) {
+    return "key_file " + s.key_file.string() + ": " + *err;
   }
-  bssl::UniquePtr<EVP_PKEY> key(
-      PEM_read_bio_PrivateKey(bio.get(), nullptr, refusePassphrase, nullptr));
+  bssl::UniquePtr<EVP_PKEY> key(PEM_read_bio_PrivateKey(std::get<PemFile>(read).bio.get(), nullptr,
+                                                        refusePassphrase, nullptr));
   if (!key) {
     return "key_file " + s.key_file.string() +
            ": no usable private key (PEM SEC1, PKCS#8 or PKCS#1, unencrypted): " + drainSslErrors();
@@ -267,6 +296,31 @@ std::string TlsContext::loadIdentity() {
     return "key_file " + s.key_file.string() + " does not match cert_file " + s.cert_file.string();
   }
   has_certificate_ = true;
+  return "";
+}
+
+std::string TlsContext::useCertificateChain(const std::filesystem::path& file) {
+  // What SSL_CTX_use_certificate_chain_file does, over a file read without blocking: the first
+  // certificate is the leaf, the rest its chain.
+  auto read = readPem(file);
+  if (auto* err = std::get_if<std::string>(&read)) {
+    return *err;
+  }
+  BIO* bio = std::get<PemFile>(read).bio.get();
+  bssl::UniquePtr<X509> leaf(PEM_read_bio_X509_AUX(bio, nullptr, nullptr, nullptr));
+  if (!leaf || SSL_CTX_use_certificate(ctx_, leaf.get()) != 1) {
+    return drainSslErrors();
+  }
+  SSL_CTX_clear_chain_certs(ctx_);
+  while (bssl::UniquePtr<X509> cert{PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)}) {
+    if (SSL_CTX_add1_chain_cert(ctx_, cert.get()) != 1) {
+      return drainSslErrors();
+    }
+  }
+  if (!onlyEndOfPem()) {
+    return "damaged PEM certificate: " + drainSslErrors();
+  }
+  ERR_clear_error();
   return "";
 }
 

@@ -76,6 +76,7 @@ class TlsContext {
   std::string build();
   std::string loadTrust();
   std::string loadIdentity();
+  std::string useCertificateChain(const std::filesystem::path& file);
   std::string configureProtocol();
   void configureVerification();
 

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 
+#include "filters/common/regular_file.h"
 #include "filters/keyring/keyring_codec.h"
 #include "proxy/config/did_you_mean.h"
 
@@ -900,32 +901,20 @@ ConfigResult loadConfigText(std::string_view text, const std::string& display_na
 
 ConfigResult loadConfig(const std::filesystem::path& path) {
   const std::string name = path.string();
-  int fd = ::open(name.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) {
-    return std::vector<ConfigError>{
-        {{name, 0, 0, ""}, std::string("cannot open config file: ") + std::strerror(errno)}};
+  // Never blocks on the path (a FIFO or device is refused at once); the file may carry
+  // gossip.encrypt, so it is read into locked memory.
+  auto opened = filters::openRegularFile(path);
+  if (auto* refused = std::get_if<filters::FileRefused>(&opened)) {
+    return std::vector<ConfigError>{{{name, 0, 0, ""},
+                                     refused->error != 0
+                                         ? "cannot open config file: " + refused->text
+                                         : "config file " + refused->text}};
   }
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size > (4 << 20)) {
-    ::close(fd);
-    return std::vector<ConfigError>{
-        {{name, 0, 0, ""}, "config file must be a regular file of at most 4 MiB"}};
+  auto read = filters::readAll(std::get<filters::RegularFile>(opened), size_t{4} << 20);
+  if (auto* err = std::get_if<std::string>(&read)) {
+    return std::vector<ConfigError>{{{name, 0, 0, ""}, "config file " + *err}};
   }
-  // The file may carry gossip.encrypt: read it into locked memory.
-  filters::SecretBytes body(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (got < body.size()) {
-    ssize_t n = ::read(fd, body.data() + got, body.size() - got);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      break;
-    }
-    got += static_cast<size_t>(n);
-  }
-  ::close(fd);
-  body.truncate(got);
+  const auto& body = std::get<filters::SecretBytes>(read);
   auto result = loadConfigText(body.view(), name);
   if (auto* cfg = std::get_if<Config>(&result)) {
     cfg->source = path;

@@ -9,6 +9,7 @@
 #include <cstring>
 #include <memory>
 
+#include "filters/common/regular_file.h"
 #include "filters/keyring/keyring_codec.h"
 
 namespace sidecrypt::proxy {
@@ -57,46 +58,33 @@ constexpr off_t kMaxKeyringBytes = 1 << 20;  // a ring of 1 MiB would hold ~23k 
 std::variant<KeySetConstSharedPtr, KeyringMissing, std::string> loadKeyringFile(
     const fs::path& path) {
   const std::string name = path.string();
-  Fd fd(::open(name.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-  if (fd.get() < 0) {
-    if (errno == ENOENT) {
+  // Never blocks on the path: a FIFO or device is refused before anything is read.
+  auto opened = filters::openRegularFile(path, O_NOFOLLOW);
+  if (auto* refused = std::get_if<filters::FileRefused>(&opened)) {
+    if (refused->error == ENOENT) {
       return KeyringMissing{};
     }
-    if (errno == ELOOP) {
+    if (refused->error == ELOOP) {
       return name + ": keyring file is a symbolic link; point the config at the real file";
     }
-    return name + ": cannot open keyring file: " + errnoText(errno);
+    if (refused->error != 0) {
+      return name + ": cannot open keyring file: " + errnoText(refused->error);
+    }
+    return name + ": keyring path " + refused->text;
   }
-  struct stat st {};
-  if (::fstat(fd.get(), &st) != 0) {
-    return name + ": cannot stat keyring file: " + errnoText(errno);
-  }
-  if (!S_ISREG(st.st_mode)) {
-    return name + ": keyring path is not a regular file";
-  }
-  if ((st.st_mode & 077) != 0) {
-    return name + ": keyring file permissions " + modeText(st.st_mode) +
+  const auto& file = std::get<filters::RegularFile>(opened);
+  if ((file.mode() & 077) != 0) {
+    return name + ": keyring file permissions " + modeText(file.mode()) +
            " are too open (group/other may access it); run: chmod 600 " + name;
   }
-  if (st.st_size > kMaxKeyringBytes) {
+  if (file.size() > kMaxKeyringBytes) {
     return name + ": keyring file is larger than 1 MiB; refusing to load it";
   }
-  SecretBytes body(static_cast<size_t>(st.st_size));
-  size_t got = 0;
-  while (got < body.size()) {
-    ssize_t n = ::read(fd.get(), body.data() + got, body.size() - got);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n < 0) {
-      return name + ": cannot read keyring file: " + errnoText(errno);
-    }
-    if (n == 0) {
-      break;
-    }
-    got += static_cast<size_t>(n);
+  auto read = filters::readAll(file, static_cast<size_t>(kMaxKeyringBytes));
+  if (auto* err = std::get_if<std::string>(&read)) {
+    return name + ": keyring file " + *err;
   }
-  body.truncate(got);
+  const auto& body = std::get<SecretBytes>(read);
   auto parsed = filters::keyring::parseKeyringText(body.view());
   if (auto* err = std::get_if<std::string>(&parsed)) {
     return name + ": corrupt keyring file: " + *err;
