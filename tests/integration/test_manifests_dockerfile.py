@@ -118,7 +118,20 @@ class Dockerfile(unittest.TestCase):
         self.assertIn("setcap cap_net_raw+p /usr/bin/sidecrypt", runs)
         self.assertNotIn("+ep", runs, "an effective-bit file capability would stop the "
                                       "NET_ADMIN-only rules step from executing the binary")
-        self.assertIn("purge", runs)
+
+    def test_rules_and_ready_tools_stay_in_the_image(self):
+        # iproute2 depends on libcap2-bin (setcap's package): purging that after setcap took
+        # `ip` with it, so the rules step failed and /ready stayed 503. Nothing the runtime
+        # stage installed may be removed again, and the last RUN proves the tools still execute.
+        runs = [rest for instr, rest in self.runtime["lines"] if instr == "RUN"]
+        for run in runs:
+            self.assertNotRegex(run, r"apt-get\s+(\S+\s+)*(purge|remove|autoremove)\b", run)
+            self.assertNotRegex(run, r"\bdpkg\s+(-r|-P|--remove|--purge)\b", run)
+        last = runs[-1]
+        for probe in ("ip -V", "nft --version", "iptables --version",
+                      "iptables-legacy --version"):
+            self.assertIn(probe, last, "the image must prove `%s` runs" % probe)
+        self.assertLess(last.index("setcap"), last.index("ip -V"))
 
     def test_build_context_configures(self):
         with open(os.path.join(ROOT, ".dockerignore")) as f:
