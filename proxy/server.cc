@@ -106,32 +106,117 @@ void Server::logState(const char* why) const {
   }
 }
 
-bool Server::reload() {
+void Server::reload(ReloadDone done) {
+  // A reload that has not started yet serves this request too.
+  for (size_t i = job_running_ ? 1 : 0; i < jobs_.size(); ++i) {
+    if (jobs_[i]->is_reload) {
+      if (done) {
+        jobs_[i]->reload_waiters.push_back(std::move(done));
+      }
+      return;
+    }
+  }
   if (notifier_) {
     notifier_->reloading();
   }
-  auto refuse = [this](const std::vector<std::string>& errs) {
-    ++reload_failures_;
-    spdlog::error("reload failed, keeping the running configuration ({} error(s)):", errs.size());
-    last_reload_error_.clear();
-    for (const auto& e : errs) {
-      spdlog::error("  {}", e);
-      last_reload_error_ += (last_reload_error_.empty() ? "" : "\n") + e;
+  auto job = std::make_unique<FileJob>();
+  job->is_reload = true;
+  job->config_path = config_path_;
+  if (done) {
+    job->reload_waiters.push_back(std::move(done));
+  }
+  enqueue(std::move(job));
+}
+
+void Server::enqueue(std::unique_ptr<FileJob> job) {
+  job->server = this;
+  job->req.data = job.get();
+  jobs_.push_back(std::move(job));
+  startNextJob();
+}
+
+void Server::startNextJob() {
+  if (job_running_ || jobs_.empty() || loop_closed_) {
+    return;
+  }
+  job_running_ = true;
+  FileJob& job = *jobs_.front();
+  const int rc = uv_queue_work(
+      &loop_, &job.req,
+      [](uv_work_t* req) {
+        // Worker thread: only the job's own fields; nothing shared with the loop.
+        auto* j = static_cast<FileJob*>(req->data);
+        if (j->is_reload) {
+          j->built = buildRuntimeState(j->config_path, /*create_keyrings=*/true);
+        } else {
+          j->write_error = writeKeyringFile(j->keyring_path, *j->keys);
+        }
+      },
+      [](uv_work_t* req, int status) {
+        auto* j = static_cast<FileJob*>(req->data);
+        if (status != 0) {  // cancelled: the loop is stopping
+          j->built = std::vector<std::string>{"reload cancelled: sidecrypt is stopping"};
+          j->write_error = "sidecrypt is stopping";
+        }
+        j->server->finishJob(*j);
+      });
+  if (rc != 0) {
+    job.built =
+        std::vector<std::string>{std::string("cannot queue the reload: ") + uv_strerror(rc)};
+    job.write_error = std::string("cannot queue the keyring write: ") + uv_strerror(rc);
+    finishJob(job);
+  }
+}
+
+void Server::finishJob(FileJob& job) {
+  // Take the job off the queue first: its callbacks may queue more work.
+  std::unique_ptr<FileJob> own = std::move(jobs_.front());
+  jobs_.pop_front();
+  job_running_ = false;
+  if (job.is_reload) {
+    installReload(job);
+  } else {
+    installKeyring(job);
+  }
+  startNextJob();
+}
+
+void Server::installReload(FileJob& job) {
+  auto finish = [this, &job](bool ok, const std::vector<std::string>& errs) {
+    if (ok) {
+      ++reloads_;
+      last_reload_error_.clear();
+      spdlog::info("reload complete");
+    } else {
+      ++reload_failures_;
+      spdlog::error("reload failed, keeping the running configuration ({} error(s)):", errs.size());
+      last_reload_error_.clear();
+      for (const auto& e : errs) {
+        spdlog::error("  {}", e);
+        last_reload_error_ += (last_reload_error_.empty() ? "" : "\n") + e;
+      }
     }
     if (notifier_) {
-      notifier_->reloaded(false, errs.empty() ? "" : errs.front());
+      notifier_->reloaded(ok, ok || errs.empty() ? "" : errs.front());
     }
-    return false;
+    for (auto& waiter : job.reload_waiters) {
+      waiter(ok, last_reload_error_);
+    }
   };
-  auto built = buildRuntimeState(config_path_, /*create_keyrings=*/true);
-  if (auto* errs = std::get_if<std::vector<std::string>>(&built)) {
-    return refuse(*errs);
+  if (auto* errs = std::get_if<std::vector<std::string>>(&job.built)) {
+    finish(false, *errs);
+    return;
   }
-  auto next = std::get<RuntimeStatePtr>(std::move(built));
+  auto next = std::get<RuntimeStatePtr>(std::move(job.built));
+  if (stopping_) {
+    finish(false, {"sidecrypt is stopping"});
+    return;
+  }
   // Explicit listeners first: the one part of a reload that can still fail (a socket).
   std::string listener_error;
   if (datapath_ && !datapath_->applyListeners(next->config.listeners, listener_error)) {
-    return refuse({listener_error});
+    finish(false, {listener_error});
+    return;
   }
   for (const auto& n : next->notices) {
     spdlog::warn("{}", n);
@@ -141,13 +226,7 @@ bool Server::reload() {
   if (datapath_) {
     datapath_->apply(*state_);
   }
-  ++reloads_;
-  last_reload_error_.clear();
-  spdlog::info("reload complete");
-  if (notifier_) {
-    notifier_->reloaded(true, "");
-  }
-  return true;
+  finish(true, {});
 }
 
 void Server::sweepKeyUse() {
@@ -171,22 +250,36 @@ void Server::sweepKeyUse() {
   }
 }
 
-std::optional<std::string> Server::commitKeyring(GossipPool pool,
-                                                 filters::keyring::KeySetConstSharedPtr next) {
-  auto st = std::make_shared<RuntimeState>(*state_);
+void Server::commitKeyring(GossipPool pool, filters::keyring::KeySetConstSharedPtr next,
+                           CommitDone done) {
   // A server's WAN pool has its own ring (remote.keyring); everything else uses the LAN ring.
-  const bool wan = pool == GossipPool::Wan && st->wan_keys != nullptr;
-  const auto& path = wan ? st->config.gossip.wan_keyring_file : st->config.gossip.keyring_file;
-  if (auto err = writeKeyringFile(path, *next)) {
-    return err;
+  const bool wan = pool == GossipPool::Wan && state_->wan_keys != nullptr;
+  auto job = std::make_unique<FileJob>();
+  job->is_reload = false;
+  job->pool = wan ? GossipPool::Wan : GossipPool::Lan;
+  job->keyring_path =
+      wan ? state_->config.gossip.wan_keyring_file : state_->config.gossip.keyring_file;
+  job->keys = std::move(next);
+  job->commit_done = std::move(done);
+  enqueue(std::move(job));
+}
+
+void Server::installKeyring(FileJob& job) {
+  if (!job.write_error && stopping_) {
+    job.write_error = "sidecrypt is stopping";  // written, but no longer applied here
   }
-  (wan ? st->wan_keys : st->lan_keys) = std::move(next);
-  logStateChanges(*state_, *st);
-  state_ = std::move(st);
-  if (datapath_) {
-    datapath_->apply(*state_);
+  if (!job.write_error) {
+    auto st = std::make_shared<RuntimeState>(*state_);
+    (job.pool == GossipPool::Wan ? st->wan_keys : st->lan_keys) = job.keys;
+    logStateChanges(*state_, *st);
+    state_ = std::move(st);
+    if (datapath_) {
+      datapath_->apply(*state_);
+    }
   }
-  return std::nullopt;
+  if (job.commit_done) {
+    job.commit_done(job.write_error);
+  }
 }
 
 void Server::onSignal(uv_signal_t* handle, int signum) {
@@ -194,7 +287,7 @@ void Server::onSignal(uv_signal_t* handle, int signum) {
   switch (signum) {
     case SIGHUP:
       spdlog::info("SIGHUP: reloading {}", self->config_path_.string());
-      self->reload();
+      self->reload();  // asynchronous; the outcome is logged
       break;
     case SIGUSR1:
       self->logState("state");
@@ -316,9 +409,14 @@ HttpResponse Server::handleAdmin(const std::string& method, const std::string& p
       return {405, "text/plain", "use POST\n"};
     }
     spdlog::info("admin: reloading {}", config_path_.string());
-    const bool ok = reload();
-    nlohmann::json j = {{"ok", ok}, {"error", last_reload_error_}};
-    return {ok ? 200 : 500, "application/json", j.dump() + "\n"};
+    HttpResponse deferred;
+    deferred.later = [this](const HttpResponse::Respond& respond) {
+      reload([respond](bool ok, const std::string& error) {
+        nlohmann::json j = {{"ok", ok}, {"error", error}};
+        respond({ok ? 200 : 500, "application/json", j.dump() + "\n"});
+      });
+    };
+    return deferred;
   }
   if (method != "GET") {
     return {405, "text/plain", "use GET\n"};
@@ -346,6 +444,12 @@ HttpResponse Server::handleAdmin(const std::string& method, const std::string& p
 }
 
 void Server::stop() {
+  stopping_ = true;
+  // File jobs that have not started are dropped; the running one cannot be interrupted, so the
+  // loop waits for it, and its result is discarded (stopping_).
+  while (jobs_.size() > (job_running_ ? 1U : 0U)) {
+    jobs_.pop_back();
+  }
   uv_timer_stop(&drain_timer_);
   if (notifier_) {
     notifier_->close();
@@ -384,9 +488,10 @@ int Server::run() {
     return 1;
   }
   datapath_ = std::make_unique<Datapath>(&loop_, *state_);
-  datapath_->setKeyringCommit([this](GossipPool pool, filters::keyring::KeySetConstSharedPtr next) {
-    return commitKeyring(pool, std::move(next));
-  });
+  datapath_->setKeyringCommit(
+      [this](GossipPool pool, filters::keyring::KeySetConstSharedPtr next, CommitDone done) {
+        commitKeyring(pool, std::move(next), std::move(done));
+      });
   std::string err;
   if (!datapath_->start(err)) {
     spdlog::critical("cannot start the data path: {}", err);

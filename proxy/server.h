@@ -3,9 +3,12 @@
 #include <uv.h>
 
 #include <cstdint>
+#include <deque>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
+#include <variant>
 
 #include "proxy/admin/admin_server.h"
 #include "proxy/admin/status_render.h"
@@ -26,12 +29,18 @@ class Server {
 
   int run();  // blocks until stopped; returns the process exit code
 
-  // Rebuilds the state from disk; on failure keeps the current one. Returns true on success.
-  bool reload();
-  // Persists a keyring changed by a Serf key query (atomic write, Consul's format) and installs
-  // it; an error leaves everything as it was.
-  std::optional<std::string> commitKeyring(GossipPool pool,
-                                           filters::keyring::KeySetConstSharedPtr next);
+  // Rebuilds the state from disk on a worker thread (config, keyrings, certificates: nothing that
+  // can stall runs on the loop) and installs it on the loop; on failure keeps the current one.
+  // `done` runs on the loop with the outcome. Requests made while one is waiting to run share
+  // it; a request made while one is building gets a build of its own after it (the files may
+  // have changed since that one read them).
+  using ReloadDone = std::function<void(bool ok, const std::string& error)>;
+  void reload(ReloadDone done = nullptr);
+  // Persists a keyring changed by a Serf key query (atomic write with fsync, Consul's format)
+  // on a worker thread, then installs it on the loop; an error leaves everything as it was.
+  // `done` runs on the loop with the error, if any.
+  using CommitDone = std::function<void(std::optional<std::string> error)>;
+  void commitKeyring(GossipPool pool, filters::keyring::KeySetConstSharedPtr next, CommitDone done);
   const RuntimeState& state() const { return *state_; }
   uint64_t reloadFailures() const { return reload_failures_; }
 
@@ -45,6 +54,31 @@ class Server {
   StatusInput statusInput();
   bool readyNow(std::string& detail);
   void removeRulesIfConfigured();
+
+  // File work (reload builds, keyring writes) runs on libuv's thread pool one job at a time, in
+  // order, so a reload never reads a keyring file that a commit is writing.
+  struct FileJob {
+    uv_work_t req{};
+    Server* server = nullptr;
+    bool is_reload = true;
+    // reload
+    std::filesystem::path config_path;
+    std::variant<RuntimeStatePtr, std::vector<std::string>> built;
+    std::vector<ReloadDone> reload_waiters;
+    // keyring commit
+    GossipPool pool = GossipPool::Lan;
+    filters::keyring::KeySetConstSharedPtr keys;
+    std::filesystem::path keyring_path;
+    std::optional<std::string> write_error;
+    CommitDone commit_done;
+  };
+  void enqueue(std::unique_ptr<FileJob> job);
+  void startNextJob();
+  void finishJob(FileJob& job);
+  void installReload(FileJob& job);
+  void installKeyring(FileJob& job);
+  std::deque<std::unique_ptr<FileJob>> jobs_;  // front() is running while job_running_
+  bool job_running_ = false;
 
   std::filesystem::path config_path_;
   RuntimeStatePtr state_;

@@ -40,9 +40,23 @@ struct AdminServer::Connection {
   std::string response;
   size_t received = 0;
   bool responded = false;
+  bool deferred = false;  // a handler will answer later (HttpResponse::later)
+  // Cleared when the connection closes, so a late answer for a client that left is dropped.
+  std::shared_ptr<Connection*> alive = std::make_shared<Connection*>(this);
 
   void respond(const HttpResponse& r) {
     if (responded) {
+      return;
+    }
+    if (r.later) {
+      deferred = true;
+      uv_read_stop(reinterpret_cast<uv_stream_t*>(&tcp));
+      r.later([weak = std::weak_ptr<Connection*>(alive)](HttpResponse late) {
+        if (auto token = weak.lock(); token && *token != nullptr) {
+          late.later = nullptr;
+          (*token)->respond(late);
+        }
+      });
       return;
     }
     responded = true;
@@ -60,6 +74,7 @@ struct AdminServer::Connection {
   }
 
   void close() {
+    *alive = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(&tcp),
              [](uv_handle_t* h) { delete static_cast<Connection*>(h->data); });
   }
@@ -129,7 +144,7 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
       },
       [](uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
         auto* conn = static_cast<Connection*>(s->data);
-        if (conn->responded) {
+        if (conn->responded || conn->deferred) {
           return;
         }
         if (nread < 0) {
@@ -139,7 +154,7 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
         conn->received += static_cast<size_t>(nread);
         const size_t used = http_parser_execute(&conn->parser, &conn->settings, buf->base,
                                                 static_cast<size_t>(nread));
-        if (conn->responded) {
+        if (conn->responded || conn->deferred) {
           return;
         }
         if (used != static_cast<size_t>(nread) || conn->received > kMaxRequestBytes ||

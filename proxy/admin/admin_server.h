@@ -4,15 +4,25 @@
 
 #include <functional>
 #include <string>
+#include <utility>
 
 #include "proxy/net/address.h"
 
 namespace sidecrypt::proxy {
 
 struct HttpResponse {
+  HttpResponse() = default;
+  HttpResponse(int status_code, std::string type, std::string text)
+      : status(status_code), content_type(std::move(type)), body(std::move(text)) {}
+
   int status = 200;
   std::string content_type = "application/json";
   std::string body;
+  // Set for an answer that is not known yet (a reload building on a worker thread): the server
+  // calls it with a function that sends the real response later, on the loop. Calling that
+  // function after the client went away does nothing.
+  using Respond = std::function<void(HttpResponse)>;
+  std::function<void(Respond)> later;
 };
 
 // The admin endpoint: a small HTTP/1.1 server on the loop (loopback by default), one request per

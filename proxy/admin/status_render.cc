@@ -142,7 +142,8 @@ json statusJson(const StatusInput& in) {
                         {"answers_unmatched", k.answers_unmatched},
                         {"answer_too_large", k.answer_too_large},
                         {"self_answers_held", k.self_answers_held},
-                        {"self_answers_expired", k.self_answers_expired}};
+                        {"self_answers_expired", k.self_answers_expired},
+                        {"answers_held_for_commit", k.answers_held_for_commit}};
   }
   if (in.census != nullptr) {
     size_t plaintext = 0;
@@ -269,7 +270,8 @@ std::string metricsText(const StatusInput& in) {
                            std::pair{"answer_unmatched", k.answers_unmatched},
                            std::pair{"answer_too_large", k.answer_too_large},
                            std::pair{"self_answer_held", k.self_answers_held},
-                           std::pair{"self_answer_expired", k.self_answers_expired}}) {
+                           std::pair{"self_answer_expired", k.self_answers_expired},
+                           std::pair{"answer_held_for_commit", k.answers_held_for_commit}}) {
       w.sample("sidecrypt_key_queries_total", std::string("outcome=\"") + name + "\"", v);
     }
     w.family("sidecrypt_rpc_total", "counter", "RPC port events (Consul 8300).");

@@ -1,5 +1,6 @@
 #include "proxy/datapath/datapath.h"
 
+#include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -48,6 +49,23 @@ Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
           s.flush();
         }
       });
+  // A held answer to a peer's key query, released once the keyring write finished: sealed like
+  // any packet of the agent's (the filter applies verify_outgoing and the label), sent from the
+  // agent's own address and port. Rare (key rotations only), so it may allocate.
+  observer_.setSealedSend([this](GossipPool which, const SocketAddress& agent,
+                                 const SocketAddress& dst, std::span<const uint8_t> bytes) {
+    Pool& p = which == GossipPool::Lan ? lan_ : wan_;
+    std::vector<uint8_t> slot(fg::GossipDatagramFilter::kSealHeadroom + bytes.size() +
+                              fg::GossipDatagramFilter::kSealTailroom);
+    auto d = fg::Datagram::inSlot(slot, fg::GossipDatagramFilter::kSealHeadroom, bytes.size());
+    std::copy(bytes.begin(), bytes.end(), d.data().begin());
+    const auto r = p.datagrams->onAgentPacket(d);
+    RawUdpSender& s = dst.family() == AF_INET ? sender4_ : sender6_;
+    if (r.verdict == fg::Verdict::Forward && s.queue(agent, dst, d.data())) {
+      s.flush();
+    }
+    sodium_memzero(slot.data(), slot.size());
+  });
   if (!config_.agent.node_name.empty()) {
     census_.fixSelfName(config_.agent.node_name);
   }

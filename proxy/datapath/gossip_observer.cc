@@ -135,40 +135,70 @@ GossipObserver::Pending* GossipObserver::find(GossipPool pool, uint64_t ltime, u
   return nullptr;
 }
 
+void GossipObserver::sendHeld(const Held& h, std::span<const uint8_t> bytes) {
+  if (h.to_self) {
+    if (self_send_) {
+      self_send_(h.agent, h.dst, bytes);
+    }
+  } else if (sealed_send_) {
+    sealed_send_(h.pool, h.agent, h.dst, bytes);
+  }
+}
+
 void GossipObserver::expireHeld() {
   const auto now = std::chrono::steady_clock::now();
   for (auto& h : held_) {
     if (h.used && h.expires <= now) {
       h.used = false;
       ++stats_.self_answers_expired;
-      if (self_send_) {
-        self_send_(h.agent, h.dst, {h.bytes.data(), h.length});
-      }
+      sendHeld(h, {h.bytes.data(), h.length});
+      sodium_memzero(h.bytes.data(), h.length);
     }
   }
 }
 
 void GossipObserver::releaseHeld(GossipPool pool, uint64_t ltime, uint32_t id) {
   Pending* p = find(pool, ltime, id);
+  if (p == nullptr || p->committing) {
+    return;  // not known yet: released by onCommitted (or by expiry)
+  }
   for (auto& h : held_) {
-    if (!h.used || h.pool != pool || h.response.ltime != ltime || h.response.id != id ||
-        p == nullptr) {
+    if (!h.used || h.pool != pool || h.response.ltime != ltime || h.response.id != id) {
       continue;
     }
     h.used = false;
     const fg::KeyResult result{p->ok, p->message, p->keys.get()};
     const size_t n = fg::encodeKeyResponsePacket(h.response, p->op, result, scratch_);
-    if (self_send_) {
-      if (n != 0) {
-        ++stats_.answers_rewritten;
-        self_send_(h.agent, h.dst, {scratch_.data(), n});
-      } else {
-        ++stats_.answer_too_large;
-        self_send_(h.agent, h.dst, {h.bytes.data(), h.length});
-      }
+    if (n != 0) {
+      ++stats_.answers_rewritten;
+      sendHeld(h, {scratch_.data(), n});
+    } else {
+      ++stats_.answer_too_large;
+      sendHeld(h, {h.bytes.data(), h.length});
     }
     sodium_memzero(scratch_.data(), scratch_.size());
+    sodium_memzero(h.bytes.data(), h.length);
   }
+}
+
+bool GossipObserver::hold(GossipPool pool, const fg::AgentResponse& r, const SocketAddress& agent,
+                          const SocketAddress& dst, const fg::Datagram& packet,
+                          std::chrono::steady_clock::duration for_how_long) {
+  for (auto& h : held_) {
+    if (!h.used && packet.length <= h.bytes.size()) {
+      h.used = true;
+      h.to_self = dst.sameIp(agent);
+      h.pool = pool;
+      h.response = r;
+      h.agent = agent;
+      h.dst = dst;
+      std::copy_n(packet.data().begin(), packet.length, h.bytes.begin());
+      h.length = packet.length;
+      h.expires = std::chrono::steady_clock::now() + for_how_long;
+      return true;
+    }
+  }
+  return false;
 }
 
 bool GossipObserver::outbound(GossipPool pool, const SocketAddress& agent, const SocketAddress& dst,
@@ -187,19 +217,17 @@ bool GossipObserver::outbound(GossipPool pool, const SocketAddress& agent, const
   if (p == nullptr && to_self && r->key_response) {
     // Serf answers its own query before gossiping it: hold a key-manager answer until the
     // query passes (acks and answers to user queries go straight through).
-    for (auto& h : held_) {
-      if (!h.used && packet.length <= h.bytes.size()) {
-        h.used = true;
-        h.pool = pool;
-        h.response = *r;
-        h.agent = agent;
-        h.dst = dst;
-        std::copy_n(packet.data().begin(), packet.length, h.bytes.begin());
-        h.length = packet.length;
-        h.expires = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-        ++stats_.self_answers_held;
-        return false;
-      }
+    if (hold(pool, *r, agent, dst, packet, std::chrono::seconds(3))) {
+      ++stats_.self_answers_held;
+      return false;
+    }
+  }
+  if (p != nullptr && p->committing) {
+    // The keyring write runs off the loop: hold the answer until it is known. Should the write
+    // outlast the hold, the agent's own answer (a failure) goes out, sealed as usual.
+    if (hold(pool, *r, agent, dst, packet, std::chrono::seconds(5))) {
+      ++stats_.answers_held_for_commit;
+      return false;
     }
   }
   if (p == nullptr) {
@@ -313,19 +341,35 @@ void GossipObserver::applyKeyQuery(GossipPool pool, const fg::KeyQuery& q, bool 
     ++stats_.persist_failed;
     return;
   }
-  if (auto err = commit_(pool, ring)) {
+  p.committing = true;
+  const std::string what =
+      std::string(fg::keyOpName(q.op)) + " " + fp + " from " + who + " (" + pool_name + " pool)";
+  commit_(pool, ring,
+          [this, pool, ltime = q.ltime, id = q.id, what](const std::optional<std::string>& e) {
+            onCommitted(pool, ltime, id, what, e);
+          });
+}
+
+void GossipObserver::onCommitted(GossipPool pool, uint64_t ltime, uint32_t id,
+                                 const std::string& what, const std::optional<std::string>& error) {
+  if (error) {
     // Never report success for a change that could not be persisted (the ring is unchanged).
-    p.ok = false;
-    p.message = "Failed to write keyring file: " + *err;
     ++stats_.persist_failed;
-    spdlog::error("key query {} {} from {} ({} pool): keyring not changed: {}", fg::keyOpName(q.op),
-                  fp, who, pool_name, *err);
-    return;
+    spdlog::error("key query {}: keyring not changed: {}", what, *error);
+  } else {
+    ++stats_.applied;
+    spdlog::info("key query {}: applied and persisted", what);
   }
-  p.ok = true;
-  ++stats_.applied;
-  spdlog::info("key query {} {} from {} ({} pool): applied and persisted", fg::keyOpName(q.op), fp,
-               who, pool_name);
+  Pending* p = find(pool, ltime, id);
+  if (p == nullptr) {
+    return;  // evicted meanwhile (64 newer queries): late answers go out as the agent wrote them
+  }
+  p->committing = false;
+  p->ok = !error;
+  if (error) {
+    p->message = "Failed to write keyring file: " + *error;
+  }
+  releaseHeld(pool, ltime, id);
 }
 
 }  // namespace sidecrypt::proxy

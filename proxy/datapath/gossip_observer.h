@@ -20,16 +20,18 @@
 namespace sidecrypt::proxy {
 
 struct KeyQueryStats {
-  uint64_t queries = 0;               // distinct key-manager queries seen (both directions)
-  uint64_t applied = 0;               // install/use/remove that changed sidecrypt's keyring
-  uint64_t unchanged = 0;             // install of a present key, remove of an absent one, list
-  uint64_t refused = 0;               // Consul's rules said no (remove primary, use unknown, ...)
-  uint64_t persist_failed = 0;        // the keyring file could not be written: answered false
-  uint64_t answers_rewritten = 0;     // the agent's own answer replaced by sidecrypt's
-  uint64_t answers_unmatched = 0;     // a query response from the agent for no query we handled
-  uint64_t answer_too_large = 0;      // could not encode an answer (left as the agent wrote it)
-  uint64_t self_answers_held = 0;     // the agent's answers to its own queries, held for the query
-  uint64_t self_answers_expired = 0;  // held, but the query never went out: delivered as is
+  uint64_t queries = 0;            // distinct key-manager queries seen (both directions)
+  uint64_t applied = 0;            // install/use/remove that changed sidecrypt's keyring
+  uint64_t unchanged = 0;          // install of a present key, remove of an absent one, list
+  uint64_t refused = 0;            // Consul's rules said no (remove primary, use unknown, ...)
+  uint64_t persist_failed = 0;     // the keyring file could not be written: answered false
+  uint64_t answers_rewritten = 0;  // the agent's own answer replaced by sidecrypt's
+  uint64_t answers_unmatched = 0;  // a query response from the agent for no query we handled
+  uint64_t answer_too_large = 0;   // could not encode an answer (left as the agent wrote it)
+  uint64_t self_answers_held = 0;  // the agent's answers to its own queries, held for the query
+  uint64_t self_answers_expired =
+      0;  // held, but never answered for: delivered as the agent wrote it
+  uint64_t answers_held_for_commit = 0;  // the agent's answer waited for the keyring write
 };
 
 // Reads the plaintext of the agent's UDP gossip on both sides of the seal/open filter
@@ -45,10 +47,12 @@ struct KeyQueryStats {
 // allocation per packet except when a query or a membership change is recorded.
 class GossipObserver {
  public:
-  // Persists `next` as the pool's keyring file and installs it (data path, admin view); returns
-  // an error text when it could not, in which case nothing changed.
+  // Persists `next` as the pool's keyring file and installs it (data path, admin view), off the
+  // loop; calls `done` on the loop with an error text when it could not, in which case nothing
+  // changed. Until then the agent's answer to that query is held (bounded), then rewritten.
+  using CommitDone = std::function<void(std::optional<std::string> error)>;
   using KeyringCommit =
-      std::function<std::optional<std::string>(GossipPool, filters::keyring::KeySetConstSharedPtr)>;
+      std::function<void(GossipPool, filters::keyring::KeySetConstSharedPtr, CommitDone)>;
   using KeysOf = std::function<filters::keyring::KeySetConstSharedPtr(GossipPool)>;
 
   GossipObserver(PeerCensus& census, KeysOf keys);
@@ -67,6 +71,11 @@ class GossipObserver {
   using SelfSend = std::function<void(const SocketAddress& agent, const SocketAddress& dst,
                                       std::span<const uint8_t> bytes)>;
   void setSelfSend(SelfSend send) { self_send_ = std::move(send); }
+  // How a held answer bound for a peer leaves: sealed with the pool's current primary key, from
+  // the agent's own address, like any packet of the agent's.
+  using SealedSend = std::function<void(GossipPool, const SocketAddress& agent,
+                                        const SocketAddress& dst, std::span<const uint8_t> bytes)>;
+  void setSealedSend(SealedSend send) { sealed_send_ = std::move(send); }
 
   const KeyQueryStats& stats() const { return stats_; }
 
@@ -81,6 +90,7 @@ class GossipObserver {
     filters::keyring::KeySetConstSharedPtr keys;  // list-keys: the ring it reported
     std::chrono::steady_clock::time_point expires{};
     bool used = false;
+    bool committing = false;  // the keyring write is running; the answer is not known yet
   };
   class Visitor;
   void walk(GossipPool pool, const SocketAddress& sender, bool from_agent,
@@ -88,10 +98,16 @@ class GossipObserver {
   void onKeyQuery(GossipPool pool, const filters::gossip::KeyQuery& q, bool from_agent);
   void applyKeyQuery(GossipPool pool, const filters::gossip::KeyQuery& q, bool from_agent);
   Pending* find(GossipPool pool, uint64_t ltime, uint32_t id);
+  void onCommitted(GossipPool pool, uint64_t ltime, uint32_t id, const std::string& what,
+                   const std::optional<std::string>& error);
+  bool hold(GossipPool pool, const filters::gossip::AgentResponse& r, const SocketAddress& agent,
+            const SocketAddress& dst, const filters::gossip::Datagram& packet,
+            std::chrono::steady_clock::duration for_how_long);
   bool anyPending() const;
 
   struct Held {
     bool used = false;
+    bool to_self = false;  // the agent's answer to its own query (delivered plaintext, locally)
     GossipPool pool = GossipPool::Lan;
     filters::gossip::AgentResponse response;
     SocketAddress agent;
@@ -100,11 +116,13 @@ class GossipObserver {
     size_t length = 0;
     std::chrono::steady_clock::time_point expires{};
   };
+  void sendHeld(const Held& h, std::span<const uint8_t> bytes);
   void releaseHeld(GossipPool pool, uint64_t ltime, uint32_t id);
   void expireHeld();
   PeerCensus& census_;
   std::array<Held, 8> held_{};
   SelfSend self_send_;
+  SealedSend sealed_send_;
   KeysOf keys_;
   KeyringCommit commit_;
   filters::gossip::MessageWalker walker_;

@@ -88,17 +88,54 @@ struct Harness {
   std::optional<std::string> fail_commit;
   int commits = 0;
   GossipObserver obs{census, [this](GossipPool) { return keys; }};
+  // defer: the write "runs" until finishCommit() (as the server's worker thread does).
+  bool defer = false;
+  std::vector<std::pair<filters::keyring::KeySetConstSharedPtr, GossipObserver::CommitDone>>
+      waiting;
   Harness() {
-    obs.setKeyringCommit([this](GossipPool, filters::keyring::KeySetConstSharedPtr next) {
-      if (fail_commit) {
-        return fail_commit;
+    obs.setKeyringCommit([this](GossipPool, filters::keyring::KeySetConstSharedPtr next,
+                                GossipObserver::CommitDone done) {
+      if (defer) {
+        waiting.emplace_back(std::move(next), std::move(done));
+        return;
       }
-      ++commits;
-      keys = std::move(next);
-      return std::optional<std::string>();
+      complete(std::move(next), done);
     });
   }
+  void complete(filters::keyring::KeySetConstSharedPtr next,
+                const GossipObserver::CommitDone& done) {
+    if (fail_commit) {
+      done(fail_commit);
+      return;
+    }
+    ++commits;
+    keys = std::move(next);
+    done(std::nullopt);
+  }
+  void finishCommit() {
+    REQUIRE_FALSE(waiting.empty());
+    auto [next, done] = std::move(waiting.front());
+    waiting.erase(waiting.begin());
+    complete(std::move(next), done);
+  }
 };
+
+// The (LTime, ID) of the named query in a captured plaintext packet.
+std::pair<uint64_t, uint32_t> queryId(const Bytes& packet, std::string_view name) {
+  fg::MessageWalker w;
+  struct V final : fg::MessageVisitor {
+    std::string_view want;
+    std::pair<uint64_t, uint32_t> id{0, 0};
+    void onMessage(const fg::Message& m) override {
+      if (m.has_serf && m.serf.type == 4 && m.serf.name == want) {
+        id = {m.serf.ltime, m.serf.id};
+      }
+    }
+  } v;
+  v.want = name;
+  w.walkPacket(packet, v);
+  return v.id;
+}
 
 // What the rewritten answer says.
 struct Said {
@@ -297,4 +334,47 @@ TEST_CASE("gossip_observer: membership and names from gossip", "[observer]") {
   CHECK(members.at("n2").state == "alive");
   CHECK(h.census.selfNode() == "n1");
   CHECK(h.census.selfAddress() == "10.250.0.1");
+}
+
+TEST_CASE("gossip_observer: the agent's answer waits for the keyring write, then leaves sealed",
+          "[observer]") {
+  auto c = captured();
+  for (const bool fails : {false, true}) {
+    Harness h;
+    h.keys = ringOf({c.keys[0]});
+    h.defer = true;
+    if (fails) {
+      h.fail_commit = "disk full";
+    }
+    std::vector<Bytes> sealed;
+    std::vector<Bytes> local;
+    h.obs.setSealedSend([&](GossipPool, const SocketAddress& agent, const SocketAddress& dst,
+                            std::span<const uint8_t> b) {
+      CHECK(agent == kAgent);
+      CHECK(dst == kPeer);
+      sealed.emplace_back(b.begin(), b.end());
+    });
+    h.obs.setSelfSend([&](const SocketAddress&, const SocketAddress&, std::span<const uint8_t> b) {
+      local.emplace_back(b.begin(), b.end());
+    });
+    h.obs.inbound(GossipPool::Lan, kPeer, c.plain[30]);
+    REQUIRE(h.waiting.size() == 1);  // the write is running
+    const auto [ltime, id] = queryId(c.plain[30], "_serf_install-key");
+    Slot out(agentAnswer(ltime, id, "n2"));
+    // Not known yet: the agent's answer is held, nothing goes out.
+    CHECK_FALSE(h.obs.outbound(GossipPool::Lan, kAgent, kPeer, out.d));
+    CHECK(h.obs.stats().answers_held_for_commit == 1);
+    CHECK(sealed.empty());
+    h.finishCommit();
+    // Released through the sealing path (never the local plaintext one), with the outcome.
+    CHECK(local.empty());
+    REQUIRE(sealed.size() == 1);
+    const Said s = said(sealed[0]);
+    REQUIRE(s.found);
+    CHECK(s.result == !fails);
+    CHECK(s.from == "n2");
+    CHECK(h.keys->size() == (fails ? 1 : 2));
+    CHECK(h.obs.stats().applied == (fails ? 0 : 1));
+    CHECK(h.obs.stats().persist_failed == (fails ? 1 : 0));
+  }
 }
