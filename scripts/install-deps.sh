@@ -25,6 +25,8 @@ PACKAGES=(
   # deployment: systemd-analyze verify/security, sysusers/tmpfiles (unit tests), setcap/setpriv
   # (image privilege model), python3-yaml (manifest checks), util-linux (unshare for doctor)
   systemd libcap2-bin util-linux python3-yaml
+  # a FUSE filesystem that stalls on demand (tests/integration/tools/stall_fs.py)
+  python3-fusepy fuse3
 )
 # --engines (CI): the real engines the artefacts are proven in: podman (with runc) for the image,
 # systemd-nspawn for the unit, mmdebstrap for pristine Debian roots and base images, Prometheus.
