@@ -4,6 +4,7 @@
 
 #include <string>
 
+#include "proxy/intercept/capabilities.h"
 #include "proxy/intercept/rules.h"
 #include "proxy/keyring/keyring_file.h"
 
@@ -380,12 +381,16 @@ bool Server::readyNow(std::string& detail) {
     detail = "listeners bound (explicit listeners only, no interception)";
     return true;
   }
-  // Checking the rules runs nft/iptables: at most every 5 s.
+  // Checking the rules (netlink dumps; nft/iptables with CAP_NET_ADMIN): at most every 5 s.
   const auto now = std::chrono::steady_clock::now();
   if (now - rules_checked_ > std::chrono::seconds(5)) {
     rules_checked_ = now;
     std::string why;
-    const auto backend = chooseBackend(state_->config.intercept.backend, why);
+    // Without CAP_NET_ADMIN only the policy routes are read (in-process): choosing a backend
+    // would run nft and iptables-legacy-save from the sandbox for nothing.
+    const auto backend = haveCapability(kCapNetAdmin)
+                             ? chooseBackend(state_->config.intercept.backend, why)
+                             : state_->config.intercept.backend;
     rules_ok_ = rulesInstalled(ruleParams(state_->config), backend, rules_detail_);
   }
   detail = !rules_ok_ ? "netfilter rules: " + rules_detail_

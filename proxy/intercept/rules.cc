@@ -1,11 +1,17 @@
 #include "proxy/intercept/rules.h"
 
+#include <linux/fib_rules.h>
+#include <linux/rtnetlink.h>
+#include <net/if.h>
+#include <sys/socket.h>
+
 #include <algorithm>
 #include <cstdio>
 #include <set>
 
 #include "proxy/intercept/capabilities.h"
 #include "proxy/intercept/command_runner.h"
+#include "proxy/intercept/netlink_routes.h"
 
 namespace sidecrypt::proxy {
 
@@ -439,21 +445,44 @@ std::optional<std::string> runPlan(const RulePlan& plan) {
 }
 
 bool policyRoutesInstalled(const RuleParams& p, std::string& detail) {
+  // Read over rtnetlink in-process, not with `ip`: the proxy runs sandboxed (systemd's
+  // SystemCallFilter=~@privileged makes `ip` fail on its capset()), and a dump needs no privilege.
   const std::string pref = std::to_string(p.priority);
   const std::string rule = "fwmark " + hex(p.divert_mark) + " lookup " + std::to_string(p.table);
-  for (const char* fam : {"-4", "-6"}) {
-    if (std::string(fam) == "-6" && !p.ipv6) {
+  const unsigned lo = ::if_nametoindex("lo");
+  for (const int family : {AF_INET, AF_INET6}) {
+    if (family == AF_INET6 && !p.ipv6) {
       continue;
     }
-    auto r = runCommand({"ip", fam, "rule", "list", "pref", pref});
-    if (r.exit_code != 0 || r.output.find(rule) == std::string::npos) {
-      detail = std::string("policy rule ip ") + fam + " pref " + pref + " " + rule + " is missing";
+    const std::string fam = family == AF_INET ? "-4" : "-6";
+    std::string error;
+    const auto rules = dumpPolicyRules(family, error);
+    if (!rules) {
+      detail = "cannot read the policy rules (ip " + fam + " rule): " + error;
       return false;
     }
-    r = runCommand({"ip", fam, "route", "show", "table", std::to_string(p.table)});
-    if (r.exit_code != 0 || r.output.find("local default dev lo") == std::string::npos) {
-      detail = std::string("local route (ip ") + fam + " route show table " +
-               std::to_string(p.table) + ") is missing";
+    bool found = false;
+    for (const auto& r : *rules) {
+      found = found || (r.priority == p.priority && r.has_fwmark && r.fwmark == p.divert_mark &&
+                        r.table == p.table && r.action == FR_ACT_TO_TBL);
+    }
+    if (!found) {
+      detail = "policy rule ip " + fam + " pref " + pref + " " + rule + " is missing";
+      return false;
+    }
+    const auto routes = dumpRoutes(family, error);
+    if (!routes) {
+      detail = "cannot read the routes (ip " + fam + " route): " + error;
+      return false;
+    }
+    found = false;
+    for (const auto& r : *routes) {
+      found = found || (r.table == p.table && r.type == RTN_LOCAL && r.dst_len == 0 && !r.has_dst &&
+                        lo != 0 && r.oif == static_cast<int>(lo));
+    }
+    if (!found) {
+      detail = "local route (ip " + fam + " route show table " + std::to_string(p.table) +
+               ") is missing";
       return false;
     }
   }

@@ -5,8 +5,10 @@ not while the rules are missing, and right after `sidecrypt rules install` they 
 says what it waits for; WATCHDOG=1 comes every half WATCHDOG_USEC (when WATCHDOG_PID is unset or
 is sidecrypt's pid, never when it names another process); SIGHUP, `sidecrypt reload` and a
 failing reload each give RELOADING=1 with MONOTONIC_USEC= and then READY=1; SIGTERM gives
-STOPPING=1 and nothing after it claims readiness. Run as the systemd unit runs it (a dedicated
-uid with only CAP_NET_RAW, rules installed by a privileged step first), it still becomes ready.
+STOPPING=1 and nothing after it claims readiness. As a plain uid with only CAP_NET_RAW (setpriv;
+rules installed by a privileged step first) it still becomes ready, reading the policy routes
+itself. setpriv applies no seccomp filter or other systemd sandboxing, so this proves nothing
+about the unit: tests/engines/test_systemd_nspawn.py runs the unit under a booted systemd.
 """
 import os
 import signal
@@ -226,9 +228,10 @@ class SystemdNotify(unittest.TestCase):
         after = [m for _, m in self.rx.snapshot()[j + 1:]]
         self.assertEqual([m for m in after if "READY" in m or "RELOADING" in m], [], after)
 
-    def test_unprivileged_abstract_socket_foreign_watchdog(self):
-        # As the unit runs it: rules by a privileged step, the proxy as a plain uid with
-        # CAP_NET_RAW only (which cannot read nftables: readiness checks the policy routes).
+    def test_plain_uid_net_raw_abstract_socket_foreign_watchdog(self):
+        # Rules by a privileged step, the proxy as a plain uid with CAP_NET_RAW only (which
+        # cannot read nftables: readiness checks the policy routes, over netlink). Not the
+        # unit's sandbox: no seccomp filter here.
         cfg, _ = self.config(install_rules=False)
         os.chown(self.data, UID, UID)
         r = self.sidecrypt("rules", "install", "--config", cfg)
