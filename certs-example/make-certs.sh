@@ -2,9 +2,9 @@
 # make-certs.sh OUTDIR [DC] [DOMAIN] [--negatives] [--valid-days N]
 #
 # Writes a CA and agent certificates with the same structure `consul tls ca create` and
-# `consul tls cert create -server|-client` produce (consul-rpc-tls.md §3), using only openssl,
+# `consul tls cert create -server|-client` produce (docs/spec/consul-rpc-tls.md §3), using only openssl,
 # xxd and bc. With --negatives it also writes the "must be refused" shapes used by the tests
-# (rpc-peers.md §4). Keys are P-256 in SEC1 form ("EC PRIVATE KEY"), files are 0600 for keys and
+# (docs/spec/rpc-peers.md §4). Keys are P-256 in SEC1 form ("EC PRIVATE KEY"), files are 0600 for keys and
 # 0644 for certificates. Refuses to touch an OUTDIR that already holds a CA, as consul does.
 # --valid-days N replaces Consul's validity periods (CA 1825 days, leaves 365 days) with N days
 # for every certificate; it exists only for long-lived test fixtures that must not expire.

@@ -14,8 +14,8 @@ namespace sidecrypt::filters {
 // An owned byte queue: one contiguous block with a read offset and a write offset.
 //
 // Why one block and not a slice chain: the gossip stream filter must see a whole memberlist
-// message contiguously to seal it as one frame (gossip-wire.md §5.2), and the AEAD writes its
-// output straight into reserve()d space. Memory is allocated only when a reserve() does not fit
+// message contiguously to seal it as one frame (docs/spec/gossip-wire.md §5.2), and the AEAD writes
+// its output straight into reserve()d space. Memory is allocated only when a reserve() does not fit
 // the current capacity (reserve up front, per stream); drained space is reused by compacting.
 //
 // Header-only: the top-level CMake list compiles filters/gossip/*.cc but not filters/common/,

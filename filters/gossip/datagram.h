@@ -6,7 +6,7 @@
 
 namespace sidecrypt::filters::gossip {
 
-// One UDP payload inside a packet slot with headroom and tailroom (architecture.md §3), so a
+// One UDP payload inside a packet slot with headroom and tailroom (docs/architecture.md §3), so a
 // filter can grow it in place: sealing writes [version][nonce] into the headroom and the tag into
 // the tailroom. A non-owning view: the proxy owns the slots. (To be hoisted into filters/filter.h
 // with the other shared filter types.)

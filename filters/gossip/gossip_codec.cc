@@ -13,7 +13,8 @@ namespace sidecrypt::filters::gossip {
 
 namespace {
 
-constexpr size_t kBlock = 16;  // AES block: PKCS#7 pads to a multiple of it (§3.3)
+// AES block: PKCS#7 pads to a multiple of it (docs/spec/gossip-wire.md §3.3).
+constexpr size_t kBlock = 16;
 
 // Nonces from the system CSPRNG (getrandom through libsodium), fetched a pool at a time: one
 // system call per 341 sealed packets instead of one per packet (the call cost more than sealing
@@ -232,7 +233,8 @@ size_t frameLength(EncryptionVersion version, size_t plain_len) {
 
 namespace {
 
-// AAD for stream frames: the 5 header bytes, then the label (HEAD, §3.6). Labels are <= 255.
+// AAD for stream frames: the 5 header bytes, then the label (HEAD, docs/spec/gossip-wire.md §3.6).
+// Labels are <= 255.
 size_t frameAad(std::span<const uint8_t> header, std::string_view label,
                 std::array<uint8_t, kFrameHeaderBytes + kMaxLabelBytes>& aad) {
   const size_t label_len = std::min(label.size(), kMaxLabelBytes);

@@ -10,10 +10,10 @@
 
 namespace sidecrypt::filters::gossip {
 
-// memberlist's keyring encryption, byte-exact with 0.2.2 (gossip-wire.md §3.3, §3.6, §5.2).
-// Pure functions over caller-provided storage: no allocation, no exceptions.
+// memberlist's keyring encryption, byte-exact with 0.2.2 (docs/spec/gossip-wire.md §3.3, §3.6,
+// §5.2). Pure functions over caller-provided storage: no allocation, no exceptions.
 
-// Message type bytes that matter to the codec and the framer (gossip-wire.md §1).
+// Message type bytes that matter to the codec and the framer (docs/spec/gossip-wire.md §1).
 inline constexpr uint8_t kCompoundMsg = 7;
 inline constexpr uint8_t kCompressMsg = 9;
 inline constexpr uint8_t kEncryptMsg = 10;
@@ -25,11 +25,12 @@ inline constexpr size_t kSealHeaderBytes = 1 + keyring::kNonceBytes;          //
 inline constexpr size_t kV1Overhead = kSealHeaderBytes + keyring::kTagBytes;  // 29
 inline constexpr size_t kV0MinSealed = kV1Overhead + 16;                      // 45
 inline constexpr size_t kFrameHeaderBytes = 5;                                // [10][u32 BE L]
-inline constexpr uint32_t kMaxFrameBytes = 20u * 1024 * 1024;  // maxPushStateBytes (§5.2)
+// maxPushStateBytes (docs/spec/gossip-wire.md §5.2).
+inline constexpr uint32_t kMaxFrameBytes = 20u * 1024 * 1024;
 inline constexpr size_t kMaxLabelBytes = 255;
 
 // Version 1 (no padding) is what every real peer sends; version 0 (PKCS#7) must still be opened
-// and is sealed only to reproduce memberlist ProtocolVersion 1 (§3.3).
+// and is sealed only to reproduce memberlist ProtocolVersion 1 (docs/spec/gossip-wire.md §3.3).
 enum class EncryptionVersion : uint8_t { V0 = 0, V1 = 1 };
 
 // memberlist encryptedLength(): the sealed size of `plain_len` bytes.
@@ -52,8 +53,9 @@ size_t sealPayload(const keyring::AeadKey& key, EncryptionVersion version, Nonce
                    std::span<const uint8_t> plain, std::span<const uint8_t> aad,
                    std::span<uint8_t> out);
 
-// decryptPayload() outcomes, in memberlist's check order (§3.3), plus the two checks sidecrypt
-// adds: PKCS#7 padding that 0.2.2 would panic on (or silently mis-strip), and short output space.
+// decryptPayload() outcomes, in memberlist's check order (docs/spec/gossip-wire.md §3.3), plus the
+// two checks sidecrypt adds: PKCS#7 padding that 0.2.2 would panic on (or silently mis-strip), and
+// short output space.
 enum class OpenError : uint8_t {
   None,
   Empty,               // "Cannot decrypt empty payload"
@@ -82,7 +84,7 @@ OpenResult openPayload(const keyring::KeySet& keys, std::span<const uint8_t> sea
 size_t formatOpenError(const OpenResult& r, size_t sealed_len, std::span<char> out);
 const char* describe(OpenError e);
 
-// ---- labels (HEAD only, §3.6) --------------------------------------------------------------
+// ---- labels (HEAD only, docs/spec/gossip-wire.md §3.6) ------------------------------------------
 
 struct LabelHeader {
   enum class Status : uint8_t { None, Present, Incomplete, Malformed };
@@ -96,7 +98,7 @@ LabelHeader parseLabelHeader(std::span<const uint8_t> in);
 size_t labelHeaderLength(std::string_view label);
 size_t writeLabelHeader(std::string_view label, std::span<uint8_t> out);
 
-// ---- stream frames (§5.2) ------------------------------------------------------------------
+// ---- stream frames (docs/spec/gossip-wire.md §5.2) ----------------------------------------------
 
 // [10][u32 BE L][sealed]: 5 + sealedLength().
 size_t frameLength(EncryptionVersion version, size_t plain_len);
@@ -107,8 +109,8 @@ size_t sealFrame(const keyring::AeadKey& key, EncryptionVersion version, NonceSo
 OpenResult openFrame(const keyring::KeySet& keys, std::span<const uint8_t> frame,
                      std::string_view label, std::span<uint8_t> out);
 
-// errMsg [13]{"Error": text} as 0.2.2 encodes it (raw family only, §2). Returns bytes written,
-// 0 if `out` is too small.
+// errMsg [13]{"Error": text} as 0.2.2 encodes it (raw family only, docs/spec/gossip-wire.md §2).
+// Returns bytes written, 0 if `out` is too small.
 size_t encodeErrMsg(std::string_view text, std::span<uint8_t> out);
 inline constexpr size_t kErrMsgOverhead = 1 + 1 + 6 + 5;
 

@@ -68,7 +68,7 @@ PacketResult GossipDatagramFilter::onAgentPacket(Datagram& packet) {
   auto& c = stats_.agent_to_peer;
   const GossipPolicy& p = *policy_;
   const size_t label_len = labelHeaderLength(p.label);
-  const bool seal = keys_ && !keys_->empty() && p.verify_outgoing;  // §4.3
+  const bool seal = keys_ && !keys_->empty() && p.verify_outgoing;  // docs/spec/gossip-wire.md §4.3
   const size_t sealed_len = seal ? sealedLength(p.seal_version, packet.length) : packet.length;
   const size_t tail = sealed_len - packet.length - (seal ? kSealHeaderBytes : 0);
   if (packet.headroom() < label_len + (seal ? kSealHeaderBytes : 0) || packet.tailroom() < tail) {
@@ -80,7 +80,8 @@ PacketResult GossipDatagramFilter::onAgentPacket(Datagram& packet) {
     const std::span<const uint8_t> plain = packet.data();
     packet.prepend(kSealHeaderBytes);
     packet.extend(tail);
-    // In place: the plaintext already sits right after the 13 header bytes (§3.3 layout).
+    // In place: the plaintext already sits right after the 13 header bytes
+    // (docs/spec/gossip-wire.md §3.3 layout).
     if (sealPayload(keys_->primary(), p.seal_version, nonces_, plain, labelBytes(p.label),
                     packet.data()) != sealed_len) {
       return drop(PacketReason::Internal);
@@ -90,16 +91,17 @@ PacketResult GossipDatagramFilter::onAgentPacket(Datagram& packet) {
     ++c.plaintext_forwarded;
   }
   if (label_len > 0) {
-    packet.prepend(label_len);  // HEAD: the label goes outside the encryption (§3.1 step 5)
+    packet.prepend(label_len);  // HEAD: the label goes outside the encryption
+                                // (docs/spec/gossip-wire.md §3.1 step 5)
     writeLabelHeader(p.label, packet.data());
   }
   return r;
 }
 
 bool GossipDatagramFilter::checkLabel(Datagram& packet, PacketResult& r) {
-  // §3.6. Unlike HEAD, skip_inbound_label_check still accepts a matching label header (HEAD
-  // rejects any header then, because its label-stripping transport already removed one): a
-  // proxy migrating a fleet sees both forms at once.
+  // docs/spec/gossip-wire.md §3.6. Unlike HEAD, skip_inbound_label_check still accepts a matching
+  // label header (HEAD rejects any header then, because its label-stripping transport already
+  // removed one): a proxy migrating a fleet sees both forms at once.
   const GossipPolicy& p = *policy_;
   const LabelHeader h = parseLabelHeader(packet.data());
   if (h.status == LabelHeader::Status::Incomplete || h.status == LabelHeader::Status::Malformed) {
@@ -168,7 +170,8 @@ PacketResult GossipDatagramFilter::onPeerPacket(Datagram& packet, Datagram& spar
     return r;
   }
   if (!keys_ || keys_->empty()) {
-    return acceptPlaintext(packet, false);  // no keys: no decrypt attempt (§4.1)
+    // No keys: no decrypt attempt (docs/spec/gossip-wire.md §4.1).
+    return acceptPlaintext(packet, false);
   }
   const GossipPolicy& p = *policy_;
   const std::span<uint8_t> out = spare.slot.subspan(spare.offset);
@@ -187,7 +190,7 @@ PacketResult GossipDatagramFilter::onPeerPacket(Datagram& packet, Datagram& spar
   }
   ++c.open_failed;
   if (o.error == OpenError::BadPadding) {
-    ++c.crash_shape_dropped;  // 0.2.2 would panic in pkcs7decode (§3.3)
+    ++c.crash_shape_dropped;  // 0.2.2 would panic in pkcs7decode (docs/spec/gossip-wire.md §3.3)
     r = drop(PacketReason::BadPadding, "v0 padding invalid (0.2.2 panics)");
   } else if (o.error == OpenError::OutputTooSmall) {
     ++c.oversize;
@@ -196,7 +199,7 @@ PacketResult GossipDatagramFilter::onPeerPacket(Datagram& packet, Datagram& spar
     ++c.plaintext_refused;
     r = drop(PacketReason::OpenFailed, describe(o.error));
   } else {
-    r = acceptPlaintext(packet, true);  // §4.1: processed as plaintext
+    r = acceptPlaintext(packet, true);  // docs/spec/gossip-wire.md §4.1: processed as plaintext
   }
   r.open_error = o.error;
   r.key_index = o.key_index;

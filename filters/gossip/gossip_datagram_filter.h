@@ -21,11 +21,12 @@ enum class PacketReason : uint8_t {
   PlaintextAccepted,  // peer -> agent: did not open (or no keys) and accepted as plaintext
   OpenFailed,         // dropped: did not open and verify_incoming is on (see open_error)
   BadPadding,         // dropped: authenticated v0 payload with invalid PKCS#7 (0.2.2 panics)
-  LabelMismatch,      // dropped: label header missing, malformed or different (§3.6)
-  CrashShape,         // dropped: plaintext that panics a 0.2.2 agent (§9)
-  Malformed,          // dropped: the agent would reject it anyway
-  Oversize,           // dropped: no room in the slot, or over a size cap
-  Internal,           // dropped: the AEAD failed to seal (should not happen)
+  LabelMismatch,  // dropped: label header missing, malformed or different (docs/spec/gossip-wire.md
+                  // §3.6)
+  CrashShape,     // dropped: plaintext that panics a 0.2.2 agent (docs/spec/gossip-wire.md §9)
+  Malformed,      // dropped: the agent would reject it anyway
+  Oversize,       // dropped: no room in the slot, or over a size cap
+  Internal,       // dropped: the AEAD failed to seal (should not happen)
 };
 const char* describe(PacketReason r);
 
@@ -40,8 +41,8 @@ struct PacketResult {
   const char* detail = "";  // inspector reason for CrashShape/Malformed/Oversize
 };
 
-// The gossip UDP filter (gossip-wire.md §3, §4.1). One instance serves a whole listener and is
-// stateless per packet; it never allocates after construction.
+// The gossip UDP filter (docs/spec/gossip-wire.md §3, §4.1). One instance serves a whole listener
+// and is stateless per packet; it never allocates after construction.
 class GossipDatagramFilter {
  public:
   // Room a slot needs around the payload to seal in place (v0 adds up to 16 padding bytes).

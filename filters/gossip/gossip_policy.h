@@ -11,28 +11,32 @@
 
 namespace sidecrypt::filters::gossip {
 
-// Who dialled a TCP connection (architecture.md §2): Inbound = a peer dialled our agent (the agent
-// responds), Outbound = our agent dialled a peer (the agent initiates). Never "up/downstream".
+// Who dialled a TCP connection (docs/architecture.md §2): Inbound = a peer dialled our agent (the
+// agent responds), Outbound = our agent dialled a peer (the agent initiates). Never
+// "up/downstream".
 enum class Origin : uint8_t { Inbound, Outbound };
 
-// What a gossip filter does with keys, mirroring memberlist's decision logic (gossip-wire.md §4)
-// with Consul's names. Encryption is "enabled" when the KeySet is non-empty (config.go
-// EncryptionEnabled); the two verify flags only matter then.
+// What a gossip filter does with keys, mirroring memberlist's decision logic
+// (docs/spec/gossip-wire.md §4) with Consul's names. Encryption is "enabled" when the KeySet is
+// non-empty (config.go EncryptionEnabled); the two verify flags only matter then.
 struct GossipPolicy {
   // encrypt_verify_incoming: refuse what does not open (packets dropped, plaintext streams
   // refused with an errMsg). Off: try to open, else accept as plaintext and report a shadow
   // verdict (what "on" would have refused) so operators can see who still sends plaintext.
   bool verify_incoming = true;
   // encrypt_verify_outgoing: seal everything toward peers. Off: send plaintext (still opening
-  // what arrives): rollout stage 1 (§4.4).
+  // what arrives): rollout stage 1 (docs/spec/gossip-wire.md §4.4).
   bool verify_outgoing = true;
-  // Version sealed: 1 as every real peer (§3.3); 0 only to mimic memberlist ProtocolVersion 1.
+  // Version sealed: 1 as every real peer (docs/spec/gossip-wire.md §3.3); 0 only to mimic
+  // memberlist ProtocolVersion 1.
   EncryptionVersion seal_version = EncryptionVersion::V1;
-  // HEAD label (§3.6), <= 255 bytes; empty = none, byte-identical to 0.2.2.
+  // HEAD label (docs/spec/gossip-wire.md §3.6), <= 255 bytes; empty = none, byte-identical to
+  // 0.2.2.
   std::string label;
   // HEAD SkipInboundLabelCheck: accept unlabelled input as if it carried `label`.
   bool skip_inbound_label_check = false;
-  // Drop the plaintext shapes that panic 0.2.2 agents (§9) before they reach the agent.
+  // Drop the plaintext shapes that panic 0.2.2 agents (docs/spec/gossip-wire.md §9) before they
+  // reach the agent.
   bool drop_crash_shapes = true;
   // Streams: HEAD caps plus a maximum message size.
   FramerLimits stream_limits;
@@ -62,7 +66,8 @@ inline constexpr size_t kCountedKeyIndexes = 8;  // opened_key_0..7, then opened
 // accepted incoming plaintext); plaintext_refused: dropped because verify_incoming is on;
 // malformed: undecodable (bad label header, corrupt compression...); oversize: no room to
 // seal/open or over a size cap; shadow_refused: accepted only because verify_incoming is off;
-// crash_shape_dropped: would panic a 0.2.2 agent (§9); label_mismatch: wrong/missing label.
+// crash_shape_dropped: would panic a 0.2.2 agent (docs/spec/gossip-wire.md §9); label_mismatch:
+// wrong/missing label.
 #define SIDECRYPT_GOSSIP_DATAGRAM_STATS(COUNTER) \
   COUNTER(sealed)                                \
   SIDECRYPT_GOSSIP_OPENED_STATS(COUNTER)         \
@@ -77,7 +82,8 @@ inline constexpr size_t kCountedKeyIndexes = 8;  // opened_key_0..7, then opened
 
 // Streams (counted per message/connection). passthrough_sealed: an already-encrypted frame from
 // the agent passed as is; error_replies: errMsg replies sidecrypt wrote; truncated: the stream
-// ended inside a message; unexpected_bytes: bytes after the one message of a direction (§5.1).
+// ended inside a message; unexpected_bytes: bytes after the one message of a direction
+// (docs/spec/gossip-wire.md §5.1).
 #define SIDECRYPT_GOSSIP_STREAM_STATS(COUNTER) \
   SIDECRYPT_GOSSIP_DATAGRAM_STATS(COUNTER)     \
   COUNTER(passthrough_sealed)                  \

@@ -9,7 +9,8 @@ namespace sidecrypt::filters::gossip {
 
 namespace {
 
-// memberlist 0.2.2 error texts a peer sees in an errMsg (§4.2; HEAD lower-cases them, §10).
+// memberlist 0.2.2 error texts a peer sees in an errMsg (docs/spec/gossip-wire.md §4.2; HEAD
+// lower-cases them, §10).
 constexpr std::string_view kNotEncrypted =
     "Encryption is configured but remote state is not encrypted";
 constexpr std::string_view kNoEncryption =
@@ -18,7 +19,8 @@ constexpr std::string_view kNoEncryption =
 constexpr size_t kMaxErrText = 96;
 
 FramerLimits agentLimits(FramerLimits limits) {
-  // Whatever the agent sends must still fit one frame once sealed (L <= 20 MiB, §5.2).
+  // Whatever the agent sends must still fit one frame once sealed (L <= 20 MiB,
+  // docs/spec/gossip-wire.md §5.2).
   limits.max_message_bytes =
       std::min<uint64_t>(limits.max_message_bytes, kMaxFrameBytes - kV0MinSealed);
   return limits;
@@ -68,7 +70,8 @@ GossipStreamFilter::GossipStreamFilter(Origin origin, keyring::KeySetConstShared
       stats_(std::move(stats)),
       nonces_(nonces),
       agent_{StreamFramer(FramerGrammar{}, agentLimits(policy_->stream_limits))},
-      // The label header comes only from the dialler (§3.6): the peer on Inbound connections.
+      // The label header comes only from the dialler (docs/spec/gossip-wire.md §3.6): the peer on
+      // Inbound connections.
       peer_{StreamFramer(FramerGrammar{.allow_label = origin == Origin::Inbound},
                          policy_->stream_limits)},
       inner_(FramerGrammar{.allow_encrypted = false}, policy_->stream_limits),
@@ -114,7 +117,8 @@ FilterStatus GossipStreamFilter::framerError(const FramerResult& res, GossipStre
     ++c.malformed;
   }
   if (res.error == FramerError::FrameTooLarge && &c == &stats_->peer_to_agent) {
-    // decryptRemoteState checks L before reading the body and answers (§5.2).
+    // decryptRemoteState checks L before reading the body and answers (docs/spec/gossip-wire.md
+    // §5.2).
     std::array<char, kMaxErrText> text{};
     const int n =
         std::snprintf(text.data(), text.size(), "Remote node state is larger than limit (%llu)",
@@ -163,16 +167,18 @@ void GossipStreamFilter::forwardAgentMessage(std::span<const uint8_t> msg, uint8
     tap_(true, msg);
   }
   if (origin_ == Origin::Outbound && !p.label.empty()) {
-    // HEAD: the dialler writes the label header once, before the message (§5.1).
+    // HEAD: the dialler writes the label header once, before the message (docs/spec/gossip-wire.md
+    // §5.1).
     const size_t n = labelHeaderLength(p.label);
     io.to_peer.commit(writeLabelHeader(p.label, io.to_peer.reserve(n)));
   }
   if (!encrypting() || !p.verify_outgoing) {
-    io.to_peer.append(msg);  // §4.3: outgoing off sends plaintext
+    io.to_peer.append(msg);  // docs/spec/gossip-wire.md §4.3: outgoing off sends plaintext
     ++c.plaintext_forwarded;
     return;
   }
-  // §5.2: the whole message as one frame, primary key, AAD = header (+ label).
+  // docs/spec/gossip-wire.md §5.2: the whole message as one frame, primary key, AAD = header (+
+  // label).
   const size_t n = frameLength(p.seal_version, msg.size());
   if (sealFrame(keys_->primary(), p.seal_version, nonces_, msg, p.label, io.to_peer.reserve(n)) !=
       n) {
@@ -220,14 +226,14 @@ FilterStatus GossipStreamFilter::onPeerData(Buffer& in, bool end_stream, StreamI
   return FilterStatus::Continue;
 }
 
-// memberlist readStream's decisions on the first message byte (§4.2), taken as soon as it is
-// known: the real node answers before reading the rest, and so do we.
+// memberlist readStream's decisions on the first message byte (docs/spec/gossip-wire.md §4.2),
+// taken as soon as it is known: the real node answers before reading the rest, and so do we.
 FilterStatus GossipStreamFilter::firstByteChecks(const Buffer& in, StreamIo& io) {
   auto& c = stats_->peer_to_agent;
   const GossipPolicy& p = *policy_;
   if (origin_ == Origin::Inbound) {
-    // HEAD handleConn (§3.6). Unlike HEAD, skip_inbound_label_check still accepts a matching
-    // header: during a migration a proxy sees both forms.
+    // HEAD handleConn (docs/spec/gossip-wire.md §3.6). Unlike HEAD, skip_inbound_label_check still
+    // accepts a matching header: during a migration a proxy sees both forms.
     const LabelHeader h = parseLabelHeader(in.readable());
     std::string_view got = p.skip_inbound_label_check ? std::string_view(p.label) : "";
     if (h.status == LabelHeader::Status::Present) {
@@ -265,7 +271,8 @@ FilterStatus GossipStreamFilter::openPeerFrame(std::span<const uint8_t> frame, S
   if (!o.ok()) {
     ++c.open_failed;
     if (o.error == OpenError::BadPadding) {
-      ++c.crash_shape_dropped;  // 0.2.2 panics in pkcs7decode (§3.3): no reply, just close
+      ++c.crash_shape_dropped;  // 0.2.2 panics in pkcs7decode (docs/spec/gossip-wire.md §3.3): no
+                                // reply, just close
       return close(StreamCloseReason::CrashShape, "v0 padding invalid (0.2.2 panics)");
     }
     std::array<char, kMaxErrText> text{};
@@ -276,8 +283,8 @@ FilterStatus GossipStreamFilter::openPeerFrame(std::span<const uint8_t> frame, S
   ++openedCounter(c, static_cast<size_t>(o.key_index));
   key_index_ = o.key_index;
   const std::span<const uint8_t> plain = out.first(o.length);
-  // The opened plaintext is one complete message (§5.2); frame it again so the HEAD caps and
-  // the crash-shape checks apply inside the encryption as well.
+  // The opened plaintext is one complete message (docs/spec/gossip-wire.md §5.2); frame it again so
+  // the HEAD caps and the crash-shape checks apply inside the encryption as well.
   inner_.reset();
   const FramerResult r = inner_.feed(plain);
   if (r.status == FramerStatus::Error) {
@@ -345,7 +352,8 @@ void GossipStreamFilter::replyError(std::string_view text, StreamIo& io) {
     io.to_agent.append(msg);  // our plaintext agent dialled: tell it why, in its own terms
     return;
   }
-  // handleConn answers through the normal send path: sealed when it encrypts (§4.2).
+  // handleConn answers through the normal send path: sealed when it encrypts
+  // (docs/spec/gossip-wire.md §4.2).
   const GossipPolicy& p = *policy_;
   if (!encrypting() || !p.verify_outgoing) {
     io.to_peer.append(msg);

@@ -22,29 +22,30 @@ enum class FilterStatus : uint8_t { Continue, Close };
 // Close: flush io.to_agent / io.to_peer (they may hold an errMsg reply), then close both sides.
 enum class StreamCloseReason : uint8_t {
   None,
-  Malformed,             // not a valid stream message (§6 step 5), bad msgpack, bad label header
-  AuthFailed,            // an encrypted frame did not open with any key
-  PlaintextRejected,     // plaintext while verify_incoming is on (§4.2)
-  EncryptedWithoutKeys,  // an encrypted frame but no keys (§4.2)
-  TooLarge,              // over a HEAD cap or the configured maximum (§5.3)
-  CrashShape,            // would panic a 0.2.2 agent (§9)
-  LabelMismatch,         // missing/different label (§3.6)
-  UnexpectedBytes,       // a second message in one direction (§5.1)
-  Truncated,             // the stream ended inside a message
-  Internal,              // sealing failed (should not happen)
+  Malformed,   // not a valid stream message (docs/spec/gossip-wire.md §6 step 5), bad msgpack, bad
+               // label header
+  AuthFailed,  // an encrypted frame did not open with any key
+  PlaintextRejected,     // plaintext while verify_incoming is on (docs/spec/gossip-wire.md §4.2)
+  EncryptedWithoutKeys,  // an encrypted frame but no keys (docs/spec/gossip-wire.md §4.2)
+  TooLarge,         // over a HEAD cap or the configured maximum (docs/spec/gossip-wire.md §5.3)
+  CrashShape,       // would panic a 0.2.2 agent (docs/spec/gossip-wire.md §9)
+  LabelMismatch,    // missing/different label (docs/spec/gossip-wire.md §3.6)
+  UnexpectedBytes,  // a second message in one direction (docs/spec/gossip-wire.md §5.1)
+  Truncated,        // the stream ended inside a message
+  Internal,         // sealing failed (should not happen)
 };
 const char* describe(StreamCloseReason r);
 
-// Where a filter's output goes (architecture.md §2).
+// Where a filter's output goes (docs/architecture.md §2).
 struct StreamIo {
   Buffer& to_agent;
   Buffer& to_peer;
 };
 
-// The gossip TCP filter for one connection (gossip-wire.md §4.2, §5, §6). memberlist streams
-// carry exactly one message each way, so each direction frames one whole plaintext message and
-// seals it as one frame, or opens one frame and yields its plaintext. Output depends only on the
-// bytes, never on how reads split them. Allocates per connection only (buffers grow once).
+// The gossip TCP filter for one connection (docs/spec/gossip-wire.md §4.2, §5, §6). memberlist
+// streams carry exactly one message each way, so each direction frames one whole plaintext message
+// and seals it as one frame, or opens one frame and yields its plaintext. Output depends only on
+// the bytes, never on how reads split them. Allocates per connection only (buffers grow once).
 class GossipStreamFilter {
  public:
   GossipStreamFilter(Origin origin, keyring::KeySetConstSharedPtr keys,

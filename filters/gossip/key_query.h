@@ -13,9 +13,9 @@
 
 namespace sidecrypt::filters::gossip {
 
-// Serf's key-manager queries (gossip-wire.md §7.1, consul-rpc-tls.md §4.3): recognising them in
-// decrypted gossip, and writing the answer an encrypting agent would send. No sockets here: the
-// proxy decides when to apply an operation and where the bytes go.
+// Serf's key-manager queries (docs/spec/gossip-wire.md §7.1, docs/spec/consul-rpc-tls.md §4.3):
+// recognising them in decrypted gossip, and writing the answer an encrypting agent would send. No
+// sockets here: the proxy decides when to apply an operation and where the bytes go.
 
 enum class KeyOp : uint8_t { Install, Use, Remove, List };
 const char* keyOpName(KeyOp op);  // "install-key", "use-key", "remove-key", "list-keys"

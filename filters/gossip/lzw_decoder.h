@@ -21,10 +21,10 @@ enum class LzwStatus : uint8_t {
 };
 
 // A port of Go's compress/lzw Reader with LSB order and literal width 8, the only configuration
-// memberlist uses (gossip-wire.md §3.5): codes start at 9 bits, clear = 256, EOF = 257, up to 12
-// bits. Decoding decisions (what is an error, what the code == hi case expands to, trailing bytes
-// after EOF ignored) follow Go 1.19's reader.go so that "decodes to nothing" and "is corrupt" mean
-// exactly what they mean to a 0.2.2 agent.
+// memberlist uses (docs/spec/gossip-wire.md §3.5): codes start at 9 bits, clear = 256, EOF = 257,
+// up to 12 bits. Decoding decisions (what is an error, what the code == hi case expands to,
+// trailing bytes after EOF ignored) follow Go 1.19's reader.go so that "decodes to nothing" and "is
+// corrupt" mean exactly what they mean to a 0.2.2 agent.
 //
 // The object is ~20 KiB of tables: create it once (per filter) and reuse; decode() resets state.
 class LzwDecoder {

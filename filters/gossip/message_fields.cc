@@ -82,7 +82,7 @@ bool readCount(MsgpackReader& r, uint64_t& count) {
   return r.skipValue();
 }
 
-// ---- Serf (gossip-wire.md §7) ------------------------------------------------------------
+// ---- Serf (docs/spec/gossip-wire.md §7) ---------------------------------------------------------
 
 Field serfField(MsgpackReader& r, std::string_view key, SerfMessage& s) {
   if (key == "LTime") {
@@ -238,7 +238,7 @@ bool decodeSerfBody(std::span<const uint8_t> in, SerfMessage& s, bool allow_rela
   return true;
 }
 
-// ---- memberlist bodies (gossip-wire.md §1.1) ---------------------------------------------
+// ---- memberlist bodies (docs/spec/gossip-wire.md §1.1) ------------------------------------------
 
 Field addressField(MsgpackReader& r, std::string_view key, Message& m) {
   if (key == "SourceAddr") {

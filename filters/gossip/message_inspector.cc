@@ -131,7 +131,7 @@ InspectResult PacketInspector::command(std::span<const uint8_t> msg, int depth) 
 }
 
 InspectResult PacketInspector::compound(std::span<const uint8_t> body, int depth) {
-  // util.go decodeCompoundMessage (§3.4).
+  // util.go decodeCompoundMessage (docs/spec/gossip-wire.md §3.4).
   if (body.empty()) {
     return verdict(InspectVerdict::Malformed, "compound without a count");
   }
@@ -167,7 +167,8 @@ InspectResult PacketInspector::compressed(std::span<const uint8_t> body, int dep
     return verdict(InspectVerdict::Malformed, "undecodable compress message");
   }
   if (scratch_busy_) {
-    // Real senders compress once, outermost (§3.1); nesting would need a second scratch.
+    // Real senders compress once, outermost (docs/spec/gossip-wire.md §3.1); nesting would need a
+    // second scratch.
     return verdict(InspectVerdict::Malformed, "nested compression");
   }
   SpanSink sink(std::span<uint8_t>(scratch_.get(), scratch_cap_));

@@ -102,7 +102,7 @@ bool MessageWalker::admit(Walk& w, std::span<const uint8_t> msg, int depth) {
   return true;
 }
 
-// ---- packets (gossip-wire.md §3.2) -------------------------------------------------------
+// ---- packets (docs/spec/gossip-wire.md §3.2) ----------------------------------------------------
 
 WalkResult MessageWalker::walkPacket(std::span<const uint8_t> packet, MessageVisitor& visitor) {
   Walk w{visitor, limits_.max_total_decompressed, {}};
@@ -165,7 +165,8 @@ void MessageWalker::packetCommand(Walk& w, std::span<const uint8_t> msg, int dep
 }
 
 void MessageWalker::compound(Walk& w, std::span<const uint8_t> msg, int depth) {
-  // util.go decodeCompoundMessage (§3.4), with int arithmetic (0.2.2's 8-bit count*2 is a bug).
+  // util.go decodeCompoundMessage (docs/spec/gossip-wire.md §3.4), with int arithmetic (0.2.2's
+  // 8-bit count*2 is a bug).
   LayerInfo layer;
   layer.type = MsgType::Compound;
   layer.depth = depth;
@@ -238,7 +239,8 @@ void MessageWalker::leaf(Walk& w, std::span<const uint8_t> msg, int depth) {
   }
   Message m = messageAt(msg, depth);
   if (m.type == MsgType::User) {
-    // Packet form: [8][opaque payload to the end] (§1), here a Serf message (§7).
+    // Packet form: [8][opaque payload to the end] (docs/spec/gossip-wire.md §1), here a Serf
+    // message (§7).
     m.payload = msg.subspan(1);
     m.decoded = true;
     detail::attachSerf(m, m.payload);
@@ -252,7 +254,7 @@ void MessageWalker::leaf(Walk& w, std::span<const uint8_t> msg, int depth) {
   }
 }
 
-// ---- streams (gossip-wire.md §5, §6) -----------------------------------------------------
+// ---- streams (docs/spec/gossip-wire.md §5, §6) --------------------------------------------------
 
 WalkResult MessageWalker::walkStream(std::span<const uint8_t> msg, MessageVisitor& visitor,
                                      bool in_frame) {
@@ -369,7 +371,8 @@ void MessageWalker::pushPull(Walk& w, std::span<const uint8_t> msg, int depth) {
 }
 
 void MessageWalker::streamUser(Walk& w, std::span<const uint8_t> msg, int depth) {
-  // Stream form: [8][msgpack userMsgHeader{UserMsgLen}][UserMsgLen raw bytes] (§1, §6).
+  // Stream form: [8][msgpack userMsgHeader{UserMsgLen}][UserMsgLen raw bytes]
+  // (docs/spec/gossip-wire.md §1, §6).
   if (!w.count(limits_.max_messages, msg[0], depth)) {
     return;
   }

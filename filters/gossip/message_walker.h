@@ -12,7 +12,8 @@ namespace sidecrypt::filters::gossip {
 
 // Walks decrypted (or plaintext) memberlist messages and reports what is inside, for
 // diagnostics (`sidecrypt decode`), the peer census (node names from alive messages / push-pull
-// states) and key rotation (Serf `_serf_*` queries). gossip-wire.md §1, §3.2, §3.4, §3.5, §6, §7.
+// states) and key rotation (Serf `_serf_*` queries). docs/spec/gossip-wire.md §1, §3.2, §3.4, §3.5,
+// §6, §7.
 //
 // Allocation-light: the walker owns its LZW tables and decompression buffers (reused across
 // walks); every string_view/span in a callback points into the input or into those buffers and
@@ -21,7 +22,7 @@ namespace sidecrypt::filters::gossip {
 
 class LzwDecoder;
 
-// memberlist message type bytes (gossip-wire.md §1).
+// memberlist message type bytes (docs/spec/gossip-wire.md §1).
 enum class MsgType : uint8_t {
   Ping = 0,
   IndirectPing = 1,
@@ -43,7 +44,7 @@ enum class MsgType : uint8_t {
 // "unknown" for anything else.
 const char* messageTypeName(uint8_t type);
 
-// Serf message types (gossip-wire.md §7).
+// Serf message types (docs/spec/gossip-wire.md §7).
 enum class SerfType : uint8_t {
   Leave = 0,
   Join = 1,
@@ -142,7 +143,8 @@ struct LayerInfo {
   size_t decompressed_len = 0;     // compress: bytes the LZW stream decoded to
 };
 
-// One leaf memberlist message. Which fields are set depends on `type`; see gossip-wire.md §1.1.
+// One leaf memberlist message. Which fields are set depends on `type`; see docs/spec/gossip-wire.md
+// §1.1.
 struct Message {
   MsgType type = MsgType::Ping;
   int depth = 0;
@@ -256,10 +258,10 @@ class MessageWalker {
   MessageWalker& operator=(const MessageWalker&) = delete;
 
   // One UDP packet payload after decryption (label header removed): hasCrc (outermost only),
-  // then handleCommand recursing through compound and compress (§3.2).
+  // then handleCommand recursing through compound and compress (docs/spec/gossip-wire.md §3.2).
   WalkResult walkPacket(std::span<const uint8_t> packet, MessageVisitor& visitor);
-  // One complete stream message (§6; label header removed). `in_frame`: it is the plaintext of
-  // an encrypted frame, so a second frame is not valid inside.
+  // One complete stream message (docs/spec/gossip-wire.md §6; label header removed). `in_frame`: it
+  // is the plaintext of an encrypted frame, so a second frame is not valid inside.
   WalkResult walkStream(std::span<const uint8_t> msg, MessageVisitor& visitor,
                         bool in_frame = false);
 

@@ -9,9 +9,9 @@
 
 namespace sidecrypt::filters::gossip {
 
-// Just enough msgpack to delimit and sanity-check memberlist messages (gossip-wire.md §2, §6):
-// the full format is accepted (0.2.2 only writes the legacy raw family, HEAD's go-msgpack v2 may
-// write signed ints, str8, bin and ext), but values are never materialised.
+// Just enough msgpack to delimit and sanity-check memberlist messages (docs/spec/gossip-wire.md §2,
+// §6): the full format is accepted (0.2.2 only writes the legacy raw family, HEAD's go-msgpack v2
+// may write signed ints, str8, bin and ext), but values are never materialised.
 
 enum class MpKind : uint8_t { Nil, Bool, UInt, NegInt, Float, Raw, Array, Map, Ext, Invalid };
 

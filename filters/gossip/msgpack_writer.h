@@ -9,9 +9,9 @@
 namespace sidecrypt::filters::gossip {
 
 // Writes msgpack the way memberlist 0.2.2's go-msgpack (MsgpackHandle{} defaults) does
-// (gossip-wire.md §2): unsigned integers in their smallest form, strings and []byte both as the
-// legacy raw family (fixraw / raw16 / raw32, never str8 or bin). Into a caller's buffer, never
-// allocating; once the buffer is too small every later write is ignored and ok() turns false.
+// (docs/spec/gossip-wire.md §2): unsigned integers in their smallest form, strings and []byte both
+// as the legacy raw family (fixraw / raw16 / raw32, never str8 or bin). Into a caller's buffer,
+// never allocating; once the buffer is too small every later write is ignored and ok() turns false.
 class MsgpackWriter {
  public:
   explicit MsgpackWriter(std::span<uint8_t> out) : out_(out) {}

@@ -138,8 +138,9 @@ void StreamFramer::onType(uint8_t t) {
 }
 
 void StreamFramer::parseHeader() {
-  // §6 steps 3-4: iterate the map; read Nodes/UserStateLen (push/pull) or UserMsgLen (user) as
-  // integers; nil or absent means 0; skip everything else. Last duplicate wins, as in Go.
+  // docs/spec/gossip-wire.md §6 steps 3-4: iterate the map; read Nodes/UserStateLen (push/pull) or
+  // UserMsgLen (user) as integers; nil or absent means 0; skip everything else. Last duplicate
+  // wins, as in Go.
   MsgpackReader r(std::span<const uint8_t>(header_.data(), header_len_));
   uint64_t entries = 0;
   if (!r.readMapHeader(entries)) {

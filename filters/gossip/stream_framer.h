@@ -10,8 +10,8 @@
 
 namespace sidecrypt::filters::gossip {
 
-// Caps on one plaintext stream message. Defaults are memberlist HEAD's (gossip-wire.md §5.3,
-// §10): 0.2.2 has none and dies on a hostile Nodes/UserStateLen/UserMsgLen (§9).
+// Caps on one plaintext stream message. Defaults are memberlist HEAD's (docs/spec/gossip-wire.md
+// §5.3, §10): 0.2.2 has none and dies on a hostile Nodes/UserStateLen/UserMsgLen (§9).
 struct FramerLimits {
   uint64_t max_message_bytes = kFrameHeaderBytes + kMaxFrameBytes + 2 + kMaxLabelBytes;
   uint64_t max_nodes = uint64_t{1024} * 1024;
@@ -21,10 +21,11 @@ struct FramerLimits {
   uint32_t max_depth = 32;
 };
 
-// Which stream grammar applies (§6). The outermost message of a connection may be any of
-// ping/ack/err/pushpull/user/compress/encrypted, optionally after one label header (dialled side
-// only). Inside a decrypted frame there is no second frame; inside a decompressed message there
-// is neither a frame nor another compress (memberlist readStream handles one of each, in order).
+// Which stream grammar applies (docs/spec/gossip-wire.md §6). The outermost message of a connection
+// may be any of ping/ack/err/pushpull/user/compress/encrypted, optionally after one label header
+// (dialled side only). Inside a decrypted frame there is no second frame; inside a decompressed
+// message there is neither a frame nor another compress (memberlist readStream handles one of each,
+// in order).
 struct FramerGrammar {
   bool allow_label = false;
   bool allow_encrypted = true;
@@ -35,7 +36,7 @@ enum class FramerStatus : uint8_t { NeedMore, Frame, Error };
 
 enum class FramerError : uint8_t {
   None,
-  InvalidType,        // not a stream message type here (§6 step 5)
+  InvalidType,        // not a stream message type here (docs/spec/gossip-wire.md §6 step 5)
   EmptyLabel,         // [244][0]
   Msgpack,            // malformed msgpack (see msgpackError())
   HeaderNotMap,       // push/pull or user header is not a map
@@ -62,9 +63,9 @@ struct FramerResult {
   uint64_t detail = 0;  // Error: the offending value (e.g. the frame length L)
 };
 
-// Incremental framer for one memberlist stream message (§6). It is fed only new bytes and never
-// looks back, so feeding a stream one byte at a time gives exactly the result of feeding it
-// whole, in O(bytes). After Frame or Error the result is sticky until reset().
+// Incremental framer for one memberlist stream message (docs/spec/gossip-wire.md §6). It is fed
+// only new bytes and never looks back, so feeding a stream one byte at a time gives exactly the
+// result of feeding it whole, in O(bytes). After Frame or Error the result is sticky until reset().
 class StreamFramer {
  public:
   static constexpr size_t kMaxHeaderBytes = 1024;  // real headers are ~30 bytes
@@ -74,7 +75,8 @@ class StreamFramer {
   void reset();
 
   // The message type once read (after any label header), else -1. Lets a filter apply the
-  // first-byte decisions of memberlist readStream (§4.2) before the message is complete.
+  // first-byte decisions of memberlist readStream (docs/spec/gossip-wire.md §4.2) before the
+  // message is complete.
   int messageType() const { return type_; }
   size_t position() const { return pos_; }
   const char* msgpackError() const { return skipper_.error(); }

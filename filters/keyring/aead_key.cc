@@ -105,7 +105,7 @@ ptrdiff_t AeadKey::open(std::span<const uint8_t, kNonceBytes> nonce, std::span<c
   if (EVP_AEAD_CTX_open(ctxIn(ctx_storage_), out.data(), &out_len, out.size(), nonce.data(),
                         nonce.size(), in.data(), in.size(), ad.data(), ad.size()) != 1) {
     // A failed open is routine (wrong key, plaintext, tampering); keep the error queue clean
-    // so a later SSL_get_error on this thread is not confused (toolchain.md §3.3).
+    // so a later SSL_get_error on this thread is not confused (docs/spec/toolchain.md §3.3).
     ERR_clear_error();
     return -1;
   }

@@ -11,7 +11,8 @@ constexpr std::array<std::string_view, kRpcMaxTypeValue + 1> kTypeNames = {
     "RPCSnapshot", "RPCGossip", "RPCTLSInsecure", "RPCGRPC", "RPCRaftForwarding",
 };
 
-// The plaintext type each entry of kConsulAlpnProtocols stands for; -1: none (§1.1 table).
+// The plaintext type each entry of kConsulAlpnProtocols stands for; -1: none
+// (docs/spec/consul-rpc-tls.md §1.1 table).
 constexpr std::array<int, kConsulAlpnProtocols.size()> kAlpnTypes = {0, 1, 4, 5, 6, 8, 9, -1, -1};
 
 constexpr uint8_t type(RpcType t) {
@@ -76,15 +77,16 @@ std::string serverName(std::string_view datacenter, std::string_view domain) {
 OutboundDecision decideOutbound(const OutboundPolicy& policy, uint8_t first) {
   OutboundDecision d;
   d.type = first;
-  // §1.8 outbound 2: an agent with its own TLS settings already wrapped the stream; wrapping it
-  // again would be TLS-in-TLS, which every Consul server refuses.
+  // docs/spec/consul-rpc-tls.md §1.8 outbound 2: an agent with its own TLS settings already wrapped
+  // the stream; wrapping it again would be TLS-in-TLS, which every Consul server refuses.
   if (classify(first) != ByteClass::PlainType) {
     d.action = OutboundAction::PassThroughTls;
     d.counter = &RpcTlsStats::passthrough_agent_tls;
     d.reason = "agent speaks TLS itself";
     return d;
   }
-  // §2.1: verify_server_hostname implies verify_outgoing since Consul 1.4.1.
+  // docs/spec/consul-rpc-tls.md §2.1: verify_server_hostname implies verify_outgoing since
+  // Consul 1.4.1.
   if (!policy.verify_outgoing && !policy.verify_server_hostname) {
     d.action = OutboundAction::PassThroughPlain;
     d.counter = &RpcTlsStats::passthrough_plaintext;
@@ -110,8 +112,9 @@ InboundDecision InboundDecider::onFirstByte(uint8_t b) {
   }
   stage_ = Stage::Done;
   const ByteClass cls = classify(b);
-  // §1.2 step 3: only a mutual-TLS-capable server peeks for a native ClientHello; without a
-  // certificate the byte falls through to the verify_incoming gate and the default branch.
+  // docs/spec/consul-rpc-tls.md §1.2 step 3: only a mutual-TLS-capable server peeks for a native
+  // ClientHello; without a certificate the byte falls through to the verify_incoming gate and the
+  // default branch.
   if (cls == ByteClass::TlsRecord && policy_.has_certificate && policy_.has_ca) {
     stage_ = Stage::Alpn;
     return act(InboundAction::TerminateNativeTls, b, nullptr, "native TLS (ALPN)");
@@ -129,8 +132,9 @@ InboundDecision InboundDecider::onFirstByte(uint8_t b) {
                  "TLS upgrade refused: no certificate configured (cert_file/key_file)");
   }
   if (cls == ByteClass::TlsInsecure) {
-    // §1.5: the insecure RPC server (AutoEncrypt.Sign, AutoConfig.InitialConfiguration) exists
-    // only inside a TLS-configured agent; there is no plaintext byte that reaches it.
+    // docs/spec/consul-rpc-tls.md §1.5: the insecure RPC server (AutoEncrypt.Sign,
+    // AutoConfig.InitialConfiguration) exists only inside a TLS-configured agent; there is no
+    // plaintext byte that reaches it.
     if (policy_.agent_serves_tls) {
       return act(InboundAction::ForwardRaw, b, &RpcTlsStats::insecure_tls_passthrough,
                  "RPCTLSInsecure relayed to the agent's own TLS");
@@ -139,19 +143,22 @@ InboundDecision InboundDecider::onFirstByte(uint8_t b) {
                  "RPCTLSInsecure (auto_encrypt/auto_config bootstrap) refused: the plaintext "
                  "agent cannot serve it");
   }
-  // §1.2 step 5, with Consul's log wording (checked after the native peek, before dispatch).
+  // docs/spec/consul-rpc-tls.md §1.2 step 5, with Consul's log wording (checked after the native
+  // peek, before dispatch).
   if (policy_.verify_incoming) {
     return close(&RpcTlsStats::plaintext_refused,
                  "Non-TLS connection attempted with VerifyIncoming set");
   }
-  // §1.8 inbound 5: rollout stage "accept both"; the agent judges the byte itself.
+  // docs/spec/consul-rpc-tls.md §1.8 inbound 5: rollout stage "accept both"; the agent judges the
+  // byte itself.
   return act(InboundAction::ForwardRaw, b, &RpcTlsStats::passthrough_plaintext,
              "plaintext accepted (verify_incoming is off)");
 }
 
 InboundDecision InboundDecider::raftGate(uint8_t t, const PeerCheck& peer,
                                          InboundDecision ok) const {
-  // §2.5 AuthorizeServerConn: only when both verify_incoming and verify_server_hostname are on.
+  // docs/spec/consul-rpc-tls.md §2.5 AuthorizeServerConn: only when both verify_incoming and
+  // verify_server_hostname are on.
   if (isRaft(t) && policy_.verify_incoming && policy_.verify_server_hostname &&
       !peer.verifies_as_server) {
     return close(&RpcTlsStats::raft_identity_refused,
@@ -192,8 +199,8 @@ InboundDecision InboundDecider::onAlpn(std::string_view alpn, const PeerCheck& p
   }
   const auto t = alpnToType(alpn);
   if (!t) {
-    // §1.8 inbound 2: WAN gossip would have to be re-encoded as memberlist traffic for the
-    // agent's WAN port; nothing on the RPC port understands it.
+    // docs/spec/consul-rpc-tls.md §1.8 inbound 2: WAN gossip would have to be re-encoded as
+    // memberlist traffic for the agent's WAN port; nothing on the RPC port understands it.
     return close(&RpcTlsStats::alpn_unsupported,
                  "ALPN " + std::string(alpn) +
                      " has no plaintext equivalent on the RPC port (not supported)");

@@ -10,7 +10,7 @@
 
 namespace sidecrypt::filters::rpc_tls {
 
-// Consul's RPC type bytes (consul-rpc-tls.md §1.1, consul agent/pool/conn.go).
+// Consul's RPC type bytes (docs/spec/consul-rpc-tls.md §1.1, consul agent/pool/conn.go).
 enum class RpcType : uint8_t {
   Consul = 0,
   Raft = 1,
@@ -24,8 +24,9 @@ enum class RpcType : uint8_t {
   RaftForwarding = 9,
 };
 
-// §1.1: every byte <= this is a type byte; anything above starts a TLS record (RFC 7983 keeps
-// TLS content types >= 20, so the spaces never collide). A build constant, as in Consul.
+// docs/spec/consul-rpc-tls.md §1.1: every byte <= this is a type byte; anything above starts a TLS
+// record (RFC 7983 keeps TLS content types >= 20, so the spaces never collide). A build constant,
+// as in Consul.
 inline constexpr uint8_t kRpcMaxTypeValue = 9;
 
 enum class ByteClass : uint8_t {
@@ -39,7 +40,7 @@ ByteClass classify(uint8_t b);
 // "RPCConsul", "RPCRaft", ... for 0..9; "unknown" otherwise. For logs.
 std::string_view rpcTypeName(uint8_t b);
 
-// §1.1 ALPN names, in the order a Consul server offers them.
+// docs/spec/consul-rpc-tls.md §1.1 ALPN names, in the order a Consul server offers them.
 inline constexpr std::array<std::string_view, 9> kConsulAlpnProtocols = {
     "consul/rpc-single",        "consul/raft",
     "consul/rpc-multi",         "consul/rpc-snapshot",
@@ -51,14 +52,16 @@ inline constexpr std::array<std::string_view, 9> kConsulAlpnProtocols = {
 // on the RPC port) and for unknown names.
 std::optional<uint8_t> alpnToType(std::string_view alpn);
 
-// server.<dc>.<domain>: the name Consul servers carry and verify_server_hostname checks (§2.3).
+// server.<dc>.<domain>: the name Consul servers carry and verify_server_hostname checks
+// (docs/spec/consul-rpc-tls.md §2.3).
 std::string serverName(std::string_view datacenter, std::string_view domain);
 
-// ---- Outbound: the agent dialled a remote :8300 (§1.8 outbound) ----
+// ---- Outbound: the agent dialled a remote :8300 (docs/spec/consul-rpc-tls.md §1.8 outbound) ----
 
 struct OutboundPolicy {
   bool verify_outgoing = false;
-  // §2.1: verify_server_hostname implies verify_outgoing (CVE-2018-19653).
+  // docs/spec/consul-rpc-tls.md §2.1: verify_server_hostname implies verify_outgoing
+  // (CVE-2018-19653).
   bool verify_server_hostname = false;
 };
 
@@ -75,26 +78,28 @@ struct OutboundDecision {
   std::string_view reason;  // for debug logs
 };
 
-// Decide from the agent's first byte, read before dialling (§1.8 outbound 1: the remote's 5 s
-// handshake deadline must not be spent waiting for the agent).
+// Decide from the agent's first byte, read before dialling (docs/spec/consul-rpc-tls.md §1.8
+// outbound 1: the remote's 5 s handshake deadline must not be spent waiting for the agent).
 OutboundDecision decideOutbound(const OutboundPolicy& policy, uint8_t first);
 
-// ---- Inbound: a peer dialled the fronted server's :8300 (§1.2, §1.8 inbound) ----
+// ---- Inbound: a peer dialled the server's :8300 (docs/spec/consul-rpc-tls.md §1.2, §1.8 inbound)
 
 struct InboundPolicy {
   bool verify_incoming = false;
   bool verify_server_hostname = false;
   bool has_certificate = false;  // sidecrypt holds cert_file + key_file
-  bool has_ca = false;           // with has_certificate: "mutual-TLS capable" (§1.2 step 3)
+  bool has_ca = false;  // with has_certificate: "mutual-TLS capable" (docs/spec/consul-rpc-tls.md
+                        // §1.2 step 3)
   // The agent has its own certificate and terminates TLS itself; only then can 0x07 (and 0x03
-  // while sidecrypt has no certificate) be relayed raw instead of closed (§1.5).
+  // while sidecrypt has no certificate) be relayed raw instead of closed
+  // (docs/spec/consul-rpc-tls.md §1.5).
   bool agent_serves_tls = false;
 };
 
 // What the peer's certificate proved, as far as the decisions below need it.
 struct PeerCheck {
   // The certificate verifies against the configured CA pool as server.<local-dc>.<domain> with
-  // EKU clientAuth (Consul's AuthorizeServerConn, §2.5).
+  // EKU clientAuth (Consul's AuthorizeServerConn, docs/spec/consul-rpc-tls.md §2.5).
   bool verifies_as_server = false;
 };
 

@@ -4,42 +4,49 @@
 
 namespace sidecrypt::filters::rpc_tls {
 
-// Every counter of the RPC TLS filter, in one list (architecture.md §4): the list doubles as the
-// metrics documentation. Exported as rpc_tls.<listener>.<name>.
-#define SIDECRYPT_RPC_TLS_STATS(COUNTER)                                                           \
-  /* TLS handshakes that completed / failed (either role). */                                      \
-  COUNTER(handshakes_ok)                                                                           \
-  COUNTER(handshakes_failed)                                                                       \
-  /* Outbound: agent bytes wrapped as 0x03 + TLS + inner type byte (spec §1.8 outbound 4). */     \
-  COUNTER(tls_upgraded)                                                                            \
-  /* Outbound: the agent already speaks TLS (0x03, 0x07, a TLS record), relayed raw. */            \
-  COUNTER(passthrough_agent_tls)                                                                   \
-  /* Both directions: plaintext relayed unchanged (verify_outgoing off / verify_incoming off). */  \
-  COUNTER(passthrough_plaintext)                                                                   \
-  /* Inbound: 0x03 terminated and the inner type byte forwarded to the agent (§1.8 inbound 3). */ \
-  COUNTER(tls_terminated)                                                                          \
-  /* Inbound: native ALPN TLS terminated and mapped to a type byte (§1.4). */                     \
-  COUNTER(native_tls_terminated)                                                                   \
-  /* Inbound: plaintext type byte refused because verify_incoming is on (§1.2 step 5). */         \
-  COUNTER(plaintext_refused)                                                                       \
-  /* Inbound: 0x03 or 0x07 inside TLS (no TLS-in-TLS, §1.2 step 6). */                            \
-  COUNTER(tls_in_tls_refused)                                                                      \
-  /* Inbound: raft / raft-forwarding without a server.<dc>.<domain> certificate (§2.5). */        \
-  COUNTER(raft_identity_refused)                                                                   \
-  /* Inbound: an ALPN with no plaintext equivalent, or none negotiated (§1.4). */                 \
-  COUNTER(alpn_unsupported)                                                                        \
-  /* Inbound: 0x07 closed because the plaintext agent cannot serve it (§1.5). */                  \
-  COUNTER(insecure_tls_refused)                                                                    \
-  /* Inbound: 0x03 or 0x07 relayed raw to an agent that terminates TLS itself. */                  \
-  COUNTER(insecure_tls_passthrough)                                                                \
-  /* Inbound: 0x03 while sidecrypt has no certificate to answer with. */                           \
-  COUNTER(no_certificate_refused)                                                                  \
-  /* Inbound: a type byte Consul does not know, inside TLS ("unrecognized RPC byte"). */           \
-  COUNTER(unrecognized_byte_refused)                                                               \
-  /* Half-close: close_notify sent after the agent's FIN / received and mapped to a FIN. */        \
-  COUNTER(close_notify_sent)                                                                       \
-  COUNTER(close_notify_received)                                                                   \
-  /* The TLS peer closed its transport without close_notify (rpc-peers.md §2.3). */               \
+// Every counter of the RPC TLS filter, in one list (docs/architecture.md §4): the list doubles as
+// the metrics documentation. Exported as rpc_tls.<listener>.<name>.
+#define SIDECRYPT_RPC_TLS_STATS(COUNTER)                                                            \
+  /* TLS handshakes that completed / failed (either role). */                                       \
+  COUNTER(handshakes_ok)                                                                            \
+  COUNTER(handshakes_failed)                                                                        \
+  /* Outbound: agent bytes wrapped as 0x03 + TLS + inner type byte (docs/spec/consul-rpc-tls.md     \
+   * §1.8 outbound 4). */                                                                          \
+  COUNTER(tls_upgraded)                                                                             \
+  /* Outbound: the agent already speaks TLS (0x03, 0x07, a TLS record), relayed raw. */             \
+  COUNTER(passthrough_agent_tls)                                                                    \
+  /* Both directions: plaintext relayed unchanged (verify_outgoing off / verify_incoming off). */   \
+  COUNTER(passthrough_plaintext)                                                                    \
+  /* Inbound: 0x03 terminated and the inner type byte forwarded to the agent                        \
+   * (docs/spec/consul-rpc-tls.md §1.8 inbound 3). */                                              \
+  COUNTER(tls_terminated)                                                                           \
+  /* Inbound: native ALPN TLS terminated and mapped to a type byte (docs/spec/consul-rpc-tls.md     \
+   * §1.4). */                                                                                     \
+  COUNTER(native_tls_terminated)                                                                    \
+  /* Inbound: plaintext type byte refused because verify_incoming is on                             \
+   * (docs/spec/consul-rpc-tls.md §1.2 step 5). */                                                 \
+  COUNTER(plaintext_refused)                                                                        \
+  /* Inbound: 0x03 or 0x07 inside TLS (no TLS-in-TLS, docs/spec/consul-rpc-tls.md §1.2 step 6). */ \
+  COUNTER(tls_in_tls_refused)                                                                       \
+  /* Inbound: raft / raft-forwarding without a server.<dc>.<domain> certificate                     \
+   * (docs/spec/consul-rpc-tls.md §2.5). */                                                        \
+  COUNTER(raft_identity_refused)                                                                    \
+  /* Inbound: an ALPN with no plaintext equivalent, or none negotiated                              \
+   * (docs/spec/consul-rpc-tls.md §1.4). */                                                        \
+  COUNTER(alpn_unsupported)                                                                         \
+  /* Inbound: 0x07 closed because the plaintext agent cannot serve it (docs/spec/consul-rpc-tls.md  \
+   * §1.5). */                                                                                     \
+  COUNTER(insecure_tls_refused)                                                                     \
+  /* Inbound: 0x03 or 0x07 relayed raw to an agent that terminates TLS itself. */                   \
+  COUNTER(insecure_tls_passthrough)                                                                 \
+  /* Inbound: 0x03 while sidecrypt has no certificate to answer with. */                            \
+  COUNTER(no_certificate_refused)                                                                   \
+  /* Inbound: a type byte Consul does not know, inside TLS ("unrecognized RPC byte"). */            \
+  COUNTER(unrecognized_byte_refused)                                                                \
+  /* Half-close: close_notify sent after the agent's FIN / received and mapped to a FIN. */         \
+  COUNTER(close_notify_sent)                                                                        \
+  COUNTER(close_notify_received)                                                                    \
+  /* The TLS peer closed its transport without close_notify (docs/spec/rpc-peers.md §2.3). */      \
   COUNTER(truncated_by_peer)
 
 // Plain counters: one instance per listener, touched only by the loop thread.

@@ -32,7 +32,8 @@ uint16_t protocolVersion(TlsVersion v) {
   return TLS1_2_VERSION;
 }
 
-// Never prompt for a passphrase: Consul does not support encrypted keys (§2.4).
+// Never prompt for a passphrase: Consul does not support encrypted keys
+// (docs/spec/consul-rpc-tls.md §2.4).
 int refusePassphrase(char* /*buf*/, int /*size*/, int /*rwflag*/, void* /*userdata*/) {
   return 0;
 }
@@ -97,7 +98,7 @@ std::variant<size_t, std::string> addPemCertificates(const std::filesystem::path
 }
 
 // The native-TLS server picks in its own preference order, as Go does; with no overlap the
-// handshake fails with no_application_protocol (§1.4).
+// handshake fails with no_application_protocol (docs/spec/consul-rpc-tls.md §1.4).
 int selectConsulAlpn(SSL* /*ssl*/, const uint8_t** out, uint8_t* out_len, const uint8_t* in,
                      unsigned in_len, void* /*arg*/) {
   for (std::string_view mine : kConsulAlpnProtocols) {
@@ -162,15 +163,15 @@ std::string TlsContext::build() {
   ERR_clear_error();
   const TlsSettings& s = settings_;
   if (s.cert_file.empty() != s.key_file.empty()) {
-    return "cert_file and key_file must be set together";  // §2.4
+    return "cert_file and key_file must be set together";  // docs/spec/consul-rpc-tls.md §2.4
   }
   const bool is_server = role_ != TlsRole::Client;
   if (is_server && s.cert_file.empty()) {
     return "a TLS server needs cert_file and key_file";
   }
   if (role_ == TlsRole::Client && !s.verify_outgoing && !s.verify_server_hostname) {
-    // §2.3: without verify_outgoing Consul sends plaintext; an unverified TLS client would be
-    // a silent downgrade of what the operator asked for.
+    // docs/spec/consul-rpc-tls.md §2.3: without verify_outgoing Consul sends plaintext; an
+    // unverified TLS client would be a silent downgrade of what the operator asked for.
     return "outgoing TLS needs verify_outgoing (or verify_server_hostname)";
   }
   ctx_ = SSL_CTX_new(TLS_method());
@@ -186,7 +187,7 @@ std::string TlsContext::build() {
   }
   configureVerification();
   if (verifies_peer_ && !has_ca_) {
-    // Consul's own load-time errors (§2.1).
+    // Consul's own load-time errors (docs/spec/consul-rpc-tls.md §2.1).
     switch (role_) {
       case TlsRole::Client:
         return "VerifyOutgoing set but no CA certificates were provided";
@@ -200,14 +201,15 @@ std::string TlsContext::build() {
 }
 
 std::string TlsContext::configureProtocol() {
-  // toolchain.md §3.4: a fresh SSL_CTX allows TLS 1.0, so the minimum is always set. The
+  // docs/spec/toolchain.md §3.4: a fresh SSL_CTX allows TLS 1.0, so the minimum is always set. The
   // maximum stays at BoringSSL's highest (1.3), as Go's does.
   if (SSL_CTX_set_min_proto_version(ctx_, protocolVersion(settings_.tls_min_version)) != 1) {
     return "tls_min_version: " + drainSslErrors();
   }
   if (!settings_.tls_cipher_suites.empty()) {
     if (settings_.tls_min_version == TlsVersion::Tls13) {
-      return "tls_cipher_suites: TLS 1.3 cipher suites are not configurable";  // §2.2
+      return "tls_cipher_suites: TLS 1.3 cipher suites are not configurable";  // docs/spec/consul-rpc-tls.md
+                                                                               // §2.2
     }
     std::string list;
     for (const std::string& name : settings_.tls_cipher_suites) {
@@ -221,8 +223,8 @@ std::string TlsContext::configureProtocol() {
       return "tls_cipher_suites: " + drainSslErrors();
     }
   }
-  // Consul configures no session cache (§2.3); on servers tickets would only skip the
-  // re-verification a CA reload is meant to force (toolchain.md §3.8).
+  // Consul configures no session cache (docs/spec/consul-rpc-tls.md §2.3); on servers tickets would
+  // only skip the re-verification a CA reload is meant to force (docs/spec/toolchain.md §3.8).
   SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
   if (role_ != TlsRole::Client) {
     SSL_CTX_set_options(ctx_, SSL_OP_NO_TICKET);
@@ -236,7 +238,8 @@ std::string TlsContext::configureProtocol() {
 std::string TlsContext::loadTrust() {
   X509_STORE* store = SSL_CTX_get_cert_store(ctx_);
   const TlsSettings& s = settings_;
-  if (!s.ca_file.empty()) {  // §2.4: ca_file wins, ca_path is then ignored
+  // docs/spec/consul-rpc-tls.md §2.4: ca_file wins, ca_path is then ignored.
+  if (!s.ca_file.empty()) {
     auto added = addPemCertificates(s.ca_file, store);
     if (const auto* error = std::get_if<std::string>(&added)) {
       return "ca_file " + s.ca_file.string() + ": " + *error;
@@ -328,12 +331,14 @@ void TlsContext::configureVerification() {
   switch (role_) {
     case TlsRole::Client:
       // Chain (and EKU serverAuth) always; the name only with verify_server_hostname, set per
-      // connection by TlsEngine because it depends on the destination datacenter (§2.3).
+      // connection by TlsEngine because it depends on the destination datacenter
+      // (docs/spec/consul-rpc-tls.md §2.3).
       verifies_peer_ = true;
       SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER, nullptr);
       break;
     case TlsRole::Server:
-      // §2.2: without verify_incoming no CertificateRequest is sent at all.
+      // docs/spec/consul-rpc-tls.md §2.2: without verify_incoming no CertificateRequest is sent at
+      // all.
       verifies_peer_ = settings_.verify_incoming;
       SSL_CTX_set_verify(
           ctx_,
@@ -341,7 +346,8 @@ void TlsContext::configureVerification() {
           nullptr);
       break;
     case TlsRole::NativeServer:
-      verifies_peer_ = true;  // §1.4: always requires and verifies a client certificate
+      verifies_peer_ = true;  // docs/spec/consul-rpc-tls.md §1.4: always requires and verifies a
+                              // client certificate
       SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
       break;
   }

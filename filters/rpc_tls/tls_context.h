@@ -16,16 +16,18 @@ namespace sidecrypt::filters::rpc_tls {
 
 enum class TlsVersion : uint8_t { Tls10, Tls11, Tls12, Tls13 };
 
-// Consul's internal-RPC TLS settings (consul-rpc-tls.md §2.1), as plain data. proxy/ maps its
-// own config onto this; nothing here reads TOML.
+// Consul's internal-RPC TLS settings (docs/spec/consul-rpc-tls.md §2.1), as plain data. proxy/ maps
+// its own config onto this; nothing here reads TOML.
 struct TlsSettings {
-  std::filesystem::path ca_file;    // wins over ca_path when both are set (§2.4)
+  // ca_file wins over ca_path when both are set (docs/spec/consul-rpc-tls.md §2.4).
+  std::filesystem::path ca_file;
   std::filesystem::path ca_path;    // walked recursively; every file must hold a PEM certificate
   std::filesystem::path cert_file;  // leaf first, then intermediates
   std::filesystem::path key_file;   // SEC1, PKCS#8 or PKCS#1; unencrypted
   bool verify_incoming = false;
   bool verify_outgoing = false;
-  bool verify_server_hostname = false;  // implies verify_outgoing (§2.1)
+  // Implies verify_outgoing (docs/spec/consul-rpc-tls.md §2.1).
+  bool verify_server_hostname = false;
   TlsVersion tls_min_version = TlsVersion::Tls12;
   std::vector<std::string> tls_cipher_suites;  // Consul's IANA names; TLS <= 1.2 only
   std::string datacenter = "dc1";              // the local datacenter
@@ -33,20 +35,22 @@ struct TlsSettings {
 };
 
 enum class TlsRole : uint8_t {
-  Client,        // outbound 0x03 upgrade (§2.3)
-  Server,        // inbound 0x03 upgrade (§2.2): client certs only with verify_incoming
-  NativeServer,  // inbound native TLS (§1.4): ALPN list, always requires a client certificate
+  Client,        // outbound 0x03 upgrade (docs/spec/consul-rpc-tls.md §2.3)
+  Server,        // inbound 0x03 upgrade (docs/spec/consul-rpc-tls.md §2.2): client certs only with
+                 // verify_incoming
+  NativeServer,  // inbound native TLS (docs/spec/consul-rpc-tls.md §1.4): ALPN list, always
+                 // requires a client certificate
 };
 
-// Consul's ten accepted tls_cipher_suites names (§2.2).
+// Consul's ten accepted tls_cipher_suites names (docs/spec/consul-rpc-tls.md §2.2).
 const std::vector<std::string_view>& consulCipherSuites();
 
 class TlsContext;
 using TlsContextSharedPtr = std::shared_ptr<const TlsContext>;
 
 // One SSL_CTX built from TlsSettings for one role. Immutable once built; shared by every
-// connection started while it is current (a reload builds a new one, §2.6). The SSL_CTX holds
-// the private key; nothing here ever formats key material into a message.
+// connection started while it is current (a reload builds a new one, docs/spec/consul-rpc-tls.md
+// §2.6). The SSL_CTX holds the private key; nothing here ever formats key material into a message.
 class TlsContext {
  public:
   // Errors are returned as text that names the offending file or setting, e.g.

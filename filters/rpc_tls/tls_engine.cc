@@ -98,7 +98,7 @@ bool TlsEngine::init(const ClientOptions* options) {
     fail("cannot create a TLS connection: " + drainSslErrors());
     return false;
   }
-  SSL_set_bio(ssl_, rbio_, wbio_);  // takes one reference of each (toolchain.md §3.9)
+  SSL_set_bio(ssl_, rbio_, wbio_);  // takes one reference of each (docs/spec/toolchain.md §3.9)
   const TlsSettings& s = ctx_->settings();
   if (!is_client_) {
     SSL_set_accept_state(ssl_);
@@ -109,8 +109,9 @@ bool TlsEngine::init(const ClientOptions* options) {
   expected_server_name_ =
       serverName(options->datacenter.empty() ? s.datacenter : options->datacenter, s.domain);
   if (s.verify_server_hostname) {
-    // §2.3: SNI and a DNS-SAN-only name check (Go ignores the CN; BoringSSL falls back to it
-    // unless told not to, toolchain.md §3.5). SSL_set1_host avoids the namelen pitfall.
+    // docs/spec/consul-rpc-tls.md §2.3: SNI and a DNS-SAN-only name check (Go ignores the CN;
+    // BoringSSL falls back to it unless told not to, docs/spec/toolchain.md §3.5). SSL_set1_host
+    // avoids the namelen pitfall.
     if (SSL_set_tlsext_host_name(ssl_, expected_server_name_.c_str()) != 1 ||
         SSL_set1_host(ssl_, expected_server_name_.c_str()) != 1) {
       fail("cannot set server name " + expected_server_name_ + ": " + drainSslErrors());
@@ -148,7 +149,7 @@ bool TlsEngine::advanceHandshake() {
     onHandshakeDone();
     return true;
   }
-  // toolchain.md §3.3: read the error before any other SSL_* call.
+  // docs/spec/toolchain.md §3.3: read the error before any other SSL_* call.
   const int err = SSL_get_error(ssl_, rc);
   if (err == SSL_ERROR_WANT_READ) {
     return false;
@@ -190,8 +191,8 @@ void TlsEngine::fillPeerIdentity() {
   if (!ctx_->hasCa()) {
     return;
   }
-  // §2.5: verify again, as AuthorizeServerConn does, against the manually configured CAs with
-  // the server name and the EKU the peer's role needs; never by CN.
+  // docs/spec/consul-rpc-tls.md §2.5: verify again, as AuthorizeServerConn does, against the
+  // manually configured CAs with the server name and the EKU the peer's role needs; never by CN.
   bssl::UniquePtr<X509_STORE_CTX> check(X509_STORE_CTX_new());
   if (check && X509_STORE_CTX_init(check.get(), ctx_->caStore(), leaf.get(),
                                    SSL_get_peer_full_cert_chain(ssl_)) == 1) {
@@ -303,17 +304,17 @@ ptrdiff_t TlsEngine::clearOut(std::span<uint8_t> out) {
   if (rc > 0) {
     return rc;
   }
-  const int err = SSL_get_error(ssl_, rc);  // toolchain.md §3.3: immediately
+  const int err = SSL_get_error(ssl_, rc);  // docs/spec/toolchain.md §3.3: immediately
   switch (err) {
     case SSL_ERROR_WANT_READ:
       return 0;
     case SSL_ERROR_ZERO_RETURN:
-      // rpc-peers.md §2.1: close_notify; this side may keep writing.
+      // docs/spec/rpc-peers.md §2.1: close_notify; this side may keep writing.
       peer_closed_ = true;
       return kEof;
     case SSL_ERROR_SYSCALL:
       if (transport_eof_ && ERR_peek_error() == 0) {
-        // rpc-peers.md §2.3: a bare FIN. Consul always sends close_notify, so this is an
+        // docs/spec/rpc-peers.md §2.3: a bare FIN. Consul always sends close_notify, so this is an
         // abort or a foreign client; the caller decides whether to pass the FIN on.
         truncated_ = true;
         return kEof;
@@ -338,8 +339,8 @@ void TlsEngine::shutdownWrite() {
 }
 
 void TlsEngine::sendCloseNotify() {
-  // rpc-peers.md §2.2: SSL_shutdown once (0, or 1 if the peer closed first), then keep reading;
-  // never call it again to wait, BoringSSL treats data arriving then as fatal.
+  // docs/spec/rpc-peers.md §2.2: SSL_shutdown once (0, or 1 if the peer closed first), then keep
+  // reading; never call it again to wait, BoringSSL treats data arriving then as fatal.
   const int rc = SSL_shutdown(ssl_);
   if (rc < 0) {
     const int err = SSL_get_error(ssl_, rc);

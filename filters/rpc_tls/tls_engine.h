@@ -26,8 +26,8 @@ struct PeerIdentity {
   std::vector<std::string> dns_names;  // DNS SANs, in certificate order
   // The certificate verifies against the configured CAs as server.<dc>.<domain> (DNS SAN only,
   // never the CN) with the EKU this side requires of the peer: clientAuth on a server (Consul's
-  // AuthorizeServerConn, §2.5), serverAuth on a client. <dc> is the local datacenter on a
-  // server and the destination datacenter on a client.
+  // AuthorizeServerConn, docs/spec/consul-rpc-tls.md §2.5), serverAuth on a client. <dc> is the
+  // local datacenter on a server and the destination datacenter on a client.
   bool verifies_as_server = false;
 };
 
@@ -35,7 +35,8 @@ struct ClientOptions {
   // The datacenter being dialled: with verify_server_hostname the peer must be
   // server.<datacenter>.<domain> (SNI and name check). Empty means the local datacenter.
   std::string datacenter;
-  // ALPN names to offer (native mode, tests); empty for Consul's 0x03 mode (§2.3: no ALPN).
+  // ALPN names to offer (native mode, tests); empty for Consul's 0x03 mode
+  // (docs/spec/consul-rpc-tls.md §2.3: no ALPN).
   std::vector<std::string> alpn;
 };
 
@@ -47,8 +48,8 @@ struct ClientOptions {
 // engine may have handshake messages, alerts or close_notify to send even when a call fails);
 // after encIn(), call clearOut() until it returns 0 or less.
 //
-// Half-close (rpc-peers.md §2.4): shutdownWrite() sends close_notify once and keeps reading;
-// a received close_notify makes clearOut() return kEof while clearIn() keeps working.
+// Half-close (docs/spec/rpc-peers.md §2.4): shutdownWrite() sends close_notify once and keeps
+// reading; a received close_notify makes clearOut() return kEof while clearIn() keeps working.
 class TlsEngine {
  public:
   static constexpr ptrdiff_t kEof = -1;     // close_notify received, or transport EOF

@@ -106,7 +106,7 @@ std::optional<uint32_t> parseDurationMs(std::string_view s) {
 
 namespace {
 
-// The cipher suites Consul accepts for tls_cipher_suites (consul-rpc-tls.md §2.2).
+// The cipher suites Consul accepts for tls_cipher_suites (docs/spec/consul-rpc-tls.md §2.2).
 constexpr std::string_view kCipherSuites[] = {
     "TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256",       "TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256",
     "TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384",       "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384",

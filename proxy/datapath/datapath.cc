@@ -236,8 +236,9 @@ bool Datapath::openListener(Origin origin, int family, std::string& err) {
   const uint16_t port = origin == Origin::Outbound ? ic.outbound_port : ic.inbound_port;
   SocketAddress addr = SocketAddress::loopback(family, port);
   if (!tproxy && origin == Origin::Inbound) {
-    // REDIRECT in PREROUTING rewrites to the incoming interface's address (§C.3): listen on all,
-    // and accept only connections whose original destination is an agent port.
+    // REDIRECT in PREROUTING rewrites to the incoming interface's address
+    // (docs/spec/interception.md §C.3): listen on all, and accept only connections whose original
+    // destination is an agent port.
     addr = SocketAddress::parse(family == AF_INET ? "0.0.0.0:0" : "[::]:0");
     addr.setPort(port);
   }
@@ -342,8 +343,9 @@ void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
 StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin,
                                           const SessionInfo& info) {
   if (port.protocol == PortProtocol::Rpc) {
-    // Client agents dial only their own datacenter's servers (§1.3); a server dialling another
-    // datacenter's server (WAN) expects server.<that dc>.<domain>, by [[tls.datacenter]].
+    // Client agents dial only their own datacenter's servers (docs/spec/consul-rpc-tls.md §1.3); a
+    // server dialling another datacenter's server (WAN) expects server.<that dc>.<domain>, by
+    // [[tls.datacenter]].
     std::string dc = config_.agent.datacenter;
     if (origin == Origin::Outbound) {
       for (const auto& route : config_.tls.datacenters) {
@@ -375,8 +377,9 @@ int Datapath::upstreamFor(Origin origin, const SocketAddress& agent, const Socke
   if (origin == Origin::Outbound || ic.mode == InterceptMode::Redirect) {
     return openTcpUpstream(agent.family(), ic.proxy_mark, nullptr, err);
   }
-  // Inbound TPROXY: connect to the agent from the peer's own address (§C.2). A kernel-chosen
-  // port equal to the peer's source port would give the accepted connection's tuple: retry.
+  // Inbound TPROXY: connect to the agent from the peer's own address (docs/spec/interception.md
+  // §C.2). A kernel-chosen port equal to the peer's source port would give the accepted
+  // connection's tuple: retry.
   SocketAddress from = peer;
   from.setPort(0);
   for (int attempt = 0; attempt < 4; ++attempt) {
@@ -419,8 +422,8 @@ void Datapath::accept(Listener& l, int own_fd) {
   info.kind = port->protocol == PortProtocol::Gossip ? "gossip" : "rpc";
   const bool inbound_rpc = port->protocol == PortProtocol::Rpc && l.origin == Origin::Inbound;
   if (inbound_rpc) {
-    // Consul's per-IP limit and first-byte deadline (§1.2 steps 1-2), applied by sidecrypt
-    // because with REDIRECT the agent sees one address for every peer.
+    // Consul's per-IP limit and first-byte deadline (docs/spec/consul-rpc-tls.md §1.2 steps 1-2),
+    // applied by sidecrypt because with REDIRECT the agent sees one address for every peer.
     const uint32_t limit = config_.tls.rpc_max_conns_per_client;
     uint32_t& n = rpc_conns_per_ip_[info.peer.ip()];
     if (limit != 0 && n >= limit) {

@@ -35,7 +35,7 @@ struct KeyQueryStats {
 };
 
 // Reads the plaintext of the agent's UDP gossip on both sides of the seal/open filter
-// (gossip-wire.md §7, consul-rpc-tls.md §4.3):
+// (docs/spec/gossip-wire.md §7, docs/spec/consul-rpc-tls.md §4.3):
 //  - membership: alive/suspect/dead messages and node names into the census, the agent's own
 //    name from what it sends;
 //  - key rotation: a Serf key-manager query (inbound, or originated by the agent) is applied to

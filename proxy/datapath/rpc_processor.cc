@@ -53,7 +53,8 @@ bool RpcProcessor::decideOutbound(Buffer& in, StreamIo& io) {
   const auto d = rt::decideOutbound(setup_->outbound, first);
   count(d.counter);
   type_ = first;
-  wants_upstream_ = true;  // §1.8 outbound 1: dial only once the agent has spoken
+  // docs/spec/consul-rpc-tls.md §1.8 outbound 1: dial only once the agent has spoken.
+  wants_upstream_ = true;
   if (d.action != rt::OutboundAction::UpgradeTls) {
     mode_ = Mode::Raw;
     ready_ = true;
@@ -69,7 +70,8 @@ bool RpcProcessor::decideOutbound(Buffer& in, StreamIo& io) {
     return fail("cannot create a TLS client");
   }
   mode_ = Mode::Tls;
-  io.to_peer.append(static_cast<uint8_t>(rt::RpcType::Tls));  // §1.3 step 2: plaintext 0x03
+  // docs/spec/consul-rpc-tls.md §1.3 step 2: plaintext 0x03.
+  io.to_peer.append(static_cast<uint8_t>(rt::RpcType::Tls));
   return true;
 }
 
@@ -168,7 +170,8 @@ bool RpcProcessor::afterHandshake(StreamIo& io) {
     type_ = d.type;
     io.to_agent.append(d.type);
   } else {
-    // §1.8 inbound 3: the inner type byte, read through TLS, still under the deadline.
+    // docs/spec/consul-rpc-tls.md §1.8 inbound 3: the inner type byte, read through TLS, still
+    // under the deadline.
     uint8_t inner = 0;
     const ptrdiff_t n = engine_->clearOut(std::span<uint8_t>(&inner, 1));
     if (n == 0) {
@@ -217,7 +220,7 @@ bool RpcProcessor::pumpEngine(StreamIo& io) {
   }
   flushEncrypted(io.to_peer);
   // Close the peer's TCP side only when the TLS session is over in both directions, or the
-  // peer's transport already ended (rpc-peers.md §2.4).
+  // peer's transport already ended (docs/spec/rpc-peers.md §2.4).
   end_to_peer_ = engine_->fullyClosed() || (peer_eof_ && engine_->writeShutdown());
   return true;
 }
@@ -248,7 +251,8 @@ bool RpcProcessor::onAgentData(Buffer& in, bool end_stream, StreamIo& io) {
     return fail("TLS: " + engine_->error());
   }
   if (agent_eof_ && in.empty() && !engine_->writeShutdown()) {
-    engine_->shutdownWrite();  // agent FIN -> close_notify, keep reading (§1.6)
+    engine_->shutdownWrite();  // agent FIN -> close_notify, keep reading
+                               // (docs/spec/consul-rpc-tls.md §1.6)
     count(&rt::RpcTlsStats::close_notify_sent);
   }
   return pumpEngine(io);

@@ -14,11 +14,13 @@
 namespace sidecrypt::proxy {
 
 // The TLS material and rollout flags a connection starts with (a reload builds new ones;
-// established connections keep theirs, as Consul's per-handshake config does, §2.6).
+// established connections keep theirs, as Consul's per-handshake config does,
+// docs/spec/consul-rpc-tls.md §2.6). Native TLS needs a certificate and a CA
+// (docs/spec/consul-rpc-tls.md §1.4).
 struct RpcTlsSetup {
   filters::rpc_tls::TlsContextSharedPtr client;         // null unless verify_outgoing
   filters::rpc_tls::TlsContextSharedPtr server;         // null without cert_file/key_file
-  filters::rpc_tls::TlsContextSharedPtr native_server;  // null unless cert + CA (§1.4)
+  filters::rpc_tls::TlsContextSharedPtr native_server;  // null unless cert + CA
   filters::rpc_tls::OutboundPolicy outbound;
   filters::rpc_tls::InboundPolicy inbound;
   std::string local_server_name;  // server.<dc>.<domain>
@@ -28,12 +30,12 @@ struct RpcTlsSetup {
 };
 using RpcTlsSetupConstPtr = std::shared_ptr<const RpcTlsSetup>;
 
-// Consul's RPC port (8300) for one connection, in either direction (consul-rpc-tls.md §1.8).
-// Outbound: the agent's first byte decides (before dialling): relay raw, or write 0x03, run a TLS
-// client and send the agent's bytes (its type byte first) inside TLS. Inbound: the peer's first
-// byte decides: relay raw (accept-both stage), terminate 0x03 TLS and hand the inner type byte and
-// the decrypted stream to the agent, terminate native ALPN TLS, or close with Consul's reason.
-// Half-close maps FIN <-> close_notify both ways (rpc-peers.md §2.4).
+// Consul's RPC port (8300) for one connection, in either direction (docs/spec/consul-rpc-tls.md
+// §1.8). Outbound: the agent's first byte decides (before dialling): relay raw, or write 0x03, run
+// a TLS client and send the agent's bytes (its type byte first) inside TLS. Inbound: the peer's
+// first byte decides: relay raw (accept-both stage), terminate 0x03 TLS and hand the inner type
+// byte and the decrypted stream to the agent, terminate native ALPN TLS, or close with Consul's
+// reason. Half-close maps FIN <-> close_notify both ways (docs/spec/rpc-peers.md §2.4).
 class RpcProcessor final : public StreamProcessor, public UpstreamReadyDeadline {
  public:
   RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup, std::string destination_datacenter,

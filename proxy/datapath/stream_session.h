@@ -37,7 +37,7 @@ class UpstreamReadyDeadline {
 };
 
 // One proxied TCP connection: the agent's socket and the peer's socket with a StreamProcessor
-// between them (architecture.md §3). Reads straight into per-side buffers (until the processor
+// between them (docs/architecture.md §3). Reads straight into per-side buffers (until the processor
 // is ready, small ones that are released whenever they drain, so stalled handshakes cost little
 // memory); one write in flight per socket; reading from a side stops while the other side has more
 // than kHighWater bytes queued (backpressure) and resumes below kLowWater. Half-close: a side's FIN

@@ -121,9 +121,9 @@ void GossipDecoder::packet(std::span<const uint8_t> payload, DecodedItem& item) 
     item.errors.emplace_back("empty datagram");
     return;
   }
-  // Versions 0 and 1 overlap the ping/indirect-ping type bytes (gossip-wire.md §1): a payload
-  // that could be sealed and does not open is called encrypted only if it is not a plaintext
-  // message either.
+  // Versions 0 and 1 overlap the ping/indirect-ping type bytes (docs/spec/gossip-wire.md §1): a
+  // payload that could be sealed and does not open is called encrypted only if it is not a
+  // plaintext message either.
   const bool could_be_sealed = body[0] <= 1 && body.size() >= filters::gossip::kV1Overhead;
   OpenResult r;
   r.error = OpenError::NoKey;

@@ -46,7 +46,7 @@ struct DecodedItem {
 class GossipDecoder {
  public:
   // `keys` may be null or empty (plaintext only). `label` is the AAD for input without a label
-  // header (HEAD labels, gossip-wire.md §3.6).
+  // header (HEAD labels, docs/spec/gossip-wire.md §3.6).
   GossipDecoder(filters::keyring::KeySetConstSharedPtr keys, std::string label);
 
   // All stream decoders together hold at most this many bytes of unfinished messages.
@@ -63,7 +63,8 @@ class GossipDecoder {
   // One UDP payload (label header included, if any).
   void packet(std::span<const uint8_t> payload, DecodedItem& item);
   // One stream message as the framer delimited it; `label_len` bytes of label header lead it.
-  // `peer_label`: the label the dialer sent (a reply's AAD carries it, §5.1).
+  // `peer_label`: the label the dialer sent (a reply's AAD carries it, docs/spec/gossip-wire.md
+  // §5.1).
   void streamMessage(std::span<const uint8_t> msg, size_t label_len, std::string_view peer_label,
                      DecodedItem& item);
 

@@ -84,7 +84,8 @@ RuleParams ruleParams(const Config& cfg) {
   for (const auto& port : ic.ports) {
     if (port.transport != Transport::Udp) {
       tcp_out.insert(port.port);
-      // A client agent has no RPC listener: only servers take inbound RPC (consul-rpc-tls §2.7).
+      // A client agent has no RPC listener: only servers take inbound RPC
+      // (docs/spec/consul-rpc-tls.md §2.7).
       if (port.protocol == PortProtocol::Gossip || cfg.agent.server ||
           cfg.agent.profile == Profile::Custom) {
         tcp_in.insert(port.port);
@@ -153,7 +154,7 @@ std::string nftRuleset(const RuleParams& p) {
         t += "    iifname \"lo\" meta mark " + dm + " fib daddr type != local meta nfproto " +
              nfproto + " meta l4proto " + proto + " tproxy " + to(fam, out) + " accept\n";
       }
-      // Serf answers its own queries with a UDP packet to its own address (gossip-wire.md
+      // Serf answers its own queries with a UDP packet to its own address (docs/spec/gossip-wire.md
       // §7.1): that answer comes to sidecrypt too, so a key query the agent originates gets
       // sidecrypt's answer for it (sidecrypt delivers it from a non-gossip source port).
       if (!p.udp.empty()) {
@@ -299,7 +300,7 @@ void policyRouting(const RuleParams& p, std::vector<RuleStep>& steps, bool insta
     fams.emplace_back("-6", "::/0");
   }
   for (const auto& [fam, any] : fams) {
-    // `ip rule add` is not idempotent: delete every copy first (§E.5).
+    // `ip rule add` is not idempotent: delete every copy first (docs/spec/interception.md §E.5).
     steps.push_back({{"ip", fam, "rule", "del", "pref", pref, "fwmark", mark, "lookup", table},
                      "",
                      Kind::Repeat});
@@ -359,13 +360,14 @@ RulePlan installPlan(const RuleParams& p, RulesBackend backend) {
     if (v6 && !p.ipv6) {
       continue;
     }
-    // --noflush: only our chains are (re)created; the load is atomic per table (§E.5).
+    // --noflush: only our chains are (re)created; the load is atomic per table
+    // (docs/spec/interception.md §E.5).
     plan.steps.push_back(
         {{iptablesBin(backend, v6, "-restore"), "--noflush"}, iptablesRuleset(p, v6), Kind::Must});
     const std::string bin = iptablesBin(backend, v6);
     for (const auto& j : jumps(p)) {
-      // Our jumps go first so a foreign ACCEPT cannot skip them (§E.3): delete every copy,
-      // then insert at position 1.
+      // Our jumps go first so a foreign ACCEPT cannot skip them (docs/spec/interception.md §E.3):
+      // delete every copy, then insert at position 1.
       plan.steps.push_back({jumpArgs(bin, j, "-D"), "", Kind::Repeat});
       auto insert = jumpArgs(bin, j, "-I");
       insert.insert(insert.begin() + 5, "1");

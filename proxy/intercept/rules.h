@@ -9,7 +9,7 @@
 
 namespace sidecrypt::proxy {
 
-// Everything the netfilter rules depend on, derived from the config (interception.md §1).
+// Everything the netfilter rules depend on, derived from the config (docs/spec/interception.md §1).
 struct RuleParams {
   InterceptMode mode = InterceptMode::Tproxy;
   std::vector<uint16_t> tcp_out;  // agent ports whose outgoing TCP is captured
@@ -39,14 +39,14 @@ struct RulePlan {
   std::vector<RuleStep> steps;
 };
 
-// Which backend to use (interception.md §E.3): the requested one, or for Auto: native nft when
-// it works and no iptables-legacy rules exist; else the iptables backend that holds rules.
+// Which backend to use (docs/spec/interception.md §E.3): the requested one, or for Auto: native nft
+// when it works and no iptables-legacy rules exist; else the iptables backend that holds rules.
 // `why` says how the choice was made.
 RulesBackend chooseBackend(RulesBackend requested, std::string& why);
 const char* toString(RulesBackend b);
 
 // Idempotent install (twice gives the same state) and clean removal that leaves foreign rules
-// alone (§E.5, §E.6). Policy routing only in TPROXY mode.
+// alone (docs/spec/interception.md §E.5, §E.6). Policy routing only in TPROXY mode.
 RulePlan installPlan(const RuleParams& p, RulesBackend backend);
 RulePlan removePlan(const RuleParams& p, RulesBackend backend);
 

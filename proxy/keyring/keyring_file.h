@@ -28,9 +28,9 @@ std::variant<KeySetConstSharedPtr, KeyringMissing, std::string> loadKeyringFile(
 std::optional<std::string> writeKeyringFile(const std::filesystem::path& path,
                                             const filters::keyring::KeySet& keys);
 
-// Consul's startup precedence (consul-rpc-tls.md §4.2): an existing file wins over `encrypt`
-// (with a warning when it lacks that key); a missing file is created from `encrypt`; neither
-// means no keyring.
+// Consul's startup precedence (docs/spec/consul-rpc-tls.md §4.2): an existing file wins over
+// `encrypt` (with a warning when it lacks that key); a missing file is created from `encrypt`;
+// neither means no keyring.
 struct ResolvedKeyring {
   KeySetConstSharedPtr keys;  // null when neither file nor encrypt exists
   bool created = false;

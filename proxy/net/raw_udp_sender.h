@@ -12,9 +12,9 @@
 namespace sidecrypt::proxy {
 
 // Sends UDP datagrams with any source address and port through a raw IPPROTO_UDP socket
-// (interception.md §B.3): the agent's own ip:port for outbound gossip (memberlist sends and
-// receives on one port), the peer's exact ip:port for inbound delivery. The kernel builds the IP
-// header and fragments; sidecrypt writes the UDP header (IPv4 checksum computed here, IPv6 by
+// (docs/spec/interception.md §B.3): the agent's own ip:port for outbound gossip (memberlist sends
+// and receives on one port), the peer's exact ip:port for inbound delivery. The kernel builds the
+// IP header and fragments; sidecrypt writes the UDP header (IPv4 checksum computed here, IPv6 by
 // the kernel via IPV6_CHECKSUM). Needs CAP_NET_RAW. Batches with sendmmsg.
 class RawUdpSender {
  public:

@@ -1,7 +1,7 @@
 // Gossip keyring encryption and stream framing (issue 4). Run: ./build/tests/bench/bench_gossip
 //   BM_SealPacket/<size>            seal one payload with the primary key (v1, fresh nonce)
 //   BM_OpenPacket/<size>/<index>    open with a 4-key ring; index 0 = primary hit, 3 = 4th key
-//                                   (three failed GCM opens first, gossip-wire.md §3.3)
+//                                   (three failed GCM opens first, docs/spec/gossip-wire.md §3.3)
 //   BM_PeerPacketFilter/<size>/<i>  the whole UDP receive path (label, open, crash-shape checks)
 //   BM_FramerPushPull/<chunk>       stream framer over a ~64 KiB push/pull, fed in chunks
 //   BM_StreamSeal/<size>            stream filter: frame + seal one agent message

@@ -2,7 +2,7 @@
 """Long idle RPC streams through a sidecrypt pair (issue 6): not cut, still working after 11 min.
 
 Consul keeps pooled RPC connections and blocking-query streams open for minutes (pool idle reap
-127 s / 2 min, blocking queries up to 600 s + 7 s hold, consul-rpc-tls.md §1.7), so sidecrypt
+127 s / 2 min, blocking queries up to 600 s + 7 s hold, docs/spec/consul-rpc-tls.md §1.7), so sidecrypt
 must not cut an established stream that is quiet. Too slow for CI; run it by hand, as root:
 
   python3 tests/bench/idle_stream.py --build build [--idle 660]

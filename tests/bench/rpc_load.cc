@@ -15,9 +15,9 @@
 // (to EOF), 'D' discard (to EOF). The backend is one thread per connection, TCP_NODELAY. Clients
 // close gracefully (shutdown(SHUT_WR), read to EOF, close), like Consul's half-close.
 //
-// `tls` is the crypto micro-measure for Debian's BoringSSL (OPENSSL_SMALL, toolchain.md §3.1):
-// ECDSA P-256 sign and verify, X25519, and full mutual-TLS 1.3 handshakes with both ends in this
-// thread over a BIO pair, with the certificates the relays use (no session resumption).
+// `tls` is the crypto micro-measure for Debian's BoringSSL (OPENSSL_SMALL, docs/spec/toolchain.md
+// §3.1): ECDSA P-256 sign and verify, X25519, and full mutual-TLS 1.3 handshakes with both ends in
+// this thread over a BIO pair, with the certificates the relays use (no session resumption).
 //
 // Each command prints one JSON line on stdout; `server` prints "LISTENING" on stderr when bound,
 // `idle` prints "READY" on stderr once every connection carried one echo. Every loop is bounded

@@ -1,7 +1,7 @@
 // Fuzzes the gossip stream framer and the stream filter's peer side: any input must give the
-// same result fed whole, split in two, or one byte at a time (gossip-wire.md §6), and never
-// crash. Input: [flags][split][stream bytes]. flags bit 0: dialled side (label allowed),
-// bit 1: verify_incoming, bit 2: Outbound. The ring holds the streams.json keys.
+// same result fed whole, split in two, or one byte at a time (docs/spec/gossip-wire.md §6), and
+// never crash. Input: [flags][split][stream bytes]. flags bit 0: dialled side (label allowed), bit
+// 1: verify_incoming, bit 2: Outbound. The ring holds the streams.json keys.
 #include <array>
 #include <cstdint>
 #include <memory>

@@ -53,7 +53,7 @@ def streams():
         write(t, "neg-" + n["name"], bytes([2, 1]) + bytes.fromhex(n["input_hex"]))
     lab = load("labels.json")["stream_frame"]
     write(t, "label-stream", bytes([1, 3]) + bytes.fromhex(lab["dialer_writes_hex"]))
-    # hostile push/pull headers (gossip-wire.md §9)
+    # hostile push/pull headers (docs/spec/gossip-wire.md §9)
     write(t, "nodes-2-40", bytes([0, 5]) + bytes.fromhex(
         "0682a54e6f646573cf0000010000000000ac5573657253746174654c656e00"))
     write(t, "userstate-neg", bytes([0, 2]) + bytes.fromhex(

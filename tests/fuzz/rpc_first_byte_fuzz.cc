@@ -1,6 +1,6 @@
 // Fuzzes the RPC first-byte state machines (filters/rpc_tls/first_byte.h) with peer-chosen
 // bytes under every policy, and traps on any decision that would break a security rule of
-// consul-rpc-tls.md §1.2/§1.8.
+// docs/spec/consul-rpc-tls.md §1.2/§1.8.
 //
 // Input: [policy bits][peer is server][first byte][inner byte][ALPN name...]
 #include <cstdint>
@@ -48,7 +48,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   InboundDecider decider(p, "server.dc1.consul");
   const InboundDecision d = decider.onFirstByte(first);
   checkDecision(d);
-  // verify_incoming: no plaintext type byte ever reaches the agent (§1.2 step 5).
+  // verify_incoming: no plaintext type byte ever reaches the agent (docs/spec/consul-rpc-tls.md
+  // §1.2 step 5).
   if (p.verify_incoming && d.action == InboundAction::ForwardRaw) {
     check(first == 3 || first == 7);
   }

@@ -22,7 +22,7 @@ HOSTS = {"proxied": "h1", "nat1": "h2", "nat2": "h3"}
 ATTACKER = "h4"
 N_DATAGRAMS = 10000
 N_STREAMS = 100
-# What memberlist 0.2.2 (and serf) log when an input reaches them and fails (gossip-wire.md §9,
+# What memberlist 0.2.2 (and serf) log when an input reaches them and fails (docs/spec/gossip-wire.md §9,
 # negatives.json outcome_0_2_2), plus any panic.
 AGENT_ERROR = re.compile(r"Failed to decode|not supported|invalid checksum|truncated messages|"
                          r"failed to receive|Failed to handle|Decrypt packet failed|"

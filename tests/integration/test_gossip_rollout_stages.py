@@ -1,5 +1,5 @@
 """Claim: a plaintext serf agent behind sidecrypt walks Consul's documented gossip-encryption
-rollout (gossip-wire.md §4.4, consul-rpc-tls.md §6.2) by reloading sidecrypt only, next to real
+rollout (docs/spec/gossip-wire.md §4.4, docs/spec/consul-rpc-tls.md §6.2) by reloading sidecrypt only, next to real
 memberlist 0.2.2 peers that make the same moves the way operators do (rolling restarts), and no
 member is ever marked suspect or failed:
 

@@ -198,7 +198,7 @@ class GoRpcPeers(unittest.TestCase):
         f = self.assertOk(client(s, "-tls", *CA, *CLIENT_CERT))
         self.assertEqual(f["server_tls"], "true")
         self.assertEqual(f["server_inner"], "4")
-        self.assertEqual(f["server_sni"], "")  # §2.3: no ServerName, so no SNI
+        self.assertEqual(f["server_sni"], "")  # docs/spec/consul-rpc-tls.md §2.3: no ServerName, so no SNI
         self.assertEqual(f["server_peer_cn"], "client.dc1.consul")
 
     def test_tls_verify_server_hostname(self):
@@ -212,7 +212,7 @@ class GoRpcPeers(unittest.TestCase):
         # Snapshot over TLS: the client's CloseWrite is a close_notify; the reply still arrives.
         f = self.assertOk(client(s, *vsh, "-mode", "snapshot", "-size", "200000"))
         self.assertEqual(f["bytes_down"], "600000")
-        # Native TLS with ALPN, no prefix byte (§1.4).
+        # Native TLS with ALPN, no prefix byte (docs/spec/consul-rpc-tls.md §1.4).
         f = self.assertOk(client(s, "-alpn", "consul/rpc-multi", "-verify-server-hostname", *CA,
                                  *CLIENT_CERT))
         self.assertEqual(f["alpn"], "consul/rpc-multi")

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # build.sh OUTDIR: builds the Go test peers offline into OUTDIR (rpcpeer).
 #
-# GOPATH mode with Debian's packaged sources (rpc-peers.md §5.2): golang-go plus
+# GOPATH mode with Debian's packaged sources (docs/spec/rpc-peers.md §5.2): golang-go plus
 # golang-github-hashicorp-{yamux,net-rpc-msgpackrpc,go-msgpack}-dev. No module proxy, no network.
 # Exit 3 when Go itself is missing, so callers can tell "cannot build here" from a build error.
 set -euo pipefail

@@ -183,7 +183,7 @@ func runQuery(s *serf.Serf, o *options) {
 }
 
 // sealV1 encrypts a packet payload as memberlist 0.2.2 does for encryption version 1
-// (gossip-wire.md §3.3): [1][12-byte nonce][AES-GCM ciphertext and 16-byte tag], no additional
+// (docs/spec/gossip-wire.md §3.3): [1][12-byte nonce][AES-GCM ciphertext and 16-byte tag], no additional
 // data (no label).
 func sealV1(key, plain []byte) ([]byte, error) {
 	block, err := aes.NewCipher(key)
@@ -205,7 +205,7 @@ func sealV1(key, plain []byte) ([]byte, error) {
 // sendPacketFile is the -send-packets mode: hand-made datagrams for robustness tests, e.g. the
 // plaintext shapes that crash memberlist 0.2.2, sealed with the cluster key the way a (buggy or
 // hostile) key holder would send them. "relabel-v0 HEX" seals HEX and then changes the version
-// byte to 0, which no key is needed for (gossip-wire.md §9).
+// byte to 0, which no key is needed for (docs/spec/gossip-wire.md §9).
 func sendPacketFile(o *options) error {
 	text, err := os.ReadFile(o.sendPackets)
 	if err != nil {

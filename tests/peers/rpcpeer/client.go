@@ -1,5 +1,5 @@
 // rpcpeer client: dials like Consul's connection pool (consul agent/pool/pool.go;
-// consul-rpc-tls.md §1.3, §2.3), runs RPC calls or a half-close exchange, prints one RESULT line.
+// docs/spec/consul-rpc-tls.md §1.3, §2.3), runs RPC calls or a half-close exchange, prints one RESULT line.
 package main
 
 import (
@@ -52,7 +52,7 @@ func clientMain(args []string) int {
 	fs.StringVar(&c.addr, "addr", "", "server address host:port")
 	fs.BoolVar(&c.useTLS, "tls", false, "Consul's verify_outgoing: 0x03 (or 0x07) then TLS")
 	fs.StringVar(&c.mode, "mode", "rpc", "rpc (0x04 yamux) | rpc-single (0x00) | snapshot (0x05) | raft (0x01) | insecure (0x07)")
-	fs.StringVar(&c.alpn, "alpn", "", "native TLS: no prefix byte, offer this ALPN name (§1.4)")
+	fs.StringVar(&c.alpn, "alpn", "", "native TLS: no prefix byte, offer this ALPN name") // docs/spec/consul-rpc-tls.md §1.4
 	fs.IntVar(&c.typeByte, "type", -1, "override the (inner) type byte, for refusal tests")
 	fs.StringVar(&c.tf.ca, "ca", "", "CA file")
 	fs.StringVar(&c.tf.cert, "cert", "", "client certificate (sent when the server asks)")
@@ -86,7 +86,7 @@ func clientMain(args []string) int {
 }
 
 // tlsConfig is Consul's outgoing config: ServerName with verify_server_hostname, otherwise
-// InsecureSkipVerify plus a chain-only check against the CA with no name (§2.3).
+// InsecureSkipVerify plus a chain-only check against the CA with no name (docs/spec/consul-rpc-tls.md §2.3).
 func (c *client) tlsConfig() (*tls.Config, error) {
 	cfg, pool, err := c.tf.base()
 	if err != nil {
@@ -285,7 +285,7 @@ func (c *client) echoCalls(cc rpc.ClientCodec, n, stream, round int) error {
 }
 
 // runSnapshot: header + body, half-close (close_notify over TLS, FIN in plaintext), then read
-// the reply header and body to EOF, as Consul's snapshot client does (§1.6).
+// the reply header and body to EOF, as Consul's snapshot client does (docs/spec/consul-rpc-tls.md §1.6).
 func (c *client) runSnapshot(conn net.Conn) error {
 	body := pattern(c.size, 7)
 	req := SnapshotRequest{Op: "echo", Size: int64(len(body)), Factor: c.factor}

@@ -18,7 +18,7 @@ import (
 	"github.com/hashicorp/go-msgpack/codec"
 )
 
-// Consul's first bytes (consul agent/pool/conn.go; consul-rpc-tls.md §1.1).
+// Consul's first bytes (consul agent/pool/conn.go; docs/spec/consul-rpc-tls.md §1.1).
 const (
 	rpcConsul         byte = 0
 	rpcRaft           byte = 1
@@ -33,7 +33,7 @@ const (
 	rpcMaxTypeValue   byte = 9
 )
 
-// §1.1: ALPN names in the order a Consul server offers them, and the type each stands for
+// docs/spec/consul-rpc-tls.md §1.1: ALPN names in the order a Consul server offers them, and the type each stands for
 // (-1: no plaintext equivalent).
 var alpnProtocols = []string{
 	"consul/rpc-single", "consul/raft", "consul/rpc-multi", "consul/rpc-snapshot",
@@ -46,7 +46,7 @@ var alpnTypes = map[string]int{
 	"consul/wan-gossip/packet": -1, "consul/wan-gossip/stream": -1,
 }
 
-// Consul's msgpack handle (rpc-peers.md §5.1).
+// Consul's msgpack handle (docs/spec/rpc-peers.md §5.1).
 var msgpackHandle = &codec.MsgpackHandle{RawToString: true, BasicHandle: codec.BasicHandle{
 	DecodeOptions: codec.DecodeOptions{MapType: reflect.TypeOf(map[string]interface{}{})}}}
 

@@ -4,7 +4,7 @@
 //	rpcpeer client [flags]   dial like a Consul agent, run calls, print one RESULT line
 //
 // Built offline from Go's standard library and Debian's hashicorp packages
-// (tests/peers/build.sh; rpc-peers.md §5). Output lines are "WORD key=value ...": the server
+// (tests/peers/build.sh; docs/spec/rpc-peers.md §5). Output lines are "WORD key=value ...": the server
 // prints LISTENING once and one EVENT per connection decision; the client prints
 // "RESULT ok ..." (exit 0) or "RESULT fail ... error=..." (exit 1). Every wait is bounded.
 package main

@@ -1,5 +1,5 @@
 // rpcpeer server: accepts connections and dispatches first bytes as Consul's RPC port does
-// (consul agent/consul/rpc.go handleConn; consul-rpc-tls.md §1.2).
+// (consul agent/consul/rpc.go handleConn; docs/spec/consul-rpc-tls.md §1.2).
 package main
 
 import (
@@ -27,9 +27,9 @@ type server struct {
 	verifyIncoming   bool
 	handshakeTimeout time.Duration
 	maxBody          int64
-	incoming         *tls.Config // 0x03: client cert only with verify_incoming (§2.2)
+	incoming         *tls.Config // 0x03: client cert only with verify_incoming (docs/spec/consul-rpc-tls.md §2.2)
 	insecure         *tls.Config // 0x07: never requests a client cert
-	native           *tls.Config // §1.4: ALPN, always requires a client cert
+	native           *tls.Config // docs/spec/consul-rpc-tls.md §1.4: ALPN, always requires a client cert
 	pool             *x509.CertPool
 	nextID           int64
 }
@@ -113,7 +113,7 @@ func (s *server) configure() error {
 	}
 	s.insecure = base.Clone()
 	s.insecure.ClientAuth = tls.NoClientCert
-	if pool != nil { // "mutual-TLS capable": CA and certificate (§1.2 step 3)
+	if pool != nil { // "mutual-TLS capable": CA and certificate (docs/spec/consul-rpc-tls.md §1.2 step 3)
 		s.native = base.Clone()
 		s.native.ClientCAs = pool
 		s.native.ClientAuth = tls.RequireAndVerifyClientCert
@@ -206,7 +206,7 @@ func (s *server) dispatch(c net.Conn, t byte, isTLS bool, info ConnInfo, id int6
 			s.refuse(c, id, info, "no certificate configured for TLS")
 			return
 		}
-		if t == rpcTLSInsecure { // no client certificate, no inner byte (§1.5)
+		if t == rpcTLSInsecure { // no client certificate, no inner byte (docs/spec/consul-rpc-tls.md §1.5)
 			tc, info, ok := s.handshake(c, s.insecure, id, info)
 			if ok {
 				info.Inner = -1
@@ -237,7 +237,7 @@ func (s *server) dispatch(c net.Conn, t byte, isTLS bool, info ConnInfo, id int6
 	}
 }
 
-// authorizeServer is AuthorizeServerConn (§2.5): with verify_incoming and
+// authorizeServer is AuthorizeServerConn (docs/spec/consul-rpc-tls.md §2.5): with verify_incoming and
 // verify_server_hostname, a TLS raft peer must hold server.<dc>.<domain> with clientAuth.
 func (s *server) authorizeServer(c net.Conn, isTLS bool) string {
 	if !isTLS || !s.verifyIncoming || !s.tf.verifyHostname {
@@ -301,12 +301,12 @@ func (s *server) serveYamux(c net.Conn, info ConnInfo) {
 	}
 }
 
-// serveSnapshot: request header, body to EOF (the client half-closes, §1.6), then the reply
+// serveSnapshot: request header, body to EOF (the client half-closes, docs/spec/consul-rpc-tls.md §1.6), then the reply
 // header and Factor copies of the body, then a half-close of our own and close.
 func (s *server) serveSnapshot(c net.Conn) {
 	defer c.Close()
 	c.SetDeadline(time.Now().Add(60 * time.Second))
-	dec := codec.NewDecoder(c, msgpackHandle) // does not read ahead (rpc-peers.md §5.1)
+	dec := codec.NewDecoder(c, msgpackHandle) // does not read ahead (docs/spec/rpc-peers.md §5.1)
 	var req SnapshotRequest
 	resp := SnapshotResponse{}
 	body := []byte(nil)

@@ -125,7 +125,7 @@ TEST_CASE("gossip_codec: all six keyring.json packets open with the right key in
 TEST_CASE("gossip_codec: a packet sealed with key #2 opens after key #1 has failed",
           "[gossip][keyring]") {
   // BoringSSL zeroes the output on a failed open: opening out of place keeps the input intact
-  // for the next key (architecture.md §3).
+  // for the next key (docs/architecture.md §3).
   auto doc = loadVectors("keyring.json");
   auto ring = ringFromHex(doc["keyring_hex"]);
   for (const auto& v : doc["vectors"]) {

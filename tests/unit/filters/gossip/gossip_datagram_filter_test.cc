@@ -156,7 +156,8 @@ TEST_CASE("gossip_datagram_filter: negatives.json are dropped and never crash",
       Slots s(input);
       auto r = f.onPeerPacket(s.packet, s.spare);
       if (keyless) {
-        // No keys: memberlist does not even try to decrypt (§4.1); the packet is plaintext.
+        // No keys: memberlist does not even try to decrypt (docs/spec/gossip-wire.md §4.1); the
+        // packet is plaintext.
         CHECK(r.reason == PacketReason::PlaintextAccepted);
       } else if (must_drop) {
         CHECK(r.verdict == Verdict::Drop);
@@ -198,7 +199,8 @@ TEST_CASE("gossip_datagram_filter: verify_incoming off accepts plaintext with a 
         CHECK(r.verdict == Verdict::Drop);  // never forwarded as plaintext either
         CHECK(r.reason == PacketReason::BadPadding);
       } else {
-        // §4.1: "processed as plaintext": the original bytes go to the agent
+        // docs/spec/gossip-wire.md §4.1: "processed as plaintext": the original bytes go to the
+        // agent
         CHECK(r.verdict == Verdict::Forward);
         CHECK(r.reason == PacketReason::PlaintextAccepted);
         CHECK(r.shadow_refused);

@@ -1,6 +1,6 @@
 // Serf key-manager queries: recognised in real captured traffic, and answered byte for byte as a
-// real encrypting serf node answered them (captured/verified.json frames 28-56, gossip-wire.md
-// §7.1).
+// real encrypting serf node answered them (captured/verified.json frames 28-56,
+// docs/spec/gossip-wire.md §7.1).
 #include <map>
 
 #include "filters/gossip/key_query.h"

@@ -241,7 +241,8 @@ TEST_CASE("message_walker: Serf relay, userEvent and stream user messages", "[go
 
 TEST_CASE("message_walker: push/pull headers, HEAD's signed ints and hostile counts",
           "[gossip][walker]") {
-  // HEAD writes ints > 127 as d1 (gossip-wire.md §2): UserStateLen 300 with two 0-byte fields.
+  // HEAD writes ints > 127 as d1 (docs/spec/gossip-wire.md §2): UserStateLen 300 with two 0-byte
+  // fields.
   Bytes pp = Mp().byte(6)
                  .map(3)
                  .str("Join")

@@ -215,7 +215,8 @@ TEST_CASE("message_walker: the captured join push/pull opens and walks both dire
     CHECK("encrypt(key " + std::to_string(index) + ") > " + summary.text() ==
           want[layers].get<std::string>());
     REQUIRE(rec.messages.size() == 1);
-    CHECK(rec.messages[0].user_state_len == 586);  // Serf's messagePushPull (§6)
+    // Serf's messagePushPull (docs/spec/gossip-wire.md §6).
+    CHECK(rec.messages[0].user_state_len == 586);
     CHECK(rec.messages[0].has_serf);
     CHECK(rec.messages[0].serf.type == static_cast<int>(SerfType::PushPull));
     CHECK(rec.messages[0].serf.decoded);

@@ -84,7 +84,7 @@ TEST_CASE("stream_framer: the decrypted push/pull has the sizes the spec lists",
   const auto& ex = doc["exchanges"][0];
   REQUIRE(ex["name"] == "plain-pushpull-uncompressed");
   auto bytes = hex(ex["request_hex"]);
-  CHECK(bytes.size() == 278);  // 1 + 28 + 74 + 74 + 68 + 33 (gossip-wire.md §6)
+  CHECK(bytes.size() == 278);  // 1 + 28 + 74 + 74 + 68 + 33 (docs/spec/gossip-wire.md §6)
   // Stop at each boundary the spec names: never a frame before 278.
   for (size_t cut : {1, 29, 103, 177, 245, 277}) {
     CAPTURE(cut);
@@ -94,7 +94,7 @@ TEST_CASE("stream_framer: the decrypted push/pull has the sizes the spec lists",
 }
 
 TEST_CASE("stream_framer: HEAD caps refuse the headers that kill 0.2.2 agents", "[gossip]") {
-  // pushPull header {Nodes: N, UserStateLen: U} with hostile values (§9).
+  // pushPull header {Nodes: N, UserStateLen: U} with hostile values (docs/spec/gossip-wire.md §9).
   auto header = [](const std::string& nodes, const std::string& user) {
     return "0682a54e6f646573" + nodes + "ac5573657253746174654c656e" + user;
   };

@@ -8,8 +8,8 @@ using namespace sidecrypt::filters::rpc_tls;
 
 namespace {
 
-// The spec's rules restated independently (consul-rpc-tls.md §1.2, §1.5, §1.8) so that every
-// byte under every setting is checked against the text rather than against the code.
+// The spec's rules restated independently (docs/spec/consul-rpc-tls.md §1.2, §1.5, §1.8) so that
+// every byte under every setting is checked against the text rather than against the code.
 InboundAction expectedFirst(const InboundPolicy& p, int b) {
   const bool capable = p.has_certificate && p.has_ca;
   if (b >= 10 && capable) {
@@ -96,7 +96,8 @@ TEST_CASE("first_byte: every byte is classified like Consul's dispatch", "[rpc_t
   CHECK(static_cast<int>(RpcType::TlsInsecure) == 7);
 }
 
-TEST_CASE("first_byte: ALPN names map to the type bytes of §1.1", "[rpc_tls][alpn]") {
+// docs/spec/consul-rpc-tls.md §1.1: each ALPN name stands for one plaintext type byte.
+TEST_CASE("first_byte: ALPN names map to Consul's type bytes", "[rpc_tls][alpn]") {
   CHECK(kConsulAlpnProtocols.front() == "consul/rpc-single");
   CHECK(kConsulAlpnProtocols.back() == "consul/wan-gossip/stream");
   CHECK(alpnToType("consul/rpc-single") == uint8_t{0});
@@ -161,8 +162,8 @@ TEST_CASE("first_byte: verify_incoming refuses plaintext with Consul's words, no
   }
   InboundDecider upgrade = decider(serverPolicy(true, false));
   CHECK(upgrade.onFirstByte(3).action == InboundAction::TerminateTls);
-  // §1.5: 0x07 is allowed by Consul even with verify_incoming, but a plaintext agent cannot
-  // serve it, so it is closed with its own reason (never the plaintext one).
+  // docs/spec/consul-rpc-tls.md §1.5: 0x07 is allowed by Consul even with verify_incoming, but a
+  // plaintext agent cannot serve it, so it is closed with its own reason (never the plaintext one).
   InboundDecider insecure = decider(serverPolicy(true, false));
   const InboundDecision seven = insecure.onFirstByte(7);
   CHECK(seven.action == InboundAction::Close);
@@ -172,7 +173,7 @@ TEST_CASE("first_byte: verify_incoming refuses plaintext with Consul's words, no
 
 TEST_CASE("first_byte: a ClientHello without a certificate meets the plaintext rules",
           "[rpc_tls]") {
-  InboundPolicy p;  // no certificate: Consul never peeks (§1.2 step 3)
+  InboundPolicy p;  // no certificate: Consul never peeks (docs/spec/consul-rpc-tls.md §1.2 step 3)
   p.verify_incoming = true;
   CHECK(decider(p).onFirstByte(0x16).reason ==
         "Non-TLS connection attempted with VerifyIncoming set");
@@ -222,7 +223,8 @@ TEST_CASE("first_byte: inner refusals say why", "[rpc_tls]") {
   CHECK(junk.onInnerByte(0x16, {}).reason == "unrecognized RPC byte: 22");
 }
 
-TEST_CASE("first_byte: native ALPN decisions (§1.4)", "[rpc_tls][alpn]") {
+// Native TLS with ALPN (docs/spec/consul-rpc-tls.md §1.4).
+TEST_CASE("first_byte: native ALPN decisions", "[rpc_tls][alpn]") {
   for (bool vi : {false, true}) {
     for (bool vsh : {false, true}) {
       for (bool peer_is_server : {false, true}) {

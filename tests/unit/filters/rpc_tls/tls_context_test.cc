@@ -34,7 +34,7 @@ TlsSettings trustOnly() {
 }  // namespace
 
 TEST_CASE("tls_context: a fresh context never allows TLS 1.0", "[rpc_tls]") {
-  // The trap (toolchain.md §3.4): BoringSSL's own default minimum is TLS 1.0.
+  // The trap (docs/spec/toolchain.md §3.4): BoringSSL's own default minimum is TLS 1.0.
   bssl::UniquePtr<SSL_CTX> raw(SSL_CTX_new(TLS_method()));
   REQUIRE(SSL_CTX_get_min_proto_version(raw.get()) == TLS1_VERSION);
   for (auto role : {TlsRole::Client, TlsRole::Server, TlsRole::NativeServer}) {
@@ -82,7 +82,7 @@ TEST_CASE("tls_context: configuration errors use Consul's rules and words", "[rp
   c = clientSettings(false);
   c.verify_outgoing = false;
   CHECK_THAT(createError(c, TlsRole::Client), Catch::Contains("needs verify_outgoing"));
-  c.verify_server_hostname = true;  // §2.1: implies verify_outgoing
+  c.verify_server_hostname = true;  // docs/spec/consul-rpc-tls.md §2.1: implies verify_outgoing
   CHECK(createError(c, TlsRole::Client).empty());
   s = serverSettings(false);
   s.ca_file.clear();

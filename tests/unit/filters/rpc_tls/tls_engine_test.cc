@@ -42,7 +42,8 @@ TEST_CASE("tls_engine: server.dc1.consul passes verify_server_hostname, data flo
   const auto& client_seen = p.server.engine->peer();
   CHECK(client_seen.verified);
   CHECK(client_seen.common_name == "client.dc1.consul");
-  CHECK_FALSE(client_seen.verifies_as_server);  // a client certificate is not a server's (§2.5)
+  CHECK_FALSE(client_seen.verifies_as_server);  // a client certificate is not a server's
+                                                // (docs/spec/consul-rpc-tls.md §2.5)
 
   p.send(p.client, "\x04hello");
   p.send(p.server, "world");
@@ -201,7 +202,8 @@ TEST_CASE("tls_engine: without verify_incoming a client certificate is never req
          mustCreate(serverSettings(false), TlsRole::Server));
   p.pump();
   REQUIRE(p.bothReady());
-  // §2.2: no CertificateRequest, so the client never sent the certificate it has.
+  // docs/spec/consul-rpc-tls.md §2.2: no CertificateRequest, so the client never sent the
+  // certificate it has.
   CHECK_FALSE(p.server.engine->peer().presented_certificate);
   CHECK_FALSE(p.server.engine->peer().verified);
 }
@@ -239,8 +241,8 @@ TEST_CASE("tls_engine: a multi-CA bundle trusts servers of both CAs", "[rpc_tls]
   CHECK(p.client.engine->failed());
 }
 
-TEST_CASE("tls_engine: verifies_as_server on a server needs server.<dc>.<domain> (§2.5)",
-          "[rpc_tls]") {
+// AuthorizeServerConn (docs/spec/consul-rpc-tls.md §2.5).
+TEST_CASE("tls_engine: verifies_as_server on a server needs server.<dc>.<domain>", "[rpc_tls]") {
   TlsSettings c = clientSettings();
   c.cert_file = serverSettings().cert_file;  // a server dialling a server presents its own cert
   c.key_file = serverSettings().key_file;

@@ -1,4 +1,4 @@
-// Half-close both ways, driven as rpc-peers.md §2.4 says and as Go behaves (§2.1, §2.2).
+// Half-close both ways, driven as docs/spec/rpc-peers.md §2.4 says and as Go behaves (§2.1, §2.2).
 #include <catch2/catch.hpp>
 
 #include "filters/common/boringssl.h"
@@ -30,7 +30,8 @@ struct Outcome {
 };
 
 // `a` writes `request` and half-closes; `b` sees the data then EOF, keeps writing `reply`, and
-// half-closes; `a` keeps reading the reply, then EOF. The snapshot RPC's shape (spec §1.6).
+// half-closes; `a` keeps reading the reply, then EOF. The snapshot RPC's shape
+// (docs/spec/consul-rpc-tls.md §1.6).
 Outcome exchange(Pair& p, Side& a, Side& b, const std::string& request, const std::string& reply) {
   p.send(a, request);
   a.engine->shutdownWrite();
@@ -131,7 +132,7 @@ TEST_CASE("tls_half_close: a transport EOF without close_notify is reported as t
   Pair p = pairAt(TLS1_3_VERSION, SIZE_MAX);
   p.send(p.client, "data");
   p.pump();
-  p.server.engine->encInEof();  // bare FIN (rpc-peers.md §2.3)
+  p.server.engine->encInEof();  // bare FIN (docs/spec/rpc-peers.md §2.3)
   uint8_t buf[16];
   CHECK(p.server.engine->clearOut(buf) == TlsEngine::kEof);
   CHECK(p.server.engine->peerTruncated());

@@ -116,7 +116,8 @@ TEST_CASE("tls_stream: engines refuse a context of the wrong role", "[rpc_tls]")
   CHECK(TlsEngine::server(nullptr) == nullptr);
 }
 
-TEST_CASE("tls_stream: native mode negotiates Consul's ALPN names (§1.4)", "[rpc_tls][alpn]") {
+// Native TLS with ALPN (docs/spec/consul-rpc-tls.md §1.4).
+TEST_CASE("tls_stream: native mode negotiates Consul's ALPN names", "[rpc_tls][alpn]") {
   auto native = mustCreate(serverSettings(false), TlsRole::NativeServer);
   for (std::string_view name : kConsulAlpnProtocols) {
     CAPTURE(name);
