@@ -22,9 +22,9 @@ using namespace sidecrypt::filters::rpc_tls;
 
 namespace {
 
-// The unit-test fixtures (tests/unit/filters/rpc_tls/certs), found relative to this source.
+// The unit-test fixtures (tests/unit/filters/rpc_tls/certs) in the source tree.
 std::filesystem::path fixtures() {
-  return std::filesystem::path(__FILE__).parent_path() / "../unit/filters/rpc_tls/certs";
+  return std::filesystem::path(SIDECRYPT_SOURCE_DIR) / "tests/unit/filters/rpc_tls/certs";
 }
 
 TlsContextSharedPtr makeContext(bool verify_incoming, bool native) {
