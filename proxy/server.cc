@@ -369,6 +369,11 @@ StatusInput Server::statusInput() {
   in.last_reload_error = last_reload_error_;
   in.ready = readyNow(in.ready_detail);
   in.started = started_;
+  for (const auto* http : {admin_.get(), metrics_.get()}) {
+    if (http != nullptr) {
+      in.http.emplace_back(http->name(), http->stats());
+    }
+  }
   return in;
 }
 
@@ -448,6 +453,39 @@ HttpResponse Server::handleAdmin(const std::string& method, const std::string& p
           "not found: try /status /peers /members /metrics /ready /live /reload\n"};
 }
 
+// The read-only listener for a cluster Prometheus: nothing here changes state or names members.
+HttpResponse Server::handleMetrics(const HttpRequest& r) {
+  if (r.method != "GET" && r.method != "HEAD") {
+    return {405, "text/plain", "use GET\n"};
+  }
+  if (r.path == "/metrics") {
+    return {200, "text/plain; version=0.0.4", metricsText(statusInput())};
+  }
+  if (r.path == "/ready") {
+    std::string detail;
+    const bool ok = readyNow(detail);
+    return {ok ? 200 : 503, "text/plain", detail + "\n"};
+  }
+  return {404, "text/plain", "not found: this listener serves only /metrics and /ready\n"};
+}
+
+bool Server::startHttp(std::string& err) {
+  admin_ = std::make_unique<AdminServer>(
+      &loop_, [this](const HttpRequest& r) { return handleAdmin(r.method, r.path); });
+  if (!admin_->listen(SocketAddress::parse(state_->config.admin.listen), err)) {
+    return false;
+  }
+  if (!state_->config.metrics.listen.empty()) {
+    metrics_ = std::make_unique<AdminServer>(
+        &loop_, [this](const HttpRequest& r) { return handleMetrics(r); },
+        HttpLimits{.browser_guard = false}, "metrics");
+    if (!metrics_->listen(SocketAddress::parse(state_->config.metrics.listen), err)) {
+      return false;
+    }
+  }
+  return true;
+}
+
 void Server::stop() {
   stopping_ = true;
   // File jobs that have not started are dropped; the running one cannot be interrupted, so the
@@ -461,6 +499,9 @@ void Server::stop() {
   }
   if (admin_) {
     admin_->close();
+  }
+  if (metrics_) {
+    metrics_->close();
   }
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_timer_stop(&key_use_timer_);
@@ -506,14 +547,13 @@ int Server::run() {
     loop_closed_ = uv_loop_close(&loop_) == 0;
     return 1;
   }
-  admin_ = std::make_unique<AdminServer>(
-      &loop_, [this](const std::string& m, const std::string& p) { return handleAdmin(m, p); });
-  if (!admin_->listen(SocketAddress::parse(state_->config.admin.listen), err)) {
+  if (!startHttp(err)) {
     spdlog::critical("{}", err);
     stop();
     uv_run(&loop_, UV_RUN_DEFAULT);
     datapath_.reset();
     admin_.reset();
+    metrics_.reset();
     loop_closed_ = uv_loop_close(&loop_) == 0;
     return 1;
   }
@@ -530,6 +570,7 @@ int Server::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   datapath_.reset();
   admin_.reset();
+  metrics_.reset();
   notifier_.reset();
   removeRulesIfConfigured();
   const int rc = uv_loop_close(&loop_);

@@ -51,6 +51,8 @@ class Server {
   void stop();
   bool installRules();
   HttpResponse handleAdmin(const std::string& method, const std::string& path);
+  HttpResponse handleMetrics(const HttpRequest& r);
+  bool startHttp(std::string& err);
   StatusInput statusInput();
   bool readyNow(std::string& detail);
   void removeRulesIfConfigured();
@@ -92,6 +94,7 @@ class Server {
   void sweepKeyUse();
   std::unique_ptr<Datapath> datapath_;
   std::unique_ptr<AdminServer> admin_;
+  std::unique_ptr<AdminServer> metrics_;       // read-only: /metrics and /ready ([metrics] listen)
   std::unique_ptr<ServiceNotifier> notifier_;  // systemd: READY/RELOADING/STOPPING/WATCHDOG
   std::string last_reload_error_;
   WallClock::time_point started_{};

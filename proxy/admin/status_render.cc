@@ -229,6 +229,28 @@ std::string metricsText(const StatusInput& in) {
   w.family("sidecrypt_reloads_total", "counter", "Reloads by result.");
   w.sample("sidecrypt_reloads_total", "result=\"ok\"", in.reloads);
   w.sample("sidecrypt_reloads_total", "result=\"failed\"", in.reload_failures);
+  if (!in.http.empty()) {
+    w.family("sidecrypt_http_connections_total", "counter",
+             "Connections to the admin and metrics listeners, by listener and outcome.");
+    for (const auto& [name, h] : in.http) {
+      const std::string l = "listener=\"" + name + "\",result=\"";
+      for (auto [result, v] :
+           {std::pair{"accepted", h.accepted}, std::pair{"timed_out", h.timed_out},
+            std::pair{"shed", h.shed}, std::pair{"refused", h.refused}, std::pair{"bad", h.bad}}) {
+        w.sample("sidecrypt_http_connections_total", l + result + "\"", v);
+      }
+    }
+    w.family("sidecrypt_http_requests_total", "counter",
+             "Complete requests read by the admin and metrics listeners.");
+    for (const auto& [name, h] : in.http) {
+      w.sample("sidecrypt_http_requests_total", "listener=\"" + name + "\"", h.requests);
+    }
+    w.family("sidecrypt_http_connections_active", "gauge",
+             "Open connections to the admin and metrics listeners.");
+    for (const auto& [name, h] : in.http) {
+      w.sample("sidecrypt_http_connections_active", "listener=\"" + name + "\"", h.active);
+    }
+  }
   if (in.datapath != nullptr) {
     const auto& t = in.datapath->tcpCounters();
     w.family("sidecrypt_tcp_sessions_total", "counter", "TCP sessions by outcome.");

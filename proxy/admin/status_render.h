@@ -3,7 +3,10 @@
 #include <nlohmann/json.hpp>
 
 #include <string>
+#include <utility>
+#include <vector>
 
+#include "proxy/admin/admin_server.h"
 #include "proxy/datapath/datapath.h"
 #include "proxy/observe/peer_census.h"
 #include "proxy/runtime_state.h"
@@ -23,6 +26,7 @@ struct StatusInput {
   bool ready = false;
   std::string ready_detail;
   WallClock::time_point started{};
+  std::vector<std::pair<std::string, HttpStats>> http;  // the admin and metrics listeners
 };
 
 nlohmann::json statusJson(const StatusInput& in);

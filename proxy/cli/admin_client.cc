@@ -40,8 +40,10 @@ AdminReply adminRequest(const std::string& listen, const std::string& method,
     ::close(fd);
     return {0, err};
   }
+  // Host is the address literal and X-Sidecrypt marks a request no browser page can send
+  // cross-site: the admin endpoint's guards (browserGuard) refuse state changes without it.
   const std::string req = method + " " + path + " HTTP/1.1\r\nHost: " + listen +
-                          "\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+                          "\r\nX-Sidecrypt: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
   if (::send(fd, req.data(), req.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(req.size())) {
     ::close(fd);
     return {0, "cannot send the request"};

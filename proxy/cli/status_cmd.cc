@@ -148,7 +148,8 @@ int reloadCommand(const std::string& admin) {
     std::cerr << "sidecrypt: reload failed, the running configuration is unchanged:\n"
               << j["error"].get<std::string>() << "\n";
   } catch (const json::exception&) {
-    std::cerr << "sidecrypt: unexpected reply from the admin endpoint (" << r.status << ")\n";
+    std::cerr << "sidecrypt: unexpected reply from the admin endpoint (" << r.status
+              << "): " << r.body.substr(0, 300) << "\n";
   }
   return 1;
 }

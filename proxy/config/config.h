@@ -115,6 +115,12 @@ struct AdminConfig {
   bool unsafe_allow_remote = false;
 };
 
+// The read-only metrics listener: GET /metrics and GET /ready only, never reload or the member
+// list, so it may listen on a pod or host address for a cluster Prometheus. Empty: off.
+struct MetricsConfig {
+  std::string listen = "127.0.0.1:9921";
+};
+
 struct LogConfig {
   std::string level = "info";  // trace|debug|info|warn|error|critical|off
   LogFormat format = LogFormat::Text;
@@ -127,6 +133,7 @@ struct Config {
   TlsConfig tls;
   InterceptConfig intercept;
   AdminConfig admin;
+  MetricsConfig metrics;
   std::vector<ListenerConfig> listeners;  // [[listener]]
   LogConfig log;
   // Settings that are legal but weaken a safe default; logged at startup and by check-config.

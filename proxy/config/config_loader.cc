@@ -135,6 +135,7 @@ const std::vector<Section>& schema() {
         "inbound_port", "divert_mark", "proxy_mark", "route_table", "rule_priority", "drain_time",
         "port"}},
       {"admin", {"listen", "unsafe_allow_remote"}},
+      {"metrics", {"listen"}},
       {"log", {"level", "format"}},
       {"listener", {}},  // [[listener]]: an array of tables, loaded by loadListeners
   };
@@ -292,6 +293,7 @@ class Loader {
   void loadDatacenters(const toml::table& t);
   void loadIntercept(const toml::table& t, bool& ports_given);
   void loadAdmin(const toml::table& t);
+  void loadMetrics(const toml::table& t);
   void loadListeners(const toml::node& n);
   void loadLog(const toml::table& t);
   void applyDefaults(bool ports_given, const toml::table* intercept);
@@ -696,6 +698,19 @@ void Loader::loadAdmin(const toml::table& t) {
   }
 }
 
+void Loader::loadMetrics(const toml::table& t) {
+  if (getString(t, "metrics", "listen", cfg.metrics.listen) && !cfg.metrics.listen.empty()) {
+    if (!parseListen(cfg.metrics.listen)) {
+      error(*find(t, "listen"), "metrics.listen",
+            "expected an IP address and port such as \"127.0.0.1:9921\" or \"0.0.0.0:9921\", "
+            "or \"\" to turn the metrics listener off");
+    } else if (SocketAddress::parse(cfg.metrics.listen) == SocketAddress::parse(cfg.admin.listen)) {
+      error(*find(t, "listen"), "metrics.listen",
+            cfg.metrics.listen + " is also admin.listen; give the metrics listener its own port");
+    }
+  }
+}
+
 void Loader::loadLog(const toml::table& t) {
   std::string level;
   getEnum<std::string>(t, "log", "level",
@@ -867,6 +882,8 @@ ConfigResult runLoader(toml::table& root, Loader& l) {
       l.loadIntercept(tbl, ports_given);
     } else if (sec.name == "admin") {
       l.loadAdmin(tbl);
+    } else if (sec.name == "metrics") {
+      l.loadMetrics(tbl);
     } else if (sec.name == "log") {
       l.loadLog(tbl);
     }

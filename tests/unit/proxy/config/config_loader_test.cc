@@ -309,3 +309,18 @@ TEST_CASE("config: bad [[tls.datacenter]] entries are all reported with position
   CHECK(errs[4].find("tls.datacenter[1].addresses: expected a non-empty array") !=
         std::string::npos);
 }
+
+TEST_CASE("config: the metrics listener is on loopback by default and may be moved or turned off",
+          "[config]") {
+  CHECK(ok("").metrics.listen == "127.0.0.1:9921");
+  CHECK(ok("[metrics]\nlisten = \"0.0.0.0:9921\"\n").metrics.listen == "0.0.0.0:9921");
+  CHECK_FALSE(hasWarning(ok("[metrics]\nlisten = \"0.0.0.0:9921\"\n"), "metrics"));
+  CHECK(ok("[metrics]\nlisten = \"\"\n").metrics.listen.empty());
+  auto bad = errorsOf("[metrics]\nlisten = \"pod:9921\"\n");
+  REQUIRE(bad.size() == 1);
+  CHECK(bad[0].starts_with("proxy.toml:2:10: metrics.listen: expected an IP address and port"));
+  auto same =
+      errorsOf("[admin]\nlisten = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n");
+  REQUIRE(same.size() == 1);
+  CHECK(same[0].find("metrics.listen: 127.0.0.1:9000 is also admin.listen") != std::string::npos);
+}
