@@ -9,6 +9,7 @@ the manifest says with the built binary; and deploy/kubernetes/proxy.toml, with 
 a valid configuration that matches the mounts. Needs no root.
 """
 import os
+import re
 import shlex
 import subprocess
 import unittest
@@ -162,6 +163,36 @@ class KubernetesManifests(unittest.TestCase):
         # The sidecar's args parse (`--help` after them: CLI11 validates the options first).
         r = harness.run(argv(["/usr/bin/sidecrypt"] + self.inits["sidecrypt"]["args"]) +
                         ["--help"])
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_metrics_scrape_wiring(self):
+        """A cluster Prometheus finds the read-only metrics listener: the scrape annotations and
+        the sidecar's port named "metrics" name the port proxy.toml's [metrics] listen binds on
+        every pod address; the admin endpoint is not what they point at."""
+        with open(os.path.join(DEPLOY, "proxy.toml")) as f:
+            text = f.read()
+        metrics = re.search(r'^\[metrics\]\n(?:#.*\n)*listen = "([^"]+)"$', text, re.M)
+        self.assertIsNotNone(metrics, "proxy.toml needs [metrics] listen")
+        host, port = metrics.group(1).rsplit(":", 1)
+        self.assertEqual(host, "0.0.0.0", "reachable on the pod IP")
+        self.assertIn('listen = "127.0.0.1:9920"', text, "the admin endpoint stays on loopback")
+        ann = self.ds["spec"]["template"]["metadata"]["annotations"]
+        self.assertEqual(ann["prometheus.io/scrape"], "true")
+        self.assertEqual(ann["prometheus.io/port"], port)
+        self.assertEqual(ann["prometheus.io/path"], "/metrics")
+        ports = {p["name"]: p for p in self.inits["sidecrypt"].get("ports", [])}
+        self.assertEqual(ports["metrics"]["containerPort"], int(port))
+        self.assertEqual(ports["metrics"].get("protocol", "TCP"), "TCP")
+        self.assertNotEqual(int(port), 9920)
+        agent_ports = {p["containerPort"] for p in self.containers["consul"]["ports"]}
+        self.assertNotIn(int(port), agent_ports)
+        # The shipped config with that listener passes check-config.
+        key = harness.run(["keygen"], check=True).stdout.strip()
+        cfg = self.w.file("proxy.toml", text.replace(
+            '# encrypt = "<output of sidecrypt keygen>"', 'encrypt = "%s"' % key).replace(
+            'data_dir = "/var/lib/sidecrypt"',
+            'data_dir = "%s"' % os.path.join(self.w.path, "data")))
+        r = harness.run(["check-config", cfg])
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
 
     def test_agent_script_is_shell(self):

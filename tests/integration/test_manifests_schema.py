@@ -44,7 +44,9 @@ class ManifestSchema(unittest.TestCase):
         for old, new, why in (("periodSeconds: 1\n", 'periodSeconds: "one"\n', "must be integer"),
                               ("  restartPolicy: Always\n", "  restartPolicy: [Always]\n",
                                "restartPolicy must be string"),
-                              ("  - name: consul\n", "  - nam: consul\n", "name")):
+                              ("  - name: consul\n", "  - nam: consul\n", "name"),
+                              ("containerPort: 9921\n", 'containerPort: "9921"\n',
+                               "must be integer")):
             self.assertIn(old, text)
             bad = w.file("bad.yaml", text.replace(old, new, 1))
             r = self.validate(bad)
