@@ -27,11 +27,13 @@ PACKAGES=(
   systemd libcap2-bin util-linux python3-yaml
   # a FUSE filesystem that stalls on demand (tests/integration/tools/stall_fs.py)
   python3-fusepy fuse3
+  # a real Prometheus scraping the metrics listener (tests/integration/test_metrics_prometheus.py)
+  prometheus
 )
 # --engines (CI): the real engines the artefacts are proven in: podman (with runc) for the image,
-# systemd-nspawn for the unit, mmdebstrap for pristine Debian roots and base images, Prometheus.
+# systemd-nspawn for the unit, mmdebstrap for pristine Debian roots and base images.
 if [ "${1:-}" = "--engines" ]; then
-  PACKAGES+=(podman runc uidmap mmdebstrap systemd-container prometheus)
+  PACKAGES+=(podman runc uidmap mmdebstrap systemd-container)
 fi
 # Kubernetes schema validation (tests/manifests) runs on Node.js; any Node.js >= 14 with npm
 # will do, Debian's when none is installed (a Node.js from elsewhere ships its own npm).
