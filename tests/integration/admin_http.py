@@ -9,16 +9,20 @@ import harness
 
 
 class SidecryptInNetns:
-    def __init__(self, tag, workdir, extra_toml=()):
+    def __init__(self, tag, workdir, extra_toml=(), config_dir=None):
         self.ns = harness.Netns("sc%d%s" % (os.getpid() % 100000, tag), lo_up=True)
         self.workdir = workdir
         key = harness.run(["keygen"], check=True).stdout.strip()
-        self.config = workdir.file("proxy.toml", "\n".join([
+        self.config = os.path.join(config_dir or workdir.path, "proxy.toml")
+        text = "\n".join([
             "[agent]", 'profile = "serf"', 'data_dir = "%s"' % os.path.join(workdir.path, "d"),
             "[gossip]", 'encrypt = "%s"' % key,
             "[intercept]", "install_rules = false", 'drain_time = "0s"',
             "[admin]", 'listen = "127.0.0.1:9920"'] + list(extra_toml) + [
-            "[log]", 'level = "info"', ""]), mode=0o644)
+            "[log]", 'level = "info"', ""])
+        with open(self.config, "w") as f:
+            f.write(text)
+        os.chmod(self.config, 0o644)
         self.log_path = os.path.join(workdir.path, "sidecrypt.log")
         self.log = open(self.log_path, "w")
         self.proc = None
