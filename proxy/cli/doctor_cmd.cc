@@ -946,6 +946,9 @@ void Doctor::checkEphemeralPorts() {
   if (admin.valid()) {
     own.emplace_back("admin.listen", admin.port());
   }
+  if (const auto metrics = SocketAddress::parse(cfg_.metrics.listen); metrics.valid()) {
+    own.emplace_back("metrics.listen", metrics.port());
+  }
   for (const auto& l : cfg_.listeners) {
     own.emplace_back("listener " + l.name, l.listen.port());
   }
@@ -991,7 +994,8 @@ void Doctor::checkProxyCapabilities() {
                                                   : "CAP_NET_ADMIN: SO_MARK before kernel 5.17");
   }
   const auto admin = SocketAddress::parse(cfg_.admin.listen);
-  bool low = admin.valid() && admin.port() < 1024;
+  const auto metrics = SocketAddress::parse(cfg_.metrics.listen);
+  bool low = (admin.valid() && admin.port() < 1024) || (metrics.valid() && metrics.port() < 1024);
   for (uint16_t port : {params_.outbound_port, params_.inbound_port}) {
     low = low || port < 1024;
   }

@@ -22,6 +22,7 @@ import harness
 
 PROBE = "10.250.93.2"
 ADMIN = "127.0.0.1:19931"
+METRICS = "127.0.0.1:19932"
 
 
 def ready_status():
@@ -70,7 +71,7 @@ class Doctor(unittest.TestCase):
             "[gossip]", 'encrypt = "%s"' % self.key,
             "[intercept]", 'backend = "%s"' % backend,
             "install_rules = %s" % ("true" if install_rules else "false"), 'drain_time = "0s"',
-            "[admin]", 'listen = "%s"' % ADMIN, ""]))
+            "[admin]", 'listen = "%s"' % ADMIN, "[metrics]", 'listen = "%s"' % METRICS, ""]))
 
     def doctor(self, cfg, *extra, env=None):
         with self.ns:
@@ -143,6 +144,7 @@ class Doctor(unittest.TestCase):
         self.assertEqual(c["status"], "warn", c)
         for port in ("15001", "15006", ADMIN.rsplit(":", 1)[1]):
             self.assertIn(port, c["detail"])
+        self.assertIn("metrics.listen " + METRICS.rsplit(":", 1)[1], c["detail"])
         self.assertIn("net.ipv4.ip_local_reserved_ports=", c["fix"])
         self.run_fix(c["fix"])  # the printed fix, verbatim
         self.assertEqual(ports_check()["status"], "ok")
