@@ -116,7 +116,12 @@ json statusJson(const StatusInput& in) {
                 {"closed_error", t.closed_error},
                 {"unknown_port", t.unknown_port},
                 {"upstream_failed", t.upstream_failed},
-                {"rpc_conn_limited", t.rpc_conn_limited}};
+                {"rpc_conn_limited", t.rpc_conn_limited},
+                {"gossip_stream_limited", t.gossip_stream_limited},
+                {"deadline_closed", t.deadline_closed},
+                {"preamble_budget_closed", t.preamble_budget_closed},
+                {"accept_shed", t.accept_shed},
+                {"accept_errors", t.accept_errors}};
     json gossip;
     for (auto [name, pool] :
          {std::pair{"lan", GossipPool::Lan}, std::pair{"wan", GossipPool::Wan}}) {
@@ -260,6 +265,15 @@ std::string metricsText(const StatusInput& in) {
     w.sample("sidecrypt_tcp_sessions_total", "result=\"unknown_port\"", t.unknown_port);
     w.sample("sidecrypt_tcp_sessions_total", "result=\"upstream_failed\"", t.upstream_failed);
     w.sample("sidecrypt_tcp_sessions_total", "result=\"rpc_conn_limited\"", t.rpc_conn_limited);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"gossip_stream_limited\"",
+             t.gossip_stream_limited);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"deadline_closed\"", t.deadline_closed);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"preamble_budget_closed\"",
+             t.preamble_budget_closed);
+    w.sample("sidecrypt_tcp_sessions_total", "result=\"accept_shed\"", t.accept_shed);
+    w.family("sidecrypt_tcp_accept_errors_total", "counter",
+             "Failed accepts (each pauses the listener 10 ms to 1 s).");
+    w.sample("sidecrypt_tcp_accept_errors_total", "", t.accept_errors);
     w.family("sidecrypt_tcp_sessions_active", "gauge", "Open TCP sessions.");
     w.sample("sidecrypt_tcp_sessions_active", "", t.active);
     const std::pair<const char*, GossipPool> pools[] = {{"lan", GossipPool::Lan},

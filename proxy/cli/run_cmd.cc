@@ -1,5 +1,8 @@
 #include <spdlog/spdlog.h>
+#include <sys/resource.h>
 
+#include <cerrno>
+#include <cstring>
 #include <iostream>
 
 #include "proxy/cli/commands.h"
@@ -19,6 +22,29 @@ void printErrors(const std::vector<std::string>& errors) {
   std::cerr << errors.size() << (errors.size() == 1 ? " error\n" : " errors\n");
 }
 
+// Each proxied connection holds two descriptors; the common soft default (1024) is reached by
+// 500 connections. Raise the soft limit to the hard one (systemd's LimitNOFILE, the container
+// runtime's ulimit) and say what is in force.
+void raiseOpenFileLimit() {
+  rlimit lim{};
+  if (::getrlimit(RLIMIT_NOFILE, &lim) != 0) {
+    spdlog::warn("open-file limit: getrlimit: {}", std::strerror(errno));
+    return;
+  }
+  const rlim_t soft = lim.rlim_cur;
+  if (lim.rlim_cur < lim.rlim_max) {
+    lim.rlim_cur = lim.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &lim) != 0) {
+      spdlog::warn("open-file limit: cannot raise {} to {}: {}", soft, lim.rlim_max,
+                   std::strerror(errno));
+      return;
+    }
+    spdlog::info("open-file limit raised from {} to {} (the hard limit)", soft, lim.rlim_cur);
+    return;
+  }
+  spdlog::info("open-file limit {} (the hard limit)", soft);
+}
+
 }  // namespace
 
 int runProxy(const std::filesystem::path& config) {
@@ -35,6 +61,7 @@ int runProxy(const std::filesystem::path& config) {
   }
   auto state = std::get<RuntimeStatePtr>(std::move(built));
   setupLogging(state->config.log);
+  raiseOpenFileLimit();
   Server server(config, std::move(state));
   return server.run();
 }

@@ -46,6 +46,9 @@ struct GossipConfig {
   std::filesystem::path keyring_file;      // LAN; default <data_dir>/serf/local.keyring
   std::filesystem::path wan_keyring_file;  // WAN (servers); default <data_dir>/serf/remote.keyring
   std::string label;                       // memberlist label (HEAD); empty as in Consul CE
+  // Concurrent inbound gossip TCP streams per peer address (0 = no limit). memberlist opens one
+  // per push/pull or reliable message and closes it within TCPTimeout: a handful at most.
+  uint32_t max_streams_per_source = 64;
 };
 
 // Servers of another datacenter (WAN), by address: verify_server_hostname then checks

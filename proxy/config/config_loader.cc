@@ -125,7 +125,7 @@ const std::vector<Section>& schema() {
       {"agent", {"profile", "server", "node_name", "datacenter", "domain", "data_dir"}},
       {"gossip",
        {"encrypt", "encrypt_verify_incoming", "encrypt_verify_outgoing", "keyring_file",
-        "wan_keyring_file", "label"}},
+        "wan_keyring_file", "label", "max_streams_per_source"}},
       {"tls",
        {"ca_file", "ca_path", "cert_file", "key_file", "verify_incoming", "verify_outgoing",
         "verify_server_hostname", "tls_min_version", "tls_cipher_suites", "rpc_handshake_timeout",
@@ -351,6 +351,9 @@ void Loader::loadGossip(toml::table& t) {
   getBool(t, s, "encrypt_verify_outgoing", cfg.gossip.encrypt_verify_outgoing);
   getPath(t, s, "keyring_file", cfg.gossip.keyring_file);
   getPath(t, s, "wan_keyring_file", cfg.gossip.wan_keyring_file);
+  if (auto v = getInt(t, s, "max_streams_per_source", 0, 1'000'000)) {
+    cfg.gossip.max_streams_per_source = static_cast<uint32_t>(*v);
+  }
   if (getString(t, s, "label", cfg.gossip.label) && cfg.gossip.label.size() > 255) {
     error(*find(t, "label"), "gossip.label",
           "label must be at most 255 bytes, got " + std::to_string(cfg.gossip.label.size()));

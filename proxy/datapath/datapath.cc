@@ -1,5 +1,7 @@
 #include "proxy/datapath/datapath.h"
 
+#include <fcntl.h>
+#include <malloc.h>
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -32,6 +34,22 @@ void setupPool(Datapath::Pool& pool, const Config& cfg,
   pool.keys = keys;
   pool.datagrams = std::make_unique<fg::GossipDatagramFilter>(keys, pool.policy);
   pool.streams = std::make_shared<fg::GossipStreamStats>();
+}
+
+// memberlist's TCPTimeout: the receiving agent gives a whole stream this long from its accept
+// (DefaultLANConfig 10 s, DefaultWANConfig 30 s). sidecrypt connects the agent only once the
+// peer's message passed, so the peer gets the same time for that message.
+constexpr uint32_t kGossipStreamDeadlineLanMs = 10'000;
+constexpr uint32_t kGossipStreamDeadlineWanMs = 30'000;
+// Memory for unfinished first messages, all sessions together (one message may be up to
+// memberlist's 20 MiB push/pull limit; a real cluster's are kilobytes to a few MiB).
+constexpr size_t kPreambleBudgetBytes = size_t{64} << 20;
+constexpr size_t kTrimAfterBytes = size_t{1} << 20;
+constexpr uint64_t kAcceptBackoffFirstMs = 10;
+constexpr uint64_t kAcceptBackoffMaxMs = 1000;
+
+int openSpareFd() {
+  return ::open("/dev/null", O_RDONLY | O_CLOEXEC);
 }
 
 }  // namespace
@@ -71,10 +89,15 @@ Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
   }
   setupPool(lan_, config_, state.lan_keys);
   setupPool(wan_, config_, state.wan_keys ? state.wan_keys : state.lan_keys);
+  preamble_budget_.limit = kPreambleBudgetBytes;
+  preamble_budget_.on_over = [this] { shedPreambles(); };
 }
 
 Datapath::~Datapath() {
   stop();
+  if (spare_fd_ >= 0) {
+    ::close(spare_fd_);
+  }
 }
 
 const PortSpec* Datapath::portFor(uint16_t agent_port) const {
@@ -95,6 +118,13 @@ fg::GossipDatagramFilter* Datapath::datagramFilterFor(uint16_t agent_port) {
 }
 
 bool Datapath::start(std::string& err) {
+  if (spare_fd_ < 0) {
+    spare_fd_ = openSpareFd();
+  }
+  if (trim_timer_ == nullptr) {
+    trim_timer_ = new uv_timer_t{};
+    uv_timer_init(loop_, trim_timer_);
+  }
   const auto& ic = config_.intercept;
   const bool tproxy = ic.mode == InterceptMode::Tproxy;
   bool any_udp = false;
@@ -223,11 +253,19 @@ bool Datapath::applyListeners(const std::vector<ListenerConfig>& next, std::stri
 void Datapath::closeListener(std::unique_ptr<Listener> l) {
   auto* raw = l.release();
   uv_poll_stop(&raw->poll);
-  uv_close(reinterpret_cast<uv_handle_t*>(&raw->poll), [](uv_handle_t* h) {
+  auto closed = [](uv_handle_t* h) {
     auto* listener = static_cast<Listener*>(h->data);
-    ::close(listener->fd);
-    delete listener;
-  });
+    if (--listener->open_handles == 0) {
+      ::close(listener->fd);
+      delete listener;
+    }
+  };
+  raw->open_handles = raw->backoff_initialised ? 2 : 1;
+  if (raw->backoff_initialised) {
+    uv_timer_stop(&raw->backoff);
+    uv_close(reinterpret_cast<uv_handle_t*>(&raw->backoff), closed);
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&raw->poll), closed);
 }
 
 bool Datapath::openListener(Origin origin, int family, std::string& err) {
@@ -331,12 +369,85 @@ void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
   for (int i = 0; i < 64; ++i) {
     int fd = ::accept4(l->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
-      if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR && errno != ECONNABORTED) {
-        spdlog::warn("accept: {}", std::strerror(errno));
+      const int err = errno;
+      if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR && err != ECONNABORTED) {
+        l->owner->acceptFailed(*l, err);
       }
       return;
     }
+    l->backoff_ms = 0;
     l->owner->accept(*l, fd);
+  }
+}
+
+void Datapath::acceptFailed(Listener& l, int err) {
+  const bool no_fds = err == EMFILE || err == ENFILE;
+  uint64_t shed = 0;
+  if (no_fds && spare_fd_ >= 0) {
+    // Give up the spare so the pending connection can be taken and closed at once: the peer
+    // sees a close instead of waiting in the backlog, and the listener stops being readable.
+    ::close(spare_fd_);
+    spare_fd_ = -1;
+    for (int i = 0; i < 64; ++i) {
+      const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        break;
+      }
+      ::close(fd);
+      ++shed;
+    }
+    spare_fd_ = openSpareFd();
+    tcp_.accept_shed += shed;
+  }
+  ++tcp_.accept_errors;
+  l.backoff_ms =
+      l.backoff_ms == 0 ? kAcceptBackoffFirstMs : std::min(l.backoff_ms * 2, kAcceptBackoffMaxMs);
+  if (accept_log_.allow()) {
+    spdlog::warn(
+        "accept: {}{}; listener paused {} ms ({} accept errors, {} connections shed so far{})",
+        std::strerror(err),
+        no_fds ? " (at the open-file limit: connections are closed at once until descriptors "
+                 "free up)"
+               : "",
+        l.backoff_ms, tcp_.accept_errors, tcp_.accept_shed, spare_fd_ < 0 ? "; no spare fd" : "");
+  }
+  uv_poll_stop(&l.poll);
+  if (!l.backoff_initialised) {
+    uv_timer_init(loop_, &l.backoff);
+    l.backoff.data = &l;
+    l.backoff_initialised = true;
+  }
+  uv_timer_start(
+      &l.backoff,
+      [](uv_timer_t* t) {
+        auto* listener = static_cast<Listener*>(t->data);
+        uv_poll_start(&listener->poll, UV_READABLE, &Datapath::onConnection);
+      },
+      l.backoff_ms, 0);
+}
+
+void Datapath::shedPreambles() {
+  // Closing gives each session's share back at once (StreamSession::close), so this ends.
+  while (preamble_budget_.used > preamble_budget_.limit) {
+    StreamSession* greediest = nullptr;
+    for (auto* s : sessions_) {
+      if (s->closing() || s->preambleBytes() == 0) {
+        continue;
+      }
+      if (greediest == nullptr || s->preambleBytes() > greediest->preambleBytes() ||
+          (s->preambleBytes() == greediest->preambleBytes() &&
+           s->info().id > greediest->info().id)) {
+        greediest = s;
+      }
+    }
+    if (greediest == nullptr) {
+      return;
+    }
+    ++tcp_.preamble_budget_closed;
+    greediest->close("its unfinished first message (" +
+                     std::to_string(greediest->preambleBytes() >> 10) +
+                     " KiB) was the largest when all of them passed " +
+                     std::to_string(preamble_budget_.limit >> 20) + " MiB");
   }
 }
 
@@ -438,35 +549,74 @@ void Datapath::accept(Listener& l, int own_fd) {
     ++n;
     info.ready_deadline_ms = config_.tls.rpc_handshake_timeout_ms;
   }
+  const bool inbound_gossip = port->protocol == PortProtocol::Gossip && l.origin == Origin::Inbound;
+  if (inbound_gossip) {
+    // Nothing in memberlist needs more than a few streams from one node at a time; without a
+    // cap one address could hold every descriptor (each stream for up to the deadline below).
+    const uint32_t limit = config_.gossip.max_streams_per_source;
+    uint32_t& n = gossip_streams_per_ip_[info.peer.ip()];
+    if (limit != 0 && n >= limit) {
+      ++tcp_.gossip_stream_limited;
+      if (refusal_log_.allow()) {
+        spdlog::warn(
+            "[C{}] refusing gossip stream from {}: gossip.max_streams_per_source ({}) "
+            "reached",
+            info.id, info.peer.ip(), limit);
+      }
+      ::close(own_fd);
+      return;
+    }
+    ++n;
+    info.ready_deadline_ms =
+        port->pool == GossipPool::Lan ? kGossipStreamDeadlineLanMs : kGossipStreamDeadlineWanMs;
+  }
+  // Gives back the per-address slot taken above (a session closing, or none made).
+  auto release_slot = [this, inbound_rpc, inbound_gossip](const std::string& ip) {
+    auto* m = inbound_rpc ? &rpc_conns_per_ip_ : inbound_gossip ? &gossip_streams_per_ip_ : nullptr;
+    if (m == nullptr) {
+      return;
+    }
+    auto it = m->find(ip);
+    if (it != m->end() && --it->second == 0) {
+      m->erase(it);
+    }
+  };
   std::string err;
   int up = fixed != nullptr ? openTcpUpstream(fixed->upstream.family(),
                                               config_.intercept.proxy_mark, nullptr, err)
                             : upstreamFor(l.origin, info.agent, info.peer, err);
   if (up < 0) {
     ++tcp_.upstream_failed;
-    spdlog::warn("[C{}] {} {}: cannot open the upstream socket: {}", info.id, info.kind,
-                 info.peer.toString(), err);
+    if (refusal_log_.allow()) {
+      spdlog::warn("[C{}] {} {}: cannot open the upstream socket: {}", info.id, info.kind,
+                   info.peer.toString(), err);
+    }
+    release_slot(info.peer.ip());
     ::close(own_fd);
     return;
   }
   const SocketAddress connect_to = l.origin == Origin::Outbound ? info.peer : info.agent;
   auto* session = new StreamSession(
       loop_, info, processorFor(*port, l.origin, info),
-      [this, inbound_rpc](StreamSession& s, const std::string& reason) {
+      [this, release_slot](StreamSession& s, const std::string& reason) {
         sessions_.erase(&s);
-        if (inbound_rpc) {
-          auto it = rpc_conns_per_ip_.find(s.info().peer.ip());
-          if (it != rpc_conns_per_ip_.end() && --it->second == 0) {
-            rpc_conns_per_ip_.erase(it);
-          }
-        }
+        release_slot(s.info().peer.ip());
         --tcp_.active;
+        if (s.deadlineExpired()) {
+          ++tcp_.deadline_closed;
+        }
         if (reason.empty()) {
           ++tcp_.closed_ok;
         } else {
           ++tcp_.closed_error;
         }
         recordSession(s, reason);
+        if (s.preamblePeak() >= kTrimAfterBytes && trim_timer_ != nullptr &&
+            uv_is_active(reinterpret_cast<uv_handle_t*>(trim_timer_)) == 0) {
+          // The buffer is freed after this callback; trim once the burst of closes is over.
+          uv_timer_start(
+              trim_timer_, [](uv_timer_t*) { ::malloc_trim(0); }, 200, 0);
+        }
         const auto& i = s.info();
         if (!reason.empty() && refusal_log_.allow()) {
           spdlog::warn("[C{}] {} {} from {}: {}", i.id, i.kind,
@@ -478,6 +628,7 @@ void Datapath::accept(Listener& l, int own_fd) {
                       i.agent.toString(), i.peer.toString(), reason.empty() ? "" : ": ", reason,
                       s.bytesFromAgent(), s.bytesFromPeer());
       });
+  session->setPreambleBudget(&preamble_budget_);
   int rc = uv_tcp_open(session->acceptedHandle(), own_fd);
   sessions_.insert(session);
   ++tcp_.active;
@@ -548,6 +699,12 @@ void Datapath::stop() {
   for (auto* s : live) {
     s->close("sidecrypt is stopping");
   }
+  if (trim_timer_ != nullptr) {
+    uv_timer_stop(trim_timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(trim_timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    trim_timer_ = nullptr;
+  }
   listening_ = false;
 }
 
@@ -558,6 +715,15 @@ std::string Datapath::statsText() const {
                     " closed_error=" + std::to_string(tcp_.closed_error) +
                     " unknown_port=" + std::to_string(tcp_.unknown_port) +
                     " upstream_failed=" + std::to_string(tcp_.upstream_failed);
+  for (auto [name, v] : {std::pair{"gossip_stream_limited", tcp_.gossip_stream_limited},
+                         std::pair{"deadline_closed", tcp_.deadline_closed},
+                         std::pair{"preamble_budget_closed", tcp_.preamble_budget_closed},
+                         std::pair{"accept_shed", tcp_.accept_shed},
+                         std::pair{"accept_errors", tcp_.accept_errors}}) {
+    if (v != 0) {
+      out += std::string(" ") + name + "=" + std::to_string(v);
+    }
+  }
   for (const auto& r : relays_) {
     const auto& s = r->stats();
     out += std::string("; udp ") + (r->flow() == Flow::Outbound ? "out" : "in") +

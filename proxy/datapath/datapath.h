@@ -29,7 +29,12 @@ struct TcpCounters {
   uint64_t closed_error = 0;
   uint64_t unknown_port = 0;
   uint64_t upstream_failed = 0;
-  uint64_t rpc_conn_limited = 0;  // refused by rpc_max_conns_per_client
+  uint64_t rpc_conn_limited = 0;        // refused by rpc_max_conns_per_client
+  uint64_t gossip_stream_limited = 0;   // refused by gossip.max_streams_per_source
+  uint64_t deadline_closed = 0;         // no first message / handshake by the deadline
+  uint64_t preamble_budget_closed = 0;  // greediest unfinished first message over the budget
+  uint64_t accept_shed = 0;             // at the descriptor limit: accepted and closed at once
+  uint64_t accept_errors = 0;           // accept failures (each pauses the listener a while)
 };
 
 // The data path: capture sockets and listeners for both directions and both families, the
@@ -86,6 +91,12 @@ class Datapath {
     int fd = -1;
     int fixed = -1;  // index into config_.listeners for an explicit listener, else intercepted
     uv_poll_t poll{};
+    // After an accept error the listener is not polled for backoff_ms (10 ms, doubling to 1 s
+    // while errors go on, reset by a successful accept): no busy loop on a pending connection.
+    uv_timer_t backoff{};
+    bool backoff_initialised = false;
+    uint64_t backoff_ms = 0;
+    int open_handles = 0;
   };
 
   const PortSpec* portFor(uint16_t agent_port) const;
@@ -99,6 +110,11 @@ class Datapath {
   void logListener(const ListenerConfig& lc, const char* what) const;
   bool openRelay(Flow flow, int family, std::string& err);
   static void onConnection(uv_poll_t* handle, int status, int events);
+  // An accept error: at EMFILE/ENFILE the spare descriptor is given up to take the pending
+  // connection and close it (shed), then reopened; every error pauses the listener.
+  void acceptFailed(Listener& l, int err);
+  // The shared preamble budget is exceeded: closes the sessions holding the most.
+  void shedPreambles();
   void accept(Listener& l, int fd);
   void recordSession(const StreamSession& s, const std::string& reason);
   int upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
@@ -111,6 +127,12 @@ class Datapath {
   std::shared_ptr<filters::rpc_tls::RpcTlsStats> rpc_stats_ =
       std::make_shared<filters::rpc_tls::RpcTlsStats>();
   std::unordered_map<std::string, uint32_t> rpc_conns_per_ip_;
+  std::unordered_map<std::string, uint32_t> gossip_streams_per_ip_;  // inbound, by peer address
+  PreambleBudget preamble_budget_;
+  int spare_fd_ = -1;  // /dev/null, given up at the descriptor limit to shed a connection
+  // After a session that held a large unfinished message is freed, malloc_trim returns the
+  // pages (glibc keeps freed heap memory resident otherwise). Heap-allocated: closed by stop().
+  uv_timer_t* trim_timer_ = nullptr;
   Pool lan_;
   Pool wan_;
   RawUdpSender sender4_;
@@ -122,6 +144,7 @@ class Datapath {
   PeerCensus census_;
   GossipObserver observer_{census_, [this](GossipPool p) { return pool(p).keys; }};
   RateLimit refusal_log_{10, 10'000};  // connection refusals: at most 10 warnings per 10 s
+  RateLimit accept_log_{1, 10'000};    // accept errors: one line per 10 s (counters: the rest)
   uint64_t next_id_ = 1;
   bool listening_ = false;
 };

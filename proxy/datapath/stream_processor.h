@@ -71,6 +71,10 @@ class GossipStreamProcessor final : public StreamProcessor {
   // Inbound: connect to the agent only once the peer's message passed the filter, so refused
   // streams (garbage, plaintext under verify_incoming) never reach the agent at all.
   bool wantsUpstream() const override { return !inbound_ || forwarded_; }
+  // Inbound: the peer has proved itself once its message passed. Until then the session bounds
+  // the wait (memberlist's TCPTimeout, SessionInfo::ready_deadline_ms), reads in small chunks and
+  // counts the partial message against the shared preamble budget.
+  bool ready() const override { return !inbound_ || forwarded_; }
   std::string closeReason() const override {
     std::string r = filters::gossip::describe(filter_->closeReason());
     if (*filter_->closeDetail() != '\0') {

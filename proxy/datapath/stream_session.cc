@@ -3,6 +3,7 @@
 #include <spdlog/spdlog.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <string>
 #include <utility>
 
@@ -53,8 +54,11 @@ void StreamSession::begin(int upstream_fd, const SocketAddress& connect_to) {
   }
   connect_to_ = connect_to;
   if (info_.ready_deadline_ms != 0) {
-    startReadyTimer(info_.ready_deadline_ms, "not ready within the handshake deadline (" +
-                                                 std::to_string(info_.ready_deadline_ms) + " ms)");
+    const std::string ms = std::to_string(info_.ready_deadline_ms) + " ms";
+    startReadyTimer(info_.ready_deadline_ms,
+                    info_.kind == "gossip"
+                        ? "no complete first message within " + ms + " (memberlist's TCPTimeout)"
+                        : "not ready within the handshake deadline (" + ms + ")");
   }
   startReading(accepted());
   maybeConnect();
@@ -74,6 +78,7 @@ void StreamSession::startReadyTimer(uint64_t ms, std::string reason) {
   ready_timeout_reason_ = std::move(reason);
   startTimer(ready_timer_, ms, [](uv_timer_t* h) {
     auto* self = static_cast<StreamSession*>(h->data);
+    self->deadline_expired_ = !self->closing_;
     self->close(self->ready_timeout_reason_);
   });
   ready_timer_initialised_ = true;
@@ -148,6 +153,10 @@ void StreamSession::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* /*buf*
   if (nread > 0) {
     e->in.commit(static_cast<size_t>(nread));
     e->bytes_read += static_cast<uint64_t>(nread);
+    self->accountPreamble();
+    if (self->closing_) {
+      return;  // over the shared budget and this was the greediest session
+    }
   } else if (nread == UV_EOF) {
     e->in.commit(0);
     e->read_eof = true;
@@ -164,6 +173,19 @@ void StreamSession::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* /*buf*
     return;
   }
   self->pump();
+}
+
+void StreamSession::accountPreamble() {
+  if (budget_ == nullptr) {
+    return;
+  }
+  const size_t held = !closing_ && !processor_->ready() ? accepted().in.capacity() : 0;
+  budget_->used = budget_->used - preamble_held_ + held;
+  preamble_held_ = held;
+  preamble_peak_ = std::max(preamble_peak_, held);
+  if (held != 0 && budget_->limit != 0 && budget_->used > budget_->limit && budget_->on_over) {
+    budget_->on_over();
+  }
 }
 
 void StreamSession::releaseIdlePreamble(Endpoint& e) {
@@ -233,6 +255,7 @@ void StreamSession::pump() {
   applyBackpressure();
   releaseIdlePreamble(agent_);
   releaseIdlePreamble(peer_);
+  accountPreamble();
   maybeFinish();
 }
 
@@ -327,6 +350,18 @@ void StreamSession::maybeFinish() {
     close(close_reason_);
     return;
   }
+  // The accepted side ended before the processor wanted its upstream (a FIN before the first
+  // byte, or before an inbound gossip message or RPC preamble was complete): nothing more can
+  // arrive, so nothing would ever connect or close the session. A bare connect-and-close (a
+  // port probe) is not an error; a preamble cut short is.
+  Endpoint& a = accepted();
+  if (!failed_ && !connect_started_ && a.eof_delivered && a.out.empty() && a.inflight.empty() &&
+      !processor_->wantsUpstream()) {
+    close(a.bytes_read == 0 ? std::string()
+                            : std::string("the ") + (&a == &peer_ ? "peer" : "agent") +
+                                  " closed before its first message was complete");
+    return;
+  }
   // Both directions finished: each side sent its FIN and received the other's.
   if (agent_.read_eof && peer_.read_eof && agent_.shutdown_done && peer_.shutdown_done) {
     close("");
@@ -339,6 +374,11 @@ void StreamSession::close(const std::string& reason) {
   }
   closing_ = true;
   close_reason_ = reason;
+  // Nothing reads the input any more (uv_close stops reading): free it now, not a loop turn
+  // later, so a burst of budget closes does not briefly hold twice the budget.
+  agent_.in = Buffer();
+  peer_.in = Buffer();
+  accountPreamble();  // closing_: gives this session's share back
   auto closeHandle = [this](uv_handle_t* h) {
     h->data = this;
     uv_close(h, [](uv_handle_t* handle) {

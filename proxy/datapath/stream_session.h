@@ -22,6 +22,16 @@ struct SessionInfo {
   uint64_t ready_deadline_ms = 0;  // 0: none; else close if the processor is not ready by then
 };
 
+// Memory that sessions hold for peers' unfinished first messages (the accepted side's input
+// buffer while the processor is not ready: a gossip message still arriving, a TLS flight), summed
+// over every session. Past `limit` the owner's on_over runs and closes sessions until the total
+// is back under it; each session's own share is bounded by its processor's message caps.
+struct PreambleBudget {
+  size_t limit = 0;  // 0: none
+  size_t used = 0;
+  std::function<void()> on_over;
+};
+
 // Implemented (besides StreamProcessor) by a processor whose preamble goes on after the upstream
 // connected: outbound RPC TLS, where the remote must finish its side of the handshake. The session
 // closes the connection if the processor is not ready this long after the connect completed.
@@ -44,8 +54,10 @@ class UpstreamReadyDeadline {
 // reaches the processor as end_stream, and once it consumed everything the other side gets a FIN
 // after its queued bytes. No idle timeout (yamux, blocking queries and raft streams are
 // long-lived); only the upstream connect and the preamble (SessionInfo::ready_deadline_ms from
-// the accept, UpstreamReadyDeadline from the connect) are bounded. close() is the one teardown
-// path; the object deletes itself after libuv closed both handles.
+// the accept, UpstreamReadyDeadline from the connect) are bounded. A connection whose accepted
+// side ended (FIN) while the processor still did not want its upstream is closed at once: no
+// byte can arrive that would ever make it connect. close() is the one teardown path; the object
+// deletes itself after libuv closed both handles.
 class StreamSession {
  public:
   static constexpr size_t kHighWater = 1 << 20;
@@ -66,6 +78,12 @@ class StreamSession {
   // starts at once.
   void begin(int upstream_fd, const SocketAddress& connect_to);
   void close(const std::string& reason);
+  // Counts this session's preamble buffer against `budget` (which must outlive the session).
+  void setPreambleBudget(PreambleBudget* budget) { budget_ = budget; }
+  size_t preambleBytes() const { return preamble_held_; }
+  size_t preamblePeak() const { return preamble_peak_; }  // the most it ever held
+  bool closing() const { return closing_; }
+  bool deadlineExpired() const { return deadline_expired_; }  // closed by the ready deadline
 
   const SessionInfo& info() const { return info_; }
   const StreamProcessor& processor() const { return *processor_; }
@@ -108,6 +126,7 @@ class StreamSession {
   void applyBackpressure();
   void releaseIdlePreamble(Endpoint& e);
   void maybeFinish();
+  void accountPreamble();
   void onHandleClosed();
 
   static void onAlloc(uv_handle_t* h, size_t suggested, uv_buf_t* buf);
@@ -131,7 +150,11 @@ class StreamSession {
   SocketAddress connect_to_;
   bool failed_ = false;   // processor refused: flush, then close
   bool closing_ = false;  // close() ran
+  bool deadline_expired_ = false;
   int open_handles_ = 0;
+  PreambleBudget* budget_ = nullptr;
+  size_t preamble_held_ = 0;  // this session's share of budget_->used
+  size_t preamble_peak_ = 0;
   std::string close_reason_;
   std::string ready_timeout_reason_;
 };
