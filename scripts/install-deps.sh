@@ -22,6 +22,9 @@ PACKAGES=(
   iproute2 iptables nftables tshark tcpdump
   # certificates for the examples and tests
   openssl xxd bc
+  # npm ci (tests/manifests) and Debian's Node.js read the system CA bundle; named, not left to
+  # arrive as a dependency of nodejs (which is skipped when another Node.js is installed)
+  ca-certificates
   # deployment: systemd-analyze verify/security, sysusers/tmpfiles (unit tests), setcap/setpriv
   # (image privilege model), python3-yaml (manifest checks), util-linux (unshare for doctor)
   systemd libcap2-bin util-linux python3-yaml
