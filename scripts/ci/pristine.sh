@@ -33,7 +33,7 @@
 # Environment:
 #   SIDECRYPT_PRISTINE_CACHE   where the root tarball and the apt/npm download caches live
 #   SIDECRYPT_PRISTINE_TESTS   ctest regex of the integration tests to run inside
-#   SIDECRYPT_PRISTINE_TIMEOUT seconds before the container is stopped (default 2400)
+#   SIDECRYPT_PRISTINE_TIMEOUT seconds before the container is stopped (default 3600)
 #   SIDECRYPT_PRISTINE_TMPFS_SIZE  size limit of the tmpfs the root lives on (default 12G)
 set -euo pipefail
 
@@ -94,7 +94,7 @@ if [ -n "$(git -C "$repo" status --porcelain --untracked-files=no)" ]; then
 fi
 cache="${SIDECRYPT_PRISTINE_CACHE:-/var/cache/sidecrypt-pristine}"
 tests="${SIDECRYPT_PRISTINE_TESTS:-integration\.test_(gossip_mixed_fleet|gossip_rollout_stages|rpc_tls_go_peers|rules_install_remove)$}"
-timeout_s="${SIDECRYPT_PRISTINE_TIMEOUT:-2400}"
+timeout_s="${SIDECRYPT_PRISTINE_TIMEOUT:-3600}"
 variant=minbase
 mmopts=(--variant="$variant" --dpkgopt=force-unsafe-io)
 
