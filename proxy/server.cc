@@ -503,6 +503,9 @@ void Server::stop() {
   if (metrics_) {
     metrics_->close();
   }
+  if (lock_ != nullptr) {
+    lock_->close();  // stops answering; the lock itself is held until the process exits
+  }
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_timer_stop(&key_use_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&key_use_timer_), nullptr);
@@ -526,6 +529,9 @@ int Server::run() {
   }
   notifier_ = std::make_unique<ServiceNotifier>(&loop_, SdNotify::fromEnvironment());
   notifier_->status("starting");
+  if (std::string lock_err; lock_ != nullptr && !lock_->serve(&loop_, lock_err)) {
+    spdlog::warn("{}", lock_err);  // the lock holds anyway; only naming it to others fails
+  }
   if (state_->config.intercept.install_rules && !state_->config.intercept.ports.empty() &&
       !installRules()) {
     stop();

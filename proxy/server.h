@@ -13,6 +13,7 @@
 #include "proxy/admin/admin_server.h"
 #include "proxy/admin/status_render.h"
 #include "proxy/datapath/datapath.h"
+#include "proxy/intercept/instance_lock.h"
 #include "proxy/observe/sd_notify.h"
 #include "proxy/runtime_state.h"
 
@@ -42,6 +43,8 @@ class Server {
   using CommitDone = std::function<void(std::optional<std::string> error)>;
   void commitKeyring(GossipPool pool, filters::keyring::KeySetConstSharedPtr next, CommitDone done);
   const RuntimeState& state() const { return *state_; }
+  // The instance lock this process holds (it outlives the Server): answered from the loop.
+  void setInstanceLock(InstanceLock* lock) { lock_ = lock; }
   uint64_t reloadFailures() const { return reload_failures_; }
 
  private:
@@ -96,6 +99,7 @@ class Server {
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<AdminServer> metrics_;       // read-only: /metrics and /ready ([metrics] listen)
   std::unique_ptr<ServiceNotifier> notifier_;  // systemd: READY/RELOADING/STOPPING/WATCHDOG
+  InstanceLock* lock_ = nullptr;
   std::string last_reload_error_;
   WallClock::time_point started_{};
   std::chrono::steady_clock::time_point rules_checked_{};

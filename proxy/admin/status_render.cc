@@ -134,6 +134,15 @@ json statusJson(const StatusInput& in) {
                         {"peer_to_agent", countersJson(p.streams->peer_to_agent)}}}};
     }
     j["gossip"] = gossip;
+    // Members on gossip ports the rules do not capture (intercept.member_ports): the agent's
+    // streams to them would leave in plaintext.
+    json uncovered = json::array();
+    for (const auto* m : in.datapath->uncoveredMembers()) {
+      uncovered.push_back({{"name", m->name}, {"address", m->address}, {"port", m->port}});
+    }
+    const auto& ic = c.intercept;
+    j["member_ports"] = {
+        {"lan", ic.member_ports}, {"wan", ic.wan_member_ports}, {"uncovered_members", uncovered}};
     json rpc = json::object();
     in.datapath->rpcStats().forEach([&rpc](const char* name, uint64_t v) { rpc[name] = v; });
     j["rpc"] = rpc;
@@ -274,6 +283,10 @@ std::string metricsText(const StatusInput& in) {
     w.family("sidecrypt_tcp_accept_errors_total", "counter",
              "Failed accepts (each pauses the listener 10 ms to 1 s).");
     w.sample("sidecrypt_tcp_accept_errors_total", "", t.accept_errors);
+    w.family("sidecrypt_gossip_members_uncovered", "gauge",
+             "Alive or suspect members on a gossip port the netfilter rules do not capture "
+             "(the agent's streams to them leave in plaintext; see intercept.member_ports).");
+    w.sample("sidecrypt_gossip_members_uncovered", "", in.datapath->uncoveredMembers().size());
     w.family("sidecrypt_tcp_sessions_active", "gauge", "Open TCP sessions.");
     w.sample("sidecrypt_tcp_sessions_active", "", t.active);
     const std::pair<const char*, GossipPool> pools[] = {{"lan", GossipPool::Lan},

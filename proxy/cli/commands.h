@@ -2,13 +2,21 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <memory>
 #include <string>
+#include <variant>
 #include <vector>
+
+#include "proxy/intercept/instance_lock.h"
 
 namespace sidecrypt::proxy::cli {
 
 // Each returns the process exit code: 0 ok, 1 failure (reason printed), 2 usage/config error.
 int runProxy(const std::filesystem::path& config);
+// The network namespace's instance lock for `role` ("run", "rules install", ...), waiting a few
+// seconds while a `rules` command holds it; else who holds it.
+std::variant<std::unique_ptr<InstanceLock>, LockHolder> takeInstanceLock(
+    const std::string& role, const std::filesystem::path& config, const std::string& fingerprint);
 int checkConfig(const std::filesystem::path& config);
 int keygen();
 

@@ -26,6 +26,7 @@
 #include "proxy/config/config_loader.h"
 #include "proxy/intercept/capabilities.h"
 #include "proxy/intercept/command_runner.h"
+#include "proxy/intercept/instance_lock.h"
 #include "proxy/intercept/rules.h"
 #include "proxy/net/address.h"
 
@@ -515,6 +516,8 @@ class Doctor {
   void checkEphemeralPorts();
   void checkProxyCapabilities();
   void checkReady();
+  void checkInstance();
+  void checkMemberPorts();
   void probePorts();
 
   const DoctorOptions& opts_;
@@ -1071,6 +1074,60 @@ void Doctor::checkReady() {
       "http://" + admin + "/ready answered " + std::to_string(r.status) + ": " + body, fix);
 }
 
+// One sidecrypt per network namespace (the instance lock): who holds it, with which rules.
+void Doctor::checkInstance() {
+  const auto h = InstanceLock::holder();
+  if (!h) {
+    add("instance", Status::Info, "no sidecrypt holds the instance lock of this network namespace");
+    return;
+  }
+  const std::string mine = rulesFingerprint(params_);
+  if (!h->fingerprint.empty() && h->fingerprint != mine) {
+    add("instance", Status::Fail,
+        h->describe() + " runs in this network namespace with other rules (" + h->fingerprint +
+            ") than " + cfg_path_ + " (" + mine + ")",
+        "sidecrypt doctor --config " +
+            (h->config.empty() ? std::string("THAT_CONFIG") : h->config) +
+            "  # check the instance that runs, or stop it before using this config");
+    return;
+  }
+  add("instance", Status::Ok, h->describe() + " holds the instance lock");
+}
+
+// Members that advertise a gossip port the rules do not capture (the running proxy's view).
+void Doctor::checkMemberPorts() {
+  const std::string admin = opts_.admin.empty() ? cfg_.admin.listen : opts_.admin;
+  auto r = adminRequest(admin, "GET", "/status", 5000);
+  const auto j = nlohmann::json::parse(r.body, nullptr, false);
+  if (r.status != 200 || j.is_discarded() || !j.contains("member_ports")) {
+    add("members.ports", Status::Skip, "no member list (sidecrypt is not running here)");
+    return;
+  }
+  std::string list;
+  std::set<uint16_t> ports;
+  for (const auto& m : j["member_ports"]["uncovered_members"]) {
+    const auto port = m.value("port", 0);
+    ports.insert(static_cast<uint16_t>(port));
+    list += " " + m.value("name", std::string("?")) + "@" +
+            addressWithPort(m.value("address", std::string("?")), static_cast<uint16_t>(port));
+  }
+  if (!ports.empty()) {
+    std::string add_ports;
+    for (uint16_t p : ports) {
+      add_ports += (add_ports.empty() ? "" : ", ") + std::to_string(p);
+    }
+    add("members.ports", Status::Fail,
+        "members on gossip ports the rules do not capture (the agent's streams to them leave in "
+        "PLAINTEXT):" +
+            list,
+        "add " + add_ports + " to intercept.member_ports in " + cfg_path_ + "; then " +
+            install_fix_ + " and restart sidecrypt");
+    return;
+  }
+  add("members.ports", Status::Ok,
+      "every member seen advertises a captured gossip port (" + joinPorts(params_.member) + ")");
+}
+
 void Doctor::probePorts() {
   if (opts_.no_probe) {
     add("probe", Status::Skip, "--no-probe");
@@ -1169,6 +1226,8 @@ std::vector<Check> Doctor::run() {
       {"sysctl", &Doctor::checkSysctls, {}},
       {"capabilities.proxy", &Doctor::checkProxyCapabilities, {"capabilities"}},
       {"admin.ready", &Doctor::checkReady, {}},
+      {"instance", &Doctor::checkInstance, {}},
+      {"members.ports", &Doctor::checkMemberPorts, {}},
       {"probe",
        &Doctor::probePorts,
        {"capabilities", "backend", "kernel", "rules.netfilter", "rules.policy", "admin.ready"}},

@@ -24,6 +24,26 @@ int rulesCommand(RulesOp op, const std::filesystem::path& config) {
     std::cout << "# " << why << "\n" << describePlan(installPlan(params, backend));
     return 0;
   }
+  // Never touch the rules a running instance owns. No instance (the systemd ExecStartPre, the
+  // Kubernetes init container, removal after stop): take the lock for the time of the change.
+  const char* verb = op == RulesOp::Install ? "install" : "remove";
+  const std::string fp = rulesFingerprint(params);
+  auto got = takeInstanceLock(std::string("rules ") + verb, config, fp);
+  if (auto* h = std::get_if<LockHolder>(&got)) {
+    if (op == RulesOp::Install && h->role == "run" && h->fingerprint == fp) {
+      // The same rules as the running instance's: reinstalling them repairs, changes nothing.
+      std::cout << "sidecrypt runs in this network namespace (" << h->describe()
+                << ") with the same rules (" << fp << "): reinstalling them\n";
+    } else {
+      std::cerr << "sidecrypt: rules " << verb << " refused: " << h->describe()
+                << " owns the rules in this network namespace"
+                << (op == RulesOp::Install && !h->fingerprint.empty()
+                        ? " (its rules " + h->fingerprint + ", this config's " + fp + ")"
+                        : std::string())
+                << "; they stay as they are. Stop it first.\n";
+      return 1;
+    }
+  }
   const RulePlan plan =
       op == RulesOp::Install ? installPlan(params, backend) : removePlan(params, backend);
   if (auto err = runPlan(plan)) {

@@ -2,11 +2,15 @@
 #include <sys/resource.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <iostream>
+#include <thread>
 
 #include "proxy/cli/commands.h"
 #include "proxy/intercept/capabilities.h"
+#include "proxy/intercept/instance_lock.h"
+#include "proxy/intercept/rules.h"
 #include "proxy/observe/log.h"
 #include "proxy/runtime_state.h"
 #include "proxy/server.h"
@@ -47,6 +51,22 @@ void raiseOpenFileLimit() {
 
 }  // namespace
 
+std::variant<std::unique_ptr<InstanceLock>, LockHolder> takeInstanceLock(
+    const std::string& role, const std::filesystem::path& config, const std::string& fingerprint) {
+  std::error_code ec;
+  const auto abs = std::filesystem::absolute(config, ec);
+  const std::string path = ec ? config.string() : abs.lexically_normal().string();
+  // A `rules install/remove` finishing in this namespace holds it for a moment: wait (bounded).
+  for (int i = 0;; ++i) {
+    auto got = InstanceLock::acquire(role, path, fingerprint);
+    auto* h = std::get_if<LockHolder>(&got);
+    if (h == nullptr || h->role.rfind("rules", 0) != 0 || i >= 100) {
+      return got;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+}
+
 int runProxy(const std::filesystem::path& config) {
   // File capabilities granted as permitted only (the container image: cap_net_raw+p) become
   // effective here, before any socket is opened.
@@ -60,9 +80,26 @@ int runProxy(const std::filesystem::path& config) {
     return 2;
   }
   auto state = std::get<RuntimeStatePtr>(std::move(built));
+  // One instance per network namespace, taken before any rule is touched: a second `run`
+  // (another profile, started by mistake) must not rewrite the first one's rules. An instance
+  // with explicit listeners only touches no rules and takes no lock.
+  std::unique_ptr<InstanceLock> lock;
+  if (!state->config.intercept.ports.empty()) {
+    auto got = takeInstanceLock("run", config, rulesFingerprint(ruleParams(state->config)));
+    if (auto* h = std::get_if<LockHolder>(&got)) {
+      std::cerr << "sidecrypt: another sidecrypt already runs in this network namespace: "
+                << h->describe()
+                << "; it owns the interception rules, which stay as they are. One sidecrypt per "
+                   "network namespace: stop that one first (abstract socket @"
+                << InstanceLock::name() << ")\n";
+      return 1;
+    }
+    lock = std::move(std::get<std::unique_ptr<InstanceLock>>(got));
+  }
   setupLogging(state->config.log);
   raiseOpenFileLimit();
   Server server(config, std::move(state));
+  server.setInstanceLock(lock.get());
   return server.run();
 }
 
@@ -90,6 +127,20 @@ int checkConfig(const std::filesystem::path& config) {
   for (const auto& p : state.config.intercept.ports) {
     std::cout << "intercept " << p.name << ": port " << p.port << " " << toString(p.transport)
               << " (" << toString(p.protocol) << ")\n";
+  }
+  const auto& ic = state.config.intercept;
+  auto list = [](const std::vector<uint16_t>& ports) {
+    std::string out;
+    for (auto p : ports) {
+      out += (out.empty() ? "" : ",") + std::to_string(p);
+    }
+    return out;
+  };
+  if (!ic.member_ports.empty()) {
+    std::cout << "member ports lan: " << list(ic.member_ports) << "\n";
+  }
+  if (!ic.wan_member_ports.empty()) {
+    std::cout << "member ports wan: " << list(ic.wan_member_ports) << "\n";
   }
   std::cout << config.string() << ": configuration ok\n";
   return 0;

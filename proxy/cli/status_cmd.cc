@@ -230,6 +230,17 @@ int checkCommand(const std::string& admin, CheckKind kind, const std::string& ke
                          ") sent nothing in the window: silent, so not known to be safe"}});
       }
     }
+    // A member on a gossip port the rules do not capture gets this agent's streams in plaintext.
+    if (status.contains("member_ports")) {
+      for (const auto& m : status["member_ports"]["uncovered_members"]) {
+        reasons.push_back(
+            {{"peer", m["address"]},
+             {"node", m["name"]},
+             {"why", "advertises gossip port " + std::to_string(m["port"].get<int>()) +
+                         ", which the rules do not capture: this agent's streams to it leave in "
+                         "plaintext (add it to intercept.member_ports)"}});
+      }
+    }
     if (gossip_seen && live == 0) {
       reasons.push_back({{"peer", ""},
                          {"node", ""},

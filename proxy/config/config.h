@@ -99,6 +99,12 @@ struct InterceptConfig {
   uint32_t rule_priority = 100;  // `ip rule` preference; must precede foreign catch-all rules
   uint32_t drain_ms = 5000;      // on SIGTERM, keep forwarding this long (agent's leave)
   std::vector<PortSpec> ports;   // filled from the profile unless given explicitly
+  // The fleet's gossip port plan: every port other members of the LAN (WAN) pool listen on.
+  // The agent's TCP and UDP to any address on these ports is intercepted (sealed, or dropped
+  // while sidecrypt is down), whatever its source port. Always includes the pool's own gossip
+  // ports; filled and validated by the loader.
+  std::vector<uint16_t> member_ports;
+  std::vector<uint16_t> wan_member_ports;
 };
 
 // An explicit RPC listener (no netfilter): a fixed listen address and a fixed upstream.

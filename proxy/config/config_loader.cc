@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <tuple>
 
 #include "filters/common/regular_file.h"
 #include "filters/keyring/keyring_codec.h"
@@ -133,7 +134,7 @@ const std::vector<Section>& schema() {
       {"intercept",
        {"mode", "backend", "install_rules", "unsafe_remove_rules_on_exit", "ipv6", "outbound_port",
         "inbound_port", "divert_mark", "proxy_mark", "route_table", "rule_priority", "drain_time",
-        "port"}},
+        "port", "member_ports", "wan_member_ports"}},
       {"admin", {"listen", "unsafe_allow_remote"}},
       {"metrics", {"listen"}},
       {"log", {"level", "format"}},
@@ -264,6 +265,31 @@ class Loader {
     return v;
   }
 
+  // An array of ports (1-65535); duplicates are dropped.
+  void getPortList(const toml::table& tbl, const std::string& sec, std::string_view key,
+                   std::vector<uint16_t>& out) {
+    const auto* n = find(tbl, key);
+    if (n == nullptr) {
+      return;
+    }
+    const std::string name = sec + "." + std::string(key);
+    if (!n->is_array()) {
+      error(*n, name, "expected an array of ports, e.g. [7946, 7947]");
+      return;
+    }
+    for (const auto& e : *n->as_array()) {
+      const auto v = e.value<int64_t>();
+      if (!e.is_integer() || !v || *v < 1 || *v > 65535) {
+        error(e, name, "expected ports between 1 and 65535");
+        continue;
+      }
+      const auto port = static_cast<uint16_t>(*v);
+      if (std::find(out.begin(), out.end(), port) == out.end()) {
+        out.push_back(port);
+      }
+    }
+  }
+
   // Matches a string against allowed spellings; reports the allowed set otherwise.
   template <typename E>
   bool getEnum(const toml::table& tbl, const std::string& sec, std::string_view key,
@@ -297,6 +323,7 @@ class Loader {
   void loadListeners(const toml::node& n);
   void loadLog(const toml::table& t);
   void applyDefaults(bool ports_given, const toml::table* intercept);
+  void memberPortDefaults();
 
  private:
   std::string file_;
@@ -543,6 +570,8 @@ void Loader::loadIntercept(const toml::table& t, bool& ports_given) {
       ic.drain_ms = *ms;
     }
   }
+  getPortList(t, s, "member_ports", ic.member_ports);
+  getPortList(t, s, "wan_member_ports", ic.wan_member_ports);
   const auto* ports = find(t, "port");
   if (ports == nullptr) {
     return;
@@ -763,6 +792,7 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
         break;
     }
   }
+  memberPortDefaults();
   auto& t = cfg.tls;
   if (t.verify_server_hostname) {
     t.verify_outgoing = true;  // Consul: verify_server_hostname implies verify_outgoing
@@ -848,6 +878,52 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
   if (!g.encrypt_verify_outgoing) {
     cfg.warnings.push_back(
         "gossip.encrypt_verify_outgoing is off: this agent's gossip leaves in plaintext");
+  }
+}
+
+// The member port plan of each pool: its own gossip ports plus intercept.(wan_)member_ports. A
+// member port maps to one pool and must not be an RPC port or a capture port.
+void Loader::memberPortDefaults() {
+  auto& ic = cfg.intercept;
+  for (auto [pool, key, list] :
+       {std::tuple{GossipPool::Lan, "intercept.member_ports", &ic.member_ports},
+        std::tuple{GossipPool::Wan, "intercept.wan_member_ports", &ic.wan_member_ports}}) {
+    std::vector<uint16_t> own;
+    for (const auto& p : ic.ports) {
+      if (p.protocol == PortProtocol::Gossip && p.pool == pool) {
+        own.push_back(p.port);
+      }
+    }
+    if (own.empty() && !list->empty()) {
+      crossError({key}, std::string("no ") + (pool == GossipPool::Lan ? "LAN" : "WAN") +
+                            " gossip port is intercepted, so member ports of that pool mean "
+                            "nothing");
+      continue;
+    }
+    for (uint16_t m : *list) {
+      for (const auto& p : ic.ports) {
+        if (p.port == m && (p.protocol != PortProtocol::Gossip || p.pool != pool)) {
+          crossError({key}, "port " + std::to_string(m) + " is also " + p.name +
+                                " (a member port must belong to one gossip pool only)");
+        }
+      }
+      if (m == ic.outbound_port || m == ic.inbound_port) {
+        crossError({key}, "port " + std::to_string(m) + " is a capture port");
+      }
+    }
+    for (uint16_t p : own) {
+      if (std::find(list->begin(), list->end(), p) == list->end()) {
+        list->push_back(p);
+      }
+    }
+    std::sort(list->begin(), list->end());
+  }
+  for (uint16_t m : ic.member_ports) {
+    if (std::find(ic.wan_member_ports.begin(), ic.wan_member_ports.end(), m) !=
+        ic.wan_member_ports.end()) {
+      crossError({"intercept.wan_member_ports", "intercept.member_ports"},
+                 "port " + std::to_string(m) + " is both a LAN and a WAN member port");
+    }
   }
 }
 

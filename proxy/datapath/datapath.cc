@@ -91,6 +91,45 @@ Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
   setupPool(wan_, config_, state.wan_keys ? state.wan_keys : state.lan_keys);
   preamble_budget_.limit = kPreambleBudgetBytes;
   preamble_budget_.on_over = [this] { shedPreambles(); };
+  // The fleet's other gossip ports map to the pool they belong to (intercept.member_ports).
+  for (auto [pool, ports] : {std::pair{GossipPool::Lan, &config_.intercept.member_ports},
+                             std::pair{GossipPool::Wan, &config_.intercept.wan_member_ports}}) {
+    for (uint16_t m : *ports) {
+      if (portFor(m) == nullptr) {
+        member_specs_.push_back({m, PortProtocol::Gossip, Transport::Both, pool,
+                                 std::string(pool == GossipPool::Lan ? "member" : "wan_member") +
+                                     "_" + std::to_string(m)});
+      }
+    }
+  }
+  census_.setAliveHook([this](const MemberRecord& m) {
+    if (m.port == 0 || memberPortCovered(m.port) || m.address == census_.selfAddress()) {
+      return;
+    }
+    const bool first = uncovered_ports_.size() < 256 && uncovered_ports_.insert(m.port).second;
+    if (first || uncovered_log_.allow()) {
+      spdlog::warn(
+          "member {} advertises {}:{}, a gossip port the netfilter rules do not capture: the "
+          "agent's TCP streams to it leave in PLAINTEXT. Add {} to intercept.member_ports (or "
+          "wan_member_ports), then `sidecrypt rules install` and restart",
+          m.name, m.address, m.port, m.port);
+    }
+  });
+}
+
+bool Datapath::memberPortCovered(uint16_t port) const {
+  return destPortFor(port) != nullptr;
+}
+
+std::vector<const MemberRecord*> Datapath::uncoveredMembers() const {
+  std::vector<const MemberRecord*> out;
+  for (const auto& [name, m] : census_.members()) {
+    if ((m.state == "alive" || m.state == "suspect") && m.port != 0 && !memberPortCovered(m.port) &&
+        m.address != census_.selfAddress()) {
+      out.push_back(&m);
+    }
+  }
+  return out;
 }
 
 Datapath::~Datapath() {
@@ -109,8 +148,21 @@ const PortSpec* Datapath::portFor(uint16_t agent_port) const {
   return nullptr;
 }
 
+const PortSpec* Datapath::destPortFor(uint16_t port) const {
+  if (const PortSpec* p = portFor(port)) {
+    return p;
+  }
+  for (const auto& m : member_specs_) {
+    if (m.port == port) {
+      return &m;
+    }
+  }
+  return nullptr;
+}
+
 fg::GossipDatagramFilter* Datapath::datagramFilterFor(uint16_t agent_port) {
-  const PortSpec* p = portFor(agent_port);
+  // Outbound, the relay falls back to the destination port: a member port maps to its pool.
+  const PortSpec* p = destPortFor(agent_port);
   if (p == nullptr || p->protocol != PortProtocol::Gossip || p->transport == Transport::Tcp) {
     return nullptr;
   }
@@ -331,7 +383,7 @@ bool Datapath::openRelay(Flow flow, int family, std::string& err) {
     relay->setSelfSourcePort(port);
   }
   auto poolOf = [this](uint16_t agent_port) {
-    const PortSpec* p = portFor(agent_port);
+    const PortSpec* p = destPortFor(agent_port);
     return p != nullptr ? p->pool : GossipPool::Lan;
   };
   relay->setTaps(
@@ -521,10 +573,9 @@ void Datapath::accept(Listener& l, int own_fd) {
   info.agent = l.origin == Origin::Outbound ? remote : local;
   info.peer = l.origin == Origin::Outbound ? local : remote;
   static const PortSpec kFixedRpc{0, PortProtocol::Rpc, Transport::Tcp, GossipPool::Lan, "rpc"};
-  const PortSpec* port =
-      fixed != nullptr
-          ? &kFixedRpc
-          : portFor(l.origin == Origin::Outbound ? info.peer.port() : info.agent.port());
+  const PortSpec* port = fixed != nullptr               ? &kFixedRpc
+                         : l.origin == Origin::Outbound ? destPortFor(info.peer.port())
+                                                        : portFor(info.agent.port());
   if (port == nullptr || port->transport == Transport::Udp || !local.valid()) {
     ++tcp_.unknown_port;
     ::close(own_fd);

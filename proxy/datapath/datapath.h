@@ -5,6 +5,7 @@
 #include <array>
 #include <cstdint>
 #include <memory>
+#include <set>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -76,6 +77,12 @@ class Datapath {
   const PeerCensus& census() const { return census_; }
   PeerCensus& census() { return census_; }
   const std::vector<std::unique_ptr<UdpRelay>>& relays() const { return relays_; }
+  // Members advertising a gossip port the rules do not capture: the agent's TCP to them would
+  // leave in plaintext (intercept.member_ports). Alive and suspect members only.
+  std::vector<const MemberRecord*> uncoveredMembers() const;
+  bool memberPortCovered(uint16_t port) const;
+  // Distinct uncovered ports seen since start (bounded).
+  const std::set<uint16_t>& uncoveredPortsSeen() const { return uncovered_ports_; }
   // Key rotation by Serf key queries: how a changed keyring is persisted and installed.
   void setKeyringCommit(GossipObserver::KeyringCommit commit) {
     observer_.setKeyringCommit(std::move(commit));
@@ -100,6 +107,8 @@ class Datapath {
   };
 
   const PortSpec* portFor(uint16_t agent_port) const;
+  // An agent port, else a member port of the fleet's plan (outbound destinations).
+  const PortSpec* destPortFor(uint16_t port) const;
   filters::gossip::GossipDatagramFilter* datagramFilterFor(uint16_t agent_port);
   bool openListener(Origin origin, int family, std::string& err);
   bool openFixedListener(size_t index, std::string& err);
@@ -135,6 +144,9 @@ class Datapath {
   uv_timer_t* trim_timer_ = nullptr;
   Pool lan_;
   Pool wan_;
+  std::vector<PortSpec> member_specs_;  // member ports that are not agent ports
+  std::set<uint16_t> uncovered_ports_;
+  RateLimit uncovered_log_{5, 60'000};
   RawUdpSender sender4_;
   RawUdpSender sender6_;
   std::vector<std::unique_ptr<UdpRelay>> relays_;

@@ -31,6 +31,25 @@ std::string joined(const std::vector<uint16_t>& ports, const char* sep) {
   return out;
 }
 
+std::vector<uint16_t> unite(const std::vector<uint16_t>& a, const std::vector<uint16_t>& b) {
+  std::set<uint16_t> all(a.begin(), a.end());
+  all.insert(b.begin(), b.end());
+  return {all.begin(), all.end()};
+}
+
+// Outbound destination ports: the agent's own ports plus the fleet's member ports. UDP member
+// ports only when some gossip port takes UDP (there is no UDP path otherwise).
+std::vector<uint16_t> tcpDst(const RuleParams& p) {
+  return unite(p.tcp_out, p.member);
+}
+std::vector<uint16_t> udpDst(const RuleParams& p) {
+  return p.udp.empty() ? p.udp : unite(p.udp, p.member);
+}
+
+std::string commentText(const RuleParams& p) {
+  return "sidecrypt rules " + rulesFingerprint(p);
+}
+
 const char* kIptables[2][2] = {{"iptables-nft", "ip6tables-nft"},
                                {"iptables-legacy", "ip6tables-legacy"}};
 
@@ -95,6 +114,9 @@ RuleParams ruleParams(const Config& cfg) {
       udp.insert(port.port);
     }
   }
+  std::set<uint16_t> member(ic.member_ports.begin(), ic.member_ports.end());
+  member.insert(ic.wan_member_ports.begin(), ic.wan_member_ports.end());
+  p.member.assign(member.begin(), member.end());
   p.tcp_out.assign(tcp_out.begin(), tcp_out.end());
   p.tcp_in.assign(tcp_in.begin(), tcp_in.end());
   p.udp.assign(udp.begin(), udp.end());
@@ -120,12 +142,32 @@ RulesBackend chooseBackend(RulesBackend requested, std::string& why) {
   return RulesBackend::IptablesNft;
 }
 
+std::string rulesFingerprint(const RuleParams& p) {
+  // FNV-1a over everything the rules depend on; "v2" changes when the rule layout does.
+  std::string text = "v2 mode=" + std::to_string(static_cast<int>(p.mode)) +
+                     " tcp_out=" + joined(p.tcp_out, ",") + " tcp_in=" + joined(p.tcp_in, ",") +
+                     " udp=" + joined(p.udp, ",") + " member=" + joined(p.member, ",") +
+                     " out=" + std::to_string(p.outbound_port) +
+                     " in=" + std::to_string(p.inbound_port) + " dm=" + hex(p.divert_mark) +
+                     " pm=" + hex(p.proxy_mark) + " table=" + std::to_string(p.table) +
+                     " pref=" + std::to_string(p.priority) + " ipv6=" + (p.ipv6 ? "1" : "0");
+  uint64_t h = 0xcbf29ce484222325ULL;
+  for (unsigned char c : text) {
+    h = (h ^ c) * 0x100000001b3ULL;
+  }
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
+
 std::string nftRuleset(const RuleParams& p) {
   const std::string dm = hex(p.divert_mark);
   const std::string pm = hex(p.proxy_mark);
   const std::string out = std::to_string(p.outbound_port);
   const std::string in = std::to_string(p.inbound_port);
-  const std::string tcp_out = "{ " + joined(p.tcp_out, ", ") + " }";
+  const std::string tcp_out = "{ " + joined(tcpDst(p), ", ") + " }";
+  const std::string udp_dst = "{ " + joined(udpDst(p), ", ") + " }";
+  const std::string comment = " comment \"" + commentText(p) + "\"";
   const std::string tcp_in = "{ " + joined(p.tcp_in, ", ") + " }";
   const std::string udp = "{ " + joined(p.udp, ", ") + " }";
   std::string t = "table inet sidecrypt\ndelete table inet sidecrypt\ntable inet sidecrypt {\n";
@@ -183,20 +225,20 @@ std::string nftRuleset(const RuleParams& p) {
     t += "  }\n";
     t += "  chain output {\n    type route hook output priority mangle; policy accept;\n";
     t += "    meta mark " + dm + " ct mark set meta mark return\n";
-    t += "    meta mark " + pm + " return\n";
+    t += "    meta mark " + pm + " return" + comment + "\n";
     t += "    ct mark " + dm + " meta mark set ct mark return\n";
     t += "    fib daddr type local return\n";
     if (!p.tcp_out.empty()) {
       t += "    tcp dport " + tcp_out + " meta mark set " + dm + "\n";
     }
     if (!p.udp.empty()) {
-      t += "    udp dport " + udp + " meta mark set " + dm + "\n";
+      t += "    udp dport " + udp_dst + " meta mark set " + dm + "\n";
       t += "    udp sport " + udp + " meta mark set " + dm + "\n";
     }
     t += "  }\n";
   } else {
     t += "  chain nat_output {\n    type nat hook output priority -100; policy accept;\n";
-    t += "    meta mark " + pm + " return\n    fib daddr type local return\n";
+    t += "    meta mark " + pm + " return" + comment + "\n    fib daddr type local return\n";
     if (!p.tcp_out.empty()) {
       t += "    tcp dport " + tcp_out + " redirect to :" + out + "\n";
     }
@@ -219,6 +261,15 @@ std::string iptablesRuleset(const RuleParams& p, bool v6) {
   auto multiport = [](const char* dir, const std::vector<uint16_t>& ports) {
     return std::string("-m multiport --") + dir + " " + joined(ports, ",");
   };
+  // multiport takes at most 15 ports per rule: one rule per chunk.
+  auto each15 = [](const std::vector<uint16_t>& ports, const auto& emit) {
+    for (size_t i = 0; i < ports.size(); i += 15) {
+      emit(std::vector<uint16_t>(
+          ports.begin() + static_cast<ptrdiff_t>(i),
+          ports.begin() + static_cast<ptrdiff_t>(std::min(ports.size(), i + 15))));
+    }
+  };
+  const std::string comment = " -m comment --comment \"" + commentText(p) + "\"";
   if (p.mode == InterceptMode::Tproxy) {
     t += "*mangle\n:SIDECRYPT_PRE - [0:0]\n:SIDECRYPT_OUT - [0:0]\n:SIDECRYPT_DIVERT - [0:0]\n";
     t += "-A SIDECRYPT_DIVERT -j MARK --set-mark " + dm + "\n-A SIDECRYPT_DIVERT -j ACCEPT\n";
@@ -226,17 +277,19 @@ std::string iptablesRuleset(const RuleParams& p, bool v6) {
     t += "-A SIDECRYPT_PRE -p udp -m socket --transparent -j SIDECRYPT_DIVERT\n";
     t += "-A SIDECRYPT_OUT -m mark --mark " + dm + " -j CONNMARK --save-mark\n";
     t += "-A SIDECRYPT_OUT -m mark --mark " + dm + " -j RETURN\n";
-    t += "-A SIDECRYPT_OUT -m mark --mark " + pm + " -j RETURN\n";
+    t += "-A SIDECRYPT_OUT -m mark --mark " + pm + comment + " -j RETURN\n";
     t += "-A SIDECRYPT_OUT -m connmark --mark " + dm + " -j CONNMARK --restore-mark\n";
     t += "-A SIDECRYPT_OUT -m mark --mark " + dm + " -j RETURN\n";
     t += "-A SIDECRYPT_OUT -m addrtype --dst-type LOCAL -j RETURN\n";
-    if (!p.tcp_out.empty()) {
-      t += "-A SIDECRYPT_OUT -p tcp " + multiport("dports", p.tcp_out) + " -j MARK --set-mark " +
-           dm + "\n";
-    }
-    if (!p.udp.empty()) {
-      t += "-A SIDECRYPT_OUT -p udp " + multiport("dports", p.udp) + " -j MARK --set-mark " + dm +
+    each15(tcpDst(p), [&](const std::vector<uint16_t>& ports) {
+      t += "-A SIDECRYPT_OUT -p tcp " + multiport("dports", ports) + " -j MARK --set-mark " + dm +
            "\n";
+    });
+    each15(udpDst(p), [&](const std::vector<uint16_t>& ports) {
+      t += "-A SIDECRYPT_OUT -p udp " + multiport("dports", ports) + " -j MARK --set-mark " + dm +
+           "\n";
+    });
+    if (!p.udp.empty()) {
       t += "-A SIDECRYPT_OUT -p udp " + multiport("sports", p.udp) + " -j MARK --set-mark " + dm +
            "\n";
     }
@@ -268,12 +321,12 @@ std::string iptablesRuleset(const RuleParams& p, bool v6) {
     }
   } else {
     t += "*nat\n:SIDECRYPT_NAT_OUT - [0:0]\n:SIDECRYPT_NAT_IN - [0:0]\n";
-    t += "-A SIDECRYPT_NAT_OUT -m mark --mark " + pm + " -j RETURN\n";
+    t += "-A SIDECRYPT_NAT_OUT -m mark --mark " + pm + comment + " -j RETURN\n";
     t += "-A SIDECRYPT_NAT_OUT -m addrtype --dst-type LOCAL -j RETURN\n";
-    if (!p.tcp_out.empty()) {
-      t += "-A SIDECRYPT_NAT_OUT -p tcp " + multiport("dports", p.tcp_out) +
+    each15(tcpDst(p), [&](const std::vector<uint16_t>& ports) {
+      t += "-A SIDECRYPT_NAT_OUT -p tcp " + multiport("dports", ports) +
            " -j REDIRECT --to-ports " + std::to_string(p.outbound_port) + "\n";
-    }
+    });
     if (!p.tcp_in.empty()) {
       t += "-A SIDECRYPT_NAT_IN -m addrtype --dst-type LOCAL -p tcp " +
            multiport("dports", p.tcp_in) + " -j REDIRECT --to-ports " +
@@ -508,17 +561,45 @@ bool rulesInstalled(const RuleParams& p, RulesBackend backend, std::string& deta
     detail = std::string("policy routes installed; ") + unread;
     return true;
   }
+  // Our rules carry the fingerprint of the config they were made from: rules of another
+  // config (another profile's ports) are not this instance's rules.
+  const std::string mine = commentText(p);
+  auto fingerprintOf = [&mine](const std::string& dump, const std::string& where,
+                               std::string& why) {
+    if (dump.find(mine) != std::string::npos) {
+      return true;
+    }
+    const size_t at = dump.find("sidecrypt rules ");
+    why = where + (at == std::string::npos
+                       ? " carries no sidecrypt fingerprint (rules of an older sidecrypt?)"
+                       : " holds the rules of another configuration (" + dump.substr(at, 32) +
+                             ", this config's: " + mine + ")");
+    return false;
+  };
   if (backend == RulesBackend::Nft) {
     auto r = runCommand({"nft", "list", "table", "inet", "sidecrypt"});
     if (r.exit_code != 0) {
       detail = "nft table inet sidecrypt is missing";
       return false;
     }
+    if (!fingerprintOf(r.output, "nft table inet sidecrypt", detail)) {
+      return false;
+    }
   } else {
-    for (const auto& j : jumps(p)) {
-      if (runCommand(jumpArgs(iptablesBin(backend, false), j, "-C")).exit_code != 0) {
-        detail =
-            std::string("jump to ") + j.chain + " in " + j.table + " " + j.hook + " is missing";
+    const char* table = p.mode == InterceptMode::Tproxy ? "mangle" : "nat";
+    for (bool v6 : {false, true}) {
+      if (v6 && !p.ipv6) {
+        continue;
+      }
+      for (const auto& j : jumps(p)) {
+        if (runCommand(jumpArgs(iptablesBin(backend, v6), j, "-C")).exit_code != 0) {
+          detail = std::string("jump to ") + j.chain + " in " + (v6 ? "ip6 " : "") + j.table + " " +
+                   j.hook + " is missing";
+          return false;
+        }
+      }
+      auto r = runCommand({iptablesBin(backend, v6, "-save"), "-t", table});
+      if (!fingerprintOf(r.output, iptablesBin(backend, v6) + " " + table, detail)) {
         return false;
       }
     }

@@ -15,6 +15,9 @@ struct RuleParams {
   std::vector<uint16_t> tcp_out;  // agent ports whose outgoing TCP is captured
   std::vector<uint16_t> tcp_in;   // agent ports whose incoming TCP is captured
   std::vector<uint16_t> udp;      // agent gossip ports (UDP, both directions)
+  // The fleet's gossip port plan (intercept.member_ports, wan_member_ports, own gossip ports):
+  // the agent's TCP and UDP to any address on these ports is captured, from any source port.
+  std::vector<uint16_t> member;
   uint16_t outbound_port = 15001;
   uint16_t inbound_port = 15006;
   uint32_t divert_mark = 0x539;
@@ -50,6 +53,10 @@ const char* toString(RulesBackend b);
 RulePlan installPlan(const RuleParams& p, RulesBackend backend);
 RulePlan removePlan(const RuleParams& p, RulesBackend backend);
 
+// What the install plan for `p` puts in place, as a short hex digest. The rules carry it as a
+// comment, so /ready and doctor can tell this config's rules from another's.
+std::string rulesFingerprint(const RuleParams& p);
+
 // The rule text itself, exposed for tests and `rules print`.
 std::string nftRuleset(const RuleParams& p);
 std::string iptablesRuleset(const RuleParams& p, bool ipv6);
@@ -58,7 +65,8 @@ std::string iptablesRuleset(const RuleParams& p, bool ipv6);
 std::string describePlan(const RulePlan& plan);
 // Runs a plan; returns the first failure (command and its output), or nullopt.
 std::optional<std::string> runPlan(const RulePlan& plan);
-// True when sidecrypt's own rules and policy routes are installed in this namespace. Without
+// True when sidecrypt's own rules and policy routes are installed in this namespace and carry
+// this config's fingerprint (rules of another config are reported as such). Without
 // CAP_NET_ADMIN the netfilter rules cannot be read: then only the policy routes are checked
 // (TPROXY) and `detail` says so.
 bool rulesInstalled(const RuleParams& p, RulesBackend backend, std::string& detail);

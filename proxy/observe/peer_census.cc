@@ -150,6 +150,9 @@ void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t po
   m->incarnation = incarnation;
   m->updated = WallClock::now();
   setNodeName(ip, m->name);
+  if (alive_hook_) {
+    alive_hook_(*m);
+  }
 }
 
 void PeerCensus::onSuspect(std::string_view node, uint32_t incarnation) {

@@ -107,6 +107,11 @@ class PeerCensus {
   uint64_t evictions() const { return evictions_; }
   size_t capacity() const { return max_peers_; }
 
+  // Called after an alive message (or push/pull state) changed a member's record.
+  void setAliveHook(std::function<void(const MemberRecord&)> hook) {
+    alive_hook_ = std::move(hook);
+  }
+
   // Called when a peer is first seen sending plaintext (for the state-change log).
   void setFirstPlaintextHook(std::function<void(const PeerRecord&)> hook) {
     first_plaintext_ = std::move(hook);
@@ -127,6 +132,7 @@ class PeerCensus {
   bool self_fixed_ = false;
   std::string self_address_;
   std::function<void(const PeerRecord&)> first_plaintext_;
+  std::function<void(const MemberRecord&)> alive_hook_;
 };
 
 }  // namespace sidecrypt::proxy

@@ -324,3 +324,26 @@ TEST_CASE("config: the metrics listener is on loopback by default and may be mov
   REQUIRE(same.size() == 1);
   CHECK(same[0].find("metrics.listen: 127.0.0.1:9000 is also admin.listen") != std::string::npos);
 }
+
+TEST_CASE("config: member ports default to the pool's own gossip ports and are checked",
+          "[config][member_ports]") {
+  auto serf = ok("[agent]\nprofile = \"serf\"\n");
+  CHECK(serf.intercept.member_ports == std::vector<uint16_t>{7946});
+  CHECK(serf.intercept.wan_member_ports.empty());
+  auto more = ok("[agent]\nprofile = \"serf\"\n[intercept]\nmember_ports = [7948, 7947, 7947]\n");
+  CHECK(more.intercept.member_ports == std::vector<uint16_t>{7946, 7947, 7948});
+  auto server = ok("[agent]\nserver = true\n[intercept]\nwan_member_ports = [9302]\n");
+  CHECK(server.intercept.member_ports == std::vector<uint16_t>{8301});
+  CHECK(server.intercept.wan_member_ports == std::vector<uint16_t>{8302, 9302});
+  auto errs = errorsOf("[intercept]\nmember_ports = [8300, 0, \"x\"]\nwan_member_ports = [8302]\n");
+  REQUIRE(errs.size() == 4);
+  CHECK(errs[0].starts_with("proxy.toml:2:1: intercept.member_ports: port 8300 is also rpc"));
+  CHECK(errs[1] == "proxy.toml:2:23: intercept.member_ports: expected ports between 1 and 65535");
+  CHECK(errs[2] == "proxy.toml:2:26: intercept.member_ports: expected ports between 1 and 65535");
+  CHECK(errs[3].starts_with("proxy.toml:3:1: intercept.wan_member_ports: no WAN gossip port"));
+  auto both = errorsOf(
+      "[agent]\nserver = true\n[intercept]\nmember_ports = [9000]\n"
+      "wan_member_ports = [9000]\n");
+  REQUIRE_FALSE(both.empty());
+  CHECK(both.back().find("both a LAN and a WAN member port") != std::string::npos);
+}

@@ -1,0 +1,53 @@
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <variant>
+
+namespace sidecrypt::proxy {
+
+// Who holds the instance lock of this network namespace, as it describes itself.
+struct LockHolder {
+  long pid = 0;                  // 0 when unknown (another pid namespace, nothing answered)
+  std::string role;              // "run", "rules install", "rules remove"; empty when unknown
+  std::string config;            // the holder's config path
+  std::string fingerprint;       // rulesFingerprint() of the holder's config
+  std::string describe() const;  // "pid 123 (sidecrypt run, config /etc/sidecrypt/proxy.toml)"
+};
+
+// One sidecrypt per network namespace: an abstract Unix socket. Abstract socket names belong to
+// the network namespace, so the lock is naturally per namespace, needs no file, no privilege and
+// no cleanup: the kernel releases it when the holder exits, however it exits. The holder
+// listens on it and answers every connection with one line describing itself, so a second
+// instance (even in another pid namespace, e.g. another container of the same pod) can name it.
+class InstanceLock {
+ public:
+  ~InstanceLock();
+  InstanceLock(const InstanceLock&) = delete;
+  InstanceLock& operator=(const InstanceLock&) = delete;
+
+  // Takes the lock, or returns who holds it.
+  static std::variant<std::unique_ptr<InstanceLock>, LockHolder> acquire(
+      const std::string& role, const std::string& config, const std::string& fingerprint);
+  // Who holds the lock now, without taking it; nullopt when nobody does.
+  static std::optional<LockHolder> holder();
+
+  // Answers queries from the event loop (a running instance); short-lived commands do not.
+  bool serve(uv_loop_t* loop, std::string& err);
+  void close();
+
+  // The abstract socket name (without the leading NUL), e.g. for `ss -xl`.
+  static const char* name();
+
+ private:
+  InstanceLock(int fd, std::string line) : fd_(fd), line_(std::move(line)) {}
+  static void onQuery(uv_poll_t* handle, int status, int events);
+  int fd_ = -1;
+  std::string line_;
+  uv_poll_t* poll_ = nullptr;
+};
+
+}  // namespace sidecrypt::proxy

@@ -1,0 +1,79 @@
+#include "proxy/intercept/instance_lock.h"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <unistd.h>
+#include <catch2/catch.hpp>
+
+#include <thread>
+
+using namespace sidecrypt::proxy;
+
+namespace {
+
+// A fresh network namespace for this thread, given back on scope exit (the other unit tests
+// use the original one).
+struct OwnNetns {
+  int saved = ::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
+  bool entered = saved >= 0 && ::unshare(CLONE_NEWNET) == 0;
+  ~OwnNetns() {
+    if (entered) {
+      (void)::setns(saved, CLONE_NEWNET);
+    }
+    if (saved >= 0) {
+      ::close(saved);
+    }
+  }
+};
+
+}  // namespace
+
+// Abstract socket names are per network namespace: the test takes its own namespace when it can
+// (root), so it never meets a real sidecrypt of the host. Without that privilege it still runs
+// in the host namespace unless a sidecrypt already holds the lock there.
+TEST_CASE("instance lock: one holder per network namespace, the second learns who holds it",
+          "[instance_lock]") {
+  OwnNetns ns;
+  if (!ns.entered && InstanceLock::holder()) {
+    WARN("not run: a sidecrypt holds the lock of this namespace and we cannot make our own");
+    return;
+  }
+  REQUIRE_FALSE(InstanceLock::holder().has_value());
+  {
+    auto first = InstanceLock::acquire("run", "/etc/sidecrypt/a b.toml", "0123456789abcdef");
+    REQUIRE(std::holds_alternative<std::unique_ptr<InstanceLock>>(first));
+    auto second = InstanceLock::acquire("run", "/etc/sidecrypt/other.toml", "ffff");
+    REQUIRE(std::holds_alternative<LockHolder>(second));
+    const auto& h = std::get<LockHolder>(second);
+    // Not serving (no loop): the kernel still names the holder, and its command line.
+    CHECK(h.pid == ::getpid());
+    CHECK(h.describe().starts_with("pid " + std::to_string(::getpid())));
+    uv_loop_t loop;
+    REQUIRE(uv_loop_init(&loop) == 0);
+    auto& lock = *std::get<std::unique_ptr<InstanceLock>>(first);
+    std::string err;
+    REQUIRE(lock.serve(&loop, err));
+    // The answer comes from the loop: ask from another thread while it runs.
+    std::optional<LockHolder> seen;
+    std::thread asker([&seen] { seen = InstanceLock::holder(); });
+    for (int i = 0; i < 200 && !seen; ++i) {
+      uv_run(&loop, UV_RUN_NOWAIT);
+      ::usleep(5000);
+    }
+    asker.join();
+    REQUIRE(seen.has_value());
+    CHECK(seen->pid == ::getpid());
+    CHECK(seen->role == "run");
+    CHECK(seen->config == "/etc/sidecrypt/a b.toml");
+    CHECK(seen->fingerprint == "0123456789abcdef");
+    CHECK(seen->describe() ==
+          "pid " + std::to_string(::getpid()) + " (sidecrypt run, config /etc/sidecrypt/a b.toml)");
+    lock.close();
+    uv_run(&loop, UV_RUN_DEFAULT);
+    CHECK(uv_loop_close(&loop) == 0);
+  }
+  // Released with the holder: the next one takes it.
+  CHECK_FALSE(InstanceLock::holder().has_value());
+  auto again = InstanceLock::acquire("rules install", "/x.toml", "1");
+  CHECK(std::holds_alternative<std::unique_ptr<InstanceLock>>(again));
+}
