@@ -14,7 +14,8 @@ namespace sidecrypt::proxy::cli {
 // Each returns the process exit code: 0 ok, 1 failure (reason printed), 2 usage/config error.
 int runProxy(const std::filesystem::path& config);
 // The network namespace's instance lock for `role` ("run", "rules install", ...), waiting a few
-// seconds while a `rules` command holds it; else who holds it.
+// seconds while a `rules` command (or a holder that does not say who it is) holds it; else who
+// holds it. A null lock: none can be made here (the reason was printed); go on without.
 std::variant<std::unique_ptr<InstanceLock>, LockHolder> takeInstanceLock(
     const std::string& role, const std::filesystem::path& config, const std::string& fingerprint);
 int checkConfig(const std::filesystem::path& config);

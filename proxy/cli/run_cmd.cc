@@ -59,9 +59,18 @@ std::variant<std::unique_ptr<InstanceLock>, LockHolder> takeInstanceLock(
   // A `rules install/remove` finishing in this namespace holds it for a moment: wait (bounded).
   for (int i = 0;; ++i) {
     auto got = InstanceLock::acquire(role, path, fingerprint);
-    auto* h = std::get_if<LockHolder>(&got);
-    if (h == nullptr || h->role.rfind("rules", 0) != 0 || i >= 100) {
-      return got;
+    if (auto* why = std::get_if<std::string>(&got)) {
+      std::cerr << "sidecrypt: warning: no instance lock (" << *why
+                << "): a second sidecrypt in this network namespace would not be stopped\n";
+      return std::unique_ptr<InstanceLock>();
+    }
+    if (auto* lock = std::get_if<std::unique_ptr<InstanceLock>>(&got)) {
+      return std::move(*lock);
+    }
+    const auto& h = std::get<LockHolder>(got);
+    // A running instance names itself as "run"; anything else is a short-lived command.
+    if (h.role == "run" || i >= 100) {
+      return h;
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(100));
   }

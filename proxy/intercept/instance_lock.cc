@@ -131,7 +131,7 @@ std::string LockHolder::describe() const {
   return out + ")";
 }
 
-std::variant<std::unique_ptr<InstanceLock>, LockHolder> InstanceLock::acquire(
+std::variant<std::unique_ptr<InstanceLock>, LockHolder, std::string> InstanceLock::acquire(
     const std::string& role, const std::string& config, const std::string& fingerprint) {
   sockaddr_un sa{};
   const socklen_t len = abstractAddress(sa);
@@ -139,9 +139,20 @@ std::variant<std::unique_ptr<InstanceLock>, LockHolder> InstanceLock::acquire(
   for (int attempt = 0;; ++attempt) {
     int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0) {
-      return LockHolder{0, "", "", ""};
+      return std::string("socket(AF_UNIX): ") + std::strerror(errno);
     }
-    if (::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) == 0 && ::listen(fd, 16) == 0) {
+    const bool bound = ::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) == 0;
+    if (!bound && errno != EADDRINUSE) {
+      const int e = errno;
+      ::close(fd);
+      return std::string("bind(@") + kName + "): " + std::strerror(e);
+    }
+    if (bound && ::listen(fd, 16) != 0) {
+      const int e = errno;
+      ::close(fd);
+      return std::string("listen(@") + kName + "): " + std::strerror(e);
+    }
+    if (bound) {
       std::string r = role;
       for (char& c : r) {
         c = c == ' ' ? '_' : c;

@@ -29,8 +29,9 @@ class InstanceLock {
   InstanceLock(const InstanceLock&) = delete;
   InstanceLock& operator=(const InstanceLock&) = delete;
 
-  // Takes the lock, or returns who holds it.
-  static std::variant<std::unique_ptr<InstanceLock>, LockHolder> acquire(
+  // Takes the lock, or returns who holds it, or (string) why no lock can be made here at all
+  // (no AF_UNIX socket: a sandbox); callers then go on without one, loudly.
+  static std::variant<std::unique_ptr<InstanceLock>, LockHolder, std::string> acquire(
       const std::string& role, const std::string& config, const std::string& fingerprint);
   // Who holds the lock now, without taking it; nullopt when nobody does.
   static std::optional<LockHolder> holder();
