@@ -34,6 +34,8 @@ def config(path, data_dir, key, own_port, member_ports):
 
 
 class MemberPorts(unittest.TestCase):
+    IPV6 = False
+
     @classmethod
     def setUpClass(cls):
         harness.require_root("network namespaces, netfilter and serf agents")
@@ -41,7 +43,7 @@ class MemberPorts(unittest.TestCase):
         cls.w = harness.Workdir()
         cls.lab = None
         try:
-            cls.lab = harness.Lab(["h1", "h2", "h3", "h4"])
+            cls.lab = harness.Lab(["h1", "h2", "h3", "h4"], ipv6=cls.IPV6)
             cls.key = harness.run(["keygen"], check=True).stdout.strip()
         except BaseException:
             cls.tearDownClass()
@@ -53,8 +55,11 @@ class MemberPorts(unittest.TestCase):
 
     # --- helpers ---------------------------------------------------------------------------
 
+    def ip(self, host):
+        return self.lab.ip(host, v6=self.IPV6)
+
     def addr(self, host, port):
-        return "%s:%d" % (self.lab.ip(host), port)
+        return ("[%s]:%d" if self.IPV6 else "%s:%d") % (self.ip(host), port)
 
     def agent(self, host, node, port, encrypt=False):
         args = ["serf", "agent", "-node", node, "-bind", self.addr(host, port), "-log-level",
@@ -111,8 +116,8 @@ class MemberPorts(unittest.TestCase):
         uncovered = status["member_ports"]["uncovered_members"]
         self.assertEqual([(m["name"], m["port"]) for m in uncovered], [("n2", 7947)], status)
         self.assertIn("sidecrypt_gossip_members_uncovered 1", self.admin("h1", "/metrics"))
-        self.assertIn("advertises %s, a gossip port the netfilter rules do not capture"
-                      % self.addr("h2", 7947), harness.read_log(p1))
+        self.assertIn("advertises %s:7947, a gossip port the netfilter rules do not capture"
+                      % self.ip("h2"), harness.read_log(p1))
         cfg1 = os.path.join(self.w.path, "p1-own-port-only.toml")
         r = lab.run("h1", harness.binary(), "check", "enforce-incoming", "--config", cfg1,
                     check=False)
@@ -165,9 +170,9 @@ class MemberPorts(unittest.TestCase):
             self.assertEqual(st["member_ports"]["lan"], [7946, 7947])
         harness.stop_process(cap2)
         frames = harness.read_pcap_frames(pcap2)
-        self.assertTrue(any(f[0] == "tcp" and f[4] == 7947 and f[1] == lab.ip("h1") and f[5]
+        self.assertTrue(any(f[0] == "tcp" and f[4] == 7947 and f[1] == self.ip("h1") and f[5]
                             for f in frames), "no TCP from n1 to a member on 7947 was captured")
-        self.assertTrue(any(f[0] == "tcp" and f[4] == 7946 and f[1] == lab.ip("h3") and f[5]
+        self.assertTrue(any(f[0] == "tcp" and f[4] == 7946 and f[1] == self.ip("h3") and f[5]
                             for f in frames), "no TCP from n3 to a member on 7946 was captured")
         items, r = self.decoded(pcap2)
         self.assertEqual(r.returncode, 0, r.stderr[-2000:])
@@ -187,9 +192,9 @@ class MemberPorts(unittest.TestCase):
         time.sleep(2)
         harness.stop_process(cap3)
         frames = harness.read_pcap_frames(pcap3)
-        from_h1 = [f[:5] for f in frames if f[1] == lab.ip("h1")]
+        from_h1 = [f[:5] for f in frames if f[1] == self.ip("h1")]
         self.assertEqual(from_h1, [], "with sidecrypt stopped, h1 still sent packets")
-        self.assertTrue(any(f[3] == lab.ip("h1") for f in frames),
+        self.assertTrue(any(f[3] == self.ip("h1") for f in frames),
                         "the other members did not try to reach n1 (the capture saw nothing)")
         items, _ = self.decoded(pcap3)
         self.assertEqual([i["summary"] for i in items if not i["encrypted"]], [])
