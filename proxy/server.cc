@@ -423,7 +423,7 @@ HttpResponse Server::handleAdmin(const std::string& method, const std::string& p
     deferred.later = [this](const HttpResponse::Respond& respond) {
       reload([respond](bool ok, const std::string& error) {
         nlohmann::json j = {{"ok", ok}, {"error", error}};
-        respond({ok ? 200 : 500, "application/json", j.dump() + "\n"});
+        respond({ok ? 200 : 500, "application/json", jsonText(j, -1) + "\n"});
       });
     };
     return deferred;
@@ -432,19 +432,19 @@ HttpResponse Server::handleAdmin(const std::string& method, const std::string& p
     return {405, "text/plain", "use GET\n"};
   }
   if (path == "/status") {
-    return {200, "application/json", statusJson(statusInput()).dump(2) + "\n"};
+    return {200, "application/json", jsonText(statusJson(statusInput())) + "\n"};
   }
   if (path == "/peers") {
     if (!datapath_) {
       return {200, "application/json", "[]\n"};
     }
-    return {200, "application/json", peersJson(datapath_->census()).dump(2) + "\n"};
+    return {200, "application/json", jsonText(peersJson(datapath_->census())) + "\n"};
   }
   if (path == "/members") {
     if (!datapath_) {
       return {200, "application/json", "{\"self\":{},\"members\":[]}\n"};
     }
-    return {200, "application/json", membersJson(datapath_->census()).dump(2) + "\n"};
+    return {200, "application/json", jsonText(membersJson(datapath_->census())) + "\n"};
   }
   if (path == "/metrics") {
     return {200, "text/plain; version=0.0.4", metricsText(statusInput())};

@@ -14,7 +14,7 @@ PACKAGES=(
   libcli11-dev nlohmann-json3-dev libhttp-parser-dev libpcap-dev
   # tests, fuzzing, linting, benchmarks
   catch2 libbenchmark-dev clang clang-format clang-tidy libclang-rt-14-dev python3 socat stunnel4 haproxy
-  python3-prometheus-client
+  python3-prometheus-client python3-cryptography
   # real peers and the network lab: serf agents, Go (memberlist/TLS peers), namespaces, netfilter
   serf golang-go golang-github-hashicorp-memberlist-dev golang-github-hashicorp-serf-dev
   golang-github-hashicorp-yamux-dev

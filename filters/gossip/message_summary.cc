@@ -5,6 +5,7 @@
 #include <utility>
 #include <variant>
 
+#include "filters/common/safe_text.h"
 #include "filters/keyring/aead_key.h"
 #include "filters/keyring/keyring_codec.h"
 
@@ -18,16 +19,23 @@ std::string hostPort(std::span<const uint8_t> addr, uint16_t port) {
   return out + ":" + std::to_string(port);
 }
 
+// Wire text for a one-line summary: control characters, quotes, backslashes and bytes that are
+// not valid UTF-8 as \xNN.
 std::string printable(std::string_view s) {
+  const std::string_view shown = s.substr(0, 200);
   std::string out;
-  for (const char c : s.substr(0, 200)) {
-    const auto u = static_cast<unsigned char>(c);
-    if (u < 0x20 || u == 0x7f || c == '"' || c == '\\') {
+  for (size_t i = 0; i < shown.size();) {
+    const auto u = static_cast<unsigned char>(shown[i]);
+    const size_t n = utf8SequenceAt(shown, i);
+    if (n == 0 || u < 0x20 || u == 0x7f || u == '"' || u == '\\' ||
+        (n == 2 && u == 0xc2 && static_cast<unsigned char>(shown[i + 1]) < 0xa0)) {
       std::array<char, 8> esc{};
       std::snprintf(esc.data(), esc.size(), "\\x%02x", u);
       out += esc.data();
+      ++i;
     } else {
-      out += c;
+      out.append(shown.substr(i, n));
+      i += n;
     }
   }
   return s.size() > 200 ? out + "..." : out;

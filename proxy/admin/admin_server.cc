@@ -2,10 +2,12 @@
 
 #include <arpa/inet.h>
 #include <http_parser.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cctype>
 #include <cstring>
+#include <exception>
 #include <memory>
 
 namespace sidecrypt::proxy {
@@ -312,7 +314,16 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
           return 0;
         }
       }
-      conn->respond(srv->handler_(conn->request));
+      // An exception must not unwind through libuv (that aborts the proxy, and with it the
+      // agent's traffic): a renderer that throws answers 500 and the proxy keeps running.
+      HttpResponse r;
+      try {
+        r = srv->handler_(conn->request);
+      } catch (const std::exception& e) {
+        spdlog::error("admin {}: {}", conn->request.path, e.what());
+        r = {500, "text/plain", "internal error\n"};
+      }
+      conn->respond(r);
       return 0;
     };
     return st;

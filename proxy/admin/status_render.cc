@@ -4,6 +4,7 @@
 #include <map>
 #include <string>
 
+#include "filters/common/safe_text.h"
 #include "proxy/version.h"
 
 namespace sidecrypt::proxy {
@@ -37,18 +38,22 @@ json countersJson(const Counters& c) {
   return out;
 }
 
-// A label value escaped for the Prometheus text format.
+// A label value escaped for the Prometheus text format (and made valid UTF-8: it comes off the
+// wire).
 std::string esc(const std::string& v) {
-  std::string out;
-  for (char c : v) {
-    if (c == '\\' || c == '"') {
-      out += '\\';
-      out += c;
-    } else if (c == '\n') {
-      out += "\\n";
-    } else {
-      out += c;
-    }
+  return filters::promLabelValue(v);
+}
+
+// Wire text (node names, certificate names) as a JSON string: nlohmann::json throws when it
+// dumps invalid UTF-8, so invalid bytes become U+FFFD here (filters/common/safe_text.h).
+std::string wireText(const std::string& v) {
+  return filters::utf8Safe(v);
+}
+
+json wireTexts(const std::vector<std::string>& v) {
+  json out = json::array();
+  for (const auto& s : v) {
+    out.push_back(wireText(s));
   }
   return out;
 }
@@ -172,17 +177,25 @@ json statusJson(const StatusInput& in) {
   return j;
 }
 
+std::string jsonText(const json& j, int indent) {
+  return j.dump(indent, ' ', false, json::error_handler_t::replace);
+}
+
 json membersJson(const PeerCensus& census) {
   json members = json::array();
   for (const auto& [name, m] : census.members()) {
-    members.push_back({{"name", m.name},
-                       {"address", m.address},
-                       {"port", m.port},
-                       {"state", m.state},
-                       {"incarnation", m.incarnation},
-                       {"updated_unix", unixSeconds(m.updated)}});
+    json entry = {{"name", wireText(m.name)},
+                  {"address", m.address},
+                  {"port", m.port},
+                  {"state", m.state},
+                  {"incarnation", m.incarnation},
+                  {"updated_unix", unixSeconds(m.updated)}};
+    if (!filters::isValidUtf8(m.name)) {
+      entry["name_hex"] = filters::hexOf(m.name);  // the exact bytes, when "name" had to change
+    }
+    members.push_back(std::move(entry));
   }
-  return {{"self", {{"node", census.selfNode()}, {"address", census.selfAddress()}}},
+  return {{"self", {{"node", wireText(census.selfNode())}, {"address", census.selfAddress()}}},
           {"members", members},
           {"evictions", census.memberEvictions()}};
 }
@@ -195,7 +208,7 @@ json peersJson(const PeerCensus& census) {
       keys[fp] = {{"count", use.count}, {"last_seen_unix", unixSeconds(use.last)}};
     }
     out.push_back({{"address", p.address},
-                   {"node", p.node},
+                   {"node", wireText(p.node)},
                    {"gossip",
                     {{"packets_encrypted", p.packets_encrypted},
                      {"packets_plaintext", p.packets_plaintext},
@@ -209,7 +222,7 @@ json peersJson(const PeerCensus& census) {
                     {{"tls", p.rpc_tls},
                      {"plaintext", p.rpc_plaintext},
                      {"refused", p.rpc_refused},
-                     {"tls_dns_names", p.tls_dns_names}}},
+                     {"tls_dns_names", wireTexts(p.tls_dns_names)}}},
                    {"shadow_refused", p.shadow_refused},
                    {"first_seen_unix", unixSeconds(p.first_seen)},
                    {"last_seen_unix", unixSeconds(p.last_seen)},

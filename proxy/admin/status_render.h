@@ -33,6 +33,9 @@ nlohmann::json statusJson(const StatusInput& in);
 nlohmann::json peersJson(const PeerCensus& census);
 // The gossip member list as seen on the wire, and the agent's own name and address.
 nlohmann::json membersJson(const PeerCensus& census);
+// A document as JSON text that is always valid UTF-8: the renderers above already make wire text
+// valid, and any invalid byte left becomes U+FFFD instead of an exception.
+std::string jsonText(const nlohmann::json& j, int indent = 2);
 // Prometheus text exposition format 0.0.4.
 std::string metricsText(const StatusInput& in);
 

@@ -1,3 +1,4 @@
+#include <fmt/printf.h>
 #include <nlohmann/json.hpp>
 
 #include <chrono>
@@ -6,10 +7,12 @@
 #include <map>
 #include <string>
 
+#include "filters/common/safe_text.h"
 #include "filters/keyring/aead_key.h"
 #include "filters/keyring/keyring_codec.h"
 #include "proxy/cli/admin_client.h"
 #include "proxy/cli/commands.h"
+#include "proxy/cli/status_table.h"
 #include "proxy/config/config_loader.h"
 
 namespace sidecrypt::proxy::cli {
@@ -34,6 +37,17 @@ json fetch(const std::string& admin, const std::string& path) {
     std::cerr << "sidecrypt: admin " << path << " sent invalid JSON: " << e.what() << "\n";
     return nullptr;
   }
+}
+
+// JSON for stdout: always valid UTF-8, never an exception.
+std::string jsonOut(const json& j) {
+  return j.dump(2, ' ', false, json::error_handler_t::replace);
+}
+
+// A string field for the terminal: names come off the wire (a peer chooses its node name), so
+// control characters and invalid bytes are shown as \xNN instead of reaching the terminal.
+std::string shown(const json& v) {
+  return v.is_string() ? filters::escapeForLog(v.get_ref<const std::string&>()) : v.dump();
 }
 
 int64_t nowUnix() {
@@ -70,48 +84,40 @@ std::string ringText(const json& ring) {
 
 }  // namespace
 
-int statusCommand(const std::string& admin, bool as_json) {
-  json status = fetch(admin, "/status");
-  json peers = status.is_null() ? json() : fetch(admin, "/peers");
-  json members = peers.is_null() ? json() : fetch(admin, "/members");
-  if (status.is_null() || peers.is_null() || members.is_null()) {
-    return 1;
-  }
-  if (as_json) {
-    std::cout << json{{"status", status}, {"peers", peers}, {"members", members}}.dump(2) << "\n";
-    return 0;
-  }
+std::string renderStatusTable(const json& status, const json& peers, const json& members) {
+  std::string out;
   const auto& st = status["stages"];
-  std::printf("sidecrypt %s  ready: %s (%s)\n", status["version"].get<std::string>().c_str(),
-              status["ready"].get<bool>() ? "yes" : "NO",
-              status["ready_detail"].get<std::string>().c_str());
-  std::printf("gossip: encrypt_verify_incoming=%s encrypt_verify_outgoing=%s\n",
-              st["gossip"]["encrypt_verify_incoming"].dump().c_str(),
-              st["gossip"]["encrypt_verify_outgoing"].dump().c_str());
-  std::printf("rpc:    verify_incoming=%s verify_outgoing=%s verify_server_hostname=%s\n",
-              st["rpc"]["verify_incoming"].dump().c_str(),
-              st["rpc"]["verify_outgoing"].dump().c_str(),
-              st["rpc"]["verify_server_hostname"].dump().c_str());
-  std::printf("keyrings: lan %s | wan %s  (* = primary)\n",
-              ringText(status["keyrings"]["lan"]).c_str(),
-              ringText(status["keyrings"]["wan"]).c_str());
+  out += fmt::sprintf("sidecrypt %s  ready: %s (%s)\n", shown(status["version"]).c_str(),
+                      status["ready"].get<bool>() ? "yes" : "NO",
+                      shown(status["ready_detail"]).c_str());
+  out += fmt::sprintf("gossip: encrypt_verify_incoming=%s encrypt_verify_outgoing=%s\n",
+                      st["gossip"]["encrypt_verify_incoming"].dump().c_str(),
+                      st["gossip"]["encrypt_verify_outgoing"].dump().c_str());
+  out += fmt::sprintf("rpc:    verify_incoming=%s verify_outgoing=%s verify_server_hostname=%s\n",
+                      st["rpc"]["verify_incoming"].dump().c_str(),
+                      st["rpc"]["verify_outgoing"].dump().c_str(),
+                      st["rpc"]["verify_server_hostname"].dump().c_str());
+  out += fmt::sprintf("keyrings: lan %s | wan %s  (* = primary)\n",
+                      ringText(status["keyrings"]["lan"]).c_str(),
+                      ringText(status["keyrings"]["wan"]).c_str());
   const auto& rl = status["reloads"];
-  std::printf("reloads: %s ok, %s failed%s\n", rl["ok"].dump().c_str(), rl["failed"].dump().c_str(),
-              rl["last_error"].get<std::string>().empty()
-                  ? ""
-                  : (" (last error: " + rl["last_error"].get<std::string>() + ")").c_str());
+  out += fmt::sprintf("reloads: %s ok, %s failed%s\n", rl["ok"].dump().c_str(),
+                      rl["failed"].dump().c_str(),
+                      rl["last_error"].get<std::string>().empty()
+                          ? ""
+                          : (" (last error: " + shown(rl["last_error"]) + ")").c_str());
   std::map<std::string, int> states;
   for (const auto& m : members["members"]) {
     ++states[m["state"].get<std::string>()];
   }
-  std::printf(
+  out += fmt::sprintf(
       "gossip members (as the gossip says; self %s): %d alive, %d suspect, %d dead, %d left\n",
-      members["self"]["node"].get<std::string>().empty()
-          ? "not yet known"
-          : members["self"]["node"].get<std::string>().c_str(),
+      members["self"]["node"].get<std::string>().empty() ? "not yet known"
+                                                         : shown(members["self"]["node"]).c_str(),
       states["alive"], states["suspect"], states["dead"], states["left"]);
-  std::printf("\n%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n", "PEER", "NODE", "GOSSIP enc/plain",
-              "RPC tls/pl", "KEYS", "SHADOW", "LAST PLAINTEXT", "LAST SEEN");
+  out += fmt::sprintf("\n%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n", "PEER", "NODE",
+                      "GOSSIP enc/plain", "RPC tls/pl", "KEYS", "SHADOW", "LAST PLAINTEXT",
+                      "LAST SEEN");
   for (const auto& p : peers) {
     const auto& g = p["gossip"];
     const uint64_t enc =
@@ -120,16 +126,31 @@ int statusCommand(const std::string& admin, bool as_json) {
         g["packets_plaintext"].get<uint64_t>() + g["streams_plaintext"].get<uint64_t>();
     std::string keys;
     for (const auto& [fp, use] : g["keys"].items()) {
-      keys += (keys.empty() ? "" : ",") + fp;
+      keys += (keys.empty() ? "" : ",") + filters::escapeForLog(fp);
     }
-    std::printf("%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n",
-                p["address"].get<std::string>().c_str(), p["node"].get<std::string>().c_str(),
-                (std::to_string(enc) + "/" + std::to_string(plain)).c_str(),
-                (p["rpc"]["tls"].dump() + "/" + p["rpc"]["plaintext"].dump()).c_str(),
-                keys.empty() ? "-" : keys.c_str(), p["shadow_refused"].dump().c_str(),
-                ago(p["last_plaintext_unix"].get<int64_t>()).c_str(),
-                ago(p["last_seen_unix"].get<int64_t>()).c_str());
+    out += fmt::sprintf("%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n",
+                        shown(p["address"]).c_str(), shown(p["node"]).c_str(),
+                        (std::to_string(enc) + "/" + std::to_string(plain)).c_str(),
+                        (p["rpc"]["tls"].dump() + "/" + p["rpc"]["plaintext"].dump()).c_str(),
+                        keys.empty() ? "-" : keys.c_str(), p["shadow_refused"].dump().c_str(),
+                        ago(p["last_plaintext_unix"].get<int64_t>()).c_str(),
+                        ago(p["last_seen_unix"].get<int64_t>()).c_str());
   }
+  return out;
+}
+
+int statusCommand(const std::string& admin, bool as_json) {
+  json status = fetch(admin, "/status");
+  json peers = status.is_null() ? json() : fetch(admin, "/peers");
+  json members = peers.is_null() ? json() : fetch(admin, "/members");
+  if (status.is_null() || peers.is_null() || members.is_null()) {
+    return 1;
+  }
+  if (as_json) {
+    std::cout << jsonOut(json{{"status", status}, {"peers", peers}, {"members", members}}) << "\n";
+    return 0;
+  }
+  std::cout << renderStatusTable(status, peers, members);
   return 0;
 }
 
@@ -276,23 +297,19 @@ int checkCommand(const std::string& admin, CheckKind kind, const std::string& ke
   }
   const bool ok = reasons.empty();
   if (as_json) {
-    std::cout << json{{"check", subject},
-                      {"ok", ok},
-                      {"within_seconds", within_s},
-                      {"reasons", reasons}}
-                     .dump(2)
+    std::cout << jsonOut(json{{"check", subject},
+                              {"ok", ok},
+                              {"within_seconds", within_s},
+                              {"reasons", reasons}})
               << "\n";
   } else if (ok) {
     std::cout << "yes: " << subject << " is safe (window " << within_s << "s)\n";
   } else {
     std::cout << "no: " << subject << " is not safe yet:\n";
     for (const auto& r : reasons) {
-      std::cout << "  "
-                << (r["peer"].get<std::string>().empty() ? "" : r["peer"].get<std::string>() + " ")
-                << (r["node"].get<std::string>().empty()
-                        ? ""
-                        : "(" + r["node"].get<std::string>() + ") ")
-                << r["why"].get<std::string>() << "\n";
+      std::cout << "  " << (r["peer"].get<std::string>().empty() ? "" : shown(r["peer"]) + " ")
+                << (r["node"].get<std::string>().empty() ? "" : "(" + shown(r["node"]) + ") ")
+                << shown(r["why"]) << "\n";
     }
   }
   return ok ? 0 : 1;

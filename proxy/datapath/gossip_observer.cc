@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <cstring>
 
+#include "filters/common/safe_text.h"
+
 namespace sidecrypt::proxy {
 
 namespace fg = filters::gossip;
@@ -247,7 +249,7 @@ bool GossipObserver::outbound(GossipPool pool, const SocketAddress& agent, const
   sodium_memzero(scratch_.data(), n);
   ++stats_.answers_rewritten;
   spdlog::debug("key query {} ({}:{}): answered for {} with result={}", fg::keyOpName(p->op),
-                r->ltime, r->id, r->from(), p->ok);
+                r->ltime, r->id, filters::escapeForLog(r->from()), p->ok);
   return true;
 }
 

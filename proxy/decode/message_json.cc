@@ -1,5 +1,6 @@
 #include "proxy/decode/message_json.h"
 
+#include "filters/common/safe_text.h"
 #include "filters/gossip/message_summary.h"
 #include "filters/keyring/aead_key.h"
 
@@ -14,26 +15,11 @@ using nlohmann::json;
 namespace {
 
 // Names and strings off the wire may hold any bytes; nlohmann::json throws on invalid UTF-8
-// when dumping, so non-UTF-8 text is written as hex.
+// when dumping, so text that is not valid UTF-8 (strict rules: no overlongs, no surrogates) is
+// written as "hex:" and the hex of all its bytes, which keeps the exact bytes for the reader.
 json text(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    const auto c = static_cast<unsigned char>(s[i]);
-    const size_t n = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-    bool ok = n != 0 && i + n <= s.size();
-    for (size_t k = 1; ok && k < n; ++k) {
-      ok = (static_cast<unsigned char>(s[i + k]) >> 6) == 2;
-    }
-    if (!ok) {
-      std::string hex = "hex:";
-      static constexpr char kHex[] = "0123456789abcdef";
-      for (const char ch : s) {
-        hex += kHex[static_cast<unsigned char>(ch) >> 4];
-        hex += kHex[static_cast<unsigned char>(ch) & 0xf];
-      }
-      return hex;
-    }
-    i += n;
+  if (!filters::isValidUtf8(s)) {
+    return "hex:" + filters::hexOf(s);
   }
   return std::string(s);
 }

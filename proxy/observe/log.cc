@@ -5,19 +5,35 @@
 #include <spdlog/spdlog.h>
 
 #include <memory>
+#include <string_view>
+
+#include "filters/common/safe_text.h"
 
 namespace sidecrypt::proxy {
 
 namespace {
 
-// %* in the JSON pattern: the message, escaped as a JSON string body.
+// Log messages carry wire text (node names, Serf names, query sources): each line must stay one
+// line of valid UTF-8 whatever a peer sends.
+
+// %* in the JSON pattern: the message, escaped as a JSON string body; bytes that are not valid
+// UTF-8 become \ufffd (as in the JSON the admin endpoint serves).
 class JsonEscapedMessage : public spdlog::custom_flag_formatter {
  public:
   void format(const spdlog::details::log_msg& msg, const std::tm& /*tm*/,
               spdlog::memory_buf_t& dest) override {
     static constexpr char kHex[] = "0123456789abcdef";
-    for (char c : msg.payload) {
+    const std::string_view text(msg.payload.data(), msg.payload.size());
+    for (size_t i = 0; i < text.size();) {
+      const char c = text[i];
       const auto u = static_cast<unsigned char>(c);
+      const size_t n = filters::utf8SequenceAt(text, i);
+      if (n == 0) {
+        static constexpr std::string_view kReplacement = "\\ufffd";
+        dest.append(kReplacement.data(), kReplacement.data() + kReplacement.size());
+        ++i;
+        continue;
+      }
       if (c == '"' || c == '\\') {
         dest.push_back('\\');
         dest.push_back(c);
@@ -25,12 +41,27 @@ class JsonEscapedMessage : public spdlog::custom_flag_formatter {
         const char esc[] = {'\\', 'u', '0', '0', kHex[u >> 4], kHex[u & 0xf]};
         dest.append(esc, esc + sizeof esc);
       } else {
-        dest.push_back(c);
+        dest.append(text.data() + i, text.data() + i + n);
       }
+      i += n;
     }
   }
   std::unique_ptr<custom_flag_formatter> clone() const override {
     return std::make_unique<JsonEscapedMessage>();
+  }
+};
+
+// %* in the text pattern: control characters and invalid UTF-8 as \xNN (filters::escapeForLog).
+class TextEscapedMessage : public spdlog::custom_flag_formatter {
+ public:
+  void format(const spdlog::details::log_msg& msg, const std::tm& /*tm*/,
+              spdlog::memory_buf_t& dest) override {
+    const std::string_view text(msg.payload.data(), msg.payload.size());
+    const std::string safe = filters::escapeForLog(text, text.size());
+    dest.append(safe.data(), safe.data() + safe.size());
+  }
+  std::unique_ptr<custom_flag_formatter> clone() const override {
+    return std::make_unique<TextEscapedMessage>();
   }
 };
 
@@ -44,7 +75,7 @@ bool setupLogging(const LogConfig& cfg) {
     formatter->add_flag<JsonEscapedMessage>('*').set_pattern(
         R"({"ts":"%Y-%m-%dT%H:%M:%S.%fZ","level":"%l","msg":"%*"})");
   } else {
-    formatter->set_pattern("%Y-%m-%dT%H:%M:%S.%eZ [%l] %v");
+    formatter->add_flag<TextEscapedMessage>('*').set_pattern("%Y-%m-%dT%H:%M:%S.%eZ [%l] %*");
   }
   spdlog::set_formatter(std::move(formatter));
   const auto level = spdlog::level::from_str(cfg.level);
