@@ -5,6 +5,7 @@
 #include <iostream>
 #include <string>
 
+#include "filters/common/secret_bytes.h"
 #include "proxy/cli/admin_client.h"
 #include "proxy/cli/commands.h"
 #include "proxy/version.h"
@@ -14,6 +15,9 @@ namespace cli = sidecrypt::proxy::cli;
 int main(int argc, char** argv) {
   // A peer that closes while we write must cost an EPIPE on that connection, not the process.
   std::signal(SIGPIPE, SIG_IGN);
+  // Every command may hold keys (run, keyring, keygen, decode --key, check remove-key): no core
+  // file, no ptrace or /proc/<pid>/mem for other users. `run` repeats it and logs the outcome.
+  (void)sidecrypt::filters::disableCoreDumps();
   CLI::App app{"sidecrypt: encrypts a plaintext Consul/Serf agent's gossip and RPC, beside it",
                "sidecrypt"};
   app.require_subcommand(1);

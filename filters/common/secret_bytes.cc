@@ -1,6 +1,10 @@
 #include "filters/common/secret_bytes.h"
 
 #include <sodium.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+
+#include <cerrno>
 
 #include <cstdio>
 #include <cstdlib>
@@ -77,6 +81,37 @@ void SecretBytes::release() {
     data_ = nullptr;
     size_ = 0;
   }
+}
+
+void* secureAllocate(size_t bytes) {
+  ensureSodium();
+  const size_t rounded = (bytes + 15) & ~size_t{15};
+  void* p = sodium_malloc(rounded == 0 ? 16 : rounded);
+  if (p == nullptr) {
+    std::fputs("sidecrypt: fatal: cannot allocate guarded memory for key material in transit\n",
+               stderr);
+    std::abort();
+  }
+  return p;
+}
+
+void secureDeallocate(void* p) noexcept {
+  if (p != nullptr) {
+    sodium_free(p);  // wipes before unmapping
+  }
+}
+
+std::string disableCoreDumps() {
+  std::string err;
+  const rlimit none{0, 0};
+  if (setrlimit(RLIMIT_CORE, &none) != 0) {
+    err += std::string("setrlimit(RLIMIT_CORE, 0): ") + std::strerror(errno);
+  }
+  if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {
+    err += (err.empty() ? "" : "; ") + std::string("prctl(PR_SET_DUMPABLE, 0): ") +
+           std::strerror(errno);
+  }
+  return err;
 }
 
 }  // namespace sidecrypt::filters

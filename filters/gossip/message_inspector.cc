@@ -98,9 +98,7 @@ bool parseCompress(std::span<const uint8_t> body, std::span<const uint8_t>& buf)
 // ---- packets -------------------------------------------------------------------------------
 
 PacketInspector::PacketInspector(size_t max_decompressed)
-    : lzw_(std::make_unique<LzwDecoder>()),
-      scratch_(std::make_unique_for_overwrite<uint8_t[]>(max_decompressed)),
-      scratch_cap_(max_decompressed) {}
+    : lzw_(makeSecure<LzwDecoder>()), scratch_(max_decompressed), scratch_cap_(max_decompressed) {}
 
 InspectResult PacketInspector::inspect(std::span<const uint8_t> packet) {
   // ingestPacket: a hasCrc layer is only recognised outermost and with >= 5 bytes. The CRC
@@ -171,7 +169,7 @@ InspectResult PacketInspector::compressed(std::span<const uint8_t> body, int dep
     // second scratch.
     return verdict(InspectVerdict::Malformed, "nested compression");
   }
-  SpanSink sink(std::span<uint8_t>(scratch_.get(), scratch_cap_));
+  SpanSink sink(std::span<uint8_t>(scratch_.data(), scratch_cap_));
   const LzwStatus st = lzw_->decode(buf, sink);
   if (sink.overflow()) {
     return verdict(InspectVerdict::TooLarge, "decompressed packet over the limit");
@@ -184,7 +182,7 @@ InspectResult PacketInspector::compressed(std::span<const uint8_t> body, int dep
   }
   scratch_busy_ = true;
   const InspectResult r =
-      command(std::span<const uint8_t>(scratch_.get(), sink.length()), depth + 1);
+      command(std::span<const uint8_t>(scratch_.data(), sink.length()), depth + 1);
   scratch_busy_ = false;
   return r;
 }
@@ -209,7 +207,7 @@ InspectResult StreamInspector::inspect(std::span<const uint8_t> msg) {
     return verdict(InspectVerdict::Malformed, "undecodable compress message");
   }
   if (!lzw_) {
-    lzw_ = std::make_unique<LzwDecoder>();
+    lzw_ = makeSecure<LzwDecoder>();
   }
   // readStream: decomp[0] is the real type; then exactly the grammar of an unwrapped message.
   StreamFramer inner(

@@ -5,6 +5,7 @@
 #include <memory>
 #include <span>
 
+#include "filters/common/secret_bytes.h"
 #include "filters/gossip/lzw_decoder.h"
 #include "filters/gossip/message_walker.h"
 #include "filters/gossip/stream_framer.h"
@@ -46,8 +47,8 @@ class PacketInspector {
   InspectResult compound(std::span<const uint8_t> body, int depth);
   InspectResult compressed(std::span<const uint8_t> body, int depth);
 
-  std::unique_ptr<LzwDecoder> lzw_;
-  std::unique_ptr<uint8_t[]> scratch_;
+  SecureUnique<LzwDecoder> lzw_;  // guarded memory: decompressed gossip can carry keys
+  SecureBuffer scratch_;
   size_t scratch_cap_;
   bool scratch_busy_ = false;
 };
@@ -72,7 +73,7 @@ class StreamInspector {
   InspectResult shortVsn(std::span<const uint8_t> msg);
 
   FramerLimits limits_;
-  std::unique_ptr<LzwDecoder> lzw_;        // created on the first compressed message
+  SecureUnique<LzwDecoder> lzw_;           // created on the first compressed message
   std::unique_ptr<MessageWalker> walker_;  // created on the first push/pull
 };
 

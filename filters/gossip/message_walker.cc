@@ -26,7 +26,7 @@ uint8_t typeOf(MsgType t) {
 // Appends decompressed bytes to a vector, refusing to grow past `cap`.
 class VectorSink final : public LzwSink {
  public:
-  VectorSink(std::vector<uint8_t>& out, size_t cap) : out_(out), cap_(cap) { out_.clear(); }
+  VectorSink(SecureBuffer& out, size_t cap) : out_(out), cap_(cap) { out_.clear(); }
   bool write(std::span<const uint8_t> bytes) override {
     if (bytes.size() > cap_ - out_.size()) {
       overflow_ = true;
@@ -38,7 +38,7 @@ class VectorSink final : public LzwSink {
   bool overflow() const { return overflow_; }
 
  private:
-  std::vector<uint8_t>& out_;
+  SecureBuffer& out_;
   size_t cap_;
   bool overflow_ = false;
 };
@@ -197,9 +197,9 @@ void MessageWalker::compound(Walk& w, std::span<const uint8_t> msg, int depth) {
   w.visitor.leaveLayer(layer);
 }
 
-const std::vector<uint8_t>* MessageWalker::decompress(Walk& w, std::span<const uint8_t> msg,
-                                                      int depth, size_t cap) {
-  auto fail = [&](WalkError e, uint64_t detail = 0) -> const std::vector<uint8_t>* {
+const SecureBuffer* MessageWalker::decompress(Walk& w, std::span<const uint8_t> msg, int depth,
+                                              size_t cap) {
+  auto fail = [&](WalkError e, uint64_t detail = 0) -> const SecureBuffer* {
     LayerInfo layer;
     layer.type = MsgType::Compress;
     layer.depth = depth;
@@ -214,9 +214,9 @@ const std::vector<uint8_t>* MessageWalker::decompress(Walk& w, std::span<const u
     return fail(WalkError::BadCompress);
   }
   if (!lzw_) {
-    lzw_ = std::make_unique<LzwDecoder>();
+    lzw_ = makeSecure<LzwDecoder>();
   }
-  std::vector<uint8_t>& out = scratch_[static_cast<size_t>(depth)];  // depth <= max_depth
+  SecureBuffer& out = scratch_[static_cast<size_t>(depth)];  // depth <= max_depth
   const size_t limit = std::min(cap, w.decompress_budget);
   VectorSink sink(out, limit);
   const LzwStatus st = lzw_->decode(buf, sink);
@@ -262,7 +262,7 @@ WalkResult MessageWalker::walkStream(std::span<const uint8_t> msg, MessageVisito
   streamCommand(w, msg, 0, true, !in_frame);
   for (auto& s : scratch_) {
     if (s.capacity() > limits_.max_decompressed) {
-      std::vector<uint8_t>().swap(s);  // do not keep a large stream buffer around
+      SecureBuffer().swap(s);  // do not keep a large stream buffer around
     }
   }
   return w.result;

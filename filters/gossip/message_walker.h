@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "filters/common/secret_bytes.h"
+
 namespace sidecrypt::filters::gossip {
 
 // Walks decrypted (or plaintext) memberlist messages and reports what is inside, for
@@ -275,14 +277,15 @@ class MessageWalker {
   void streamUser(Walk& w, std::span<const uint8_t> msg, int depth);
   void encryptFrame(Walk& w, std::span<const uint8_t> msg, int depth);
   // Decompresses msg (a compress message) into a per-depth buffer; nullptr on error (reported).
-  const std::vector<uint8_t>* decompress(Walk& w, std::span<const uint8_t> msg, int depth,
-                                         size_t cap);
+  const SecureBuffer* decompress(Walk& w, std::span<const uint8_t> msg, int depth, size_t cap);
   void leaf(Walk& w, std::span<const uint8_t> msg, int depth);
   bool admit(Walk& w, std::span<const uint8_t> msg, int depth);
 
   WalkLimits limits_;
-  std::unique_ptr<LzwDecoder> lzw_;
-  std::vector<std::vector<uint8_t>> scratch_;  // one decompression buffer per depth
+  // Decompressed gossip can carry keys (a Serf key query holds the raw key): the decoder's
+  // tables and the buffers live in guarded, don't-dump memory (filters/common/secret_bytes.h).
+  SecureUnique<LzwDecoder> lzw_;
+  std::vector<SecureBuffer> scratch_;  // one decompression buffer per depth
 };
 
 }  // namespace sidecrypt::filters::gossip

@@ -7,6 +7,7 @@
 #include <iostream>
 #include <thread>
 
+#include "filters/common/secret_bytes.h"
 #include "proxy/cli/commands.h"
 #include "proxy/intercept/capabilities.h"
 #include "proxy/intercept/instance_lock.h"
@@ -107,6 +108,11 @@ int runProxy(const std::filesystem::path& config) {
   }
   setupLogging(state->config.log);
   raiseOpenFileLimit();
+  if (const std::string err = filters::disableCoreDumps(); err.empty()) {
+    spdlog::info("core dumps off: not dumpable, RLIMIT_CORE 0 (keys stay out of core files)");
+  } else {
+    spdlog::warn("core dumps could not be turned off fully: {}", err);
+  }
   Server server(config, std::move(state));
   server.setInstanceLock(lock.get());
   return server.run();

@@ -128,7 +128,7 @@ class GossipObserver {
   filters::gossip::MessageWalker walker_;
   std::array<Pending, 64> pending_{};  // ring buffer of recent key queries
   size_t next_ = 0;
-  std::vector<uint8_t> scratch_;  // the rewritten answer (wiped after use)
+  filters::SecureBuffer scratch_;  // the rewritten answer (base64 keys): guarded, wiped after use
   KeyQueryStats stats_;
 };
 

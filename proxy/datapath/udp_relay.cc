@@ -1,7 +1,12 @@
 #include "proxy/datapath/udp_relay.h"
 
 #include <netinet/in.h>
+#include <sodium.h>
+#include <sys/mman.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <new>
 
 #include <cerrno>
 #include <cstring>
@@ -17,17 +22,25 @@ UdpRelay::UdpRelay(uv_loop_t* loop, Flow flow, int fd, RawUdpSender& sender,
     : loop_(loop), flow_(flow), fd_(fd), sender_(sender), lookup_(std::move(lookup)) {
   // kBatch slots plus one spare for opening out of place. Pages are touched only as datagrams
   // arrive, so resident memory follows the real datagram sizes.
-  memory_ = std::make_unique_for_overwrite<uint8_t[]>((kBatch + 1) * kSlotBytes);
-  for (size_t i = 0; i < kBatch; ++i) {
-    slots_[i] = memory_.get() + i * kSlotBytes;
+  void* mem =
+      ::mmap(nullptr, kMemoryBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (mem == MAP_FAILED) {
+    throw std::bad_alloc();
   }
-  spare_ = memory_.get() + kBatch * kSlotBytes;
+  ::madvise(mem, kMemoryBytes, MADV_DONTDUMP);
+  memory_ = static_cast<uint8_t*>(mem);
+  for (size_t i = 0; i < kBatch; ++i) {
+    slots_[i] = memory_ + i * kSlotBytes;
+  }
+  spare_ = memory_ + kBatch * kSlotBytes;
 }
 
 UdpRelay::~UdpRelay() {
   if (poll_ == nullptr && fd_ >= 0) {
     ::close(fd_);
   }
+  sodium_memzero(memory_, kMemoryBytes);
+  ::munmap(memory_, kMemoryBytes);
 }
 
 bool UdpRelay::start(std::string& err) {
@@ -97,6 +110,11 @@ size_t UdpRelay::receiveBatch() {
   }
   sender_.flush();
   stats_.send_failed = sender_.failed();
+  // Sent (the kernel copied them): wipe what the batch used, headroom and the room an answer
+  // rewritten in place may take, so no plaintext (key queries carry keys) stays behind.
+  for (size_t i = 0; i < static_cast<size_t>(n); ++i) {
+    sodium_memzero(slots_[i], std::min(kSlotBytes, kHeadroom + msgs_[i].msg_len + kWipeSlack));
+  }
   return static_cast<size_t>(n);
 }
 

@@ -56,6 +56,8 @@ class UdpRelay {
   static constexpr size_t kBatch = 32;
   static constexpr size_t kHeadroom = 512;
   static constexpr size_t kSlotBytes = kHeadroom + 65536 + 64;
+  static constexpr size_t kMemoryBytes = (kBatch + 1) * kSlotBytes;
+  static constexpr size_t kWipeSlack = 4096;  // beyond the datagram: seal tag, rewritten answer
 
   UdpRelay(uv_loop_t* loop, Flow flow, int fd, RawUdpSender& sender, DatagramFilterLookup lookup);
   ~UdpRelay();
@@ -93,7 +95,10 @@ class UdpRelay {
     int fd;
   };
   Poll* poll_ = nullptr;  // heap: freed (and its fd closed) in the close callback
-  std::unique_ptr<uint8_t[]> memory_;
+  // The slots: mmap'd and MADV_DONTDUMP (a Serf key query carries the raw key, and an answer
+  // sidecrypt writes carries base64 keys), and the used part of each slot is wiped once its
+  // batch is sent. Not mlock'd: 2 MiB per relay would exceed a default RLIMIT_MEMLOCK.
+  uint8_t* memory_ = nullptr;
   std::array<uint8_t*, kBatch> slots_{};
   uint8_t* spare_ = nullptr;
   std::array<mmsghdr, kBatch> msgs_{};
