@@ -230,8 +230,10 @@ class HostileNames(unittest.TestCase):
                                      for h in ("h1", "h2") for n in ("p1", "p2")),
                          20, interval=0.5, what="p1 and p2 alive on both agents")
         acked = set()
-        for i in range(3):
-            r = self.lab.run("h2", "serf", "query", "-timeout", "3s", "q%d" % i, "x",
+        # Serf spreads a query with a bounded number of transmissions: ask again if an ack
+        # is missing (right after a reload the agents' gossip queues may still be settling).
+        for i in range(6):
+            r = self.lab.run("h2", "serf", "query", "-timeout", "4s", "q%d" % i, "x",
                              check=False, timeout=20)
             acked |= set(re.findall(r"Ack from '([^']+)'", r.stdout))
             if {"p1", "p2"} <= acked:
