@@ -143,7 +143,8 @@ json statusJson(const StatusInput& in) {
     // streams to them would leave in plaintext.
     json uncovered = json::array();
     for (const auto* m : in.datapath->uncoveredMembers()) {
-      uncovered.push_back({{"name", m->name}, {"address", m->address}, {"port", m->port}});
+      uncovered.push_back(
+          {{"name", wireText(m->name)}, {"address", m->address}, {"port", m->port}});
     }
     const auto& ic = c.intercept;
     j["member_ports"] = {
