@@ -353,18 +353,27 @@ void policyRouting(const RuleParams& p, std::vector<RuleStep>& steps, bool insta
     fams.emplace_back("-6", "::/0");
   }
   for (const auto& [fam, any] : fams) {
-    // `ip rule add` is not idempotent: delete every copy first (docs/spec/interception.md §E.5).
-    steps.push_back({{"ip", fam, "rule", "del", "pref", pref, "fwmark", mark, "lookup", table},
-                     "",
-                     Kind::Repeat});
+    const std::vector<std::string> del = {"ip", fam,      "rule", "del",    "pref",
+                                          pref, "fwmark", mark,   "lookup", table};
     if (install) {
+      // `ip rule add` is not idempotent (docs/spec/interception.md §E.5), but deleting first
+      // leaves a moment with no rule, in which marked packets route normally and leave in
+      // plaintext: add, then drop older copies down to one.
+      // (A kernel that refuses an identical rule answers "File exists": fine, KeepOne then
+      // checks that exactly one copy is there.)
       steps.push_back({{"ip", fam, "rule", "add", "pref", pref, "fwmark", mark, "lookup", table},
                        "",
-                       Kind::Must});
+                       Kind::Optional});
+      steps.push_back({del,
+                       "",
+                       Kind::KeepOne,
+                       {"ip", fam, "rule", "list", "pref", pref},
+                       "fwmark " + mark + " lookup " + table});
       steps.push_back({{"ip", fam, "route", "replace", "local", any, "dev", "lo", "table", table},
                        "",
                        Kind::Must});
     } else {
+      steps.push_back({del, "", Kind::Repeat});
       steps.push_back({{"ip", fam, "route", "flush", "table", table}, "", Kind::Optional});
     }
   }
@@ -466,6 +475,13 @@ std::string describePlan(const RulePlan& plan) {
     }
     if (s.kind == Kind::Repeat) {
       out += "while " + cmd + " 2>/dev/null; do :; done\n";
+    } else if (s.kind == Kind::KeepOne) {
+      std::string list;
+      for (const auto& a : s.list) {
+        list += (list.empty() ? "" : " ") + a;
+      }
+      out += "while [ \"$(" + list + " | grep -c '" + s.needle + "')\" -gt 1 ]; do " + cmd +
+             "; done\n" + list + " | grep -q '" + s.needle + "'\n";
     } else if (s.kind == Kind::Optional) {
       out += cmd + " 2>/dev/null || true\n";
     } else if (!s.input.empty()) {
@@ -481,6 +497,30 @@ std::optional<std::string> runPlan(const RulePlan& plan) {
   for (const auto& s : plan.steps) {
     if (s.kind == Kind::Repeat) {
       for (int i = 0; i < 64 && runCommand(s.argv, s.input).exit_code == 0; ++i) {
+      }
+      continue;
+    }
+    if (s.kind == Kind::KeepOne) {
+      size_t copies = 0;
+      std::string listed_out;
+      for (int i = 0; i < 64; ++i) {
+        const auto listed = runCommand(s.list);
+        listed_out = listed.output;
+        copies = 0;
+        for (size_t pos = 0; (pos = listed.output.find(s.needle, pos)) != std::string::npos;
+             pos += s.needle.size()) {
+          ++copies;
+        }
+        if (listed.exit_code != 0 || copies <= 1 || runCommand(s.argv).exit_code != 0) {
+          break;
+        }
+      }
+      if (copies == 0) {
+        std::string cmd;
+        for (const auto& a : s.list) {
+          cmd += (cmd.empty() ? "" : " ") + a;
+        }
+        return cmd + " shows no '" + s.needle + "' after adding it: " + listed_out;
       }
       continue;
     }

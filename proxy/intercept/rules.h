@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "proxy/config/config.h"
@@ -29,12 +30,23 @@ struct RuleParams {
 RuleParams ruleParams(const Config& cfg);
 
 // One command of a plan. Optional steps may fail (removing what is not there); Repeat steps run
-// until they fail (deleting every duplicate of an `ip rule`).
+// until they fail (deleting every duplicate of an `ip rule`); KeepOne runs argv (a delete) while
+// the output of `list` holds `needle` more than once (an `ip rule` added next to an old copy
+// loses the old copy without a moment with none).
 struct RuleStep {
-  enum class Kind : uint8_t { Must, Optional, Repeat };
+  enum class Kind : uint8_t { Must, Optional, Repeat, KeepOne };
+  RuleStep(std::vector<std::string> args, std::string in = {}, Kind k = Kind::Must,
+           std::vector<std::string> list_args = {}, std::string what = {})
+      : argv(std::move(args)),
+        input(std::move(in)),
+        kind(k),
+        list(std::move(list_args)),
+        needle(std::move(what)) {}
   std::vector<std::string> argv;
   std::string input;  // stdin (iptables-restore / nft -f text)
   Kind kind = Kind::Must;
+  std::vector<std::string> list;  // KeepOne
+  std::string needle;             // KeepOne
 };
 
 struct RulePlan {

@@ -94,7 +94,7 @@ class InstanceLock(unittest.TestCase):
         self.assertIsNone(self.p1.poll(), "the first sidecrypt died")
         self.assertIn("sidecrypt rules ", rules_before)  # the fingerprint comment
 
-    def test_3_rules_commands_refuse_while_it_runs(self):
+    def test_2_rules_commands_refuse_while_it_runs(self):
         rules_before = self.ruleset()
         r = self.sidecrypt("rules", "install", "--config", self.cfg2)
         self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
@@ -120,11 +120,10 @@ class InstanceLock(unittest.TestCase):
             self.assertTrue(i["encrypted"], i)
             self.assertIsNone(i["error"], i)
 
-    def test_2_the_wire_stayed_sealed(self):
-        # Everything on the wire so far (the join, the second instance) was sealed. Checked
-        # before test_3 on purpose: any `rules install` deletes the fwmark policy rule before
-        # adding it again, a window of milliseconds in which marked packets route normally (a
-        # known gap of the install plan, not of the instance lock).
+    def test_3_the_wire_stayed_sealed(self):
+        # Everything on the wire so far (the join, the second instance, the refused rules
+        # commands and the same-config reinstall) was sealed. (The reinstall once deleted the
+        # fwmark policy rule before adding it again: a plaintext ackResp leaked in that window.)
         self.lab.run("h1", "serf", "event", "after-second-instance", "x")
         harness.wait_for(lambda: "after-second-instance" in harness.read_log(self.n2), 15,
                          what="n2 receives n1's event")

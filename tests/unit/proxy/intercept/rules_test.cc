@@ -74,3 +74,33 @@ TEST_CASE("rules: the rules carry the fingerprint of their config", "[rules]") {
   CHECK(has(iptablesRuleset(redirect, false),
             "--comment \"sidecrypt rules " + rulesFingerprint(redirect)));
 }
+
+TEST_CASE("rules: reinstalling never leaves a moment without the fwmark policy rule", "[rules]") {
+  const auto p = paramsOf("[agent]\nprofile = \"serf\"\n");
+  for (auto backend : {RulesBackend::Nft, RulesBackend::IptablesNft}) {
+    const auto plan = installPlan(p, backend);
+    for (const char* fam : {"-4", "-6"}) {
+      int added = -1;
+      int kept = -1;
+      for (size_t i = 0; i < plan.steps.size(); ++i) {
+        const auto& a = plan.steps[i].argv;
+        if (a.size() > 3 && a[0] == "ip" && a[1] == fam && a[2] == "rule") {
+          if (a[3] == "add") {
+            added = static_cast<int>(i);
+          } else if (a[3] == "del") {
+            // A delete runs only after the add, and only while more than one copy exists.
+            CHECK(plan.steps[i].kind == RuleStep::Kind::KeepOne);
+            CHECK(added >= 0);
+            kept = static_cast<int>(i);
+          }
+        }
+      }
+      CHECK(added >= 0);
+      CHECK(kept > added);
+    }
+    CHECK(
+        has(describePlan(plan),
+            "while [ \"$(ip -4 rule list pref 100 | grep -c 'fwmark 0x539 lookup 133')\" -gt 1 ]; "
+            "do ip -4 rule del pref 100 fwmark 0x539 lookup 133; done\n"));
+  }
+}
