@@ -104,7 +104,10 @@ void secureDeallocate(void* p) noexcept {
 std::string disableCoreDumps() {
   std::string err;
   const rlimit none{0, 0};
-  if (setrlimit(RLIMIT_CORE, &none) != 0) {
+  rlimit now{};
+  // Already off (systemd's LimitCORE=0, whose syscall filter also refuses setrlimit): done.
+  const bool off = getrlimit(RLIMIT_CORE, &now) == 0 && now.rlim_cur == 0 && now.rlim_max == 0;
+  if (!off && setrlimit(RLIMIT_CORE, &none) != 0) {
     err += std::string("setrlimit(RLIMIT_CORE, 0): ") + std::strerror(errno);
   }
   if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0) {

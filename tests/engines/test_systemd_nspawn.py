@@ -469,6 +469,10 @@ class SystemdNspawn(unittest.TestCase):
         memlock = [l.split()[3:5] for l in limits.splitlines() if l.startswith("Max locked")]
         self.assertEqual(memlock, [[expect(resource_module.RLIMIT_MEMLOCK, 16 << 20)] * 2],
                          limits)
+        # No core file, ever (LimitCORE=0; the process also makes itself non-dumpable).
+        core = [l.split()[4:6] for l in limits.splitlines() if l.startswith("Max core file size")]
+        self.assertEqual(core, [["0", "0"]], limits)
+        self.assertIn("core dumps off", self.machine.journal("sidecrypt.service", lines=200))
         log("sidecrypt's limits: open files %s, locked memory %s" % (nofile[0], memlock[0]))
         # The plaintext agent reaches the encrypting peer only through sidecrypt.
         self.wait_peer_sees("alive", 30)
