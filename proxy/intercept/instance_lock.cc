@@ -1,6 +1,7 @@
 #include "proxy/intercept/instance_lock.h"
 
 #include <poll.h>
+#include <pwd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -16,6 +17,17 @@ namespace sidecrypt::proxy {
 namespace {
 
 constexpr char kName[] = "sidecrypt/instance-lock";
+
+// Who may hold the lock: root, this process's own user, and the service user (the `sidecrypt`
+// account of the unit and the image, uid 1337 in the image). Anyone else holding the name is a
+// squatter.
+bool trustedHolder(long uid) {
+  if (uid == 0 || uid == static_cast<long>(::geteuid()) || uid == 1337) {
+    return true;
+  }
+  const passwd* pw = ::getpwnam("sidecrypt");
+  return pw != nullptr && static_cast<long>(pw->pw_uid) == uid;
+}
 
 socklen_t abstractAddress(sockaddr_un& sa) {
   std::memset(&sa, 0, sizeof sa);
@@ -74,6 +86,7 @@ std::optional<LockHolder> query() {
   socklen_t clen = sizeof cred;
   if (::getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &clen) == 0) {
     h.pid = cred.pid;
+    h.uid = static_cast<long>(cred.uid);
   }
   std::string line;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(500);
@@ -163,8 +176,18 @@ std::variant<std::unique_ptr<InstanceLock>, LockHolder, std::string> InstanceLoc
     }
     ::close(fd);
     auto h = query();
-    if (h || attempt >= 20) {
-      return h.value_or(LockHolder{});
+    if (h && h->uid >= 0 && !trustedHolder(h->uid)) {
+      return "@" + std::string(kName) + " is held by uid " + std::to_string(h->uid) + " (pid " +
+             std::to_string(h->pid) +
+             "), not by root or sidecrypt's user: a squatter, not a sidecrypt instance";
+    }
+    if (h) {
+      return *h;
+    }
+    if (attempt >= 20) {
+      // Every sidecrypt listens right after it binds; a name that stays bound with nobody
+      // listening is not one of ours.
+      return "@" + std::string(kName) + " is bound but nobody listens on it: not a sidecrypt";
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }

@@ -15,6 +15,7 @@ struct LockHolder {
   std::string role;              // "run", "rules install", "rules remove"; empty when unknown
   std::string config;            // the holder's config path
   std::string fingerprint;       // rulesFingerprint() of the holder's config
+  long uid = -1;                 // the listener's user (SO_PEERCRED); -1 when unknown
   std::string describe() const;  // "pid 123 (sidecrypt run, config /etc/sidecrypt/proxy.toml)"
 };
 
@@ -30,7 +31,10 @@ class InstanceLock {
   InstanceLock& operator=(const InstanceLock&) = delete;
 
   // Takes the lock, or returns who holds it, or (string) why no lock can be made here at all
-  // (no AF_UNIX socket: a sandbox); callers then go on without one, loudly.
+  // (no AF_UNIX socket: a sandbox), or why the name's holder is not a sidecrypt (another user
+  // squats it: abstract names carry no permissions, so any local user can bind one); callers
+  // then go on without a lock, loudly. Only root, this process's user and the sidecrypt service
+  // user count as holders, so a local user cannot stop sidecrypt from starting.
   static std::variant<std::unique_ptr<InstanceLock>, LockHolder, std::string> acquire(
       const std::string& role, const std::string& config, const std::string& fingerprint);
   // Who holds the lock now, without taking it; nullopt when nobody does.

@@ -2,9 +2,14 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
 #include <catch2/catch.hpp>
 
+#include <csignal>
+#include <cstring>
 #include <thread>
 
 using namespace sidecrypt::proxy;
@@ -76,4 +81,60 @@ TEST_CASE("instance lock: one holder per network namespace, the second learns wh
   CHECK_FALSE(InstanceLock::holder().has_value());
   auto again = InstanceLock::acquire("rules install", "/x.toml", "1");
   CHECK(std::holds_alternative<std::unique_ptr<InstanceLock>>(again));
+}
+
+// Any local user can bind an abstract name. A squatter (another user, or a name bound with
+// nobody listening) must not stop sidecrypt from starting: acquire() says why it goes on without
+// a lock instead of naming a holder.
+TEST_CASE("instance lock: a squatter of another user is not taken for an instance",
+          "[instance_lock]") {
+  OwnNetns ns;
+  if (!ns.entered || ::geteuid() != 0) {
+    WARN("not run: needs root and a network namespace of its own");
+    return;
+  }
+  for (const bool listens : {true, false}) {
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    const pid_t child = ::fork();
+    REQUIRE(child >= 0);
+    if (child == 0) {
+      // The squatter: nobody (65534), the lock's name, a fake answer line.
+      if (::setgid(65534) != 0 || ::setuid(65534) != 0) {
+        ::_exit(3);
+      }
+      sockaddr_un sa{};
+      sa.sun_family = AF_UNIX;
+      const char name[] = "sidecrypt/instance-lock";
+      std::memcpy(sa.sun_path + 1, name, sizeof name - 1);
+      const int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+      const auto len = static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + sizeof name);
+      if (fd < 0 || ::bind(fd, reinterpret_cast<sockaddr*>(&sa), len) != 0 ||
+          (listens && ::listen(fd, 4) != 0)) {
+        ::_exit(4);
+      }
+      (void)!::write(ready[1], "x", 1);
+      for (int i = 0; i < 100; ++i) {
+        const int c = listens ? ::accept(fd, nullptr, nullptr) : -1;
+        if (c >= 0) {
+          const char line[] = "pid=1 role=run fingerprint=0 config=/fake\n";
+          (void)!::write(c, line, sizeof line - 1);
+          ::close(c);
+        } else {
+          ::usleep(50000);
+        }
+      }
+      ::_exit(0);
+    }
+    char b = 0;
+    REQUIRE(::read(ready[0], &b, 1) == 1);
+    auto got = InstanceLock::acquire("run", "/etc/sidecrypt/proxy.toml", "1");
+    ::kill(child, SIGKILL);
+    ::waitpid(child, nullptr, 0);
+    ::close(ready[0]);
+    ::close(ready[1]);
+    REQUIRE(std::holds_alternative<std::string>(got));
+    CHECK_THAT(std::get<std::string>(got),
+               Catch::Contains(listens ? "held by uid 65534" : "nobody listens"));
+  }
 }
