@@ -373,6 +373,16 @@ def rpc_proxy_toml(*, data_dir, server, tls, ports=(), listeners=(), gossip=None
     return "\n".join(body)
 
 
+def start_serf(lab, host, node, bind, log_path, extra=()):
+    """In `host` of `lab`: a serf agent `node` bound to `bind` (RPC 127.0.0.1:7373) with `extra`
+    arguments (e.g. -encrypt KEY, -log-level debug, -join ADDR); waits until it runs and returns
+    it as Lab.spawn does."""
+    args = ["serf", "agent", "-node", node, "-bind", bind, "-rpc-addr", "127.0.0.1:7373"]
+    agent = lab.spawn(host, args + list(extra), log_path)
+    wait_for(lambda: "Serf agent running" in read_log(agent), 15, what="serf agent " + node)
+    return agent
+
+
 def start_proxied_serf(lab, host, node, config, log_dir, join=None):
     """In `host` of `lab`: starts `sidecrypt run --config config` and waits for its `started:`,
     then a plaintext serf agent `node` bound to the host's address:7946 (RPC 127.0.0.1:7373,
@@ -383,12 +393,9 @@ def start_proxied_serf(lab, host, node, config, log_dir, join=None):
     proxy = lab.spawn(host, [binary(), "run", "--config", config],
                       os.path.join(log_dir, "sidecrypt-%s-%d.log" % (node, stamp)))
     wait_for(lambda: "started:" in read_log(proxy), 15, what="sidecrypt of " + node)
-    args = ["serf", "agent", "-node", node, "-bind", "%s:7946" % lab.ip(host), "-rpc-addr",
-            "127.0.0.1:7373", "-log-level", "debug"]
-    if join:
-        args += ["-join", join]
-    agent = lab.spawn(host, args, os.path.join(log_dir, "%s-%d.log" % (node, stamp)))
-    wait_for(lambda: "Serf agent running" in read_log(agent), 15, what="serf agent " + node)
+    agent = start_serf(lab, host, node, "%s:7946" % lab.ip(host),
+                       os.path.join(log_dir, "%s-%d.log" % (node, stamp)),
+                       ["-log-level", "debug"] + (["-join", join] if join else []))
     return proxy, agent
 
 

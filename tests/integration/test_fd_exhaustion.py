@@ -157,14 +157,10 @@ class FdExhaustion(unittest.TestCase):
 
     @classmethod
     def serf(cls, host, node, encrypt):
-        args = ["serf", "agent", "-node", node, "-bind", cls.gossip_addr(host), "-rpc-addr",
-                "127.0.0.1:7373", "-log-level", "info"]
-        if encrypt:
-            args += ["-encrypt", cls.key]
-        p = cls.lab.spawn(host, args, os.path.join(cls.w.path, "%s-%d.log" % (node, time.time())))
-        harness.wait_for(lambda: "Serf agent running" in harness.read_log(p), 15,
-                         what="serf agent " + node)
-        return p
+        return harness.start_serf(
+            cls.lab, host, node, cls.gossip_addr(host),
+            os.path.join(cls.w.path, "%s-%d.log" % (node, time.time())),
+            ["-log-level", "info"] + (["-encrypt", cls.key] if encrypt else []))
 
     def rpc_round_trip(self):
         r = self.lab.run("g", self.peer, "client", "-addr", self.lab.ip("s") + ":8300", "-tls",

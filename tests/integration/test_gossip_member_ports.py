@@ -62,14 +62,9 @@ class MemberPorts(unittest.TestCase):
         return ("[%s]:%d" if self.IPV6 else "%s:%d") % (self.ip(host), port)
 
     def agent(self, host, node, port, encrypt=False):
-        args = ["serf", "agent", "-node", node, "-bind", self.addr(host, port), "-log-level",
-                "debug", "-rpc-addr", "127.0.0.1:7373"]
-        if encrypt:
-            args += ["-encrypt", self.key]
-        p = self.lab.spawn(host, args, os.path.join(self.w.path, "%s.log" % node))
-        harness.wait_for(lambda: "Serf agent running" in harness.read_log(p), 15,
-                         what="serf agent " + node)
-        return p
+        return harness.start_serf(
+            self.lab, host, node, self.addr(host, port), os.path.join(self.w.path, node + ".log"),
+            ["-log-level", "debug"] + (["-encrypt", self.key] if encrypt else []))
 
     def proxy(self, host, name, own_port, member_ports):
         cfg = config(os.path.join(self.w.path, name + ".toml"),

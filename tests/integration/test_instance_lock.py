@@ -39,17 +39,11 @@ class InstanceLock(unittest.TestCase):
                                    os.path.join(cls.w.path, "p1.log"))
             harness.wait_for(lambda: "started:" in harness.read_log(cls.p1), 15,
                              what="first sidecrypt")
-            cls.n1 = cls.lab.spawn("h1", ["serf", "agent", "-node", "n1", "-bind",
-                                          cls.lab.ip("h1") + ":7946", "-rpc-addr",
-                                          "127.0.0.1:7373", "-log-level", "debug"],
-                                   os.path.join(cls.w.path, "n1.log"))
-            cls.n2 = cls.lab.spawn("h2", ["serf", "agent", "-node", "n2", "-bind",
-                                          cls.lab.ip("h2") + ":7946", "-rpc-addr",
-                                          "127.0.0.1:7373", "-encrypt", cls.key],
-                                   os.path.join(cls.w.path, "n2.log"))
-            for p in (cls.n1, cls.n2):
-                harness.wait_for(lambda p=p: "Serf agent running" in harness.read_log(p), 15,
-                                 what="serf agent")
+            cls.n1 = harness.start_serf(cls.lab, "h1", "n1", cls.lab.ip("h1") + ":7946",
+                                        os.path.join(cls.w.path, "n1.log"),
+                                        ["-log-level", "debug"])
+            cls.n2 = harness.start_serf(cls.lab, "h2", "n2", cls.lab.ip("h2") + ":7946",
+                                        os.path.join(cls.w.path, "n2.log"), ["-encrypt", cls.key])
             cls.lab.run("h1", "serf", "join", cls.lab.ip("h2") + ":7946")
             harness.wait_members_alive(cls.lab, ["h1", "h2"], ["n1", "n2"], timeout=30)
         except BaseException:

@@ -41,13 +41,10 @@ class KeysNotInCore(unittest.TestCase):
             cls.proxy, cls.agent = harness.start_proxied_serf(cls.lab, "h1", "p1", cls.cfg,
                                                               cls.w.path)
             cls.w.file("n2.keyring", json.dumps([cls.k1]))
-            cls.native = cls.lab.spawn("h2", [
-                "serf", "agent", "-node", "n2", "-bind", "%s:7946" % cls.lab.ip("h2"),
-                "-rpc-addr", "127.0.0.1:7373",
-                "-keyring-file", os.path.join(cls.w.path, "n2.keyring")],
-                os.path.join(cls.w.path, "n2.log"))
-            harness.wait_for(lambda: "Serf agent running" in harness.read_log(cls.native), 15,
-                             what="serf agent n2")
+            cls.native = harness.start_serf(
+                cls.lab, "h2", "n2", "%s:7946" % cls.lab.ip("h2"),
+                os.path.join(cls.w.path, "n2.log"),
+                ["-keyring-file", os.path.join(cls.w.path, "n2.keyring")])
             cls.lab.run("h2", "serf", "join", "%s:7946" % cls.lab.ip("h1"), timeout=20)
             harness.wait_members_alive(cls.lab, ["h1", "h2"], ["p1", "n2"], timeout=30)
         except BaseException:
