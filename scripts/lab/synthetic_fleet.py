@@ -601,7 +601,44 @@ def measure_point(label, sc_ns, sc_name, binary, pid, within_s, members, checks)
                  "sidecrypt_census_evictions_total", "sidecrypt_check_ok"):
         gauges.update(metric_values(mbody, name))
     point["gauges"] = gauges
+    point["verify"]["gauges"] = verify_gauges(gauges, members)
+    if point["verify"]["gauges"]["mismatch"]:
+        point["verify"]["ok"] = False
     return point
+
+
+def verify_gauges(g, members):
+    """The census gauges of issue 17 (when the build has them) against the ground truth."""
+    import re
+    sent = [m for m in members if m.get("sent")]
+    want = {"sidecrypt_census_plaintext_peers":
+            sum(1 for m in sent if m["cls"] == "plaintext"),
+            "sidecrypt_census_silent_members": len(expected(members)["silent"])}
+    for st in ("alive", "suspect", "dead", "left"):
+        want['sidecrypt_gossip_members{state="%s"}' % st] = sum(1 for m in members
+                                                               if m["state"] == st)
+    key_peers = {"A": sum(1 for m in sent if m["cls"] in ("sealed-A", "suspect")),
+                 "B": sum(1 for m in sent if m["cls"] == "sealed-B")}
+    out = {"checked": {}, "mismatch": {}}
+    for k, v in want.items():
+        if k in g:
+            got = int(g[k])
+            out["checked"][k] = [v, got]
+            # the agent itself (sc-agent, known from its push/pull replies) may count as alive
+            if got != v and not (k.endswith('"alive"}') and got == v + 1):
+                out["mismatch"][k] = {"want": v, "got": got}
+    for k, v in g.items():
+        mm = re.match(r'sidecrypt_census_key_peers\{.*fingerprint="([0-9a-f]+)"', k)
+        if mm:
+            which = [n for n, fp in FPS.items() if fp == mm.group(1)]
+            if which:
+                out["checked"][k] = [key_peers[which[0]], int(v)]
+                if int(v) != key_peers[which[0]]:
+                    out["mismatch"][k] = {"want": key_peers[which[0]], "got": int(v)}
+    return out
+
+
+FPS = {}
 
 
 def main():
@@ -620,6 +657,9 @@ def main():
     ap.add_argument("--full-pushpulls", type=int, default=1,
                     help="of those, carrying every member's state (default 1)")
     ap.add_argument("--checks", type=int, default=20, help="check runs per point (median)")
+    ap.add_argument("--stage", type=int, choices=(2, 3), default=2,
+                    help="rollout stage of sidecrypt: 2 accepts plaintext (counted), 3 refuses "
+                    "it (encrypt_verify_incoming on); the check must name the senders either way")
     ap.add_argument("--out", help="write the JSON result here")
     ap.add_argument("--label", default="", help="a name for this build in the result")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
@@ -635,11 +675,13 @@ def main():
 
     members = population(a.members, a.seed)
     keys = {"A": os.urandom(32), "B": os.urandom(32)}
+    FPS.update(A=fingerprint(keys["A"]), B=fingerprint(keys["B"]))
     work = harness.Workdir()
     tag = "scl%d" % (os.getpid() % 100000)
     sc_name, gen_name = tag + "sc", tag + "gen"
     sc_ns = gen_ns = proc = sink = gen = None
     result = {"label": a.label, "binary": binary, "members": a.members, "seed": a.seed,
+              "stage": a.stage,
               "machine": {"nproc": os.cpu_count(), "kernel": os.uname().release,
                           "loadavg_start": os.getloadavg()},
               "classes": {c: sum(1 for m in members if m["cls"] == c) for c in CLASSES},
@@ -675,7 +717,8 @@ def main():
             f.write("\n".join([
                 "[agent]", 'profile = "serf"', 'data_dir = "%s"' % data,
                 'node_name = "%s"' % AGENT_NODE,
-                "[gossip]", "encrypt_verify_incoming = false", "encrypt_verify_outgoing = true",
+                "[gossip]", "encrypt_verify_incoming = %s" % ("true" if a.stage == 3 else "false"),
+                "encrypt_verify_outgoing = true",
                 "[intercept]", "install_rules = true", 'drain_time = "0s"',
                 "[log]", 'level = "info"', ""]))
         logf = open(os.path.join(work.path, "sidecrypt.log"), "w")
