@@ -80,8 +80,11 @@ int main(int argc, char** argv) {
   };
   auto* status = app.add_subcommand("status", "show stages, keyrings and the per-peer census");
   addAdminOptions(status);
-  status->add_flag("--json", as_json, "machine-readable output");
-  status->callback([&] { rc = cli::statusCommand(adminFor(), as_json); });
+  status->add_flag("--json", as_json, "machine-readable output (every peer and member)");
+  bool all_peers = false;
+  status->add_flag("--peers", all_peers,
+                   "list every peer instead of the summary and the top plaintext senders");
+  status->callback([&] { rc = cli::statusCommand(adminFor(), as_json, all_peers); });
 
   auto* reload = app.add_subcommand("reload", "reload the running sidecrypt (like SIGHUP)");
   addAdminOptions(reload);
@@ -89,7 +92,8 @@ int main(int argc, char** argv) {
 
   auto* checks = app.add_subcommand("check", "say whether the next rollout step is safe (exit 0)");
   checks->require_subcommand(1);
-  std::string within = "10m";
+  std::string within;
+  cli::FleetGateOptions fleet;
   auto* enforce =
       checks->add_subcommand("enforce-incoming", "no plaintext from any peer within the window");
   auto* remove_key =
@@ -97,14 +101,27 @@ int main(int argc, char** argv) {
   for (auto* sub : {enforce, remove_key}) {
     addAdminOptions(sub);
     sub->add_flag("--json", as_json, "machine-readable output");
-    sub->add_option("--within", within, "window, e.g. 10m, 90s, 1h")->capture_default_str();
+    sub->add_option("--within", within,
+                    "window, e.g. 10m, 90s, 1h (default: the node's census.window)");
+    sub->add_option("--prometheus", fleet.url,
+                    "answer for the whole fleet from Prometheus (http://host:port[/prefix]) and "
+                    "the recording rules in monitoring/prometheus/");
+    sub->add_option("--job", fleet.job, "with --prometheus: the scrape job of the sidecrypts")
+        ->capture_default_str();
+    sub->add_option("--max-age", fleet.max_age_s,
+                    "with --prometheus: seconds a node's newest sample may be old")
+        ->capture_default_str();
   }
   remove_key->add_option("key", key, "the key (base64) or its fingerprint")->required();
-  enforce->callback([&] {
-    rc = cli::checkCommand(adminFor(), cli::CheckKind::EnforceIncoming, "", within, as_json);
-  });
-  remove_key->callback(
-      [&] { rc = cli::checkCommand(adminFor(), cli::CheckKind::RemoveKey, key, within, as_json); });
+  auto runCheck = [&](cli::CheckKind kind, const std::string& k) {
+    if (!fleet.url.empty()) {
+      fleet.within = within;
+      return cli::fleetCheckCommand(fleet, kind, k, as_json);
+    }
+    return cli::checkCommand(adminFor(), kind, k, within, as_json);
+  };
+  enforce->callback([&] { rc = runCheck(cli::CheckKind::EnforceIncoming, ""); });
+  remove_key->callback([&] { rc = runCheck(cli::CheckKind::RemoveKey, key); });
 
   cli::DecodeOptions decode_opts;
   auto* decode = app.add_subcommand(

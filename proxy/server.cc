@@ -2,8 +2,12 @@
 
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <optional>
 #include <string>
 
+#include "proxy/config/config_loader.h"
 #include "proxy/intercept/capabilities.h"
 #include "proxy/intercept/rules.h"
 #include "proxy/keyring/keyring_file.h"
@@ -184,6 +188,7 @@ void Server::finishJob(FileJob& job) {
 
 void Server::installReload(FileJob& job) {
   auto finish = [this, &job](bool ok, const std::vector<std::string>& errs) {
+    last_reload_ok_ = ok;
     if (ok) {
       ++reloads_;
       last_reload_error_.clear();
@@ -367,6 +372,7 @@ StatusInput Server::statusInput() {
   in.reloads = reloads_;
   in.reload_failures = reload_failures_;
   in.last_reload_error = last_reload_error_;
+  in.last_reload_ok = last_reload_ok_;
   in.ready = readyNow(in.ready_detail);
   in.started = started_;
   for (const auto* http : {admin_.get(), metrics_.get()}) {
@@ -405,7 +411,69 @@ bool Server::readyNow(std::string& detail) {
   return rules_ok_;
 }
 
-HttpResponse Server::handleAdmin(const std::string& method, const std::string& path) {
+namespace {
+
+HttpResponse badQuery(const std::string& why) {
+  return {400, "application/json", jsonText(nlohmann::json{{"error", why}}, -1) + "\n"};
+}
+
+// `within` as whole seconds ("600", or a duration such as "10m"); nullopt when absent.
+std::optional<uint32_t> withinParam(const std::string& query, std::string& error) {
+  auto v = queryParam(query, "within");
+  if (!v) {
+    return std::nullopt;
+  }
+  if (!v->empty() &&
+      std::all_of(v->begin(), v->end(), [](char c) { return c >= '0' && c <= '9'; }) &&
+      v->size() <= 9) {
+    return static_cast<uint32_t>(std::stoul(*v));
+  }
+  if (auto ms = parseDurationMs(*v)) {
+    return *ms / 1000;
+  }
+  error = "within: expected seconds or a duration such as 10m";
+  return std::nullopt;
+}
+
+}  // namespace
+
+HttpResponse Server::handleCheck(const HttpRequest& r) {
+  std::string error;
+  const auto within = withinParam(r.query, error);
+  if (!error.empty()) {
+    return badQuery(error);
+  }
+  const StatusInput in = statusInput();
+  if (in.census == nullptr) {
+    return {503, "text/plain", "the data path is not running\n"};
+  }
+  const CheckContext ctx = checkContext(in, within);
+  if (r.path == "/check/enforce-incoming") {
+    return {200, "application/json",
+            jsonText(checkJson(checkEnforceIncoming(*in.census, ctx))) + "\n"};
+  }
+  auto key = queryParam(r.query, "key");
+  if (!key || key->empty()) {
+    return badQuery("key: the fingerprint of the key to remove");
+  }
+  // A fingerprint prefix the rings know is expanded; anything else is checked as given.
+  std::string fp = *key;
+  for (const auto& keys : {state_->lan_keys, state_->wan_keys}) {
+    if (keys) {
+      if (auto i = keys->findByFingerprint(fp)) {
+        fp = keys->fingerprint(*i);
+        break;
+      }
+    }
+  }
+  return {
+      200, "application/json",
+      jsonText(checkJson(checkRemoveKey(*in.census, ctx, fp, primaryPools(*state_, fp)))) + "\n"};
+}
+
+HttpResponse Server::handleAdmin(const HttpRequest& r) {
+  const std::string& method = r.method;
+  const std::string& path = r.path;
   if (path == "/live") {
     return {200, "text/plain", "ok\n"};
   }
@@ -434,11 +502,36 @@ HttpResponse Server::handleAdmin(const std::string& method, const std::string& p
   if (path == "/status") {
     return {200, "application/json", jsonText(statusJson(statusInput())) + "\n"};
   }
+  if (path == "/check/enforce-incoming" || path == "/check/remove-key") {
+    return handleCheck(r);
+  }
   if (path == "/peers") {
     if (!datapath_) {
-      return {200, "application/json", "[]\n"};
+      return {200, "application/json", r.query.empty() ? "[]\n" : "{\"total\":0,\"peers\":[]}\n"};
     }
-    return {200, "application/json", jsonText(peersJson(datapath_->census())) + "\n"};
+    if (r.query.empty()) {
+      return {200, "application/json", jsonText(peersJson(datapath_->census())) + "\n"};
+    }
+    PeersQuery q;
+    q.plaintext = queryParam(r.query, "plaintext").value_or("0") != "0";
+    q.silent = queryParam(r.query, "silent").value_or("0") != "0";
+    q.key = queryParam(r.query, "key").value_or("");
+    q.after = queryParam(r.query, "after").value_or("");
+    q.by_plaintext = queryParam(r.query, "sort").value_or("") == "plaintext";
+    std::string error;
+    q.within_s = withinParam(r.query, error).value_or(state_->config.census.window_s);
+    if (auto limit = queryParam(r.query, "limit")) {
+      char* end = nullptr;
+      const unsigned long n = std::strtoul(limit->c_str(), &end, 10);
+      if (limit->empty() || *end != '\0' || n == 0 || n > 100000) {
+        error = "limit: expected 1..100000";
+      }
+      q.limit = n;
+    }
+    if (!error.empty()) {
+      return badQuery(error);
+    }
+    return {200, "application/json", jsonText(peersPageJson(datapath_->census(), q)) + "\n"};
   }
   if (path == "/members") {
     if (!datapath_) {
@@ -450,7 +543,8 @@ HttpResponse Server::handleAdmin(const std::string& method, const std::string& p
     return {200, "text/plain; version=0.0.4", metricsText(statusInput())};
   }
   return {404, "text/plain",
-          "not found: try /status /peers /members /metrics /ready /live /reload\n"};
+          "not found: try /status /peers /members /metrics /ready /live /reload "
+          "/check/enforce-incoming /check/remove-key?key=FP\n"};
 }
 
 // The read-only listener for a cluster Prometheus: nothing here changes state or names members.
@@ -470,8 +564,8 @@ HttpResponse Server::handleMetrics(const HttpRequest& r) {
 }
 
 bool Server::startHttp(std::string& err) {
-  admin_ = std::make_unique<AdminServer>(
-      &loop_, [this](const HttpRequest& r) { return handleAdmin(r.method, r.path); });
+  admin_ = std::make_unique<AdminServer>(&loop_,
+                                         [this](const HttpRequest& r) { return handleAdmin(r); });
   if (!admin_->listen(SocketAddress::parse(state_->config.admin.listen), err)) {
     return false;
   }

@@ -53,7 +53,8 @@ class Server {
   void beginShutdown();
   void stop();
   bool installRules();
-  HttpResponse handleAdmin(const std::string& method, const std::string& path);
+  HttpResponse handleAdmin(const HttpRequest& r);
+  HttpResponse handleCheck(const HttpRequest& r);
   HttpResponse handleMetrics(const HttpRequest& r);
   bool startHttp(std::string& err);
   StatusInput statusInput();
@@ -101,6 +102,7 @@ class Server {
   std::unique_ptr<ServiceNotifier> notifier_;  // systemd: READY/RELOADING/STOPPING/WATCHDOG
   InstanceLock* lock_ = nullptr;
   std::string last_reload_error_;
+  bool last_reload_ok_ = true;
   WallClock::time_point started_{};
   std::chrono::steady_clock::time_point rules_checked_{};
   bool rules_ok_ = false;

@@ -90,6 +90,40 @@ HttpResponse forbidden(const std::string& why) {
 }
 }  // namespace
 
+std::optional<std::string> queryParam(std::string_view query, std::string_view name) {
+  auto hex = [](char c) -> int {
+    if (c >= '0' && c <= '9') {
+      return c - '0';
+    }
+    c = static_cast<char>(c | 0x20);
+    return c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+  };
+  while (!query.empty()) {
+    const size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view() : query.substr(amp + 1);
+    const size_t eq = pair.find('=');
+    if (pair.substr(0, eq) != name) {
+      continue;
+    }
+    std::string out;
+    const std::string_view v =
+        eq == std::string_view::npos ? std::string_view() : pair.substr(eq + 1);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (v[i] == '+') {
+        out += ' ';
+      } else if (v[i] == '%' && i + 2 < v.size() && hex(v[i + 1]) >= 0 && hex(v[i + 2]) >= 0) {
+        out += static_cast<char>(hex(v[i + 1]) * 16 + hex(v[i + 2]));
+        i += 2;
+      } else {
+        out += v[i];
+      }
+    }
+    return out;
+  }
+  return std::nullopt;
+}
+
 std::optional<HttpResponse> browserGuard(const HttpRequest& r) {
   if (r.host_headers > 1) {
     return forbidden("more than one Host header");
@@ -306,7 +340,9 @@ void AdminServer::onConnection(uv_stream_t* server, int status) {
       AdminServer* srv = conn->server;
       ++srv->stats_.requests;
       conn->request.method = http_method_str(static_cast<http_method>(p->method));
-      conn->request.path = conn->url.substr(0, conn->url.find('?'));
+      const size_t q = conn->url.find('?');
+      conn->request.path = conn->url.substr(0, q);
+      conn->request.query = q == std::string::npos ? "" : conn->url.substr(q + 1);
       if (srv->limits_.browser_guard) {
         if (auto refusal = browserGuard(conn->request)) {
           ++srv->stats_.refused;

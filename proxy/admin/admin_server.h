@@ -7,6 +7,7 @@
 #include <list>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <utility>
 
 #include "proxy/net/address.h"
@@ -33,6 +34,7 @@ struct HttpResponse {
 struct HttpRequest {
   std::string method;
   std::string path;
+  std::string query;  // after '?', still percent-encoded
   std::string host;
   std::string origin;
   std::string content_type;
@@ -74,6 +76,10 @@ struct HttpStats {
 //    `Content-Type: application/json`: neither can be sent cross-site without a CORS preflight,
 //    and sidecrypt never approves one (it sends no Access-Control-* header).
 std::optional<HttpResponse> browserGuard(const HttpRequest& r);
+
+// The value of `name` in a query string ("a=1&b=x%20y"), percent- and '+'-decoded; nullopt when
+// absent, "" for a bare `name`.
+std::optional<std::string> queryParam(std::string_view query, std::string_view name);
 
 // A small HTTP/1.1 server on the loop, one request per connection (Connection: close), used for
 // the admin endpoint (loopback by default) and the read-only metrics listener. Requests are

@@ -1,6 +1,8 @@
 #include "proxy/admin/status_render.h"
 
+#include <algorithm>
 #include <cstdio>
+#include <functional>
 #include <map>
 #include <string>
 
@@ -91,6 +93,127 @@ void gossipSamples(MetricWriter& w, const char* metric, const char* pool, const 
   });
 }
 
+uint64_t rolloutStage(bool outgoing, bool incoming) {
+  if (incoming) {
+    return outgoing ? 3 : 0;
+  }
+  return outgoing ? 2 : 1;
+}
+
+std::vector<std::string> ringFingerprints(const RuntimeState& state) {
+  std::vector<std::string> out;
+  for (const auto& keys : {state.lan_keys, state.wan_keys}) {
+    for (size_t i = 0; keys && i < keys->size(); ++i) {
+      if (std::find(out.begin(), out.end(), keys->fingerprint(i)) == out.end()) {
+        out.push_back(keys->fingerprint(i));
+      }
+    }
+  }
+  return out;
+}
+
+// The census as bounded gauges: counts over census.window, never one series per peer (unless
+// metrics.peer_series asks for the top K plaintext senders).
+void censusSamples(MetricWriter& w, const StatusInput& in) {
+  const PeerCensus& census = *in.census;
+  const Config& c = in.state.config;
+  const auto window = std::chrono::seconds(c.census.window_s);
+  const auto fps = ringFingerprints(in.state);
+  const auto counts = censusCounts(census, census.now(), window, fps);
+  w.family("sidecrypt_census_peers", "gauge", "Peers in the census.");
+  w.sample("sidecrypt_census_peers", "", census.peers().size());
+  w.family("sidecrypt_census_capacity", "gauge",
+           "Peers (and, separately, members) the census keeps (census.max_peers).");
+  w.sample("sidecrypt_census_capacity", "", census.capacity());
+  w.family("sidecrypt_census_window_seconds", "gauge",
+           "The window of the census gauges and of sidecrypt_check_ok (census.window).");
+  w.sample("sidecrypt_census_window_seconds", "", c.census.window_s);
+  w.family("sidecrypt_census_plaintext_peers", "gauge",
+           "Peers that sent plaintext (accepted, or refused) within the window.");
+  w.sample("sidecrypt_census_plaintext_peers", "", counts.plaintext_peers);
+  w.family("sidecrypt_census_refused_peers", "gauge",
+           "Peers whose plaintext was refused (verify_incoming on) within the window.");
+  w.sample("sidecrypt_census_refused_peers", "", counts.refused_peers);
+  w.family("sidecrypt_census_silent_members", "gauge",
+           "Live gossip members (not this agent) that sent nothing within the window.");
+  w.sample("sidecrypt_census_silent_members", "", counts.silent_members);
+  w.family("sidecrypt_census_key_peers", "gauge",
+           "Peers whose traffic opened with each keyring key within the window.");
+  for (auto [pool, keys] :
+       {std::pair{"lan", in.state.lan_keys}, std::pair{"wan", in.state.wan_keys}}) {
+    for (size_t i = 0; keys && i < keys->size(); ++i) {
+      const auto fp = keys->fingerprint(i);
+      size_t n = 0;
+      for (const auto& [f, count] : counts.key_peers) {
+        n = f == fp ? count : n;
+      }
+      w.sample("sidecrypt_census_key_peers",
+               std::string("pool=\"") + pool + "\",fingerprint=\"" + esc(fp) + "\"", n);
+    }
+  }
+  w.family("sidecrypt_gossip_members", "gauge", "Gossip members seen on the wire, by state.");
+  std::map<std::string, uint64_t> states;
+  for (const auto& [name, m] : census.members()) {
+    ++states[m.state];
+  }
+  for (const char* st : {"alive", "suspect", "dead", "left"}) {
+    w.sample("sidecrypt_gossip_members", std::string("state=\"") + st + "\"", states[st]);
+  }
+  w.family("sidecrypt_census_evictions_total", "counter",
+           "Peers evicted from the census because it was full.");
+  w.sample("sidecrypt_census_evictions_total", "", census.evictions());
+  w.family("sidecrypt_census_dropped_total", "counter",
+           "Peers or members not recorded because the census was full of live members.");
+  w.sample("sidecrypt_census_dropped_total", "", census.dropped());
+  const CheckContext ctx = checkContext(in, std::nullopt);
+  w.family("sidecrypt_check_ok", "gauge",
+           "1 when the node-local rollout check would answer yes over the census window.");
+  w.sample("sidecrypt_check_ok", "check=\"enforce_incoming\"",
+           checkEnforceIncoming(census, ctx).ok ? 1 : 0);
+  for (auto [pool, keys] :
+       {std::pair{"lan", in.state.lan_keys}, std::pair{"wan", in.state.wan_keys}}) {
+    for (size_t i = 0; keys && i < keys->size(); ++i) {
+      const auto fp = keys->fingerprint(i);
+      w.sample(
+          "sidecrypt_check_ok",
+          std::string("check=\"remove_key\",pool=\"") + pool + "\",fingerprint=\"" + esc(fp) + "\"",
+          checkRemoveKey(census, ctx, fp, primaryPools(in.state, fp)).ok ? 1 : 0);
+    }
+  }
+  if (c.metrics.peer_series == 0) {
+    return;
+  }
+  // Opt-in: the top K peers by plaintext volume (metrics.peer_series).
+  std::vector<const PeerRecord*> top;
+  top.reserve(census.peers().size());
+  for (const auto& [ip, p] : census.peers()) {
+    top.push_back(&p);
+  }
+  const size_t k = std::min<size_t>(c.metrics.peer_series, top.size());
+  std::partial_sort(top.begin(), top.begin() + static_cast<std::ptrdiff_t>(k), top.end(),
+                    [](const PeerRecord* a, const PeerRecord* b) {
+                      return a->plaintextVolume() != b->plaintextVolume()
+                                 ? a->plaintextVolume() > b->plaintextVolume()
+                                 : a->address < b->address;
+                    });
+  top.resize(k);
+  auto labels = [](const PeerRecord& p) {
+    return "peer=\"" + esc(p.address) + "\",node=\"" + esc(p.node) + "\"";
+  };
+  w.family("sidecrypt_peer_plaintext_total", "counter",
+           "Plaintext gossip packets, streams and RPC connections accepted from each peer (top "
+           "metrics.peer_series peers by this count).");
+  for (const auto* p : top) {
+    w.sample("sidecrypt_peer_plaintext_total", labels(*p), p->plaintextVolume());
+  }
+  w.family("sidecrypt_peer_encrypted_total", "counter",
+           "Encrypted gossip packets, streams and TLS RPC connections from each peer (the same "
+           "peers).");
+  for (const auto* p : top) {
+    w.sample("sidecrypt_peer_encrypted_total", labels(*p), p->encryptedVolume());
+  }
+}
+
 }  // namespace
 
 json statusJson(const StatusInput& in) {
@@ -166,14 +289,34 @@ json statusJson(const StatusInput& in) {
                         {"answers_held_for_commit", k.answers_held_for_commit}};
   }
   if (in.census != nullptr) {
+    const auto& cs = *in.census;
+    const auto counts = censusCounts(cs, cs.now(), std::chrono::seconds(c.census.window_s),
+                                     ringFingerprints(in.state));
     size_t plaintext = 0;
-    for (const auto& [ip, p] : in.census->peers()) {
+    for (const auto& [ip, p] : cs.peers()) {
       plaintext += p.last_plaintext != WallClock::time_point{} ? 1 : 0;
     }
-    j["census"] = {{"peers", in.census->peers().size()},
+    json key_peers = json::object();
+    for (const auto& [fp, n] : counts.key_peers) {
+      key_peers[fp] = n;
+    }
+    json by_state = {{"alive", 0}, {"suspect", 0}, {"dead", 0}, {"left", 0}};
+    for (const auto& [name, m] : cs.members()) {
+      by_state[m.state] = by_state.value(m.state, 0) + 1;
+    }
+    j["census"] = {{"peers", cs.peers().size()},
+                   {"members", cs.members().size()},
+                   {"members_by_state", by_state},
+                   {"self", {{"node", wireText(cs.selfNode())}, {"address", cs.selfAddress()}}},
                    {"peers_seen_plaintext", plaintext},
-                   {"capacity", in.census->capacity()},
-                   {"evictions", in.census->evictions()}};
+                   {"window_seconds", c.census.window_s},
+                   {"plaintext_peers", counts.plaintext_peers},
+                   {"refused_peers", counts.refused_peers},
+                   {"silent_members", counts.silent_members},
+                   {"key_peers", key_peers},
+                   {"capacity", cs.capacity()},
+                   {"evictions", cs.evictions()},
+                   {"dropped", cs.dropped()}};
   }
   return j;
 }
@@ -201,36 +344,163 @@ json membersJson(const PeerCensus& census) {
           {"evictions", census.memberEvictions()}};
 }
 
+namespace {
+
+json peerJson(const PeerRecord& p) {
+  json keys = json::object();
+  for (const auto& use : p.keys_used) {
+    keys[use.fingerprint] = {{"count", use.count}, {"last_seen_unix", unixSeconds(use.last)}};
+  }
+  return {{"address", p.address},
+          {"node", wireText(p.node)},
+          {"gossip",
+           {{"packets_encrypted", p.packets_encrypted},
+            {"packets_plaintext", p.packets_plaintext},
+            {"packets_refused", p.packets_refused},
+            {"packets_open_failed", p.packets_open_failed},
+            {"streams_encrypted", p.streams_encrypted},
+            {"streams_plaintext", p.streams_plaintext},
+            {"streams_failed", p.streams_failed},
+            {"keys", keys}}},
+          {"rpc",
+           {{"tls", p.rpc_tls},
+            {"plaintext", p.rpc_plaintext},
+            {"refused", p.rpc_refused},
+            {"tls_dns_names", wireTexts(p.tls_dns_names)}}},
+          {"shadow_refused", p.shadow_refused},
+          {"first_seen_unix", unixSeconds(p.first_seen)},
+          {"last_seen_unix", unixSeconds(p.last_seen)},
+          {"last_plaintext_unix", unixSeconds(p.last_plaintext)},
+          {"last_shadow_refused_unix", unixSeconds(p.last_shadow_refused)},
+          {"last_refused_unix", unixSeconds(p.last_refused)}};
+}
+
+}  // namespace
+
 json peersJson(const PeerCensus& census) {
   json out = json::array();
   for (const auto& [ip, p] : census.peers()) {
-    json keys = json::object();
-    for (const auto& [fp, use] : p.keys_used) {
-      keys[fp] = {{"count", use.count}, {"last_seen_unix", unixSeconds(use.last)}};
-    }
-    out.push_back({{"address", p.address},
-                   {"node", wireText(p.node)},
-                   {"gossip",
-                    {{"packets_encrypted", p.packets_encrypted},
-                     {"packets_plaintext", p.packets_plaintext},
-                     {"packets_refused", p.packets_refused},
-                     {"packets_open_failed", p.packets_open_failed},
-                     {"streams_encrypted", p.streams_encrypted},
-                     {"streams_plaintext", p.streams_plaintext},
-                     {"streams_failed", p.streams_failed},
-                     {"keys", keys}}},
-                   {"rpc",
-                    {{"tls", p.rpc_tls},
-                     {"plaintext", p.rpc_plaintext},
-                     {"refused", p.rpc_refused},
-                     {"tls_dns_names", wireTexts(p.tls_dns_names)}}},
-                   {"shadow_refused", p.shadow_refused},
-                   {"first_seen_unix", unixSeconds(p.first_seen)},
-                   {"last_seen_unix", unixSeconds(p.last_seen)},
-                   {"last_plaintext_unix", unixSeconds(p.last_plaintext)},
-                   {"last_shadow_refused_unix", unixSeconds(p.last_shadow_refused)}});
+    out.push_back(peerJson(p));
   }
   return out;
+}
+
+json peersPageJson(const PeerCensus& census, const PeersQuery& q) {
+  const auto now = census.now();
+  const auto since = now - std::chrono::seconds(q.within_s);
+  // (address, entry builder) of every match, sorted by address for stable paging.
+  std::vector<std::pair<std::string_view, std::function<json()>>> matches;
+  if (q.silent) {
+    for (const auto& [name, m] : census.members()) {
+      if (!m.live() || census.isSelf(m)) {
+        continue;
+      }
+      const PeerRecord* p = census.peer(m.address);
+      if (p != nullptr && p->last_seen >= since) {
+        continue;
+      }
+      matches.emplace_back(m.address, [&m, p] {
+        return json{{"address", m.address},
+                    {"node", wireText(m.name)},
+                    {"state", m.state},
+                    {"silent", true},
+                    {"last_seen_unix", p != nullptr ? unixSeconds(p->last_seen) : 0}};
+      });
+    }
+  } else {
+    for (const auto& [ip, p] : census.peers()) {
+      if (q.plaintext && p.lastPlaintextAny() < since) {
+        continue;
+      }
+      if (!q.key.empty()) {
+        const auto* use = p.keyUse(q.key);
+        if (use == nullptr || use->last < since) {
+          continue;
+        }
+      }
+      matches.emplace_back(p.address, [&p] { return peerJson(p); });
+    }
+  }
+  if (q.by_plaintext && !q.silent) {
+    // The top plaintext senders first (no `after` paging in this order).
+    std::vector<std::pair<const PeerRecord*, std::function<json()>>> ranked;
+    for (const auto& m : matches) {
+      ranked.emplace_back(census.peer(m.first), m.second);
+    }
+    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
+      return a.first->plaintextVolume() != b.first->plaintextVolume()
+                 ? a.first->plaintextVolume() > b.first->plaintextVolume()
+                 : a.first->address < b.first->address;
+    });
+    json page = json::array();
+    for (size_t i = 0; i < ranked.size() && i < q.limit; ++i) {
+      page.push_back(ranked[i].second());
+    }
+    return {{"total", matches.size()},
+            {"within_seconds", q.within_s},
+            {"next", nullptr},
+            {"peers", page}};
+  }
+  std::sort(matches.begin(), matches.end(),
+            [](const auto& a, const auto& b) { return a.first < b.first; });
+  auto it = matches.begin();
+  if (!q.after.empty()) {
+    it = std::upper_bound(matches.begin(), matches.end(), std::string_view(q.after),
+                          [](std::string_view v, const auto& m) { return v < m.first; });
+  }
+  json page = json::array();
+  std::string next;
+  for (; it != matches.end(); ++it) {
+    if (page.size() >= q.limit) {
+      next = std::string(std::prev(it)->first);
+      break;
+    }
+    page.push_back(it->second());
+  }
+  return {{"total", matches.size()},
+          {"within_seconds", q.within_s},
+          {"next", next.empty() ? json(nullptr) : json(next)},
+          {"peers", page}};
+}
+
+CheckContext checkContext(const StatusInput& in, std::optional<uint32_t> within_s) {
+  CheckContext ctx;
+  ctx.now = in.census != nullptr ? in.census->now() : WallClock::now();
+  ctx.window = std::chrono::seconds(within_s.value_or(in.state.config.census.window_s));
+  ctx.started = in.started;
+  if (in.datapath != nullptr) {
+    ctx.uncovered = in.datapath->uncoveredMembers();
+  }
+  return ctx;
+}
+
+std::vector<std::string> primaryPools(const RuntimeState& state, std::string_view fp) {
+  std::vector<std::string> out;
+  for (auto [pool, keys] : {std::pair{"lan", state.lan_keys}, std::pair{"wan", state.wan_keys}}) {
+    if (keys && !keys->empty() && keys->primary().fingerprint() == fp) {
+      out.emplace_back(pool);
+    }
+  }
+  return out;
+}
+
+json checkJson(const CheckAnswer& a) {
+  json reasons = json::array();
+  for (const auto& r : a.reasons) {
+    reasons.push_back(
+        {{"class", r.cls}, {"peer", r.peer}, {"node", wireText(r.node)}, {"why", wireText(r.why)}});
+  }
+  return {{"check", a.subject},
+          {"ok", a.ok},
+          {"within_seconds", a.within_s},
+          {"summary",
+           {{"peers_heard", a.peers_heard},
+            {"plaintext_peers", a.plaintext_peers},
+            {"refused_peers", a.refused_peers},
+            {"live_members", a.live_members},
+            {"silent_members", a.silent_members},
+            {"key_peers", a.key_peers}}},
+          {"reasons", reasons}};
 }
 
 std::string metricsText(const StatusInput& in) {
@@ -240,6 +510,21 @@ std::string metricsText(const StatusInput& in) {
   w.sample("sidecrypt_up", "", 1);
   w.family("sidecrypt_ready", "gauge", "1 when rules are installed and listeners bound.");
   w.sample("sidecrypt_ready", "", in.ready ? 1 : 0);
+  w.family("sidecrypt_info", "gauge", "The version, and the agent's node name once known.");
+  w.sample("sidecrypt_info",
+           "version=\"" + esc(std::string(kVersion)) + "\",node=\"" +
+               esc(in.census != nullptr ? in.census->selfNode() : c.agent.node_name) + "\"",
+           1);
+  w.family("sidecrypt_start_time_seconds", "gauge",
+           "Unix time the process started (the census began then).");
+  w.sample("sidecrypt_start_time_seconds", "", static_cast<uint64_t>(unixSeconds(in.started)));
+  w.family("sidecrypt_rollout_stage", "gauge",
+           "Rollout stage by track: 1 accept both, 2 encrypt (gossip) / verify (RPC) outgoing, 3 "
+           "verify incoming; 0 an unusual mix (incoming verified, outgoing not).");
+  w.sample("sidecrypt_rollout_stage", "track=\"gossip\"",
+           rolloutStage(c.gossip.encrypt_verify_outgoing, c.gossip.encrypt_verify_incoming));
+  w.sample("sidecrypt_rollout_stage", "track=\"rpc\"",
+           rolloutStage(c.tls.verify_outgoing, c.tls.verify_incoming));
   w.family("sidecrypt_stage", "gauge", "Rollout settings in force (1 = on).");
   w.sample("sidecrypt_stage", "setting=\"encrypt_verify_incoming\"",
            c.gossip.encrypt_verify_incoming ? 1 : 0);
@@ -254,6 +539,20 @@ std::string metricsText(const StatusInput& in) {
            in.state.lan_keys ? in.state.lan_keys->size() : 0);
   w.sample("sidecrypt_keyring_keys", "pool=\"wan\"",
            in.state.wan_keys ? in.state.wan_keys->size() : 0);
+  w.family("sidecrypt_keyring_key", "gauge",
+           "One series per key in each keyring, by fingerprint (primary: the key that seals).");
+  for (auto [pool, keys] :
+       {std::pair{"lan", in.state.lan_keys}, std::pair{"wan", in.state.wan_keys}}) {
+    for (size_t i = 0; keys && i < keys->size(); ++i) {
+      w.sample("sidecrypt_keyring_key",
+               std::string("pool=\"") + pool + "\",fingerprint=\"" + esc(keys->fingerprint(i)) +
+                   "\",primary=\"" + (i == 0 ? "true" : "false") + "\"",
+               1);
+    }
+  }
+  w.family("sidecrypt_reload_last_success", "gauge",
+           "1 when the last reload applied (or none was tried), 0 when it failed.");
+  w.sample("sidecrypt_reload_last_success", "", in.last_reload_ok ? 1 : 0);
   w.family("sidecrypt_reloads_total", "counter", "Reloads by result.");
   w.sample("sidecrypt_reloads_total", "result=\"ok\"", in.reloads);
   w.sample("sidecrypt_reloads_total", "result=\"failed\"", in.reload_failures);
@@ -343,34 +642,7 @@ std::string metricsText(const StatusInput& in) {
     });
   }
   if (in.census != nullptr) {
-    w.family("sidecrypt_census_peers", "gauge", "Peers in the census.");
-    w.sample("sidecrypt_census_peers", "", in.census->peers().size());
-    w.family("sidecrypt_gossip_members", "gauge", "Gossip members seen on the wire, by state.");
-    std::map<std::string, uint64_t> states;
-    for (const auto& [name, m] : in.census->members()) {
-      ++states[m.state];
-    }
-    for (const char* st : {"alive", "suspect", "dead", "left"}) {
-      w.sample("sidecrypt_gossip_members", std::string("state=\"") + st + "\"", states[st]);
-    }
-    w.family("sidecrypt_census_evictions_total", "counter",
-             "Peers evicted from the census because it was full.");
-    w.sample("sidecrypt_census_evictions_total", "", in.census->evictions());
-    auto labels = [](const PeerRecord& p) {
-      return "peer=\"" + esc(p.address) + "\",node=\"" + esc(p.node) + "\"";
-    };
-    w.family("sidecrypt_peer_plaintext_total", "counter",
-             "Plaintext gossip packets, streams and RPC connections accepted from each peer.");
-    for (const auto& [ip, p] : in.census->peers()) {
-      w.sample("sidecrypt_peer_plaintext_total", labels(p),
-               p.packets_plaintext + p.streams_plaintext + p.rpc_plaintext);
-    }
-    w.family("sidecrypt_peer_encrypted_total", "counter",
-             "Encrypted gossip packets, streams and TLS RPC connections from each peer.");
-    for (const auto& [ip, p] : in.census->peers()) {
-      w.sample("sidecrypt_peer_encrypted_total", labels(p),
-               p.packets_encrypted + p.streams_encrypted + p.rpc_tls);
-    }
+    censusSamples(w, in);
   }
   return w.take();
 }

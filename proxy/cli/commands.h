@@ -30,13 +30,26 @@ enum class RulesOp { Install, Remove, Print };
 int rulesCommand(RulesOp op, const std::filesystem::path& config);
 
 // Talk to a running sidecrypt through its admin endpoint (`admin` = host:port).
-int statusCommand(const std::string& admin, bool as_json);
+// `all_peers`: list every peer (paged from /peers) instead of the summary and top senders.
+int statusCommand(const std::string& admin, bool as_json, bool all_peers);
 int reloadCommand(const std::string& admin);
 enum class CheckKind { EnforceIncoming, RemoveKey };
 // Exit 0 when the next rollout step is safe, 1 when not (reasons printed), 2 on errors.
-// `within`: the window as a duration ("10m", "90s").
+// `within`: the window as a duration ("10m", "90s"); "" = the node's census.window.
 int checkCommand(const std::string& admin, CheckKind kind, const std::string& key,
                  const std::string& within, bool as_json);
+// The same question for the whole fleet, answered from Prometheus's recording rules
+// (monitoring/prometheus/sidecrypt-rules.yml): `url` http://host:port[/prefix], `job` the
+// scrape job of the sidecrypts, `max_age_s` how old the newest sample of a node may be.
+struct FleetGateOptions {
+  std::string url;
+  std::string job = "sidecrypt";
+  std::string within;  // "" = each node's own census.window
+  uint32_t max_age_s = 60;
+  int timeout_ms = 10'000;
+};
+int fleetCheckCommand(const FleetGateOptions& opts, CheckKind kind, const std::string& key,
+                      bool as_json);
 
 // Offline decoder of captured gossip (`sidecrypt decode`): exit 0 when everything encrypted
 // opened, 1 when something encrypted did not, 2 on unusable input or options.

@@ -1,6 +1,7 @@
 #include <fmt/printf.h>
 #include <nlohmann/json.hpp>
 
+#include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
@@ -107,14 +108,42 @@ std::string renderStatusTable(const json& status, const json& peers, const json&
                           ? ""
                           : (" (last error: " + shown(rl["last_error"]) + ")").c_str());
   std::map<std::string, int> states;
-  for (const auto& m : members["members"]) {
-    ++states[m["state"].get<std::string>()];
+  json self = members.is_object() ? members["self"] : json();
+  if (members.is_object()) {
+    for (const auto& m : members["members"]) {
+      ++states[m["state"].get<std::string>()];
+    }
+  } else if (status.contains("census")) {
+    for (const auto& [state, n] : status["census"]["members_by_state"].items()) {
+      states[state] = n.get<int>();
+    }
+    self = status["census"]["self"];
   }
   out += fmt::sprintf(
       "gossip members (as the gossip says; self %s): %d alive, %d suspect, %d dead, %d left\n",
-      members["self"]["node"].get<std::string>().empty() ? "not yet known"
-                                                         : shown(members["self"]["node"]).c_str(),
+      !self.is_object() || self.value("node", "").empty() ? "not yet known"
+                                                          : shown(self["node"]).c_str(),
       states["alive"], states["suspect"], states["dead"], states["left"]);
+  if (status.contains("census")) {
+    const auto& c = status["census"];
+    out += fmt::sprintf(
+        "census (window %ss): %s peers (capacity %s), %s sent plaintext, %s refused, %s live "
+        "members silent%s\n",
+        c["window_seconds"].dump().c_str(), c["peers"].dump().c_str(), c["capacity"].dump().c_str(),
+        c["plaintext_peers"].dump().c_str(), c["refused_peers"].dump().c_str(),
+        c["silent_members"].dump().c_str(),
+        c["evictions"].get<uint64_t>() + c["dropped"].get<uint64_t>() > 0
+            ? (", " + c["evictions"].dump() + " evicted, " + c["dropped"].dump() + " not kept")
+                  .c_str()
+            : "");
+    std::string keys;
+    for (const auto& [fp, n] : c["key_peers"].items()) {
+      keys += (keys.empty() ? "" : ", ") + filters::escapeForLog(fp) + " " + n.dump();
+    }
+    if (!keys.empty()) {
+      out += "peers per key in the window: " + keys + "\n";
+    }
+  }
   out += fmt::sprintf("\n%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n", "PEER", "NODE",
                       "GOSSIP enc/plain", "RPC tls/pl", "KEYS", "SHADOW", "LAST PLAINTEXT",
                       "LAST SEEN");
@@ -139,18 +168,54 @@ std::string renderStatusTable(const json& status, const json& peers, const json&
   return out;
 }
 
-int statusCommand(const std::string& admin, bool as_json) {
+int statusCommand(const std::string& admin, bool as_json, bool all_peers) {
   json status = fetch(admin, "/status");
-  json peers = status.is_null() ? json() : fetch(admin, "/peers");
-  json members = peers.is_null() ? json() : fetch(admin, "/members");
-  if (status.is_null() || peers.is_null() || members.is_null()) {
+  if (status.is_null()) {
     return 1;
   }
   if (as_json) {
+    json peers = fetch(admin, "/peers");
+    json members = peers.is_null() ? json() : fetch(admin, "/members");
+    if (peers.is_null() || members.is_null()) {
+      return 1;
+    }
     std::cout << jsonOut(json{{"status", status}, {"peers", peers}, {"members", members}}) << "\n";
     return 0;
   }
-  std::cout << renderStatusTable(status, peers, members);
+  if (all_peers) {
+    // Every peer, page by page, sorted by address.
+    json peers = json::array();
+    std::string after;
+    for (int page = 0; page < 10'000; ++page) {
+      json p = fetch(admin, "/peers?limit=1000&within=" + std::to_string(365 * 86400) +
+                                (after.empty() ? "" : "&after=" + after));
+      if (p.is_null()) {
+        return 1;
+      }
+      for (auto& e : p["peers"]) {
+        peers.push_back(std::move(e));
+      }
+      if (p["next"].is_null()) {
+        break;
+      }
+      after = p["next"].get<std::string>();
+    }
+    std::cout << renderStatusTable(status, peers, json());
+    return 0;
+  }
+  // The summary and the top plaintext senders within the census window.
+  json top = fetch(admin, "/peers?plaintext=1&sort=plaintext&limit=10");
+  if (top.is_null()) {
+    return 1;
+  }
+  std::cout << renderStatusTable(status, top["peers"], json());
+  const uint64_t total = top["total"].get<uint64_t>();
+  if (total > top["peers"].size()) {
+    std::cout << "(" << top["peers"].size() << " of " << total
+              << " plaintext senders shown; all peers: sidecrypt status --peers)\n";
+  } else if (total == 0) {
+    std::cout << "(no peer sent plaintext in the window; all peers: sidecrypt status --peers)\n";
+  }
   return 0;
 }
 
@@ -175,144 +240,87 @@ int reloadCommand(const std::string& admin) {
   return 1;
 }
 
+namespace {
+
+std::string urlEncode(const std::string& v) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const unsigned char c : v) {
+    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
+}
+
+// Prints a check answer: every reason in JSON; in text, at most kShown per class.
+int printCheck(const json& answer, bool as_json) {
+  const bool ok = answer.value("ok", false);
+  if (as_json) {
+    std::cout << jsonOut(answer) << "\n";
+    return ok ? 0 : 1;
+  }
+  const std::string subject = answer.value("check", "");
+  const auto within = answer.value("within_seconds", 0);
+  if (ok) {
+    std::cout << "yes: " << shown(answer["check"]) << " is safe (window " << within << "s)\n";
+    return 0;
+  }
+  constexpr size_t kShown = 20;
+  std::map<std::string, size_t> per_class;
+  std::cout << "no: " << shown(answer["check"]) << " is not safe yet (window " << within << "s):\n";
+  for (const auto& r : answer["reasons"]) {
+    const std::string cls = r.value("class", "");
+    if (++per_class[cls] > kShown) {
+      continue;
+    }
+    std::cout << "  " << (r["peer"].get<std::string>().empty() ? "" : shown(r["peer"]) + " ")
+              << (r["node"].get<std::string>().empty() ? "" : "(" + shown(r["node"]) + ") ")
+              << shown(r["why"]) << "\n";
+  }
+  for (const auto& [cls, n] : per_class) {
+    if (n > kShown) {
+      std::cout << "  ... and " << n - kShown << " more (" << cls
+                << "); every one: --json, or /peers?silent=1 / ?plaintext=1\n";
+    }
+  }
+  return 1;
+}
+
+}  // namespace
+
 int checkCommand(const std::string& admin, CheckKind kind, const std::string& key,
                  const std::string& within, bool as_json) {
-  const auto within_ms = parseDurationMs(within);
-  if (!within_ms) {
-    std::cerr << "sidecrypt: --within: expected a duration such as 10m or 90s\n";
-    return 2;
-  }
-  const uint32_t within_s = *within_ms / 1000;
-  json status = fetch(admin, "/status");
-  json peers = status.is_null() ? json() : fetch(admin, "/peers");
-  if (status.is_null() || peers.is_null()) {
-    return 2;
-  }
-  const int64_t since = nowUnix() - within_s;
-  json reasons = json::array();
-  std::string subject;
-  if (kind == CheckKind::EnforceIncoming) {
-    subject = "enforce-incoming (turn gossip encrypt_verify_incoming / RPC verify_incoming on)";
-    size_t recent = 0;
-    for (const auto& p : peers) {
-      if (p["last_seen_unix"].get<int64_t>() >= since) {
-        ++recent;
-      }
-      if (p["last_plaintext_unix"].get<int64_t>() >= since ||
-          p["last_shadow_refused_unix"].get<int64_t>() >= since) {
-        reasons.push_back(
-            {{"peer", p["address"]},
-             {"node", p["node"]},
-             {"why",
-              "sent plaintext " + ago(std::max(p["last_plaintext_unix"].get<int64_t>(),
-                                               p["last_shadow_refused_unix"].get<int64_t>()))}});
-      }
-    }
-    if (recent == 0) {
-      reasons.push_back({{"peer", ""},
-                         {"node", ""},
-                         {"why", "no peer traffic seen in the window: cannot tell who is safe"}});
-    }
-    // Cross-check against the gossip member list: a live member that sent nothing in the
-    // window is unknown, not safe (memberlist probes every member, so a live one is heard).
-    json members = fetch(admin, "/members");
-    if (members.is_null()) {
+  std::string query;
+  if (!within.empty()) {
+    const auto within_ms = parseDurationMs(within);
+    if (!within_ms || *within_ms < 1000) {
+      std::cerr << "sidecrypt: --within: expected a duration such as 10m or 90s\n";
       return 2;
     }
-    bool gossip_seen = false;
-    std::map<std::string, const json*> by_address;
-    for (const auto& p : peers) {
-      const auto& g = p["gossip"];
-      gossip_seen = gossip_seen || g["packets_encrypted"].get<uint64_t>() +
-                                           g["packets_plaintext"].get<uint64_t>() +
-                                           g["streams_encrypted"].get<uint64_t>() +
-                                           g["streams_plaintext"].get<uint64_t>() >
-                                       0;
-      by_address[p["address"].get<std::string>()] = &p;
-    }
-    const std::string self_node = members["self"].value("node", "");
-    const std::string self_address = members["self"].value("address", "");
-    size_t live = 0;
-    for (const auto& m : members["members"]) {
-      const std::string state = m["state"];
-      const std::string name = m["name"];
-      const std::string address = m["address"];
-      if ((state != "alive" && state != "suspect") || name == self_node ||
-          (self_node.empty() && address == self_address)) {
-        continue;
-      }
-      ++live;
-      auto it = by_address.find(address);
-      if (it == by_address.end() || (*it->second)["last_seen_unix"].get<int64_t>() < since) {
-        reasons.push_back(
-            {{"peer", address},
-             {"node", name},
-             {"why", "a live gossip member (" + state +
-                         ") sent nothing in the window: silent, so not known to be safe"}});
-      }
-    }
-    // A member on a gossip port the rules do not capture gets this agent's streams in plaintext.
-    if (status.contains("member_ports")) {
-      for (const auto& m : status["member_ports"]["uncovered_members"]) {
-        reasons.push_back(
-            {{"peer", m["address"]},
-             {"node", m["name"]},
-             {"why", "advertises gossip port " + std::to_string(m["port"].get<int>()) +
-                         ", which the rules do not capture: this agent's streams to it leave in "
-                         "plaintext (add it to intercept.member_ports)"}});
-      }
-    }
-    if (gossip_seen && live == 0) {
-      reasons.push_back({{"peer", ""},
-                         {"node", ""},
-                         {"why", "no gossip member list learned yet: cannot cross-check"}});
-    }
+    query = "within=" + std::to_string(*within_ms / 1000);
+  }
+  std::string path;
+  if (kind == CheckKind::EnforceIncoming) {
+    path = "/check/enforce-incoming";
   } else {
-    subject = "remove-key";
     std::string fp = key;
     auto decoded = filters::keyring::decodeKey(key);
     if (auto* raw = std::get_if<filters::SecretBytes>(&decoded)) {
       fp = filters::keyring::fingerprintOf(raw->span());
     }
-    subject += " " + fp;
-    for (const char* pool : {"lan", "wan"}) {
-      for (const auto& k : status["keyrings"][pool]) {
-        if (k["fingerprint"] == fp && k["primary"].get<bool>()) {
-          reasons.push_back({{"peer", ""},
-                             {"node", ""},
-                             {"why", std::string("it is the primary key of the ") + pool +
-                                         " keyring: make another key primary first"}});
-        }
-      }
-    }
-    for (const auto& p : peers) {
-      const auto& keys = p["gossip"]["keys"];
-      if (keys.contains(fp) && keys[fp]["last_seen_unix"].get<int64_t>() >= since) {
-        reasons.push_back({{"peer", p["address"]},
-                           {"node", p["node"]},
-                           {"why", "still sends with this key (" +
-                                       ago(keys[fp]["last_seen_unix"].get<int64_t>()) + ")"}});
-      }
-    }
+    path = "/check/remove-key";
+    query += (query.empty() ? "" : "&") + std::string("key=") + urlEncode(fp);
   }
-  const bool ok = reasons.empty();
-  if (as_json) {
-    std::cout << jsonOut(json{{"check", subject},
-                              {"ok", ok},
-                              {"within_seconds", within_s},
-                              {"reasons", reasons}})
-              << "\n";
-  } else if (ok) {
-    std::cout << "yes: " << subject << " is safe (window " << within_s << "s)\n";
-  } else {
-    std::cout << "no: " << subject << " is not safe yet:\n";
-    for (const auto& r : reasons) {
-      std::cout << "  " << (r["peer"].get<std::string>().empty() ? "" : shown(r["peer"]) + " ")
-                << (r["node"].get<std::string>().empty() ? "" : "(" + shown(r["node"]) + ") ")
-                << shown(r["why"]) << "\n";
-    }
+  json answer = fetch(admin, path + (query.empty() ? "" : "?" + query));
+  if (answer.is_null()) {
+    return 2;
   }
-  return ok ? 0 : 1;
+  return printCheck(answer, as_json);
 }
 
 }  // namespace sidecrypt::proxy::cli

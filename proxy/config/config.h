@@ -128,6 +128,15 @@ struct AdminConfig {
 // list, so it may listen on a pod or host address for a cluster Prometheus. Empty: off.
 struct MetricsConfig {
   std::string listen = "127.0.0.1:9921";
+  // Per-peer series (sidecrypt_peer_*_total{peer,node}) for the top K peers by plaintext volume.
+  // 0 (default): none, so the series count does not grow with the fleet.
+  uint32_t peer_series = 0;
+};
+
+// The per-peer census behind `sidecrypt status`, /peers and the rollout checks.
+struct CensusConfig {
+  uint32_t max_peers = 65536;  // peers by IP and gossip members by name, each
+  uint32_t window_s = 600;     // window of the census gauges and sidecrypt_check_ok
 };
 
 struct LogConfig {
@@ -143,6 +152,7 @@ struct Config {
   InterceptConfig intercept;
   AdminConfig admin;
   MetricsConfig metrics;
+  CensusConfig census;
   std::vector<ListenerConfig> listeners;  // [[listener]]
   LogConfig log;
   // Settings that are legal but weaken a safe default; logged at startup and by check-config.

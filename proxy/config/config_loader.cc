@@ -136,7 +136,8 @@ const std::vector<Section>& schema() {
         "inbound_port", "divert_mark", "proxy_mark", "route_table", "rule_priority", "drain_time",
         "port", "member_ports", "wan_member_ports"}},
       {"admin", {"listen", "unsafe_allow_remote"}},
-      {"metrics", {"listen"}},
+      {"metrics", {"listen", "peer_series"}},
+      {"census", {"max_peers", "window"}},
       {"log", {"level", "format"}},
       {"listener", {}},  // [[listener]]: an array of tables, loaded by loadListeners
   };
@@ -322,6 +323,7 @@ class Loader {
   void loadMetrics(const toml::table& t);
   void loadListeners(const toml::node& n);
   void loadLog(const toml::table& t);
+  void loadCensus(const toml::table& t);
   void applyDefaults(bool ports_given, const toml::table* intercept);
   void memberPortDefaults();
 
@@ -731,6 +733,9 @@ void Loader::loadAdmin(const toml::table& t) {
 }
 
 void Loader::loadMetrics(const toml::table& t) {
+  if (auto v = getInt(t, "metrics", "peer_series", 0, 1000)) {
+    cfg.metrics.peer_series = static_cast<uint32_t>(*v);
+  }
   if (getString(t, "metrics", "listen", cfg.metrics.listen) && !cfg.metrics.listen.empty()) {
     if (!parseListen(cfg.metrics.listen)) {
       error(*find(t, "listen"), "metrics.listen",
@@ -739,6 +744,24 @@ void Loader::loadMetrics(const toml::table& t) {
     } else if (SocketAddress::parse(cfg.metrics.listen) == SocketAddress::parse(cfg.admin.listen)) {
       error(*find(t, "listen"), "metrics.listen",
             cfg.metrics.listen + " is also admin.listen; give the metrics listener its own port");
+    }
+  }
+}
+
+void Loader::loadCensus(const toml::table& t) {
+  if (auto v = getInt(t, "census", "max_peers", 1024, 10'000'000)) {
+    cfg.census.max_peers = static_cast<uint32_t>(*v);
+  }
+  if (const auto* n = find(t, "window")) {
+    std::optional<uint32_t> ms;
+    if (n->is_string()) {
+      ms = parseDurationMs(n->as_string()->get());
+    }
+    if (!ms || *ms < 1000 || *ms % 1000 != 0) {
+      error(*n, "census.window",
+            "expected a whole number of seconds of at least 1s, such as \"10m\" or \"90s\"");
+    } else {
+      cfg.census.window_s = *ms / 1000;
     }
   }
 }
@@ -965,6 +988,8 @@ ConfigResult runLoader(toml::table& root, Loader& l) {
       l.loadMetrics(tbl);
     } else if (sec.name == "log") {
       l.loadLog(tbl);
+    } else if (sec.name == "census") {
+      l.loadCensus(tbl);
     }
   }
   l.applyDefaults(ports_given, intercept);

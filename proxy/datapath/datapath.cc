@@ -87,6 +87,7 @@ Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
   if (!config_.agent.node_name.empty()) {
     census_.fixSelfName(config_.agent.node_name);
   }
+  census_.setCapacity(config_.census.max_peers);
   setupPool(lan_, config_, state.lan_keys);
   setupPool(wan_, config_, state.wan_keys ? state.wan_keys : state.lan_keys);
   preamble_budget_.limit = kPreambleBudgetBytes;
@@ -396,15 +397,16 @@ bool Datapath::openRelay(Flow flow, int family, std::string& err) {
     // What peers send is what the census is about (our own agent's packets are sealed by us).
     relay->setObserver(
         [this](const SocketAddress& peer, uint16_t agent_port, Flow, const fg::PacketResult& r) {
-          std::string fp;
+          std::string_view fp;
           const PortSpec* port = portFor(agent_port);
           if (r.key_index >= 0 && port != nullptr) {
             const auto& keys = port->pool == GossipPool::Lan ? lan_.keys : wan_.keys;
             if (keys && static_cast<size_t>(r.key_index) < keys->size()) {
-              fp = keys->fingerprint(static_cast<size_t>(r.key_index));
+              fp = keys->at(static_cast<size_t>(r.key_index)).fingerprint();
             }
           }
-          census_.onPacket(peer.ip(), r, fp);
+          const auto ip = fg::ipText({peer.ipBytes(), peer.ipLen()});
+          census_.onPacket(ip.view(), r, fp);
         });
   }
   relays_.push_back(std::move(relay));
@@ -697,7 +699,8 @@ void Datapath::accept(Listener& l, int own_fd) {
 
 void Datapath::recordSession(const StreamSession& s, const std::string& reason) {
   const auto& info = s.info();
-  const std::string ip = info.peer.ip();
+  const auto ip_text = fg::ipText({info.peer.ipBytes(), info.peer.ipLen()});
+  const std::string_view ip = ip_text.view();
   if (const auto* g = dynamic_cast<const GossipStreamProcessor*>(&s.processor())) {
     const int index = g->filter().keyIndex();
     std::string fp;
@@ -734,6 +737,9 @@ void Datapath::apply(const RuntimeState& state) {
   wan_.datagrams->setKeys(wan_.keys);
   config_.gossip = cfg.gossip;
   config_.tls = cfg.tls;
+  config_.census = cfg.census;
+  config_.metrics = cfg.metrics;
+  census_.setCapacity(cfg.census.max_peers);
   rpc_ = state.rpc;  // new connections only; live ones keep their setup
 }
 

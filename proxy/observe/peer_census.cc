@@ -7,23 +7,56 @@ namespace sidecrypt::proxy {
 
 namespace fg = filters::gossip;
 
-PeerRecord& PeerCensus::touch(const std::string& ip) {
-  const auto now = WallClock::now();
+const PeerRecord::KeyUse* PeerRecord::keyUse(std::string_view fingerprint) const {
+  for (const auto& k : keys_used) {
+    if (k.fingerprint == fingerprint) {
+      return &k;
+    }
+  }
+  return nullptr;
+}
+
+bool PeerCensus::liveMemberAt(const PeerRecord& p) const {
+  if (p.node.empty()) {
+    return false;
+  }
+  auto it = members_.find(p.node);
+  return it != members_.end() && it->second.live() && it->second.address == p.address;
+}
+
+// Evicts the least recently heard peer among the oldest few that is not a live member's.
+bool PeerCensus::makeRoomForPeer() {
+  PeerRecord* p = peer_lru_.oldest();
+  for (int i = 0; i < kEvictionCandidates && p != nullptr; ++i, p = p->lru.newer) {
+    if (!liveMemberAt(*p)) {
+      lost(p->last_seen);
+      peer_lru_.unlink(p);
+      peers_.erase(peers_.find(p->address));
+      ++evictions_;
+      return true;
+    }
+  }
+  return false;
+}
+
+PeerRecord* PeerCensus::touch(std::string_view ip) {
+  const auto now = now_();
   auto it = peers_.find(ip);
   if (it == peers_.end()) {
-    if (peers_.size() >= max_peers_ && !peers_.empty()) {
-      auto oldest = std::min_element(
-          peers_.begin(), peers_.end(),
-          [](const auto& a, const auto& b) { return a.second.last_seen < b.second.last_seen; });
-      peers_.erase(oldest);
-      ++evictions_;
+    if (peers_.size() >= capacity_ && !makeRoomForPeer()) {
+      ++dropped_;
+      lost(now);
+      return nullptr;
     }
-    it = peers_.emplace(ip, PeerRecord{}).first;
-    it->second.address = ip;
+    it = peers_.emplace(std::string(ip), PeerRecord{}).first;
+    it->second.address = it->first;
     it->second.first_seen = now;
+    peer_lru_.pushNewest(&it->second);
+  } else {
+    peer_lru_.touch(&it->second);
   }
   it->second.last_seen = now;
-  return it->second;
+  return &it->second;
 }
 
 void PeerCensus::plaintextSeen(PeerRecord& p) {
@@ -35,76 +68,99 @@ void PeerCensus::plaintextSeen(PeerRecord& p) {
 }
 
 namespace {
-void keyUsed(PeerRecord& p, const std::string& fingerprint) {
-  if (!fingerprint.empty()) {
-    auto& use = p.keys_used[fingerprint];
-    ++use.count;
-    use.last = p.last_seen;
+void keyUsed(PeerRecord& p, std::string_view fingerprint) {
+  if (fingerprint.empty()) {
+    return;
   }
+  for (auto& k : p.keys_used) {
+    if (k.fingerprint == fingerprint) {
+      ++k.count;
+      k.last = p.last_seen;
+      return;
+    }
+  }
+  if (p.keys_used.size() >= kMaxKeysPerPeer) {
+    auto stale = std::min_element(p.keys_used.begin(), p.keys_used.end(),
+                                  [](const auto& a, const auto& b) { return a.last < b.last; });
+    p.keys_used.erase(stale);
+  }
+  p.keys_used.push_back({std::string(fingerprint), 1, p.last_seen});
 }
 }  // namespace
 
-void PeerCensus::onPacket(const std::string& ip, const fg::PacketResult& r,
-                          const std::string& key_fingerprint) {
-  PeerRecord& p = touch(ip);
+void PeerCensus::onPacket(std::string_view ip, const fg::PacketResult& r,
+                          std::string_view key_fingerprint) {
+  PeerRecord* p = touch(ip);
+  if (p == nullptr) {
+    return;
+  }
   switch (r.reason) {
     case fg::PacketReason::Opened:
-      ++p.packets_encrypted;
-      keyUsed(p, key_fingerprint);
+      ++p->packets_encrypted;
+      keyUsed(*p, key_fingerprint);
       break;
     case fg::PacketReason::PlaintextAccepted:
-      ++p.packets_plaintext;
-      plaintextSeen(p);
+      ++p->packets_plaintext;
+      plaintextSeen(*p);
       break;
     case fg::PacketReason::OpenFailed:
       // Under verify_incoming a plaintext packet also fails to open: it is refused plaintext
       // when it does not even look sealed (memberlist cannot tell; neither can we, exactly).
-      ++p.packets_refused;
+      ++p->packets_refused;
+      p->last_refused = p->last_seen;
       break;
     default:
-      ++p.packets_open_failed;
+      ++p->packets_open_failed;
       break;
   }
   if (r.shadow_refused) {
-    ++p.shadow_refused;
-    p.last_shadow_refused = p.last_seen;
+    ++p->shadow_refused;
+    p->last_shadow_refused = p->last_seen;
   }
 }
 
-void PeerCensus::onStream(const std::string& ip, bool encrypted, const std::string& key_fingerprint,
+void PeerCensus::onStream(std::string_view ip, bool encrypted, std::string_view key_fingerprint,
                           bool shadow_refused, bool failed) {
-  PeerRecord& p = touch(ip);
+  PeerRecord* p = touch(ip);
+  if (p == nullptr) {
+    return;
+  }
   if (failed) {
-    ++p.streams_failed;
+    ++p->streams_failed;
   } else if (encrypted) {
-    ++p.streams_encrypted;
-    keyUsed(p, key_fingerprint);
+    ++p->streams_encrypted;
+    keyUsed(*p, key_fingerprint);
   } else {
-    ++p.streams_plaintext;
-    plaintextSeen(p);
+    ++p->streams_plaintext;
+    plaintextSeen(*p);
   }
   if (shadow_refused) {
-    ++p.shadow_refused;
-    p.last_shadow_refused = p.last_seen;
+    ++p->shadow_refused;
+    p->last_shadow_refused = p->last_seen;
   }
 }
 
-void PeerCensus::onRpc(const std::string& ip, bool tls, bool refused,
+void PeerCensus::onRpc(std::string_view ip, bool tls, bool refused,
                        const std::vector<std::string>* dns_names) {
-  PeerRecord& p = touch(ip);
+  PeerRecord* p = touch(ip);
+  if (p == nullptr) {
+    return;
+  }
   if (refused) {
-    ++p.rpc_refused;
+    // Not ready: plaintext refused under verify_incoming, or a failed handshake (not told apart
+    // here), so it is counted but not taken as plaintext.
+    ++p->rpc_refused;
   } else if (tls) {
-    ++p.rpc_tls;
+    ++p->rpc_tls;
   } else {
     // Accepted plaintext RPC: only possible while verify_incoming is off, which would refuse it.
-    ++p.rpc_plaintext;
-    ++p.shadow_refused;
-    p.last_shadow_refused = p.last_seen;
-    plaintextSeen(p);
+    ++p->rpc_plaintext;
+    ++p->shadow_refused;
+    p->last_shadow_refused = p->last_seen;
+    plaintextSeen(*p);
   }
   if (dns_names != nullptr && !dns_names->empty()) {
-    p.tls_dns_names = *dns_names;
+    p->tls_dns_names = *dns_names;
   }
 }
 
@@ -120,6 +176,21 @@ MemberRecord* PeerCensus::member(std::string_view node) {
   return it == members_.end() ? nullptr : &it->second;
 }
 
+// Evicts the member updated least recently among the oldest few that is dead or gone: a live
+// member is never evicted (the checks would take its silence for absence).
+bool PeerCensus::makeRoomForMember() {
+  MemberRecord* m = member_lru_.oldest();
+  for (int i = 0; i < kEvictionCandidates && m != nullptr; ++i, m = m->lru.newer) {
+    if (!m->live()) {
+      member_lru_.unlink(m);
+      members_.erase(members_.find(m->name));
+      ++member_evictions_;
+      return true;
+    }
+  }
+  return false;
+}
+
 void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t port,
                          uint32_t incarnation) {
   if (node.empty()) {
@@ -133,22 +204,23 @@ void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t po
     if (incarnation < m->incarnation || (incarnation == m->incarnation && !gone)) {
       return;
     }
+    member_lru_.touch(m);
   } else {
-    if (members_.size() >= max_peers_ && !members_.empty()) {
-      auto oldest = std::min_element(
-          members_.begin(), members_.end(),
-          [](const auto& a, const auto& b) { return a.second.updated < b.second.updated; });
-      members_.erase(oldest);
-      ++member_evictions_;
+    if (node.size() > kMaxCensusNodeName ||
+        (members_.size() >= capacity_ && !makeRoomForMember())) {
+      ++dropped_;
+      lost(now_());
+      return;
     }
     m = &members_.emplace(std::string(node), MemberRecord{}).first->second;
     m->name = std::string(node);
+    member_lru_.pushNewest(m);
   }
   m->address = std::string(ip);
   m->port = port;
   m->state = "alive";
   m->incarnation = incarnation;
-  m->updated = WallClock::now();
+  m->updated = now_();
   setNodeName(ip, m->name);
   if (alive_hook_) {
     alive_hook_(*m);
@@ -162,7 +234,8 @@ void PeerCensus::onSuspect(std::string_view node, uint32_t incarnation) {
   }
   m->state = "suspect";
   m->incarnation = incarnation;
-  m->updated = WallClock::now();
+  m->updated = now_();
+  member_lru_.touch(m);
 }
 
 void PeerCensus::onDead(std::string_view node, std::string_view from, uint32_t incarnation) {
@@ -172,7 +245,8 @@ void PeerCensus::onDead(std::string_view node, std::string_view from, uint32_t i
   }
   m->state = from == node ? "left" : "dead";
   m->incarnation = incarnation;
-  m->updated = WallClock::now();
+  m->updated = now_();
+  member_lru_.touch(m);
 }
 
 void PeerCensus::setSelf(std::string_view node, std::string_view ip) {
@@ -184,6 +258,26 @@ void PeerCensus::setSelf(std::string_view node, std::string_view ip) {
   }
 }
 
+void PeerCensus::setCapacity(size_t capacity) {
+  capacity_ = capacity;
+  while (peers_.size() > capacity_) {
+    PeerRecord* p = peer_lru_.oldest();
+    lost(p->last_seen);
+    peer_lru_.unlink(p);
+    peers_.erase(peers_.find(p->address));
+    ++evictions_;
+  }
+  while (members_.size() > capacity_) {
+    MemberRecord* m = member_lru_.oldest();
+    if (m->live()) {
+      lost(now_());
+    }
+    member_lru_.unlink(m);
+    members_.erase(members_.find(m->name));
+    ++member_evictions_;
+  }
+}
+
 std::vector<std::pair<std::string, WallClock::time_point>> PeerCensus::keysFallenOutOfUse(
     const std::vector<std::string>& ring, WallClock::time_point now, std::chrono::seconds window) {
   std::vector<std::pair<std::string, WallClock::time_point>> out;
@@ -191,9 +285,8 @@ std::vector<std::pair<std::string, WallClock::time_point>> PeerCensus::keysFalle
   for (const auto& fp : ring) {
     WallClock::time_point last{};
     for (const auto& [ip, p] : peers_) {
-      auto it = p.keys_used.find(fp);
-      if (it != p.keys_used.end()) {
-        last = std::max(last, it->second.last);
+      if (const auto* use = p.keyUse(fp)) {
+        last = std::max(last, use->last);
       }
     }
     if (last != WallClock::time_point{} && now - last <= window) {

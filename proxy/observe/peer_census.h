@@ -1,10 +1,10 @@
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <chrono>
 #include <cstdint>
 #include <functional>
-#include <map>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -26,6 +26,56 @@ struct TextHash {
 template <typename V>
 using TextMap = std::unordered_map<std::string, V, TextHash, std::equal_to<>>;
 
+// How many peers (by IP) and, separately, how many gossip members (by name) the census keeps by
+// default (`census.max_peers`): three times a 20,000-node fleet's worth would still fit.
+inline constexpr size_t kDefaultCensusCapacity = 65536;
+// Node names longer than this are not kept as members (counted as dropped). Consul names are
+// DNS labels (<= 63 bytes) and Serf names are host names (<= 253): a longer one is hostile.
+inline constexpr size_t kMaxCensusNodeName = 256;
+// Keys remembered per peer (the most recently used win): two during a rotation, four is slack.
+inline constexpr size_t kMaxKeysPerPeer = 4;
+
+// Links of the census's least-recently-seen lists (an intrusive list: no allocation per touch,
+// O(1) to move a record to the front, the eviction candidates are at the back).
+template <class T>
+struct LruLinks {
+  T* newer = nullptr;
+  T* older = nullptr;
+};
+
+template <class T>
+class LruList {
+ public:
+  void pushNewest(T* x) {
+    x->lru.older = newest_;
+    x->lru.newer = nullptr;
+    if (newest_ != nullptr) {
+      newest_->lru.newer = x;
+    }
+    newest_ = x;
+    if (oldest_ == nullptr) {
+      oldest_ = x;
+    }
+  }
+  void unlink(T* x) {
+    (x->lru.newer != nullptr ? x->lru.newer->lru.older : oldest_) = x->lru.older;
+    (x->lru.older != nullptr ? x->lru.older->lru.newer : newest_) = x->lru.newer;
+    x->lru = {};
+  }
+  void touch(T* x) {
+    if (newest_ != x) {
+      unlink(x);
+      pushNewest(x);
+    }
+  }
+  T* oldest() const { return oldest_; }
+  void clear() { newest_ = oldest_ = nullptr; }
+
+ private:
+  T* newest_ = nullptr;
+  T* oldest_ = nullptr;
+};
+
 // What one remote peer (by IP address) has been seen doing: which of its gossip and RPC traffic
 // was encrypted, with which key, what it would lose under verify_incoming, and its TLS identity.
 struct PeerRecord {
@@ -36,11 +86,14 @@ struct PeerRecord {
   uint64_t packets_refused = 0;      // plaintext dropped under verify_incoming
   uint64_t packets_open_failed = 0;  // sealed with a key we do not hold, tampered, malformed
   struct KeyUse {
+    std::string fingerprint;  // 8 hex digits: kept inline by std::string, no allocation
     uint64_t count = 0;
     WallClock::time_point last{};
   };
-  // Which keys opened its traffic, by fingerprint (indexes shift when the ring changes).
-  std::map<std::string, KeyUse> keys_used;
+  // Which keys opened its traffic, by fingerprint (indexes shift when the ring changes); at most
+  // kMaxKeysPerPeer, the least recently used one gives way.
+  std::vector<KeyUse> keys_used;
+  const KeyUse* keyUse(std::string_view fingerprint) const;
   uint64_t streams_encrypted = 0;
   uint64_t streams_plaintext = 0;
   uint64_t streams_failed = 0;
@@ -53,6 +106,15 @@ struct PeerRecord {
   WallClock::time_point last_seen{};
   WallClock::time_point last_plaintext{};  // epoch when never
   WallClock::time_point last_shadow_refused{};
+  WallClock::time_point last_refused{};  // plaintext packets refused under verify_incoming
+  LruLinks<PeerRecord> lru;
+
+  uint64_t plaintextVolume() const { return packets_plaintext + streams_plaintext + rpc_plaintext; }
+  uint64_t encryptedVolume() const { return packets_encrypted + streams_encrypted + rpc_tls; }
+  // The last time it sent plaintext of any kind (accepted, would be refused, or refused).
+  WallClock::time_point lastPlaintextAny() const {
+    return std::max({last_plaintext, last_shadow_refused, last_refused});
+  }
 };
 
 // A gossip member as the gossip itself describes it (alive / suspect / dead messages seen in
@@ -64,20 +126,35 @@ struct MemberRecord {
   std::string state;  // "alive", "suspect", "dead", "left"
   uint32_t incarnation = 0;
   WallClock::time_point updated{};
+  LruLinks<MemberRecord> lru;
+
+  bool live() const { return state == "alive" || state == "suspect"; }
 };
 
-// The per-peer census (rollout issue): bounded to `max_peers`; when full, the peer silent the
-// longest is evicted (counted). Loop thread only.
+// The per-peer census (rollout issue) and the gossip member list, each bounded to `capacity`
+// records. When a table is full, the record heard from least recently gives way, except a member
+// the gossip says is alive (neither the peer record of a live member nor the member itself is
+// evicted): then the new record is not kept (dropped). Either loss is remembered (lossSince), so
+// a check over a window that saw one answers "no" instead of a "yes" the census cannot back.
+// Eviction looks at a bounded number of candidates: a flood of new sources costs O(1) each.
+// Loop thread only.
 class PeerCensus {
  public:
-  explicit PeerCensus(size_t max_peers = 4096) : max_peers_(max_peers) {}
+  using NowFn = WallClock::time_point (*)();
+  explicit PeerCensus(size_t capacity = kDefaultCensusCapacity, NowFn now = &WallClock::now)
+      : capacity_(capacity), now_(now) {}
+  // Copying would leave the copy's lists pointing into this census; moving keeps the map's nodes.
+  PeerCensus(const PeerCensus&) = delete;
+  PeerCensus& operator=(const PeerCensus&) = delete;
+  PeerCensus(PeerCensus&&) = default;
+  PeerCensus& operator=(PeerCensus&&) = delete;
 
-  // `key_fingerprint`: fingerprint of the key that opened it ("" when nothing opened).
-  void onPacket(const std::string& ip, const filters::gossip::PacketResult& r,
-                const std::string& key_fingerprint);
-  void onStream(const std::string& ip, bool encrypted, const std::string& key_fingerprint,
+  // `ip` as fg::ipText renders it; `key_fingerprint`: the key that opened it ("" when none).
+  void onPacket(std::string_view ip, const filters::gossip::PacketResult& r,
+                std::string_view key_fingerprint);
+  void onStream(std::string_view ip, bool encrypted, std::string_view key_fingerprint,
                 bool shadow_refused, bool failed);
-  void onRpc(const std::string& ip, bool tls, bool refused,
+  void onRpc(std::string_view ip, bool tls, bool refused,
              const std::vector<std::string>* dns_names);
   void setNodeName(std::string_view ip, std::string_view node);
   // Membership messages, with memberlist's incarnation rules (a state applies when it is news).
@@ -94,18 +171,33 @@ class PeerCensus {
   }
   const std::string& selfNode() const { return self_node_; }
   const std::string& selfAddress() const { return self_address_; }
+  // Whether `m` is this agent itself (by name, or by address while the name is unknown).
+  bool isSelf(const MemberRecord& m) const {
+    return m.name == self_node_ || (self_node_.empty() && m.address == self_address_);
+  }
   const TextMap<MemberRecord>& members() const { return members_; }
+  const TextMap<PeerRecord>& peers() const { return peers_; }
+  const PeerRecord* peer(std::string_view ip) const {
+    auto it = peers_.find(ip);
+    return it == peers_.end() ? nullptr : &it->second;
+  }
 
   // For the "key no longer in use" log: among `ring` (fingerprints), the keys that some peer
   // used within `window` before the previous sweep but no peer used within `window` now.
   // Returns them with the time of their last use.
   std::vector<std::pair<std::string, WallClock::time_point>> keysFallenOutOfUse(
       const std::vector<std::string>& ring, WallClock::time_point now, std::chrono::seconds window);
-  uint64_t memberEvictions() const { return member_evictions_; }
 
-  const TextMap<PeerRecord>& peers() const { return peers_; }
-  uint64_t evictions() const { return evictions_; }
-  size_t capacity() const { return max_peers_; }
+  // A new capacity (reload): a smaller one evicts the least recently heard records at once.
+  void setCapacity(size_t capacity);
+  size_t capacity() const { return capacity_; }
+  uint64_t evictions() const { return evictions_; }               // peers that gave way
+  uint64_t memberEvictions() const { return member_evictions_; }  // dead/left members that did
+  uint64_t dropped() const { return dropped_; }                   // records not kept: full
+  // The latest moment the census lost information about (an evicted record's last traffic, a
+  // record not kept): a window reaching back to it cannot be answered from the census.
+  WallClock::time_point lossSince() const { return loss_; }
+  WallClock::time_point now() const { return now_(); }
 
   // Called after an alive message (or push/pull state) changed a member's record.
   void setAliveHook(std::function<void(const MemberRecord&)> hook) {
@@ -118,15 +210,26 @@ class PeerCensus {
   }
 
  private:
-  PeerRecord& touch(const std::string& ip);
-  void plaintextSeen(PeerRecord& p);
+  static constexpr int kEvictionCandidates = 16;
 
-  size_t max_peers_;
-  uint64_t evictions_ = 0;
-  TextMap<PeerRecord> peers_;
+  PeerRecord* touch(std::string_view ip);
+  bool makeRoomForPeer();
+  bool makeRoomForMember();
+  void plaintextSeen(PeerRecord& p);
+  bool liveMemberAt(const PeerRecord& p) const;
   MemberRecord* member(std::string_view node);
-  TextMap<MemberRecord> members_;  // by node name, bounded by max_peers_
+  void lost(WallClock::time_point t) { loss_ = std::max(loss_, t); }
+
+  size_t capacity_;
+  NowFn now_;
+  uint64_t evictions_ = 0;
   uint64_t member_evictions_ = 0;
+  uint64_t dropped_ = 0;
+  WallClock::time_point loss_{};
+  TextMap<PeerRecord> peers_;
+  LruList<PeerRecord> peer_lru_;
+  TextMap<MemberRecord> members_;  // by node name
+  LruList<MemberRecord> member_lru_;
   std::unordered_set<std::string> keys_in_use_;
   std::string self_node_;
   bool self_fixed_ = false;

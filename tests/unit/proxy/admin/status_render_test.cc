@@ -69,11 +69,14 @@ TEST_CASE("members, peers and status JSON dump without an error handler", "[stat
 TEST_CASE("metrics label values are escaped and valid UTF-8", "[status_render]") {
   const PeerCensus census = hostileCensus();
   RuntimeState state;
+  state.config.metrics.peer_series = 10;  // the opt-in per-peer series carry wire names
   StatusInput in(state);
   in.census = &census;
   const std::string text = metricsText(in);
   CHECK(filters::isValidUtf8(text));
   CHECK(text.find("node=\"ctl\x1b[31m\\n\\\"q\\\"\\\\\"") != std::string::npos);
+  CHECK(text.find("sidecrypt_info{version=") != std::string::npos);
+  CHECK(text.find("node=\"self\xef\xbf\xbd\"} 1") != std::string::npos);
   size_t start = 0;
   while (start < text.size()) {
     const size_t end = text.find('\n', start);

@@ -52,8 +52,15 @@ TEST_CASE("peer_census: node names reach the peer records, members are bounded",
   c.onAlive("n2", "10.250.0.2", 7946, 1);
   CHECK(c.peers().at("10.250.0.2").node == "n2");
   c.onAlive("n3", "10.250.0.3", 7946, 1);
-  c.onAlive("n4", "10.250.0.4", 7946, 1);
+  c.onAlive("n4", "10.250.0.4", 7946, 1);  // both are alive: n4 is not kept, none evicted
   CHECK(c.members().size() == 2);
+  CHECK(c.members().count("n4") == 0);
+  CHECK(c.memberEvictions() == 0);
+  CHECK(c.dropped() == 1);
+  c.onDead("n3", "n2", 1);  // a dead member gives way
+  c.onAlive("n4", "10.250.0.4", 7946, 1);
+  CHECK(c.members().count("n4") == 1);
+  CHECK(c.members().count("n3") == 0);
   CHECK(c.memberEvictions() == 1);
   c.setSelf("n1", "10.250.0.1");
   CHECK(c.selfNode() == "n1");

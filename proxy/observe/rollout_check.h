@@ -1,0 +1,72 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "proxy/observe/peer_census.h"
+
+namespace sidecrypt::proxy {
+
+// The rollout checks, answered from the census on the loop thread (the admin endpoint's
+// /check/..., the sidecrypt_check_ok gauge, `sidecrypt check`). Each is O(peers + members).
+
+struct CheckReason {
+  std::string cls;   // plaintext, refused, silent, uncovered, no_traffic, no_members,
+                     // census_full, census_young, primary, key_in_use
+  std::string peer;  // address, "" when the reason is not about one peer
+  std::string node;  // wire text: a peer chooses its node name
+  std::string why;
+};
+
+struct CheckAnswer {
+  std::string subject;
+  bool ok = false;
+  uint32_t within_s = 0;
+  std::vector<CheckReason> reasons;
+  // Counts over the window, for the summary line and the JSON (`summary`).
+  size_t peers_heard = 0;      // peers seen at all within the window
+  size_t plaintext_peers = 0;  // sent plaintext (accepted, or what enforcing would refuse)
+  size_t refused_peers = 0;    // plaintext refused within the window (a node that enforces)
+  size_t live_members = 0;     // alive or suspect members, not this agent
+  size_t silent_members = 0;   // live members that sent nothing within the window
+  size_t key_peers = 0;        // remove-key: peers that used the key within the window
+};
+
+struct CheckContext {
+  WallClock::time_point now{};
+  std::chrono::seconds window{600};
+  WallClock::time_point started{};  // the census began when the process did
+  // Members on gossip ports the rules do not capture (from the data path).
+  std::vector<const MemberRecord*> uncovered;
+};
+
+// Is it safe to turn gossip encrypt_verify_incoming / RPC verify_incoming on? Yes only when, in
+// the window: no peer sent plaintext, some peer was heard, every live member was heard, no
+// member is on an uncovered port, the census lost nothing and is at least as old as the window.
+CheckAnswer checkEnforceIncoming(const PeerCensus& census, const CheckContext& ctx);
+
+// Is it safe to remove the key with fingerprint `fp`? `primaries`: the pools whose primary it
+// is ("lan", "wan").
+CheckAnswer checkRemoveKey(const PeerCensus& census, const CheckContext& ctx, std::string_view fp,
+                           const std::vector<std::string>& primaries);
+
+// Window counts for /metrics (no names; bounded whatever the fleet size).
+struct CensusCounts {
+  size_t plaintext_peers = 0;
+  size_t refused_peers = 0;
+  size_t silent_members = 0;
+  // Peers whose traffic opened with each fingerprint within the window, for `fingerprints`.
+  std::vector<std::pair<std::string, size_t>> key_peers;
+};
+CensusCounts censusCounts(const PeerCensus& census, WallClock::time_point now,
+                          std::chrono::seconds window,
+                          const std::vector<std::string>& fingerprints);
+
+// "12s ago", "5m ago", "3h ago", "never".
+std::string agoText(WallClock::time_point t, WallClock::time_point now);
+
+}  // namespace sidecrypt::proxy
