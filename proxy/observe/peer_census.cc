@@ -17,10 +17,11 @@ const PeerRecord::KeyUse* PeerRecord::keyUse(std::string_view fingerprint) const
 }
 
 bool PeerCensus::liveMemberAt(const PeerRecord& p) const {
-  if (p.node.empty()) {
+  auto at = member_at_.find(p.address);
+  if (at == member_at_.end()) {
     return false;
   }
-  auto it = members_.find(p.node);
+  auto it = members_.find(at->second);
   return it != members_.end() && it->second.live() && it->second.address == p.address;
 }
 
@@ -51,6 +52,9 @@ PeerRecord* PeerCensus::touch(std::string_view ip) {
     it = peers_.emplace(std::string(ip), PeerRecord{}).first;
     it->second.address = it->first;
     it->second.first_seen = now;
+    if (auto at = member_at_.find(ip); at != member_at_.end()) {
+      it->second.node = at->second;  // the gossip named this address before it spoke
+    }
     peer_lru_.pushNewest(&it->second);
   } else {
     peer_lru_.touch(&it->second);
@@ -171,24 +175,30 @@ void PeerCensus::setNodeName(std::string_view ip, std::string_view node) {
   }
 }
 
+void PeerCensus::forgetAddress(const MemberRecord& m) {
+  auto at = member_at_.find(m.address);
+  if (at != member_at_.end() && at->second == m.name) {
+    member_at_.erase(at);
+  }
+}
+
 MemberRecord* PeerCensus::member(std::string_view node) {
   auto it = members_.find(node);
   return it == members_.end() ? nullptr : &it->second;
 }
 
-// Evicts the member updated least recently among the oldest few that is dead or gone: a live
-// member is never evicted (the checks would take its silence for absence).
+// Evicts the dead or departed member updated least recently: a live member is never evicted
+// (the checks would take its silence for absence).
 bool PeerCensus::makeRoomForMember() {
-  MemberRecord* m = member_lru_.oldest();
-  for (int i = 0; i < kEvictionCandidates && m != nullptr; ++i, m = m->lru.newer) {
-    if (!m->live()) {
-      member_lru_.unlink(m);
-      members_.erase(members_.find(m->name));
-      ++member_evictions_;
-      return true;
-    }
+  MemberRecord* m = gone_lru_.oldest();
+  if (m == nullptr) {
+    return false;
   }
-  return false;
+  forgetAddress(*m);
+  gone_lru_.unlink(m);
+  members_.erase(members_.find(m->name));
+  ++member_evictions_;
+  return true;
 }
 
 void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t port,
@@ -204,7 +214,12 @@ void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t po
     if (incarnation < m->incarnation || (incarnation == m->incarnation && !gone)) {
       return;
     }
-    member_lru_.touch(m);
+    if (gone) {
+      gone_lru_.unlink(m);
+      member_lru_.pushNewest(m);
+    } else {
+      member_lru_.touch(m);
+    }
   } else {
     if (node.size() > kMaxCensusNodeName ||
         (members_.size() >= capacity_ && !makeRoomForMember())) {
@@ -216,7 +231,11 @@ void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t po
     m->name = std::string(node);
     member_lru_.pushNewest(m);
   }
-  m->address = std::string(ip);
+  if (m->address != ip) {
+    forgetAddress(*m);
+    m->address = std::string(ip);
+  }
+  member_at_.insert_or_assign(m->address, m->name);
   m->port = port;
   m->state = "alive";
   m->incarnation = incarnation;
@@ -246,7 +265,8 @@ void PeerCensus::onDead(std::string_view node, std::string_view from, uint32_t i
   m->state = from == node ? "left" : "dead";
   m->incarnation = incarnation;
   m->updated = now_();
-  member_lru_.touch(m);
+  member_lru_.unlink(m);
+  gone_lru_.pushNewest(m);
 }
 
 void PeerCensus::setSelf(std::string_view node, std::string_view ip) {
@@ -267,11 +287,12 @@ void PeerCensus::setCapacity(size_t capacity) {
     peers_.erase(peers_.find(p->address));
     ++evictions_;
   }
+  while (members_.size() > capacity_ && makeRoomForMember()) {
+  }
   while (members_.size() > capacity_) {
     MemberRecord* m = member_lru_.oldest();
-    if (m->live()) {
-      lost(now_());
-    }
+    lost(now_());
+    forgetAddress(*m);
     member_lru_.unlink(m);
     members_.erase(members_.find(m->name));
     ++member_evictions_;

@@ -58,8 +58,8 @@ class LruList {
     }
   }
   void unlink(T* x) {
-    (x->lru.newer != nullptr ? x->lru.newer->lru.older : oldest_) = x->lru.older;
-    (x->lru.older != nullptr ? x->lru.older->lru.newer : newest_) = x->lru.newer;
+    (x->lru.newer != nullptr ? x->lru.newer->lru.older : newest_) = x->lru.older;
+    (x->lru.older != nullptr ? x->lru.older->lru.newer : oldest_) = x->lru.newer;
     x->lru = {};
   }
   void touch(T* x) {
@@ -217,6 +217,7 @@ class PeerCensus {
   bool makeRoomForMember();
   void plaintextSeen(PeerRecord& p);
   bool liveMemberAt(const PeerRecord& p) const;
+  void forgetAddress(const MemberRecord& m);
   MemberRecord* member(std::string_view node);
   void lost(WallClock::time_point t) { loss_ = std::max(loss_, t); }
 
@@ -228,8 +229,10 @@ class PeerCensus {
   WallClock::time_point loss_{};
   TextMap<PeerRecord> peers_;
   LruList<PeerRecord> peer_lru_;
-  TextMap<MemberRecord> members_;  // by node name
-  LruList<MemberRecord> member_lru_;
+  TextMap<MemberRecord> members_;     // by node name
+  TextMap<std::string> member_at_;    // member address -> its name (the latest to claim it)
+  LruList<MemberRecord> member_lru_;  // live members (alive, suspect), least recently updated last
+  LruList<MemberRecord> gone_lru_;    // dead and left members: the first to give way
   std::unordered_set<std::string> keys_in_use_;
   std::string self_node_;
   bool self_fixed_ = false;

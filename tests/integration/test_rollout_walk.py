@@ -170,9 +170,14 @@ class RolloutWalk(unittest.TestCase):
         self.assertGreaterEqual(reloads.get("failed", 0), 1, reloads)
         members = {s.labels["state"]: s.value for s in samples("sidecrypt_gossip_members")}
         self.assertGreaterEqual(members["alive"], 4, members)
-        enc = {s.labels["node"]: s.value for s in samples("sidecrypt_peer_encrypted")}
-        self.assertGreater(enc.get("p1", 0), 0, enc)
-        self.assertGreater(enc.get("n4", 0), 0, enc)
+        # No series per peer by default (issue 17): the census as bounded gauges instead.
+        self.assertNotIn("sidecrypt_peer_encrypted", families)
+        key_peers = samples("sidecrypt_census_key_peers")
+        self.assertGreater(sum(s.value for s in key_peers), 0, key_peers)
+        stage = {s.labels["track"]: s.value for s in samples("sidecrypt_rollout_stage")}
+        self.assertEqual(stage.get("gossip"), 3, stage)
+        info = samples("sidecrypt_info")
+        self.assertEqual(len(info), 1, info)
         rpc = {s.labels["event"]: s.value for s in samples("sidecrypt_rpc")}
         self.assertGreater(sum(rpc.values()), 0, rpc)
         gossip = samples("sidecrypt_gossip_packets")

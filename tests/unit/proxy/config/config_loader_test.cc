@@ -347,3 +347,22 @@ TEST_CASE("config: member ports default to the pool's own gossip ports and are c
   REQUIRE_FALSE(both.empty());
   CHECK(both.back().find("both a LAN and a WAN member port") != std::string::npos);
 }
+
+TEST_CASE("config: the census holds a fleet by default; its window and size are checked",
+          "[config]") {
+  CHECK(ok("").census.max_peers == 65536);
+  CHECK(ok("").census.window_s == 600);
+  CHECK(ok("").metrics.peer_series == 0);
+  auto c = ok("[census]\nmax_peers = 200000\nwindow = \"15m\"\n[metrics]\npeer_series = 20\n");
+  CHECK(c.census.max_peers == 200000);
+  CHECK(c.census.window_s == 900);
+  CHECK(c.metrics.peer_series == 20);
+  auto errs =
+      errorsOf("[census]\nmax_peers = 10\nwindow = \"500ms\"\n[metrics]\npeer_series = 5000\n");
+  REQUIRE(errs.size() == 3);
+  CHECK(errs[0].starts_with("proxy.toml:2:"));
+  CHECK(errs[0].find("census.max_peers") != std::string::npos);
+  CHECK(errs[1].starts_with("proxy.toml:3:"));
+  CHECK(errs[1].find("census.window: expected a whole number of seconds") != std::string::npos);
+  CHECK(errs[2].find("metrics.peer_series") != std::string::npos);
+}
