@@ -435,7 +435,11 @@ def peers_stats(sc_ns):
     res = {"full_ms_median": round(statistics.median(full) * 1000, 2), "full_bytes": len(body),
            "count": len(peers) if isinstance(peers, list) else None}
     # paged (issue 17 API): first page, then the whole walk
-    st, b1, dt1 = http_get(sc_ns, ADMIN, "/peers?limit=500")
+    firsts = []
+    for _ in range(3):
+        st, b1, dt1 = http_get(sc_ns, ADMIN, "/peers?limit=500")
+        firsts.append(dt1)
+    dt1 = statistics.median(firsts)
     try:
         page = json.loads(b1)
     except ValueError:
@@ -584,10 +588,15 @@ def fingerprint(key):
 
 def measure_point(label, sc_ns, sc_name, binary, pid, within_s, members, checks):
     log("measuring:", label)
-    mstats, mbody = metrics_stats(sc_ns)
-    pstats, peers = peers_stats(sc_ns)
+    mem = {"before": proc_mem(pid)}
     cstats, cj, cerr = check_stats(sc_name, binary, within_s, checks)
-    point = {"metrics": mstats, "peers": pstats, "check": cstats, "mem_kb": proc_mem(pid)}
+    mem["after_checks"] = proc_mem(pid)
+    mstats, mbody = metrics_stats(sc_ns)
+    mem["after_metrics"] = proc_mem(pid)
+    pstats, peers = peers_stats(sc_ns)
+    mem["after_peers"] = proc_mem(pid)
+    point = {"metrics": mstats, "peers": pstats, "check": cstats, "mem_kb": proc_mem(pid),
+             "mem_by_call_kb": mem}
     st, b, dt = http_get(sc_ns, ADMIN, "/check/enforce-incoming?within=%d" % within_s)
     point["check_endpoint"] = {"status": st, "ms": round(dt * 1000, 2)}
     point["verify"] = verify(members, sc_ns, cj, cstats["exit_code"], peers,
@@ -746,7 +755,8 @@ def main():
             gen.send(m, gen.wrap(gen.ack_pkt(), m, crc=False, compress=False), "ack")
         gen.push_pull(three[0], [(x["name"], x["addr"], x["inc"], 0) for x in three])
         time.sleep(1.0)
-        within = int(time.time() - t_start) + 5
+        # the window covers all traffic but not the time before start (else: census_young)
+        within = max(1, int(time.time() - t_start))
         result["three"] = measure_point("3 peers", sc_ns, sc_name, binary, pid, within, three,
                                         a.checks)
 
@@ -765,6 +775,9 @@ def main():
         chunks = [msgs[i:i + 15] for i in range(0, len(msgs), 15)]
         paced(chunks, a.rate, lambda c: gen.gossip(rng.choice(talkers), c), 600)
         result["announce_s"] = round(time.monotonic() - t0, 2)
+        time.sleep(0.5)
+        mem = result["mem_steps_kb"] = {"idle": result["mem_idle_kb"]}
+        mem["members_announced"] = proc_mem(pid)
 
         # --- phase 3: steady memberlist rates ---------------------------------------------------
         log("steady: %.0fs at ~1 ping + 1 ack + 15 gossip packets/s" % a.steady)
@@ -819,6 +832,7 @@ def main():
         dt = time.monotonic() - t0
         cov_pkts = gen.sent["udp"] - sent0
         time.sleep(0.5)
+        mem["all_peers_heard"] = proc_mem(pid)
         result["coverage"] = {"seconds": round(dt, 2), "packets": cov_pkts,
                               "cpu_s": round(proc_cpu(pid) - cpu0, 3),
                               "cpu_s_per_s": round((proc_cpu(pid) - cpu0) / dt, 4),
@@ -840,15 +854,17 @@ def main():
                               "seconds": round(time.monotonic() - t0, 2),
                               "cpu_s": round(proc_cpu(pid) - cpu0, 3)}
         time.sleep(1.0)
+        mem["after_pushpulls"] = proc_mem(pid)
         result["sent"] = dict(gen.sent)
         result["sent_kinds"] = dict(gen.kinds)
         result["sink"] = {"udp_packets": sink.udp_packets, "streams": sink.streams}
         udp1 = udp_errors(sc_name)
         result["sc_udp_errors"] = {k: udp1[k] - udp0[k] for k in udp0}
-        within = int(time.time() - t_start) + 5
+        # the window covers all traffic but not the time before start (else: census_young)
+        within = max(1, int(time.time() - t_start))
         result["fleet"] = measure_point("%d members" % a.members, sc_ns, sc_name, binary, pid,
                                         within, members, a.checks)
-        result["mem_fleet_kb"] = proc_mem(pid)
+        result["mem_fleet_kb"] = mem["after_api_calls"] = proc_mem(pid)
 
         # --- phase 5: conversion: every live member sends sealed; the check must say yes -------
         log("conversion: every live member sends sealed with the primary key")
@@ -918,13 +934,15 @@ def table(r):
              row("RSS (idle %s)" % kb(r["mem_idle_kb"]["VmRSS"]), kb(t["mem_kb"]["VmRSS"]),
                  kb(f["mem_kb"]["VmRSS"])),
              row("VmHWM", kb(t["mem_kb"]["VmHWM"]), kb(f["mem_kb"]["VmHWM"])),
+             "VmRSS by step: " + ", ".join("%s %s" % (k, kb(v["VmRSS"]))
+                                           for k, v in r["mem_steps_kb"].items()),
              row("/metrics series", t["metrics"]["series"], f["metrics"]["series"]),
              row("/metrics bytes", t["metrics"]["bytes"], f["metrics"]["bytes"]),
              row("/metrics render ms (median of 5)", t["metrics"]["render_ms_median"],
                  f["metrics"]["render_ms_median"]),
              row("/peers full ms (median of 3)", t["peers"]["full_ms_median"],
                  f["peers"]["full_ms_median"]),
-             row("/peers?limit=500 first page ms", t["peers"].get("paged_first_ms"),
+             row("/peers?limit=500 first page ms (median of 3)", t["peers"].get("paged_first_ms"),
                  f["peers"].get("paged_first_ms")),
              row("check enforce-incoming ms (median of %d)" % 20,
                  t["check"]["wall_ms_median"], f["check"]["wall_ms_median"]),
