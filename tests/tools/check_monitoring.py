@@ -13,7 +13,8 @@ prometheus.
                                                   127.0.0.1 scraping two fake sidecrypts (pages
                                                   in the shape of sidecrypt's /metrics): every
                                                   group evaluated, every rule healthy, node rules
-                                                  joined with the node name
+                                                  joined with the node name, and every dashboard
+                                                  query answered
     check_monitoring.py dashboard [--root DIR]   the Grafana dashboard: structure, datasource and
                                                   job variables, every expression parsed by promtool,
                                                   every metric it names exported or recorded
@@ -34,6 +35,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 
 SKIP = 77
@@ -428,6 +430,8 @@ def cmd_prometheus(root):
                 groups = api(base, "/api/v1/rules")["groups"]
                 nodes = api(base, "/api/v1/query?query=sidecrypt:node:gossip_stage")["result"]
                 fleet = api(base, "/api/v1/query?query=sidecrypt:fleet:nodes_up")["result"]
+                rates = api(base, "/api/v1/query?query="
+                            "sidecrypt:node:gossip_plaintext_accepted:rate5m")["result"]
             except (OSError, ValueError, AssertionError) as e:
                 last = repr(e)
                 time.sleep(0.3)
@@ -435,8 +439,9 @@ def cmd_prometheus(root):
             last = groups
             evaluated = {g["name"]: g for g in groups
                          if not g["lastEvaluation"].startswith("0001-")}
+            # rates need two scrapes of each counter before the rules evaluate them
             if set(evaluated) == set(expected) and len(nodes) == 2 and fleet and \
-                    fleet[0]["value"][1] == "2":
+                    fleet[0]["value"][1] == "2" and len(rates) == 2:
                 break
             time.sleep(0.3)
         else:
@@ -460,6 +465,22 @@ def cmd_prometheus(root):
             by_node = {r["metric"].get("node"): r["value"][1] for r in nodes}
             if by_node != {"web-1": "2", "web-2": "3"}:
                 errors.append("sidecrypt:node:gossip_stage by node: %r" % by_node)
+            if not errors and os.path.exists(os.path.join(root, DASHBOARD)):
+                with open(os.path.join(root, DASHBOARD), encoding="utf-8") as f:
+                    exprs = dashboard_exprs(json.load(f))
+                empty = 0
+                for where, e in exprs:
+                    q = urllib.parse.quote(grafana_to_promql(e))
+                    try:
+                        res = api(base, "/api/v1/query?query=" + q)["result"]
+                        empty += not res
+                        # only a filter (a count or top-k of failing nodes) may answer nothing
+                        if not res and "> 0" not in e and "== 0" not in e:
+                            errors.append("dashboard %s: %r answers nothing" % (where, e))
+                    except (OSError, ValueError, AssertionError) as ex:
+                        errors.append("dashboard %s: %r fails in prometheus: %s" % (where, e, ex))
+                print("dashboard: %d expressions answered by prometheus (%d empty: counts of "
+                      "failing nodes, and nodes with refusals, where there are none)" % (len(exprs), empty))
             if not errors:
                 print("%s loaded %s; every group evaluated, all %d rules healthy against two "
                       "scraped targets; sidecrypt:node:gossip_stage = %r"
@@ -494,16 +515,26 @@ def panels_of(dash):
             yield q
 
 
-def cmd_dashboard(root):
-    need("promtool")
+def dashboard_exprs(dash):
+    """[(where, expr)] of every panel target and query variable."""
+    out = []
+    for p in panels_of(dash):
+        for t in p.get("targets") or []:
+            out.append((p.get("title", "?"), t.get("expr", "")))
+    for v in dash.get("templating", {}).get("list", []):
+        if v.get("type") == "query":
+            out.append(("variable " + v.get("name", "?"), v.get("definition") or ""))
+    return out
+
+
+def grafana_to_promql(e, job="sidecrypt"):
+    q = e.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace(
+        "$__range", "1h").replace("${job}", job).replace("$job", job)
+    return re.sub(r"label_values\(([^,]*),\s*([a-z_]+)\)", r"\1", q)
+
+
+def validate_dashboard(dash, root):
     errors = []
-    path = os.path.join(root, DASHBOARD)
-    try:
-        with open(path, encoding="utf-8") as f:
-            dash = json.load(f)
-    except (OSError, ValueError) as e:
-        print("FAIL: %s: %s" % (path, e), file=sys.stderr)
-        return 1
     if not isinstance(dash.get("schemaVersion"), int) or dash["schemaVersion"] < 36:
         errors.append("schemaVersion %r (want >= 36)" % dash.get("schemaVersion"))
     for k in ("title", "uid"):
@@ -514,14 +545,17 @@ def cmd_dashboard(root):
     if not ds or ds.get("type") != "datasource" or ds.get("query") != "prometheus":
         errors.append("no datasource template variable of type datasource/prometheus")
     job = tvars.get("job")
-    if not job or "sidecrypt" not in json.dumps(job.get("current", {})) + json.dumps(job.get("query")):
+    if not job or (job.get("current") or {}).get("value") != "sidecrypt":
         errors.append("no job template variable defaulting to sidecrypt")
-    exprs = []
+    elif (job.get("datasource") or {}).get("uid") != "${datasource}":
+        errors.append("the job variable does not query ${datasource}")
     ids = set()
+    n = 0
     for p in panels_of(dash):
         title = p.get("title", "?")
         if p.get("type") == "row":
             continue
+        n += 1
         if p.get("id") in ids:
             errors.append("panel %r: duplicate id %r" % (title, p.get("id")))
         ids.add(p.get("id"))
@@ -537,36 +571,27 @@ def cmd_dashboard(root):
         for t in targets:
             if (t.get("datasource") or {}).get("uid") != "${datasource}":
                 errors.append("panel %r: a target's datasource is not ${datasource}" % title)
-            e = t.get("expr", "")
-            if not e:
+            if not t.get("expr"):
                 errors.append("panel %r: a target without expr" % title)
-                continue
-            if 'job="$job"' not in e and "sidecrypt:" not in e:
-                errors.append("panel %r: %r does not select job=\"$job\"" % (title, e))
-            exprs.append((title, e))
-    for name, v in tvars.items():
-        if v.get("type") == "query":
-            exprs.append(("variable " + name, v.get("definition") or ""))
-    # every name the expressions use must be exported by sidecrypt or recorded by the rules
+    exprs = [(w, e) for w, e in dashboard_exprs(dash) if e]
     recorded = {r[3]["record"] for r in rules_of(root) if "record" in r[3]}
-    for title, e in exprs:
-        for name in set(re.findall(r"\b(sidecrypt(?:_[a-z_]+|:[a-z_]+:[a-z_0-9:]+))", e)):
-            base = name
+    for where, e in exprs:
+        for name, sel in re.findall(r"\b(sidecrypt[_:][a-z_0-9:]*)(\{[^}]*\})?", e):
             if name.startswith("sidecrypt_") and name not in EXPORTED:
-                errors.append("%s: %s is not a metric sidecrypt exports" % (title, name))
-            elif name.startswith("sidecrypt:") and base not in recorded:
-                errors.append("%s: %s is not a recording rule" % (title, name))
+                errors.append("%s: %s is not a metric sidecrypt exports" % (where, name))
+            elif name.startswith("sidecrypt:") and name not in recorded:
+                errors.append("%s: %s is not a recording rule" % (where, name))
+            if not where.startswith("variable ") and 'job="$job"' not in sel:
+                errors.append("%s: %s without job=\"$job\"" % (where, name))
     # promtool parses every expression (as recording rules in a temporary file), with the
     # Grafana variables replaced by values
     tmp = tempfile.mkdtemp(prefix="sc-mon-dash-")
     try:
         rules = []
-        for i, (title, e) in enumerate(exprs):
-            q = e.replace("$__rate_interval", "5m").replace("$__interval", "1m").replace(
-                "$__range", "1h").replace("$job", "sidecrypt").replace("${job}", "sidecrypt")
-            q = re.sub(r"label_values\(([^,]*),\s*([a-z_]+)\)", r"\1", q)
+        for i, (where, e) in enumerate(exprs):
+            q = grafana_to_promql(e)
             if "$" in q:
-                errors.append("%s: unknown variable in %r" % (title, e))
+                errors.append("%s: unknown variable in %r" % (where, e))
                 continue
             rules.append({"record": "dashboard:expr_%d:check" % i, "expr": q})
         rf = os.path.join(tmp, "dashboard-exprs.yml")
@@ -577,11 +602,48 @@ def cmd_dashboard(root):
             errors.append("promtool cannot parse the dashboard's expressions:\n" + r.stdout + r.stderr)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    return errors, n, len(exprs)
+
+
+def cmd_dashboard(root):
+    need("promtool")
+    path = os.path.join(root, DASHBOARD)
+    try:
+        with open(path, encoding="utf-8") as f:
+            dash = json.load(f)
+    except (OSError, ValueError) as e:
+        print("FAIL: %s: %s" % (path, e), file=sys.stderr)
+        return 1
+    errors, npanels, nexprs = validate_dashboard(dash, root)
+    # the validator itself must reject broken dashboards
+    def first_target(d):
+        return next(t for p in panels_of(d) for t in (p.get("targets") or []))
+
+    def first_panel(d):
+        return next(p for p in panels_of(d) if p.get("type") != "row")
+    breakers = {
+        "an expression that does not parse": lambda d: first_target(d).update(
+            expr=first_target(d)["expr"] + " +"),
+        "a metric sidecrypt does not export": lambda d: first_target(d).update(
+            expr='sum(sidecrypt_no_such_metric{job="$job"})'),
+        "a recording rule that does not exist": lambda d: first_target(d).update(
+            expr='sidecrypt:fleet:no_such_rule{job="$job"}'),
+        "a selector without the job": lambda d: first_target(d).update(
+            expr=first_target(d)["expr"].replace('{job="$job"}', "")),
+        "a panel on a fixed datasource": lambda d: first_panel(d).update(
+            datasource={"type": "prometheus", "uid": "prom-1"}),
+    }
+    for what, brk in breakers.items():
+        d = copy.deepcopy(dash)
+        brk(d)
+        if not validate_dashboard(d, root)[0]:
+            errors.append("self-test: the validator accepts %s" % what)
     for e in errors:
         print("FAIL: " + e, file=sys.stderr)
     if not errors:
         print("dashboard: %d panels, %d expressions parsed by promtool, every name exported or "
-              "recorded" % (len(ids), len(exprs)))
+              "recorded, every selector on $job; the validator rejects %d broken copies"
+              % (npanels, nexprs, len(breakers)))
     return 1 if errors else 0
 
 
