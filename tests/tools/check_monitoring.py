@@ -4,7 +4,9 @@ prometheus.
 
     check_monitoring.py rules [--root DIR]       promtool check rules + promtool test rules, and
                                                   every recording rule and alert has tests (an
-                                                  alert: a firing and a not-firing case)
+                                                  alert: a firing and a not-firing case) and a
+                                                  section in docs/monitoring.md, whose PromQL
+                                                  parses
     check_monitoring.py mutations [--root DIR]   each rule broken in a temporary copy (a recording
                                                   rule's value moved by 1; an alert that never
                                                   fires; one that fires when it should not; one
@@ -136,6 +138,7 @@ def cmd_rules(root):
     if r.returncode != 0:
         errors.append("promtool test rules failed")
     errors += coverage(root, tests)
+    errors += docs_promql(root)
     for e in errors:
         print("FAIL: " + e, file=sys.stderr)
     if not errors:
@@ -190,6 +193,40 @@ def coverage(root, tests):
     for a in fired:
         if a not in known:
             errors.append("tests name an alert that does not exist: %s" % a)
+    return errors
+
+
+def docs_promql(root):
+    """The PromQL that docs/monitoring.md gives (```promql blocks, and `query:` in its YAML) must
+    parse and name only exported metrics and recording rules that exist."""
+    path = os.path.join(root, "docs", "monitoring.md")
+    if not os.path.exists(path):
+        return ["docs/monitoring.md is missing"]
+    text = open(path, encoding="utf-8").read()
+    exprs = re.findall(r"```promql\n(.*?)```", text, re.S)
+    for block in re.findall(r"```yaml\n(.*?)```", text, re.S):
+        exprs += [q.strip() for q in re.findall(r"^\s*query:\s*(\S.*)$", block, re.M)]
+    if len(exprs) < 2:
+        return ["docs/monitoring.md: expected the AnalysisTemplate query and a promql block"]
+    errors = []
+    recorded = {r[3]["record"] for r in rules_of(root) if "record" in r[3]}
+    for e in exprs:
+        for name in re.findall(r"\b(sidecrypt[_:][a-z_0-9:]*)", e):
+            if name not in EXPORTED and name not in recorded:
+                errors.append("docs/monitoring.md: %s in %r is neither exported nor recorded"
+                              % (name, e))
+    tmp = tempfile.mkdtemp(prefix="sc-mon-docs-")
+    try:
+        rf = os.path.join(tmp, "docs-exprs.yml")
+        with open(rf, "w") as f:
+            json.dump({"groups": [{"name": "docs", "rules": [
+                {"record": "docs:expr_%d:check" % i, "expr": e} for i, e in enumerate(exprs)]}]}, f)
+        r = run(["promtool", "check", "rules", rf])
+        if r.returncode != 0:
+            errors.append("docs/monitoring.md: promtool cannot parse its PromQL:\n"
+                          + r.stdout + r.stderr)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return errors
 
 
