@@ -2,7 +2,6 @@
 
 #include <algorithm>
 #include <cstdio>
-#include <functional>
 #include <map>
 #include <string>
 
@@ -388,27 +387,27 @@ json peersJson(const PeerCensus& census) {
 json peersPageJson(const PeerCensus& census, const PeersQuery& q) {
   const auto now = census.now();
   const auto since = now - std::chrono::seconds(q.within_s);
-  // (address, entry builder) of every match, sorted by address for stable paging.
-  std::vector<std::pair<std::string_view, std::function<json()>>> matches;
+  // Every match (a peer, or for `silent` a member and its stale peer record if any).
+  struct Match {
+    std::string_view address;
+    const PeerRecord* peer = nullptr;
+    const MemberRecord* member = nullptr;
+  };
+  std::vector<Match> matches;
   if (q.silent) {
-    for (const auto& [name, m] : census.members()) {
+    for (const auto& entry : census.members()) {
+      const MemberRecord& m = entry.second;
       if (!m.live() || census.isSelf(m)) {
         continue;
       }
       const PeerRecord* p = census.peer(m.address);
-      if (p != nullptr && p->last_seen >= since) {
-        continue;
+      if (p == nullptr || p->last_seen < since) {
+        matches.push_back({m.address, p, &m});
       }
-      matches.emplace_back(m.address, [&m, p] {
-        return json{{"address", m.address},
-                    {"node", wireText(m.name)},
-                    {"state", m.state},
-                    {"silent", true},
-                    {"last_seen_unix", p != nullptr ? unixSeconds(p->last_seen) : 0}};
-      });
     }
   } else {
-    for (const auto& [ip, p] : census.peers()) {
+    for (const auto& entry : census.peers()) {
+      const PeerRecord& p = entry.second;
       if (q.plaintext && p.lastPlaintextAny() < since) {
         continue;
       }
@@ -418,44 +417,46 @@ json peersPageJson(const PeerCensus& census, const PeersQuery& q) {
           continue;
         }
       }
-      matches.emplace_back(p.address, [&p] { return peerJson(p); });
+      matches.push_back({p.address, &p, nullptr});
     }
   }
-  if (q.by_plaintext && !q.silent) {
-    // The top plaintext senders first (no `after` paging in this order).
-    std::vector<std::pair<const PeerRecord*, std::function<json()>>> ranked;
-    for (const auto& m : matches) {
-      ranked.emplace_back(census.peer(m.first), m.second);
+  auto entryJson = [](const Match& m) {
+    if (m.member == nullptr) {
+      return peerJson(*m.peer);
     }
-    std::sort(ranked.begin(), ranked.end(), [](const auto& a, const auto& b) {
-      return a.first->plaintextVolume() != b.first->plaintextVolume()
-                 ? a.first->plaintextVolume() > b.first->plaintextVolume()
-                 : a.first->address < b.first->address;
+    return json{{"address", m.member->address},
+                {"node", wireText(m.member->name)},
+                {"state", m.member->state},
+                {"silent", true},
+                {"last_seen_unix", m.peer != nullptr ? unixSeconds(m.peer->last_seen) : 0}};
+  };
+  const bool by_plaintext = q.by_plaintext && !q.silent;
+  if (by_plaintext) {
+    // The top plaintext senders first (one page: no `after` in this order).
+    std::sort(matches.begin(), matches.end(), [](const Match& a, const Match& b) {
+      return a.peer->plaintextVolume() != b.peer->plaintextVolume()
+                 ? a.peer->plaintextVolume() > b.peer->plaintextVolume()
+                 : a.address < b.address;
     });
-    json page = json::array();
-    for (size_t i = 0; i < ranked.size() && i < q.limit; ++i) {
-      page.push_back(ranked[i].second());
-    }
-    return {{"total", matches.size()},
-            {"within_seconds", q.within_s},
-            {"next", nullptr},
-            {"peers", page}};
+  } else {
+    std::sort(matches.begin(), matches.end(),
+              [](const Match& a, const Match& b) { return a.address < b.address; });
   }
-  std::sort(matches.begin(), matches.end(),
-            [](const auto& a, const auto& b) { return a.first < b.first; });
   auto it = matches.begin();
-  if (!q.after.empty()) {
+  if (!q.after.empty() && !by_plaintext) {
     it = std::upper_bound(matches.begin(), matches.end(), std::string_view(q.after),
-                          [](std::string_view v, const auto& m) { return v < m.first; });
+                          [](std::string_view v, const Match& m) { return v < m.address; });
   }
   json page = json::array();
   std::string next;
   for (; it != matches.end(); ++it) {
     if (page.size() >= q.limit) {
-      next = std::string(std::prev(it)->first);
+      if (!by_plaintext) {
+        next = std::string(std::prev(it)->address);
+      }
       break;
     }
-    page.push_back(it->second());
+    page.push_back(entryJson(*it));
   }
   return {{"total", matches.size()},
           {"within_seconds", q.within_s},

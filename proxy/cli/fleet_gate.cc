@@ -321,7 +321,9 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
   }
   std::vector<Node> nodes;
   double oldest = 0;
-  for (const auto& [instance, q] : by_instance) {
+  for (const auto& entry : by_instance) {
+    const std::string& instance = entry.first;
+    const auto& q = entry.second;
     if (q.count("up") == 0) {
       continue;  // a series of another job's rules (not a target here)
     }
