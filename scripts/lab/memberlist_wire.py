@@ -1,10 +1,12 @@
 """memberlist messages as bytes, written in Python for the scale lab (scripts/lab/).
 
 Everything here follows docs/spec/gossip-wire.md (memberlist 0.2.2 as Debian's serf 0.9.4 embeds
-it): msgpack in go-msgpack's old raw family with struct keys in name order (§2), the message
-types and bodies (§1), compound (§3.4), Go compress/lzw LSB with literal width 8 (§3.5), hasCrc
-(§3.1), the sealed packet `[1][nonce][ciphertext][tag]` (§3.3) and the stream frame `[10][L]...`
-with the 5 header bytes as additional data (§5.2).
+it): msgpack in go-msgpack's old raw family with struct keys in name order
+(docs/spec/gossip-wire.md §2), the message types and bodies (docs/spec/gossip-wire.md §1),
+compound (docs/spec/gossip-wire.md §3.4), Go compress/lzw LSB with literal width 8
+(docs/spec/gossip-wire.md §3.5), hasCrc (docs/spec/gossip-wire.md §3.1), the sealed packet
+`[1][nonce][ciphertext][tag]` (docs/spec/gossip-wire.md §3.3) and the stream frame `[10][L]...`
+with the 5 header bytes as additional data (docs/spec/gossip-wire.md §5.2).
 
 `python3 memberlist_wire.py [--bin build/sidecrypt]` checks the encoders against the golden
 vectors in tests/vectors (byte for byte where the vector is deterministic) and, with --bin,
@@ -198,7 +200,7 @@ def seal(key, plaintext, nonce=None, aad=b""):
 
 
 def stream_frame(key, m, nonce=None):
-    """[10][L u32 BE][sealed] with the 5 header bytes as additional data (§5.2)."""
+    """[10][L u32 BE][sealed], the 5 header bytes as additional data (docs/spec/gossip-wire.md §5.2)."""
     header = bytes([ENCRYPT]) + struct.pack(">I", 1 + 12 + len(m) + 16)
     return header + seal(key, m, nonce, aad=header)
 
