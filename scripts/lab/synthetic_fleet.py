@@ -773,7 +773,11 @@ def main():
                  if m["cls"] in ("dead", "left")]
         # ~15 messages per compound as a 1400-byte gossip packet holds; alive before suspect/dead
         chunks = [msgs[i:i + 15] for i in range(0, len(msgs), 15)]
-        paced(chunks, a.rate, lambda c: gen.gossip(rng.choice(talkers), c), 600)
+        # At stage 3 sidecrypt refuses plaintext, so what a plaintext member gossips reaches
+        # neither the agent nor the census: announcements then come from sealed members (in a
+        # real fleet every state change is relayed by many members, most of them sealed).
+        announcers = talkers if a.stage == 2 else [m for m in talkers if m["cls"] != "plaintext"]
+        paced(chunks, a.rate, lambda c: gen.gossip(rng.choice(announcers), c), 600)
         result["announce_s"] = round(time.monotonic() - t0, 2)
         time.sleep(0.5)
         mem = result["mem_steps_kb"] = {"idle": result["mem_idle_kb"]}
@@ -839,8 +843,9 @@ def main():
                               "cpu_us_per_packet": round((proc_cpu(pid) - cpu0) / cov_pkts * 1e6,
                                                          2)}
         # push/pulls: plaintext members among the diallers, one with every member's state
-        pp_from = [m for m in order if m["cls"] == "plaintext"][:max(1, a.pushpulls // 10)]
-        pp_from += [m for m in order if m["cls"] != "plaintext"][:a.pushpulls - len(pp_from)]
+        n_plain = min(a.pushpulls, max(1, a.pushpulls // 10))
+        pp_from = [m for m in order if m["cls"] == "plaintext"][:n_plain]
+        pp_from += [m for m in order if m["cls"] != "plaintext"][:max(0, a.pushpulls - n_plain)]
         all_states = [(m["name"], m["addr"], m["inc"],
                        {"alive": 0, "suspect": 1, "dead": 2, "left": 3}[state_of(m)])
                       for m in members]
