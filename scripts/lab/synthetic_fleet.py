@@ -917,7 +917,7 @@ def main():
         for ns in (gen_ns, sc_ns):
             if ns:
                 ns.delete()
-        if a.keep or rc not in (0, 3):
+        if a.keep or rc == 1:  # an unexpected error: keep the logs and configs
             print("work directory kept:", work.path)
         else:
             work.cleanup()
