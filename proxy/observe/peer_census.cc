@@ -71,8 +71,7 @@ void PeerCensus::plaintextSeen(PeerRecord& p) {
   }
 }
 
-namespace {
-void keyUsed(PeerRecord& p, std::string_view fingerprint) {
+void PeerCensus::keyUsed(PeerRecord& p, std::string_view fingerprint) {
   if (fingerprint.empty()) {
     return;
   }
@@ -86,11 +85,11 @@ void keyUsed(PeerRecord& p, std::string_view fingerprint) {
   if (p.keys_used.size() >= kMaxKeysPerPeer) {
     auto stale = std::min_element(p.keys_used.begin(), p.keys_used.end(),
                                   [](const auto& a, const auto& b) { return a.last < b.last; });
+    lost(stale->last);  // a remove-key check reaching back to it cannot be answered
     p.keys_used.erase(stale);
   }
   p.keys_used.push_back({std::string(fingerprint), 1, p.last_seen});
 }
-}  // namespace
 
 void PeerCensus::onPacket(std::string_view ip, const fg::PacketResult& r,
                           std::string_view key_fingerprint) {

@@ -216,6 +216,7 @@ class PeerCensus {
   bool makeRoomForPeer();
   bool makeRoomForMember();
   void plaintextSeen(PeerRecord& p);
+  void keyUsed(PeerRecord& p, std::string_view fingerprint);
   bool liveMemberAt(const PeerRecord& p) const;
   void forgetAddress(const MemberRecord& m);
   MemberRecord* member(std::string_view node);

@@ -257,6 +257,8 @@ TEST_CASE("a peer remembers its most recently used keys, at most four", "[census
   CHECK(p->keys_used.size() == kMaxKeysPerPeer);
   CHECK(p->keyUse("aaaaaaaa") == nullptr);
   CHECK(p->keyUse("eeeeeeee") != nullptr);
+  // Forgetting a key used within the window is a loss: remove-key of it cannot say yes.
+  CHECK_FALSE(checkRemoveKey(c, ctx(), "aaaaaaaa", {}).ok);
 }
 
 namespace {
