@@ -39,8 +39,10 @@ the lab also fails on any such line in a native agent's log, and the walk is:
 
 Reloads alternate between `sidecrypt reload` (answers once the new state is in force) and
 SIGHUP (done when `sidecrypt status` counts one more reload); --reload-with picks one. Converged
-after a reload of node X means: `sidecrypt status` on X shows the new stage; at stage 2 the next
-proxied node's census counts a new sealed packet or stream from X; at stage 3 X's census counts
+after a reload of node X means: `sidecrypt status` on X shows the new stage; at stage 2 X's
+sidecrypt counts a new sealed packet or stream out ("sealed out") and the next proxied node's
+census counts a new sealed one from X (this waits for X's agent to next talk to that node:
+memberlist's probe order and gossip fan-out, seconds, not sidecrypt); at stage 3 X's census counts
 new sealed traffic from its peers (it refuses plaintext now, sealed gossip still comes in); and
 `serf members` on X lists every expected member alive.
 
@@ -218,6 +220,7 @@ class FleetWalk:
         self.native = self.hosts[half:]
         self.names = [self.node[h] for h in self.hosts]
         self.cfg, self.proxies, self.agents = {}, {}, {}
+        self.reloads = {}  # host -> reloads this script asked for
         self.result = {"hosts": self.n, "proxied": half, "native": half, "phases": {},
                        "reloads": [], "gates": [], "rotation": {}, "ok": False}
         self.watcher = None
@@ -264,6 +267,12 @@ class FleetWalk:
                 g = p["gossip"]
                 total += g["packets_encrypted"] + g["streams_encrypted"]
         return total
+
+    def sealed_out(self, doc):
+        """Packets and streams this sidecrypt sealed for its agent (LAN pool)."""
+        lan = (doc or {}).get("status", {}).get("gossip", {}).get("lan", {})
+        return sum(lan.get(k, {}).get("agent_to_peer", {}).get("sealed", 0)
+                   for k in ("packets", "streams"))
 
     def refused(self, doc):
         return sum(p["gossip"]["packets_refused"] for p in (doc or {}).get("peers", []))
@@ -367,7 +376,8 @@ class FleetWalk:
 
     def reload(self, host, stage, neighbour, names):
         ip = self.lab.ip(host)
-        before_self = self.sealed_from(self.status(host))
+        doc = self.status(host)
+        before_self, before_out = self.sealed_from(doc), self.sealed_out(doc)
         before_nb = self.sealed_from(self.status(neighbour), ip)
         how = self.a.reload_with
         if how == "both":
@@ -396,24 +406,32 @@ class FleetWalk:
                     raise WalkFailed("SIGHUP reload of %s not done after 60s" % host)
                 time.sleep(0.05)
         reload_s = time.monotonic() - t0
+        self.reloads[host] = self.reloads.get(host, 0) + 1
         want = {"encrypt_verify_outgoing": stage >= 2, "encrypt_verify_incoming": stage >= 3}
         deadline = t0 + self.bound(120)
         # Stage 2: X now seals, its neighbour must count sealed traffic from it. Stage 3: X now
         # refuses plaintext, sealed traffic must still reach it.
-        pending = {"stage", "members alive",
-                   "neighbour sees sealed" if stage == 2 else "inbound sealed"}
+        pending = {"stage", "members alive"}
+        pending |= {"sealed out", "neighbour sees sealed"} if stage == 2 else {"inbound sealed"}
+        done = {}
+
+        def cleared(what):
+            pending.discard(what)
+            done[what] = round(time.monotonic() - t0, 3)
         while pending:
-            if "stage" in pending or "inbound sealed" in pending:
+            if pending & {"stage", "inbound sealed", "sealed out"}:
                 doc = self.status(host)
                 if doc and doc["status"]["stages"]["gossip"] == want:
-                    pending.discard("stage")
-                if doc and self.sealed_from(doc) > before_self:
-                    pending.discard("inbound sealed")
+                    cleared("stage")
+                if doc and "inbound sealed" in pending and self.sealed_from(doc) > before_self:
+                    cleared("inbound sealed")
+                if doc and "sealed out" in pending and self.sealed_out(doc) > before_out:
+                    cleared("sealed out")
             if "neighbour sees sealed" in pending:
                 if self.sealed_from(self.status(neighbour), ip) > before_nb:
-                    pending.discard("neighbour sees sealed")
+                    cleared("neighbour sees sealed")
             if "members alive" in pending and self.all_alive(host, names):
-                pending.discard("members alive")
+                cleared("members alive")
             if not pending:
                 break
             if time.monotonic() > deadline:
@@ -423,7 +441,7 @@ class FleetWalk:
         conv = time.monotonic() - t0
         self.result["reloads"].append({"host": host, "node": self.node[host], "stage": stage,
                                        "how": how, "reload_s": round(reload_s, 3),
-                                       "converged_s": round(conv, 3)})
+                                       "converged_s": round(conv, 3), "conditions": done})
         self.log("%s -> stage %d (%s): reload %.2fs, converged %.2fs"
                  % (self.node[host], stage, how, reload_s, conv))
 
@@ -460,6 +478,7 @@ class FleetWalk:
         t0 = time.monotonic()
         self.write_stage(h, 1)
         r = self.sc(h, "reload", "-c", self.cfg[h], timeout=self.bound(60))
+        self.reloads[h] = self.reloads.get(h, 0) + 1
         self.log("fault: %s back to stage 1 (plaintext out) with natives in the cluster (reload "
                  "exit %d); waiting for the watcher" % (self.node[h], r.returncode))
         deadline = t0 + self.bound(60)
@@ -580,7 +599,7 @@ class FleetWalk:
                 problems.append("no status from %s" % h)
                 continue
             rl = doc["status"]["reloads"]
-            if rl["ok"] != 2 or rl["failed"] != 0:
+            if rl["ok"] != self.reloads.get(h, 0) or rl["failed"] != 0:
                 problems.append("%s reloads %s" % (h, rl))
             if self.refused(doc):
                 problems.append("%s refused %d packets" % (h, self.refused(doc)))
@@ -672,6 +691,11 @@ def summary(r):
             out.append("stage %d reloads: %d; reload median %.2f s max %.2f s; converged median "
                        "%.2f s max %.2f s" % (stage, len(rows), rl[len(rl) // 2], rl[-1],
                                               cv[len(cv) // 2], cv[-1]))
+    for cond in ("sealed out", "neighbour sees sealed", "inbound sealed", "members alive"):
+        v = sorted(x["conditions"][cond] for x in r["reloads"] if cond in x.get("conditions", {}))
+        if v:
+            out.append("  after reload, %-22s median %.2f s max %.2f s" % (cond + ":",
+                                                                        v[len(v) // 2], v[-1]))
     if r["gates"]:
         gw = sorted(g["waited_s"] for g in r["gates"])
         out.append("enforce-incoming gates: %d, waited median %.1f s max %.1f s"
@@ -703,6 +727,8 @@ def main():
 
     def terminate(signum, frame):
         raise KeyboardInterrupt("signal %d" % signum)
+    # Installed explicitly: a shell's background job starts with SIGINT ignored.
+    signal.signal(signal.SIGINT, terminate)
     signal.signal(signal.SIGTERM, terminate)
     fw = FleetWalk(args)
     failed = True
