@@ -54,19 +54,19 @@ it could not open. Any of these fails the run.
 
 Numbers: hosts, time per phase and per stage, total walk time, each reload's own latency and its
 time to convergence, gate waits, rotation step times, the sidecrypts' peak RSS (VmHWM) and CPU
-seconds (utime + stime, also per minute of run), the serf agents' CPU for comparison, member-list
+seconds (utime + stime, and as a share of one core), the serf agents' CPU for comparison, member-list
 polls and failures, suspicions in the agents' logs (memberlist "Suspect X has failed", refuted
 ones included: information, not failure).
 
 Run as root from the repository root, after building sidecrypt:
 
   sudo python3 scripts/lab/fleet_walk.py                       # 24 hosts, build/sidecrypt
-  sudo python3 scripts/lab/fleet_walk.py --hosts 4             # smoke run, about 2 minutes
+  sudo python3 scripts/lab/fleet_walk.py --hosts 4             # smoke run, about 75 s
   sudo python3 scripts/lab/fleet_walk.py --hosts 24 --out fleet-walk.json --keep-logs
 
 Every wait is bounded (--timeout scales them); namespaces, veths and processes are removed on
 exit, on failure and on SIGINT/SIGTERM. --keep-logs (or a failed run) keeps the work directory
-(configs, sidecrypt and serf logs) and prints its path.
+(configs, logs, and the throwaway lab keys in the keyring files) and prints its path.
 """
 import argparse
 import json
