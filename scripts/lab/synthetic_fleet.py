@@ -666,6 +666,9 @@ def main():
     ap.add_argument("--full-pushpulls", type=int, default=1,
                     help="of those, carrying every member's state (default 1)")
     ap.add_argument("--checks", type=int, default=20, help="check runs per point (median)")
+    ap.add_argument("--no-stale-alive", dest="stale_alive", action="store_false",
+                    help="skip the late alive retransmits for dead/left members before the "
+                    "measurement (they must not revive them)")
     ap.add_argument("--stage", type=int, choices=(2, 3), default=2,
                     help="rollout stage of sidecrypt: 2 accepts plaintext (counted), 3 refuses "
                     "it (encrypt_verify_incoming on); the check must name the senders either way")
@@ -858,6 +861,17 @@ def main():
         result["pushpull"] = {"streams": len(pp_from), "full_state_members": len(all_states),
                               "seconds": round(time.monotonic() - t0, 2),
                               "cpu_s": round(proc_cpu(pid) - cpu0, 3)}
+        # Late retransmits: gossip keeps rebroadcasting an alive message a few times after it
+        # was queued, so a stale alive (same incarnation) of a member that has since died or
+        # left still arrives. memberlist ignores it (aliveNode: incarnation not newer); the
+        # census must too.
+        sealed = [m for m in talkers if m["cls"] != "plaintext"]
+        gone = [w.alive(m["name"], m["addr"], m["inc"]) for m in members
+                if m["state"] in ("dead", "left")]
+        if a.stale_alive:
+            for i in range(0, len(gone), 15):
+                gen.gossip(rng.choice(sealed), gone[i:i + 15])
+        result["stale_alive_sent"] = len(gone) if a.stale_alive else 0
         time.sleep(1.0)
         mem["after_pushpulls"] = proc_mem(pid)
         result["sent"] = dict(gen.sent)
