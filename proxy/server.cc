@@ -510,7 +510,7 @@ HttpResponse Server::handleAdmin(const HttpRequest& r) {
       return {200, "application/json", r.query.empty() ? "[]\n" : "{\"total\":0,\"peers\":[]}\n"};
     }
     if (r.query.empty()) {
-      return {200, "application/json", jsonText(peersJson(datapath_->census())) + "\n"};
+      return {200, "application/json", peersText(datapath_->census())};
     }
     PeersQuery q;
     q.plaintext = queryParam(r.query, "plaintext").value_or("0") != "0";

@@ -384,6 +384,18 @@ json peersJson(const PeerCensus& census) {
   return out;
 }
 
+std::string peersText(const PeerCensus& census) {
+  std::string out = "[";
+  bool first = true;
+  for (const auto& entry : census.peers()) {
+    out += first ? "\n" : ",\n";
+    out += jsonText(peerJson(entry.second), -1);
+    first = false;
+  }
+  out += "\n]\n";
+  return out;
+}
+
 json peersPageJson(const PeerCensus& census, const PeersQuery& q) {
   const auto now = census.now();
   const auto since = now - std::chrono::seconds(q.within_s);

@@ -35,6 +35,9 @@ struct StatusInput {
 
 nlohmann::json statusJson(const StatusInput& in);
 nlohmann::json peersJson(const PeerCensus& census);
+// The same array as text, rendered one peer at a time: at 10,000 peers the document is several
+// megabytes, and a whole JSON tree of it would cost several times that in memory.
+std::string peersText(const PeerCensus& census);
 
 // GET /peers with a query: a filtered, paged view sorted by address.
 struct PeersQuery {

@@ -207,10 +207,13 @@ void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t po
   }
   MemberRecord* m = member(node);
   if (m != nullptr) {
-    // memberlist aliveNode: old news unless the incarnation moved on (or a dead/left member
-    // comes back).
+    // memberlist aliveNode: old news unless the incarnation moved on, or a dead/left member is
+    // replaced at another address with the same incarnation (memberlist: a left one, or a dead
+    // one past DeadNodeReclaimTime; taken as alive here for both, which can only make the
+    // checks stricter). A stale retransmit of the old alive does not bring it back.
     const bool gone = m->state == "dead" || m->state == "left";
-    if (incarnation < m->incarnation || (incarnation == m->incarnation && !gone)) {
+    const bool moved = m->address != ip || m->port != port;
+    if (incarnation < m->incarnation || (incarnation == m->incarnation && !(gone && moved))) {
       return;
     }
     if (gone) {

@@ -29,6 +29,8 @@ TEST_CASE("peer_census: members follow memberlist's incarnation rules", "[census
 
   c.onDead("n1", "n2", 2);
   CHECK(c.members().at("n1").state == "dead");
+  c.onAlive("n1", "10.250.0.1", 7946, 2);  // a stale retransmit of the old alive: still dead
+  CHECK(c.members().at("n1").state == "dead");
   c.onAlive("n1", "10.250.0.9", 7946, 2);  // back (e.g. restarted elsewhere)
   CHECK(c.members().at("n1").state == "alive");
   CHECK(c.members().at("n1").address == "10.250.0.9");

@@ -355,3 +355,14 @@ TEST_CASE("query parameters are percent-decoded", "[admin]") {
   CHECK_FALSE(queryParam("a=1", "b").has_value());
   CHECK(queryParam("x=%zz%4", "x") == "%zz%4");
 }
+
+TEST_CASE("/peers rendered one peer at a time is the same document", "[status_render]") {
+  PeerCensus c(kDefaultCensusCapacity, &fakeNow);
+  for (int i = 0; i < 50; ++i) {
+    c.onAlive(name(i), ip(i), 7946, 1);
+    c.onPacket(ip(i), i % 3 == 0 ? plaintext() : opened(), "k1k1k1k1");
+  }
+  CHECK(json::parse(peersText(c)) == peersJson(c));
+  PeerCensus empty(kDefaultCensusCapacity, &fakeNow);
+  CHECK(json::parse(peersText(empty)) == json::array());
+}
