@@ -229,6 +229,14 @@ class FleetGatePrometheus(unittest.TestCase):
         self.assertEqual(doc["nodes"], len(NODES), text)
         self.assertLess(doc["data_age_seconds"], 5, text)
 
+    def start_from_yes(self):
+        """Every node at stage 2 (an earlier step may have failed half-way) and the gate at yes,
+        so that each step fails on its own."""
+        for n in NODES:
+            if self.stage[n] != 2:
+                self.reload(n, 2)
+        self.wait_gate("yes before the test", self.says_yes, timeout=2 * WINDOW + 30)
+
     # ---- the walk ---------------------------------------------------------------------------
 
     def test_1_rollout_walk(self):
@@ -266,7 +274,7 @@ class FleetGatePrometheus(unittest.TestCase):
         self.assert_yes(rc, doc, text)
 
     def test_2_unreachable_target(self):
-        self.wait_gate("yes before the test", self.says_yes, timeout=WINDOW + 30)
+        self.start_from_yes()
         ns = self.lab.ns(NODES["bravo"])
         harness.sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=(
             "table inet scgate {\n chain input {\n  type filter hook input priority -300;\n"
@@ -284,7 +292,7 @@ class FleetGatePrometheus(unittest.TestCase):
         self.assert_yes(rc, doc, text)
 
     def test_3_young_census(self):
-        self.wait_gate("yes before the test", self.says_yes, timeout=WINDOW + 30)
+        self.start_from_yes()
         harness.stop_process(self.proxies["charlie"])
         type(self).proxies["charlie"] = self.start_proxy("charlie")
         restarted = time.monotonic()
@@ -301,7 +309,7 @@ class FleetGatePrometheus(unittest.TestCase):
         self.assert_yes(rc, doc, text)
 
     def test_4_remove_key_during_rotation(self):
-        self.wait_gate("yes before the test", self.says_yes, timeout=WINDOW + 30)
+        self.start_from_yes()
         fp1 = self.fingerprint(self.k1)
         k2 = harness.run(["keygen"], check=True).stdout.strip()
         fp2 = self.fingerprint(k2)
