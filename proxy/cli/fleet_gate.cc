@@ -300,9 +300,16 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
     if (kind == CheckKind::EnforceIncoming) {
       q.emplace_back("plaintext", "sidecrypt:node:plaintext_peers" + sel);
       q.emplace_back("gossip_stage", "sidecrypt:node:gossip_stage" + sel);
+      q.emplace_back("silent", "sidecrypt:node:silent_members" + sel);
+      // The node's own check (also census full, uncovered member ports, no traffic): the gate
+      // never says yes where a node says no.
+      q.emplace_back("local_ok", "sidecrypt:node:enforce_incoming_ok" + sel);
     } else {
       q.emplace_back("key_peers", "sum by (job, instance) (sidecrypt:node:key_peers" + fsel + ")");
       q.emplace_back("primary", "sidecrypt:node:key_primary" + fsel);
+      q.emplace_back("local_ok",
+                     "min by (job, instance) (sidecrypt_check_ok{job=" + promString(o.job) +
+                         ",check=\"remove_key\",fingerprint=" + promString(fp) + "})");
     }
     return q;
   }();
@@ -364,12 +371,13 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
         n.why.push_back("its census window is " + seconds(window) + ", shorter than --within " +
                         seconds(*within_s));
       }
-      if (val("uptime") < window) {
+      const bool young = val("uptime") < window;
+      if (young) {
         n.why.push_back("sidecrypt started " + seconds(val("uptime")) + " ago, less than its " +
                         seconds(window) + " window: what peers sent before that is unknown");
       }
       if (kind == CheckKind::EnforceIncoming) {
-        if (!has("plaintext") || !has("gossip_stage")) {
+        if (!has("plaintext") || !has("gossip_stage") || !has("local_ok")) {
           n.why.push_back("no data from the recording rules for this check");
         } else {
           if (val("plaintext") > 0) {
@@ -382,14 +390,31 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
                                 ? "gossip stage 1: its agent's gossip still leaves in plaintext"
                                 : "gossip stage 0: verify incoming without encrypting outgoing");
           }
+          const double silent = has("silent") ? val("silent") : 0;
+          if (silent > 0) {
+            n.why.push_back(std::to_string(static_cast<int64_t>(silent)) +
+                            " live gossip member(s) sent nothing in its window: silent, so not "
+                            "known to be safe");
+          }
+          if (val("local_ok") < 1 && !young && val("plaintext") <= 0 && silent <= 0) {
+            n.why.push_back(
+                "its own enforce-incoming check says no (census full, a member port the rules "
+                "do not capture, or no traffic: `sidecrypt check enforce-incoming` there says "
+                "which)");
+          }
         }
       } else {
         if (has("primary")) {
           n.why.push_back("it is the primary key there: make another key primary first");
         }
-        if (has("key_peers") && val("key_peers") > 0) {
+        const bool used = has("key_peers") && val("key_peers") > 0;
+        if (used) {
           n.why.push_back(std::to_string(static_cast<int64_t>(val("key_peers"))) +
                           " peer(s) still send with this key in its window");
+        }
+        if (has("local_ok") && val("local_ok") < 1 && !young && !has("primary") && !used) {
+          n.why.push_back(
+              "its own remove-key check says no (`sidecrypt check remove-key` there says why)");
         }
       }
     }

@@ -22,6 +22,9 @@ that fifth namespace, as an operator's pipeline would, and is polled with a dead
 4. A key rotation with Serf's own tooling from a proxied agent (`serf keys -install K2`,
    `-use K2`): `check remove-key K1` says no while K1 is primary and while any node still hears
    K1 within the window, yes after; K2 (primary) is never removable.
+5. alpha stops hearing delta (a one-way drop; delta stays alive through indirect probes): the
+   gate says no and names alpha (a live member silent in its window), as alpha's own check does;
+   yes again once alpha hears delta.
 
 Everything (namespaces, sidecrypts, agents, Prometheus, its directory) is removed on every path
 (SIDECRYPT_KEEP_LOGS keeps the directory; SIDECRYPT_GATE_TRACE=1 prints every answer of the gate).
@@ -82,8 +85,9 @@ class FleetGatePrometheus(unittest.TestCase):
     @classmethod
     def tearDownClass(cls):
         if cls.lab is not None:
-            harness.sh("ip", "netns", "exec", cls.lab.ns(NODES["bravo"]), "nft", "delete",
-                       "table", "inet", "scgate", check=False)
+            for h in NODES.values():
+                harness.sh("ip", "netns", "exec", cls.lab.ns(h), "nft", "delete", "table",
+                           "inet", "scgate", check=False)
         harness.cleanup(cls.lab, cls.w)
 
     # ---- fleet ------------------------------------------------------------------------------
@@ -352,6 +356,34 @@ class FleetGatePrometheus(unittest.TestCase):
         self.assertEqual(self.holdouts(doc), set(NODES), text)
         r = serf("-remove", self.k1)
         self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+
+    def test_5_silent_member(self):
+        self.start_from_yes()
+        # alpha stops hearing delta (a one-way drop before sidecrypt sees the packets); delta
+        # stays alive everywhere through indirect probes, so only alpha's census knows.
+        ns = self.lab.ns(NODES["alpha"])
+        harness.sh("ip", "netns", "exec", ns, "nft", "-f", "-", input=(
+            "table inet scgate {\n chain pre {\n  type filter hook prerouting priority -400;\n"
+            "  ip saddr %s drop\n }\n}\n" % self.lab.ip(NODES["delta"])))
+        try:
+            rc, doc, text, _ = self.wait_gate(
+                "the gate names alpha, where delta is silent",
+                lambda rc, doc, text: rc == 1 and self.holdouts(doc) == {"alpha"},
+                timeout=WINDOW + 30)
+            self.assertRegex(self.why(doc, "alpha"), r"silent", text)
+            self.assertEqual(harness.serf_members(self.lab, NODES["alpha"]).get("delta"),
+                             "alive")
+            # alpha's own check says the same, and names delta.
+            r = self.lab.run(NODES["alpha"], harness.binary(), "check", "enforce-incoming",
+                             "--json", "-c", self.cfg["alpha"], check=False)
+            self.assertEqual(r.returncode, 1, r.stdout + r.stderr)
+            self.assertIn("delta", [x.get("node") for x in json.loads(r.stdout)["reasons"]],
+                          r.stdout)
+        finally:
+            harness.sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "scgate")
+        rc, doc, text, _ = self.wait_gate("yes once alpha hears delta again", self.says_yes,
+                                          timeout=30)
+        self.assert_yes(rc, doc, text)
 
     def fingerprint(self, key):
         f = self.w.file("fp-%d.keyring" % time.time_ns(), json.dumps([key]))
