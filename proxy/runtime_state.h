@@ -7,10 +7,13 @@
 #include <vector>
 
 #include "filters/keyring/key_set.h"
+#include "filters/rpc_tls/rpc_processor.h"
 #include "proxy/config/config.h"
-#include "proxy/datapath/rpc_processor.h"
 
 namespace sidecrypt::proxy {
+
+using filters::rpc_tls::RpcTlsSetup;
+using filters::rpc_tls::RpcTlsSetupConstPtr;
 
 // Everything a reload replaces at once: the validated config and the keyrings it points at.
 // Built completely on the side; installed only if every part succeeded.

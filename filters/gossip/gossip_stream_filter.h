@@ -8,6 +8,7 @@
 #include <string_view>
 
 #include "filters/common/buffer.h"
+#include "filters/filter.h"
 #include "filters/gossip/gossip_codec.h"
 #include "filters/gossip/gossip_policy.h"
 #include "filters/gossip/message_inspector.h"
@@ -16,8 +17,7 @@
 
 namespace sidecrypt::filters::gossip {
 
-// (To be hoisted into filters/filter.h with the other shared filter types.)
-enum class FilterStatus : uint8_t { Continue, Close };
+using filters::FilterStatus;  // filters/filter.h
 
 // Close: flush io.to_agent / io.to_peer (they may hold an errMsg reply), then close both sides.
 enum class StreamCloseReason : uint8_t {
@@ -36,11 +36,7 @@ enum class StreamCloseReason : uint8_t {
 };
 const char* describe(StreamCloseReason r);
 
-// Where a filter's output goes (docs/architecture.md §2).
-struct StreamIo {
-  Buffer& to_agent;
-  Buffer& to_peer;
-};
+using filters::StreamIo;  // filters/filter.h
 
 // The gossip TCP filter for one connection (docs/spec/gossip-wire.md §4.2, §5, §6). memberlist
 // streams carry exactly one message each way, so each direction frames one whole plaintext message

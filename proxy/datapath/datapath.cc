@@ -11,12 +11,13 @@
 #include <cerrno>
 #include <cstring>
 
-#include "proxy/datapath/rpc_processor.h"
+#include "filters/rpc_tls/rpc_processor.h"
 #include "proxy/net/sockets.h"
 
 namespace sidecrypt::proxy {
 
 namespace fg = filters::gossip;
+using filters::rpc_tls::RpcProcessor;
 
 namespace {
 

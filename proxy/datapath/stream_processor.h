@@ -4,6 +4,7 @@
 #include <string>
 
 #include "filters/common/buffer.h"
+#include "filters/filter.h"
 #include "filters/gossip/gossip_stream_filter.h"
 
 namespace sidecrypt::proxy {
@@ -11,32 +12,8 @@ namespace sidecrypt::proxy {
 using filters::Buffer;
 using filters::gossip::StreamIo;
 
-// What a TCP session runs between its two sockets. Bytes from the agent go to the peer and back;
-// a processor consumes what it can from `in` (leaving a partial unit there) and appends its output
-// to io.to_peer / io.to_agent. Returning false closes the session after the outputs are flushed
-// (a processor may have queued an error reply); closeReason() says why.
-class StreamProcessor {
- public:
-  virtual ~StreamProcessor() = default;
-  virtual bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) = 0;
-  virtual bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) = 0;
-  virtual std::string closeReason() const = 0;
-  virtual const char* name() const = 0;
-  // Whether the session should connect its upstream socket yet. An RPC processor waits for the
-  // agent's first byte (so a remote's 5 s deadline is not spent on our agent) or for a peer's
-  // accepted inner type byte (so refused connections never reach the agent).
-  virtual bool wantsUpstream() const { return true; }
-  // Whether the protocol preamble (TLS handshake, type byte) is complete; the session closes
-  // connections that are not ready by their deadline (Consul's rpc_handshake_timeout).
-  virtual bool ready() const { return true; }
-  // By default a side's FIN is forwarded to the other side once everything before it was
-  // consumed. A processor that maps end-of-stream itself (TLS: FIN <-> close_notify) returns
-  // true here and says when each side should get its FIN.
-  virtual bool handlesEof() const { return false; }
-  virtual bool endToAgent() const { return false; }
-  virtual bool endToPeer() const { return false; }
-};
-using StreamProcessorPtr = std::unique_ptr<StreamProcessor>;
+using filters::StreamProcessor;  // filters/filter.h
+using filters::StreamProcessorPtr;
 
 // Bytes pass unchanged (the "plaintext" rollout stage, or traffic that is already encrypted).
 class PassthroughProcessor final : public StreamProcessor {

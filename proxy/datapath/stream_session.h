@@ -32,19 +32,7 @@ struct PreambleBudget {
   std::function<void()> on_over;
 };
 
-// Implemented (besides StreamProcessor) by a processor whose preamble goes on after the upstream
-// connected: outbound RPC TLS, where the remote must finish its side of the handshake. The session
-// closes the connection if the processor is not ready this long after the connect completed.
-class UpstreamReadyDeadline {
- public:
-  virtual uint64_t upstreamReadyDeadlineMs() const = 0;  // 0: no deadline
-
- protected:
-  UpstreamReadyDeadline() = default;
-  UpstreamReadyDeadline(const UpstreamReadyDeadline&) = default;
-  UpstreamReadyDeadline& operator=(const UpstreamReadyDeadline&) = default;
-  ~UpstreamReadyDeadline() = default;
-};
+using filters::UpstreamReadyDeadline;  // filters/filter.h
 
 // One proxied TCP connection: the agent's socket and the peer's socket with a StreamProcessor
 // between them (docs/architecture.md §3). Reads straight into per-side buffers (until the processor

@@ -1,6 +1,6 @@
-#include "proxy/datapath/rpc_processor.h"
+#include "filters/rpc_tls/rpc_processor.h"
 
-namespace sidecrypt::proxy {
+namespace sidecrypt::filters::rpc_tls {
 
 namespace rt = filters::rpc_tls;
 
@@ -291,4 +291,4 @@ bool RpcProcessor::onPeerData(Buffer& in, bool end_stream, StreamIo& io) {
   return pumpEngine(io);
 }
 
-}  // namespace sidecrypt::proxy
+}  // namespace sidecrypt::filters::rpc_tls

@@ -9,14 +9,14 @@
 #include <string>
 
 #include "filters/rpc_tls/first_byte.h"
-#include "proxy/datapath/rpc_processor.h"
+#include "filters/rpc_tls/rpc_processor.h"
 #include "tests/unit/filters/rpc_tls/tls_test_util.h"
 
 using namespace sidecrypt;
 using namespace sidecrypt::rpc_tls_test;
-using proxy::Buffer;
-using proxy::RpcProcessor;
-using proxy::RpcTlsSetup;
+using filters::Buffer;
+using filters::rpc_tls::RpcProcessor;
+using filters::rpc_tls::RpcTlsSetup;
 
 namespace {
 
@@ -63,7 +63,7 @@ struct Session {
     if (!ok) {
       return;
     }
-    sidecrypt::filters::gossip::StreamIo io{to_agent, to_peer};
+    filters::StreamIo io{to_agent, to_peer};
     ok = proc->onAgentData(agent_in, agent_eof, io) && proc->onPeerData(peer_in, peer_eof, io);
   }
 };

@@ -4,25 +4,24 @@
 #include <memory>
 #include <string>
 
+#include "filters/filter.h"
 #include "filters/rpc_tls/first_byte.h"
 #include "filters/rpc_tls/rpc_tls_stats.h"
 #include "filters/rpc_tls/tls_context.h"
 #include "filters/rpc_tls/tls_engine.h"
-#include "proxy/datapath/stream_processor.h"
-#include "proxy/datapath/stream_session.h"
 
-namespace sidecrypt::proxy {
+namespace sidecrypt::filters::rpc_tls {
 
 // The TLS material and rollout flags a connection starts with (a reload builds new ones;
 // established connections keep theirs, as Consul's per-handshake config does,
 // docs/spec/consul-rpc-tls.md §2.6). Native TLS needs a certificate and a CA
 // (docs/spec/consul-rpc-tls.md §1.4).
 struct RpcTlsSetup {
-  filters::rpc_tls::TlsContextSharedPtr client;         // null unless verify_outgoing
-  filters::rpc_tls::TlsContextSharedPtr server;         // null without cert_file/key_file
-  filters::rpc_tls::TlsContextSharedPtr native_server;  // null unless cert + CA
-  filters::rpc_tls::OutboundPolicy outbound;
-  filters::rpc_tls::InboundPolicy inbound;
+  TlsContextSharedPtr client;         // null unless verify_outgoing
+  TlsContextSharedPtr server;         // null without cert_file/key_file
+  TlsContextSharedPtr native_server;  // null unless cert + CA
+  OutboundPolicy outbound;
+  InboundPolicy inbound;
   std::string local_server_name;  // server.<dc>.<domain>
   // Consul's limits.rpc_handshake_timeout. Inbound the session applies it from the accept;
   // outbound it bounds the remote's TLS handshake, from the completed TCP connect.
@@ -39,7 +38,7 @@ using RpcTlsSetupConstPtr = std::shared_ptr<const RpcTlsSetup>;
 class RpcProcessor final : public StreamProcessor, public UpstreamReadyDeadline {
  public:
   RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup, std::string destination_datacenter,
-               std::shared_ptr<filters::rpc_tls::RpcTlsStats> stats);
+               std::shared_ptr<RpcTlsStats> stats);
 
   bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) override;
   bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) override;
@@ -59,14 +58,14 @@ class RpcProcessor final : public StreamProcessor, public UpstreamReadyDeadline 
 
   // For the census and logs: what the connection turned out to be.
   bool tls() const { return engine_ != nullptr; }
-  const filters::rpc_tls::TlsEngine* engine() const { return engine_.get(); }
+  const TlsEngine* engine() const { return engine_.get(); }
   uint8_t typeByte() const { return type_; }
 
  private:
   enum class Mode : uint8_t { Deciding, Raw, Tls };
 
   bool fail(std::string why);
-  void count(filters::rpc_tls::RpcTlsCounter c);
+  void count(RpcTlsCounter c);
   bool decideOutbound(Buffer& in, StreamIo& io);
   bool decideInbound(Buffer& in, StreamIo& io);
   bool pumpEngine(StreamIo& io);
@@ -78,9 +77,9 @@ class RpcProcessor final : public StreamProcessor, public UpstreamReadyDeadline 
   bool inbound_;
   RpcTlsSetupConstPtr setup_;
   std::string destination_dc_;
-  std::shared_ptr<filters::rpc_tls::RpcTlsStats> stats_;
-  filters::rpc_tls::InboundDecider decider_;
-  filters::rpc_tls::TlsEnginePtr engine_;
+  std::shared_ptr<RpcTlsStats> stats_;
+  InboundDecider decider_;
+  TlsEnginePtr engine_;
   Mode mode_ = Mode::Deciding;
   bool native_ = false;         // inbound native-ALPN TLS (no inner byte)
   bool inner_decided_ = false;  // inbound 0x03: the inner type byte was accepted
@@ -95,4 +94,4 @@ class RpcProcessor final : public StreamProcessor, public UpstreamReadyDeadline 
   std::string reason_;
 };
 
-}  // namespace sidecrypt::proxy
+}  // namespace sidecrypt::filters::rpc_tls
