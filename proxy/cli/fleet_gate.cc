@@ -296,6 +296,9 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
         {"uptime", "sidecrypt:node:uptime_seconds" + sel},
         {"window", "sidecrypt:node:census_window_seconds" + sel},
         {"rule_age", "time() - timestamp(sidecrypt:node:census_window_seconds" + sel + ")"},
+        // The node name a target last had: names a node that is down now (its rule series are
+        // gone once Prometheus marks them stale).
+        {"info", "last_over_time(sidecrypt_info" + sel + "[1h])"},
     };
     if (kind == CheckKind::EnforceIncoming) {
       q.emplace_back("plaintext", "sidecrypt:node:plaintext_peers" + sel);
@@ -322,6 +325,9 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
       return 2;
     }
     for (auto& s : *r) {
+      if (name == "info" && labelOr(s, "node").empty()) {
+        continue;
+      }
       eval_time = std::max(eval_time, s.time);
       by_instance[labelOr(s, "instance")][name] = s;
     }
@@ -338,9 +344,12 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
     n.instance = instance;
     for (const auto& [qn, s] : q) {
       const auto node = labelOr(s, "node");
-      if (!node.empty()) {
+      if (!node.empty() && qn != "info") {
         n.name = node;
       }
+    }
+    if (n.name.empty() && q.count("info") != 0) {
+      n.name = labelOr(q.at("info"), "node");
     }
     auto has = [&q](const char* k) { return q.count(k) != 0; };
     auto val = [&q](const char* k) { return q.at(k).value; };

@@ -16,7 +16,7 @@ that fifth namespace, as an operator's pipeline would, and is polled with a dead
    last one converts it still says no (plaintext heard within the window); it says yes only once
    the window has passed since then, and not before.
 2. A target Prometheus cannot scrape (its metrics port dropped by a netfilter rule in its host):
-   the gate says no and names it (down/stale); reachable again, yes.
+   the gate says no and names it, by node name even seconds later (down); reachable again, yes.
 3. A sidecrypt restarted less than a window ago: no, because its census is younger than the
    window; yes once the window has passed since the restart, and not before.
 4. A key rotation with Serf's own tooling from a proxied agent (`serf keys -install K2`,
@@ -289,6 +289,13 @@ class FleetGatePrometheus(unittest.TestCase):
                 lambda rc, doc, text: rc == 1 and self.holdouts(doc) == {"bravo"})
             self.assertRegex(self.why(doc, "bravo"), r"down|stale", text)
             self.assertEqual(doc["nodes"], len(NODES), text)
+            # Still named by its node name once Prometheus has marked its series stale.
+            time.sleep(5)
+            rc, doc, text = self.gate("enforce-incoming")
+            self.assertEqual(rc, 1, text)
+            self.assertEqual([(h["node"], h["instance"]) for h in doc["holdouts"]],
+                             [("bravo", self.instance("bravo"))], text)
+            self.assertRegex(self.why(doc, "bravo"), r"down", text)
         finally:
             harness.sh("ip", "netns", "exec", ns, "nft", "delete", "table", "inet", "scgate")
         rc, doc, text, _ = self.wait_gate("yes once bravo is scraped again", self.says_yes,
