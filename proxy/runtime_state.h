@@ -7,7 +7,7 @@
 #include <vector>
 
 #include "filters/keyring/key_set.h"
-#include "filters/rpc_tls/rpc_processor.h"
+#include "filters/rpc_tls/rpc_tls_setup.h"
 #include "proxy/config/config.h"
 
 namespace sidecrypt::proxy {

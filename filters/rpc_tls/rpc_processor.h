@@ -6,28 +6,12 @@
 
 #include "filters/filter.h"
 #include "filters/rpc_tls/first_byte.h"
+#include "filters/rpc_tls/rpc_tls_setup.h"
 #include "filters/rpc_tls/rpc_tls_stats.h"
 #include "filters/rpc_tls/tls_context.h"
 #include "filters/rpc_tls/tls_engine.h"
 
 namespace sidecrypt::filters::rpc_tls {
-
-// The TLS material and rollout flags a connection starts with (a reload builds new ones;
-// established connections keep theirs, as Consul's per-handshake config does,
-// docs/spec/consul-rpc-tls.md §2.6). Native TLS needs a certificate and a CA
-// (docs/spec/consul-rpc-tls.md §1.4).
-struct RpcTlsSetup {
-  TlsContextSharedPtr client;         // null unless verify_outgoing
-  TlsContextSharedPtr server;         // null without cert_file/key_file
-  TlsContextSharedPtr native_server;  // null unless cert + CA
-  OutboundPolicy outbound;
-  InboundPolicy inbound;
-  std::string local_server_name;  // server.<dc>.<domain>
-  // Consul's limits.rpc_handshake_timeout. Inbound the session applies it from the accept;
-  // outbound it bounds the remote's TLS handshake, from the completed TCP connect.
-  uint32_t handshake_timeout_ms = 5000;
-};
-using RpcTlsSetupConstPtr = std::shared_ptr<const RpcTlsSetup>;
 
 // Consul's RPC port (8300) for one connection, in either direction (docs/spec/consul-rpc-tls.md
 // §1.8). Outbound: the agent's first byte decides (before dialling): relay raw, or write 0x03, run

@@ -1,11 +1,14 @@
 #pragma once
 
-#include <uv.h>
-
 #include <memory>
 #include <optional>
 #include <string>
 #include <variant>
+
+// libuv's handle types, declared only: the commands that take or query the lock (the CLI) do not
+// compile against libuv; `run` serves it on the server's loop (docs/architecture.md §1.1).
+struct uv_loop_s;
+struct uv_poll_s;
 
 namespace sidecrypt::proxy {
 
@@ -41,7 +44,7 @@ class InstanceLock {
   static std::optional<LockHolder> holder();
 
   // Answers queries from the event loop (a running instance); short-lived commands do not.
-  bool serve(uv_loop_t* loop, std::string& err);
+  bool serve(uv_loop_s* loop, std::string& err);
   void close();
 
   // The abstract socket name (without the leading NUL), e.g. for `ss -xl`.
@@ -49,10 +52,10 @@ class InstanceLock {
 
  private:
   InstanceLock(int fd, std::string line) : fd_(fd), line_(std::move(line)) {}
-  static void onQuery(uv_poll_t* handle, int status, int events);
+  static void onQuery(uv_poll_s* handle, int status, int events);
   int fd_ = -1;
   std::string line_;
-  uv_poll_t* poll_ = nullptr;
+  uv_poll_s* poll_ = nullptr;
 };
 
 }  // namespace sidecrypt::proxy

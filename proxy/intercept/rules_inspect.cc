@@ -21,16 +21,12 @@
 #include <sstream>
 #include <thread>
 
-#include "proxy/cli/admin_client.h"
-#include "proxy/cli/commands.h"
 #include "proxy/config/config_loader.h"
 #include "proxy/intercept/capabilities.h"
 #include "proxy/intercept/command_runner.h"
 #include "proxy/intercept/instance_lock.h"
 #include "proxy/intercept/rules.h"
 #include "proxy/net/address.h"
-
-#include "proxy/intercept/command_runner.h"
 
 namespace sidecrypt::proxy::inspect {
 

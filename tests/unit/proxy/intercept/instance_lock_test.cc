@@ -6,6 +6,7 @@
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <unistd.h>
+#include <uv.h>
 #include <catch2/catch.hpp>
 
 #include <csignal>
