@@ -17,7 +17,7 @@ using filters::gossip::Datagram;
 using filters::gossip::PacketResult;
 using filters::gossip::Verdict;
 
-UdpRelay::UdpRelay(uv_loop_t* loop, Flow flow, int fd, RawUdpSender& sender,
+UdpRelay::UdpRelay(uv_loop_t* loop, Flow flow, int fd, DatagramSender& sender,
                    DatagramFilterLookup lookup)
     : loop_(loop), flow_(flow), fd_(fd), sender_(sender), lookup_(std::move(lookup)) {
   // kBatch slots plus one spare for opening out of place. Pages are touched only as datagrams

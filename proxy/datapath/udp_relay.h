@@ -59,7 +59,7 @@ class UdpRelay {
   static constexpr size_t kMemoryBytes = (kBatch + 1) * kSlotBytes;
   static constexpr size_t kWipeSlack = 4096;  // beyond the datagram: seal tag, rewritten answer
 
-  UdpRelay(uv_loop_t* loop, Flow flow, int fd, RawUdpSender& sender, DatagramFilterLookup lookup);
+  UdpRelay(uv_loop_t* loop, Flow flow, int fd, DatagramSender& sender, DatagramFilterLookup lookup);
   ~UdpRelay();
   UdpRelay(const UdpRelay&) = delete;
   UdpRelay& operator=(const UdpRelay&) = delete;
@@ -85,7 +85,7 @@ class UdpRelay {
   uv_loop_t* loop_;
   Flow flow_;
   int fd_;
-  RawUdpSender& sender_;
+  DatagramSender& sender_;
   DatagramFilterLookup lookup_;
   DatagramObserver observer_;
   OutboundTap out_tap_;
