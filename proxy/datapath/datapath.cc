@@ -235,6 +235,16 @@ bool Datapath::openFixedListener(size_t index, std::string& err) {
   return true;
 }
 
+std::vector<SocketAddress> Datapath::listenerAddresses() const {
+  std::vector<SocketAddress> out(config_.listeners.size());
+  for (const auto& l : listeners_) {
+    if (l->fixed >= 0 && static_cast<size_t>(l->fixed) < out.size()) {
+      out[static_cast<size_t>(l->fixed)] = localAddress(l->fd);
+    }
+  }
+  return out;
+}
+
 void Datapath::logListener(const ListenerConfig& lc, const char* what) const {
   spdlog::info("listener {}{}: {} {} -> {}", lc.name, what,
                lc.direction == ListenerDirection::Outbound ? "outbound (plaintext in, TLS out)"

@@ -62,6 +62,9 @@ class Datapath {
   void stop();
 
   bool listening() const { return listening_; }
+  // Where each explicit listener is bound, in [[listener]] order (a listen port 0 shows the
+  // kernel's choice; the unit tests listen on such ports). Invalid for one that is not open.
+  std::vector<SocketAddress> listenerAddresses() const;
   size_t activeSessions() const { return sessions_.size(); }
   std::string statsText() const;
 

@@ -159,7 +159,9 @@ TEST_CASE(
         CHECK((r.verdict == fg::Verdict::Forward) == (r.key_index == 0));
         ++observed;
       });
-  REQUIRE(relay.start(err));
+  const bool started = relay.start(err);
+  INFO(err);
+  REQUIRE(started);
 
   // More than one batch, queued in the socket before the loop runs: 40 sealed packets and 2
   // that do not open (one garbage, one sealed packet with a flipped tag byte).
@@ -243,7 +245,9 @@ TEST_CASE(
   LoopbackSender sender(boundAddress(peer.get()));
   UdpRelay relay(loop.get(), Flow::Outbound, capture, sender,
                  [&](uint16_t port) { return port == agent_addr.port() ? &filter : nullptr; });
-  REQUIRE(relay.start(err));
+  const bool started = relay.start(err);
+  INFO(err);
+  REQUIRE(started);
 
   constexpr size_t kRounds = 12;
   std::vector<Bytes> expected;
