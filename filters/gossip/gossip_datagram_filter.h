@@ -55,6 +55,9 @@ class GossipDatagramFilter {
 
   // Control plane (same loop thread): a new keyring snapshot applies to the next packet.
   void setKeys(keyring::KeySetConstSharedPtr keys) { keys_ = std::move(keys); }
+  // Likewise a new policy (a reload's rollout stage or label). Never mutate a policy in place:
+  // established streams share the one they started with.
+  void setPolicy(std::shared_ptr<const GossipPolicy> policy) { policy_ = std::move(policy); }
 
   // Agent -> peer: seals in place (header into headroom, tag into tailroom) with the primary key,
   // or passes plaintext when verify_outgoing is off or there are no keys; adds the label header.

@@ -737,15 +737,17 @@ void Datapath::recordSession(const StreamSession& s, const std::string& reason) 
 void Datapath::apply(const RuntimeState& state) {
   const Config& cfg = state.config;
   for (Pool* pool : {&lan_, &wan_}) {
-    // Mutated in place: the datagram filters and new streams read it; one loop thread.
-    pool->policy->verify_incoming = cfg.gossip.encrypt_verify_incoming;
-    pool->policy->verify_outgoing = cfg.gossip.encrypt_verify_outgoing;
-    pool->policy->label = cfg.gossip.label;
+    // A new snapshot, never a change in place: established gossip streams keep the policy they
+    // started with (docs/architecture.md, "Reload"); packets and new streams take this one.
+    pool->policy = policyFrom(cfg);
+    pool->datagrams->setPolicy(pool->policy);
   }
   lan_.keys = state.lan_keys;
   wan_.keys = state.wan_keys ? state.wan_keys : state.lan_keys;
   lan_.datagrams->setKeys(lan_.keys);
   wan_.datagrams->setKeys(wan_.keys);
+  config_.agent.datacenter = cfg.agent.datacenter;  // new RPC connections (processorFor)
+  config_.agent.domain = cfg.agent.domain;
   config_.gossip = cfg.gossip;
   config_.tls = cfg.tls;
   config_.census = cfg.census;

@@ -69,7 +69,8 @@ class Datapath {
   std::string statsText() const;
 
   struct Pool {
-    std::shared_ptr<filters::gossip::GossipPolicy> policy;
+    std::shared_ptr<const filters::gossip::GossipPolicy>
+        policy;  // replaced on reload, never changed
     filters::keyring::KeySetConstSharedPtr keys;
     std::unique_ptr<filters::gossip::GossipDatagramFilter> datagrams;
     std::shared_ptr<filters::gossip::GossipStreamStats> streams;
