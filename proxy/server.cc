@@ -8,9 +8,11 @@
 #include <string>
 
 #include "proxy/config/config_loader.h"
+#include "proxy/config/reload_reach.h"
 #include "proxy/intercept/capabilities.h"
 #include "proxy/intercept/rules.h"
 #include "proxy/keyring/keyring_file.h"
+#include "proxy/observe/log.h"
 
 namespace sidecrypt::proxy {
 
@@ -55,6 +57,11 @@ void logStateChanges(const RuntimeState& a, const RuntimeState& b) {
   logFlag("tls.verify_outgoing", a.config.tls.verify_outgoing, b.config.tls.verify_outgoing);
   logFlag("tls.verify_server_hostname", a.config.tls.verify_server_hostname,
           b.config.tls.verify_server_hostname);
+  if (a.config.log.level != b.config.log.level || a.config.log.format != b.config.log.format) {
+    spdlog::info("log changed: level {} -> {}, format {} -> {}", a.config.log.level,
+                 b.config.log.level, a.config.log.format == LogFormat::Json ? "json" : "text",
+                 b.config.log.format == LogFormat::Json ? "json" : "text");
+  }
   const auto before_lan = ringSummary(a.lan_keys);
   const auto after_lan = ringSummary(b.lan_keys);
   if (before_lan != after_lan) {
@@ -218,6 +225,12 @@ void Server::installReload(FileJob& job) {
     finish(false, {"sidecrypt is stopping"});
     return;
   }
+  // A change only a restart can apply (a socket bound at start, the rules) fails the reload,
+  // naming each key, before anything changes (proxy/config/reload_reach.h).
+  if (auto refused = reloadRefusals(state_->config, next->config); !refused.empty()) {
+    finish(false, refused);
+    return;
+  }
   // Explicit listeners first: the one part of a reload that can still fail (a socket).
   std::string listener_error;
   if (datapath_ && !datapath_->applyListeners(next->config.listeners, listener_error)) {
@@ -228,7 +241,12 @@ void Server::installReload(FileJob& job) {
     spdlog::warn("{}", n);
   }
   logStateChanges(*state_, *next);
+  const bool log_changed = state_->config.log.level != next->config.log.level ||
+                           state_->config.log.format != next->config.log.format;
   state_ = std::move(next);
+  if (log_changed) {
+    applyLogConfig(state_->config.log);
+  }
   if (datapath_) {
     datapath_->apply(*state_);
   }

@@ -2,6 +2,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -157,6 +158,9 @@ struct Config {
   LogConfig log;
   // Settings that are legal but weaken a safe default; logged at startup and by check-config.
   std::vector<std::string> warnings;
+  // Where each key and section given in the file starts ("log.level" -> line, column), for
+  // messages after loading (a reload refusing a change names the line).
+  std::map<std::string, std::pair<uint32_t, uint32_t>> positions;
 };
 
 const char* toString(TlsVersion v);

@@ -326,6 +326,11 @@ class Loader {
   void loadCensus(const toml::table& t);
   void applyDefaults(bool ports_given, const toml::table* intercept);
   void memberPortDefaults();
+  void keepPositions() {
+    for (const auto& [key, at] : positions_) {
+      cfg.positions[key] = {at.begin.line, at.begin.column};
+    }
+  }
 
  private:
   std::string file_;
@@ -1000,10 +1005,24 @@ ConfigResult runLoader(toml::table& root, Loader& l) {
         });
     return std::move(l.errors);
   }
+  l.keepPositions();
   return std::move(l.cfg);
 }
 
 }  // namespace
+
+std::vector<std::string> configKeys() {
+  std::vector<std::string> out;
+  for (const auto& sec : schema()) {
+    if (sec.keys.empty()) {
+      out.emplace_back(sec.name);
+    }
+    for (auto k : sec.keys) {
+      out.push_back(std::string(sec.name) + "." + std::string(k));
+    }
+  }
+  return out;
+}
 
 ConfigResult loadConfigText(std::string_view text, const std::string& display_name) {
   filters::ensureSodium();

@@ -27,6 +27,10 @@ ConfigResult loadConfig(const std::filesystem::path& path);
 // Same, from text; `display_name` is used in messages (tests, fuzzing).
 ConfigResult loadConfigText(std::string_view text, const std::string& display_name);
 
+// Every key proxy.toml accepts, as "section.key" (sections of tables, such as [[listener]] or
+// [[intercept.port]], as one key): the loader's schema, for tables kept beside it.
+std::vector<std::string> configKeys();
+
 // Go-style durations as Consul users write them: "5s", "500ms", "1m30s", "1h".
 std::optional<uint32_t> parseDurationMs(std::string_view s);
 

@@ -70,6 +70,11 @@ class TextEscapedMessage : public spdlog::custom_flag_formatter {
 bool setupLogging(const LogConfig& cfg) {
   auto logger = spdlog::stderr_logger_mt("sidecrypt");
   spdlog::set_default_logger(logger);
+  spdlog::flush_on(spdlog::level::trace);
+  return applyLogConfig(cfg);
+}
+
+bool applyLogConfig(const LogConfig& cfg) {
   auto formatter = std::make_unique<spdlog::pattern_formatter>(spdlog::pattern_time_type::utc);
   if (cfg.format == LogFormat::Json) {
     formatter->add_flag<JsonEscapedMessage>('*').set_pattern(
@@ -80,7 +85,6 @@ bool setupLogging(const LogConfig& cfg) {
   spdlog::set_formatter(std::move(formatter));
   const auto level = spdlog::level::from_str(cfg.level);
   spdlog::set_level(level);
-  spdlog::flush_on(spdlog::level::trace);
   if (level == spdlog::level::off && cfg.level != "off") {
     spdlog::set_level(spdlog::level::info);
     spdlog::warn("unknown log level '{}', using info", cfg.level);
