@@ -163,7 +163,7 @@ const std::array kTable = {
 
 // Where `key` is in the file (else its section), as "file:line:column".
 std::string where(const Config& c, const std::string& key) {
-  const std::string file = c.source.empty() ? "proxy.toml" : c.source.string();
+  std::string file = c.source.empty() ? "proxy.toml" : c.source.string();
   auto it = c.positions.find(key);
   if (it == c.positions.end()) {
     it = c.positions.find(key.substr(0, key.find('.')));
@@ -217,6 +217,7 @@ std::vector<std::string> reloadRefusals(const Config& running, const Config& nex
     return std::tie(std::get<0>(a), std::get<1>(a)) < std::tie(std::get<0>(b), std::get<1>(b));
   });
   std::vector<std::string> out;
+  out.reserve(found.size());
   for (auto& f : found) {
     out.push_back(std::move(std::get<2>(f)));
   }
