@@ -5,11 +5,12 @@
 #include <memory>
 #include <span>
 #include <string>
+#include <utility>
 
 #include "filters/common/buffer.h"
 
 // The types every filter shares (docs/architecture.md §2): a datagram filter transforms one UDP
-// payload in its slot; a stream filter (StreamProcessor) transforms the two byte streams of one
+// payload in its slot; a stream filter (StreamFilter) transforms the two byte streams of one
 // TCP connection. Filters never touch sockets or the event loop; the proxy's StreamSession and
 // UdpRelay own those and run the filters.
 namespace sidecrypt::filters {
@@ -49,45 +50,80 @@ struct StreamIo {
   Buffer& to_peer;
 };
 
-// What a TCP session runs between its two sockets. Bytes from the agent go to the peer and back;
-// a processor consumes what it can from `in` (leaving a partial unit there) and appends its output
-// to io.to_peer / io.to_agent. Returning false closes the session after the outputs are flushed
-// (a processor may have queued an error reply); closeReason() says why.
-class StreamProcessor {
+// Why a stream ended: one enum from the filter through the session to the logs, the metrics and
+// the census (as spiped's PROTO_CONN_* reasons or Envoy's close types). A text detail rides
+// beside it for the logs only.
+enum class CloseReason : uint8_t {
+  Done,            // both directions finished, or a bare connect-and-close (a port probe)
+  Reset,           // a socket was reset or its pipe broke (ECONNRESET, EPIPE): routine
+  Refused,         // the filter refused the bytes (bad frame, TLS failure, Consul's reason)
+  Truncated,       // a side ended inside a message
+  PreambleCut,     // the accepted side ended before its first message was complete
+  ReadyDeadline,   // the preamble was not complete by its deadline
+  ConnectFailed,   // the upstream connect failed
+  ConnectTimeout,  // the upstream connect did not complete in time
+  PreambleBudget,  // the shared preamble budget closed the greediest session
+  SocketError,     // any other socket error
+  Stopping,        // sidecrypt is stopping
+};
+const char* describe(CloseReason r);
+// Done and Reset are normal ends (counted closed_ok, not logged as refusals, not a failed
+// stream in the census); every other reason is an error.
+constexpr bool routine(CloseReason r) {
+  return r == CloseReason::Done || r == CloseReason::Reset;
+}
+
+enum class Side : uint8_t { Agent, Peer };
+
+// What a stream filter wants after one call (it returns this instead of the session polling it).
+// Bytes to deliver are already in io.to_agent / io.to_peer; the session writes them out.
+struct StreamVerdict {
+  bool dial = false;          // connect the upstream now (the session dials once)
+  bool ready = false;         // the preamble is complete (steady-state reads, deadline stops)
+  bool end_to_agent = false;  // FIN toward the agent once its queued bytes are out
+  bool end_to_peer = false;   // FIN toward the peer once its queued bytes are out
+  bool close = false;         // flush both outputs (an error reply may be queued), then close
+  CloseReason reason = CloseReason::Done;
+  std::string detail;  // for the logs: what the filter saw
+
+  static StreamVerdict closeWith(CloseReason r, std::string why) {
+    StreamVerdict v;
+    v.close = true;
+    v.reason = r;
+    v.detail = std::move(why);
+    return v;
+  }
+};
+
+// The contract of a stream filter (docs/architecture.md §2): it sees the bytes one side sent
+// (`in`, with end_stream once that side's FIN arrived), consumes what it can (leaving a partial
+// unit in `in`), appends its output to io.to_agent / io.to_peer and returns what it wants. Pure:
+// no sockets, no clocks; filters/stream_driver.h runs one for a session, a test or a fuzzer.
+class StreamFilter {
  public:
-  virtual ~StreamProcessor() = default;
-  virtual bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) = 0;
-  virtual bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) = 0;
-  virtual std::string closeReason() const = 0;
+  virtual ~StreamFilter() = default;
+  // Before any byte: what the filter wants at once (a passthrough dials and is ready).
+  virtual StreamVerdict start() = 0;
+  virtual StreamVerdict onData(Side from, Buffer& in, bool end_stream, StreamIo& io) = 0;
   virtual const char* name() const = 0;
-  // Whether the session should connect its upstream socket yet. An RPC processor waits for the
-  // agent's first byte (so a remote's 5 s deadline is not spent on our agent) or for a peer's
-  // accepted inner type byte (so refused connections never reach the agent).
-  virtual bool wantsUpstream() const { return true; }
-  // Whether the protocol preamble (TLS handshake, type byte) is complete; the session closes
-  // connections that are not ready by their deadline (Consul's rpc_handshake_timeout).
-  virtual bool ready() const { return true; }
-  // By default a side's FIN is forwarded to the other side once everything before it was
-  // consumed. A processor that maps end-of-stream itself (TLS: FIN <-> close_notify) returns
-  // true here and says when each side should get its FIN.
-  virtual bool handlesEof() const { return false; }
-  virtual bool endToAgent() const { return false; }
-  virtual bool endToPeer() const { return false; }
+  // A filter whose preamble goes on after the upstream connected (outbound RPC TLS: the remote
+  // must finish its side of the handshake): the session closes the connection if the filter is
+  // not ready this long after the connect completed. 0: no deadline.
+  virtual uint64_t upstreamReadyDeadlineMs() const { return 0; }
 };
-using StreamProcessorPtr = std::unique_ptr<StreamProcessor>;
+using StreamFilterPtr = std::unique_ptr<StreamFilter>;
 
-// Implemented (besides StreamProcessor) by a processor whose preamble goes on after the upstream
-// connected: outbound RPC TLS, where the remote must finish its side of the handshake. The session
-// closes the connection if the processor is not ready this long after the connect completed.
-class UpstreamReadyDeadline {
- public:
-  virtual uint64_t upstreamReadyDeadlineMs() const = 0;  // 0: no deadline
-
- protected:
-  UpstreamReadyDeadline() = default;
-  UpstreamReadyDeadline(const UpstreamReadyDeadline&) = default;
-  UpstreamReadyDeadline& operator=(const UpstreamReadyDeadline&) = default;
-  ~UpstreamReadyDeadline() = default;
-};
+// The FIN rule of a filter that does not map end-of-stream itself: a side's FIN goes to the other
+// side once everything before it was consumed; a side that ends inside a message is truncated.
+inline void forwardEnd(Side from, const Buffer& in, bool end_stream, StreamVerdict& v) {
+  if (!end_stream || v.close) {
+    return;
+  }
+  if (!in.empty()) {
+    v = StreamVerdict::closeWith(CloseReason::Truncated, "stream ended inside a message");
+    return;
+  }
+  (from == Side::Agent ? v.end_to_peer : v.end_to_agent) = true;
+}
 
 }  // namespace sidecrypt::filters

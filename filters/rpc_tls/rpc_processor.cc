@@ -39,11 +39,33 @@ void RpcProcessor::count(rt::RpcTlsCounter c) {
   }
 }
 
-bool RpcProcessor::fail(std::string why) {
+bool RpcProcessor::fail(std::string why, CloseReason r) {
   if (reason_.empty()) {
     reason_ = std::move(why);
+    close_ = r;
   }
   return false;
+}
+
+StreamVerdict RpcProcessor::verdict() const {
+  StreamVerdict v;
+  v.dial = wantsUpstream();
+  v.ready = ready();
+  v.end_to_agent = end_to_agent_;
+  v.end_to_peer = end_to_peer_;
+  return v;
+}
+
+StreamVerdict RpcProcessor::onData(Side from, Buffer& in, bool end_stream, StreamIo& io) {
+  const bool ok =
+      from == Side::Agent ? onAgentData(in, end_stream, io) : onPeerData(in, end_stream, io);
+  StreamVerdict v = verdict();
+  if (!ok) {
+    v.close = true;
+    v.reason = close_;
+    v.detail = reason_;
+  }
+  return v;
 }
 
 // ---- deciding on the first byte -----------------------------------------------------------
@@ -54,10 +76,9 @@ bool RpcProcessor::decideOutbound(Buffer& in, StreamIo& io) {
   count(d.counter);
   type_ = first;
   // docs/spec/consul-rpc-tls.md §1.8 outbound 1: dial only once the agent has spoken.
-  wants_upstream_ = true;
+  agent_spoke_ = true;
   if (d.action != rt::OutboundAction::UpgradeTls) {
-    mode_ = Mode::Raw;
-    ready_ = true;
+    state_ = State::Raw;
     return true;
   }
   if (!setup_->client) {
@@ -69,7 +90,7 @@ bool RpcProcessor::decideOutbound(Buffer& in, StreamIo& io) {
   if (!engine_) {
     return fail("cannot create a TLS client");
   }
-  mode_ = Mode::Tls;
+  state_ = State::Handshaking;
   // docs/spec/consul-rpc-tls.md §1.3 step 2: plaintext 0x03.
   io.to_peer.append(static_cast<uint8_t>(rt::RpcType::Tls));
   return true;
@@ -81,10 +102,8 @@ bool RpcProcessor::decideInbound(Buffer& in, StreamIo& io) {
   count(d.counter);
   switch (d.action) {
     case rt::InboundAction::ForwardRaw:
-      mode_ = Mode::Raw;
+      state_ = State::Raw;
       type_ = first;
-      wants_upstream_ = true;
-      ready_ = true;
       return true;
     case rt::InboundAction::TerminateTls:
       in.drain(1);  // the 0x03 itself never reaches the agent
@@ -100,7 +119,7 @@ bool RpcProcessor::decideInbound(Buffer& in, StreamIo& io) {
   if (!engine_) {
     return fail("no TLS server context for this connection");
   }
-  mode_ = Mode::Tls;
+  state_ = State::Handshaking;
   (void)io;
   return true;
 }
@@ -156,8 +175,8 @@ bool RpcProcessor::afterHandshake(StreamIo& io) {
     handshake_counted_ = true;
     count(&rt::RpcTlsStats::handshakes_ok);
   }
-  if (!inbound_ || inner_decided_) {
-    ready_ = true;
+  if (!inbound_ || state_ == State::Open) {
+    state_ = State::Open;
     return true;
   }
   const rt::PeerCheck check{engine_->peer().verifies_as_server};
@@ -178,8 +197,9 @@ bool RpcProcessor::afterHandshake(StreamIo& io) {
       return true;  // not here yet
     }
     if (n < 0) {
-      return fail(n == rt::TlsEngine::kEof ? "peer closed before sending the inner type byte"
-                                           : engine_->error());
+      return n == rt::TlsEngine::kEof
+                 ? fail("peer closed before sending the inner type byte", CloseReason::PreambleCut)
+                 : fail(engine_->error());
     }
     auto d = decider_.onInnerByte(inner, check);
     count(d.counter);
@@ -189,9 +209,7 @@ bool RpcProcessor::afterHandshake(StreamIo& io) {
     type_ = inner;
     io.to_agent.append(inner);
   }
-  inner_decided_ = true;
-  wants_upstream_ = true;
-  ready_ = true;
+  state_ = State::Open;  // the inner type byte (or ALPN) was accepted
   return true;
 }
 
@@ -211,7 +229,7 @@ bool RpcProcessor::pumpEngine(StreamIo& io) {
     flushEncrypted(io.to_peer);
     return false;
   }
-  if (!inner_decided_ && inbound_) {
+  if (state_ != State::Open) {  // inbound: the inner type byte is not here yet
     return true;
   }
   if (!drainClear(io.to_agent)) {
@@ -229,19 +247,21 @@ bool RpcProcessor::pumpEngine(StreamIo& io) {
 
 bool RpcProcessor::onAgentData(Buffer& in, bool end_stream, StreamIo& io) {
   agent_eof_ = agent_eof_ || end_stream;
-  if (mode_ == Mode::Deciding) {
+  if (state_ == State::Deciding) {
     if (inbound_) {
       // The agent never speaks first on an inbound connection; hold anything until decided.
       return true;
     }
     if (in.empty()) {
-      return end_stream ? fail("the agent closed before sending a type byte") : true;
+      return end_stream
+                 ? fail("the agent closed before sending a type byte", CloseReason::PreambleCut)
+                 : true;
     }
     if (!decideOutbound(in, io)) {
       return false;
     }
   }
-  if (mode_ == Mode::Raw) {
+  if (state_ == State::Raw) {
     io.to_peer.move(in);
     end_to_peer_ = agent_eof_;
     return true;
@@ -260,18 +280,20 @@ bool RpcProcessor::onAgentData(Buffer& in, bool end_stream, StreamIo& io) {
 
 bool RpcProcessor::onPeerData(Buffer& in, bool end_stream, StreamIo& io) {
   peer_eof_ = peer_eof_ || end_stream;
-  if (mode_ == Mode::Deciding) {
+  if (state_ == State::Deciding) {
     if (!inbound_) {
       return true;  // outbound peers speak after our first bytes; nothing to decide yet
     }
     if (in.empty()) {
-      return end_stream ? fail("the peer closed before sending a type byte") : true;
+      return end_stream
+                 ? fail("the peer closed before sending a type byte", CloseReason::PreambleCut)
+                 : true;
     }
     if (!decideInbound(in, io)) {
       return false;
     }
   }
-  if (mode_ == Mode::Raw) {
+  if (state_ == State::Raw) {
     io.to_agent.move(in);
     end_to_agent_ = peer_eof_;
     return true;

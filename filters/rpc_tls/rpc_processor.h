@@ -19,36 +19,50 @@ namespace sidecrypt::filters::rpc_tls {
 // first byte decides: relay raw (accept-both stage), terminate 0x03 TLS and hand the inner type
 // byte and the decrypted stream to the agent, terminate native ALPN TLS, or close with Consul's
 // reason. Half-close maps FIN <-> close_notify both ways (docs/spec/rpc-peers.md §2.4).
-class RpcProcessor final : public StreamProcessor, public UpstreamReadyDeadline {
+class RpcProcessor final : public StreamFilter {
  public:
+  // The connection's protocol state. Moves forward only; a refusal leaves it where it was (the
+  // census reads what the connection had become) and the driver drains the session.
+  enum class State : uint8_t {
+    Deciding,     // no first byte yet (outbound: the agent's; inbound: the peer's)
+    Raw,          // relayed unchanged both ways (ready)
+    Handshaking,  // TLS; inbound also until the inner type byte (or ALPN) was accepted
+    Open,         // TLS, handshake done and (inbound) the type decided: ready
+  };
+
   RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup, std::string destination_datacenter,
                std::shared_ptr<RpcTlsStats> stats);
 
-  bool onAgentData(Buffer& in, bool end_stream, StreamIo& io) override;
-  bool onPeerData(Buffer& in, bool end_stream, StreamIo& io) override;
-  std::string closeReason() const override { return reason_; }
+  StreamVerdict start() override { return verdict(); }
+  StreamVerdict onData(Side from, Buffer& in, bool end_stream, StreamIo& io) override;
   const char* name() const override { return "rpc"; }
-  bool wantsUpstream() const override { return wants_upstream_; }
-  bool ready() const override { return ready_; }
-  bool handlesEof() const override { return true; }
-  bool endToAgent() const override { return end_to_agent_; }
-  bool endToPeer() const override { return end_to_peer_; }
   // Outbound TLS: a remote that stalls its handshake would otherwise hold the agent's
   // connection (and the agent's RPC) forever; Consul's own server side gives up after the same
   // limit.
   uint64_t upstreamReadyDeadlineMs() const override {
-    return !inbound_ && mode_ == Mode::Tls ? setup_->handshake_timeout_ms : 0;
+    return !inbound_ && tls() ? setup_->handshake_timeout_ms : 0;
   }
 
+  State state() const { return state_; }
+  bool ready() const { return state_ == State::Raw || state_ == State::Open; }
+  // Outbound: dial once the agent has spoken (docs/spec/consul-rpc-tls.md §1.8 outbound 1).
+  // Inbound: only once the peer's type byte was accepted, so refused connections never reach
+  // the agent.
+  bool wantsUpstream() const { return inbound_ ? ready() : agent_spoke_; }
+  bool endToAgent() const { return end_to_agent_; }
+  bool endToPeer() const { return end_to_peer_; }
+  const std::string& closeReason() const { return reason_; }
+
   // For the census and logs: what the connection turned out to be.
-  bool tls() const { return engine_ != nullptr; }
+  bool tls() const { return state_ == State::Handshaking || state_ == State::Open; }
   const TlsEngine* engine() const { return engine_.get(); }
   uint8_t typeByte() const { return type_; }
 
  private:
-  enum class Mode : uint8_t { Deciding, Raw, Tls };
-
-  bool fail(std::string why);
+  StreamVerdict verdict() const;
+  bool onAgentData(Buffer& in, bool end_stream, StreamIo& io);
+  bool onPeerData(Buffer& in, bool end_stream, StreamIo& io);
+  bool fail(std::string why, CloseReason r = CloseReason::Refused);
   void count(RpcTlsCounter c);
   bool decideOutbound(Buffer& in, StreamIo& io);
   bool decideInbound(Buffer& in, StreamIo& io);
@@ -64,17 +78,16 @@ class RpcProcessor final : public StreamProcessor, public UpstreamReadyDeadline 
   std::shared_ptr<RpcTlsStats> stats_;
   InboundDecider decider_;
   TlsEnginePtr engine_;
-  Mode mode_ = Mode::Deciding;
-  bool native_ = false;         // inbound native-ALPN TLS (no inner byte)
-  bool inner_decided_ = false;  // inbound 0x03: the inner type byte was accepted
+  State state_ = State::Deciding;
+  bool agent_spoke_ = false;  // outbound: the agent's first byte arrived
+  bool native_ = false;       // inbound native-ALPN TLS (no inner byte)
   bool handshake_counted_ = false;
-  bool wants_upstream_ = false;
-  bool ready_ = false;
-  bool agent_eof_ = false;
+  bool agent_eof_ = false;  // FINs in, and FINs wanted out
   bool peer_eof_ = false;
   bool end_to_agent_ = false;
   bool end_to_peer_ = false;
   uint8_t type_ = 0;
+  CloseReason close_ = CloseReason::Done;
   std::string reason_;
 };
 

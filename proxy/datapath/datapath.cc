@@ -11,12 +11,14 @@
 #include <cerrno>
 #include <cstring>
 
+#include "filters/gossip/gossip_stream_processor.h"
 #include "filters/rpc_tls/rpc_processor.h"
 #include "proxy/net/sockets.h"
 
 namespace sidecrypt::proxy {
 
 namespace fg = filters::gossip;
+using filters::gossip::GossipStreamProcessor;
 using filters::rpc_tls::RpcProcessor;
 
 namespace {
@@ -509,15 +511,16 @@ void Datapath::shedPreambles() {
       return;
     }
     ++tcp_.preamble_budget_closed;
-    greediest->close("its unfinished first message (" +
-                     std::to_string(greediest->preambleBytes() >> 10) +
-                     " KiB) was the largest when all of them passed " +
-                     std::to_string(preamble_budget_.limit >> 20) + " MiB");
+    greediest->close(CloseReason::PreambleBudget,
+                     "its unfinished first message (" +
+                         std::to_string(greediest->preambleBytes() >> 10) +
+                         " KiB) was the largest when all of them passed " +
+                         std::to_string(preamble_budget_.limit >> 20) + " MiB");
   }
 }
 
-StreamProcessorPtr Datapath::processorFor(const PortSpec& port, Origin origin,
-                                          const SessionInfo& info) {
+StreamFilterPtr Datapath::processorFor(const PortSpec& port, Origin origin,
+                                       const SessionInfo& info) {
   if (port.protocol == PortProtocol::Rpc) {
     // Client agents dial only their own datacenter's servers (docs/spec/consul-rpc-tls.md §1.3); a
     // server dialling another datacenter's server (WAN) expects server.<that dc>.<domain>, by
@@ -662,14 +665,15 @@ void Datapath::accept(Listener& l, int own_fd) {
   const SocketAddress connect_to = l.origin == Origin::Outbound ? info.peer : info.agent;
   auto* session = new StreamSession(
       loop_, info, processorFor(*port, l.origin, info),
-      [this, release_slot](StreamSession& s, const std::string& reason) {
+      [this, release_slot](StreamSession& s, CloseReason reason, const std::string& detail) {
         sessions_.erase(&s);
         release_slot(s.info().peer.ip());
         --tcp_.active;
-        if (s.deadlineExpired()) {
+        if (reason == CloseReason::ReadyDeadline) {
           ++tcp_.deadline_closed;
         }
-        if (reason.empty()) {
+        // A peer's reset or broken pipe is a normal end, as a FIN is.
+        if (filters::routine(reason)) {
           ++tcp_.closed_ok;
         } else {
           ++tcp_.closed_error;
@@ -682,15 +686,16 @@ void Datapath::accept(Listener& l, int own_fd) {
               trim_timer_, [](uv_timer_t*) { ::malloc_trim(0); }, 200, 0);
         }
         const auto& i = s.info();
-        if (!reason.empty() && refusal_log_.allow()) {
-          spdlog::warn("[C{}] {} {} from {}: {}", i.id, i.kind,
+        if (!filters::routine(reason) && refusal_log_.allow()) {
+          spdlog::warn("[C{}] {} {} from {}: {} ({})", i.id, i.kind,
                        i.origin == Origin::Inbound ? "inbound" : "outbound", i.peer.toString(),
-                       reason);
+                       detail, filters::describe(reason));
         }
-        spdlog::debug("[C{}] {} {} agent {} peer {} closed{}{} ({} bytes from agent, {} from peer)",
-                      i.id, i.kind, i.origin == Origin::Inbound ? "inbound" : "outbound",
-                      i.agent.toString(), i.peer.toString(), reason.empty() ? "" : ": ", reason,
-                      s.bytesFromAgent(), s.bytesFromPeer());
+        spdlog::debug(
+            "[C{}] {} {} agent {} peer {} closed: {}{}{} ({} bytes from agent, {} from peer)", i.id,
+            i.kind, i.origin == Origin::Inbound ? "inbound" : "outbound", i.agent.toString(),
+            i.peer.toString(), filters::describe(reason), detail.empty() ? "" : ": ", detail,
+            s.bytesFromAgent(), s.bytesFromPeer());
       });
   session->setPreambleBudget(&preamble_budget_);
   int rc = uv_tcp_open(session->acceptedHandle(), own_fd);
@@ -699,7 +704,7 @@ void Datapath::accept(Listener& l, int own_fd) {
   if (rc != 0) {
     ::close(own_fd);
     ::close(up);
-    session->close(std::string("uv_tcp_open: ") + uv_strerror(rc));
+    session->close(CloseReason::SocketError, std::string("uv_tcp_open: ") + uv_strerror(rc));
     return;
   }
   spdlog::trace("[C{}] {} {} agent {} peer {}", info.id, info.kind,
@@ -708,11 +713,12 @@ void Datapath::accept(Listener& l, int own_fd) {
   session->begin(up, connect_to);
 }
 
-void Datapath::recordSession(const StreamSession& s, const std::string& reason) {
+void Datapath::recordSession(const StreamSession& s, CloseReason reason) {
+  const bool failed = !filters::routine(reason);
   const auto& info = s.info();
   const auto ip_text = fg::ipText({info.peer.ipBytes(), info.peer.ipLen()});
   const std::string_view ip = ip_text.view();
-  if (const auto* g = dynamic_cast<const GossipStreamProcessor*>(&s.processor())) {
+  if (const auto* g = dynamic_cast<const GossipStreamProcessor*>(&s.filter())) {
     const int index = g->filter().keyIndex();
     std::string fp;
     const auto& keys = g->keys();
@@ -721,12 +727,12 @@ void Datapath::recordSession(const StreamSession& s, const std::string& reason) 
     }
     // Whatever the peer sent (a request it dialled in with, or its reply to our agent) says
     // whether it speaks plaintext.
-    if (s.bytesFromPeer() > 0 || !reason.empty()) {
-      census_.onStream(ip, index >= 0, fp, g->filter().shadowRefused(), !reason.empty());
+    if (s.bytesFromPeer() > 0 || failed) {
+      census_.onStream(ip, index >= 0, fp, g->filter().shadowRefused(), failed);
     }
     return;
   }
-  if (const auto* r = dynamic_cast<const RpcProcessor*>(&s.processor());
+  if (const auto* r = dynamic_cast<const RpcProcessor*>(&s.filter());
       r != nullptr && info.origin == Origin::Inbound) {
     const auto* engine = r->engine();
     const bool handshake = engine != nullptr && engine->handshakeDone();
@@ -767,7 +773,7 @@ void Datapath::stop() {
   listeners_.clear();
   auto live = sessions_;
   for (auto* s : live) {
-    s->close("sidecrypt is stopping");
+    s->close(CloseReason::Stopping, "sidecrypt is stopping");
   }
   if (trim_timer_ != nullptr) {
     uv_timer_stop(trim_timer_);

@@ -129,10 +129,10 @@ class Datapath {
   // The shared preamble budget is exceeded: closes the sessions holding the most.
   void shedPreambles();
   void accept(Listener& l, int fd);
-  void recordSession(const StreamSession& s, const std::string& reason);
+  void recordSession(const StreamSession& s, CloseReason reason);
   int upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
                   std::string& err);
-  StreamProcessorPtr processorFor(const PortSpec& port, Origin origin, const SessionInfo& info);
+  StreamFilterPtr processorFor(const PortSpec& port, Origin origin, const SessionInfo& info);
 
   uv_loop_t* loop_;
   Config config_;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cassert>
 #include <string>
 #include <utility>
 
@@ -18,13 +19,20 @@ constexpr size_t kReadChunk = size_t{64} * 1024;
 // with a post-quantum key share, fits), not 64 KiB that a flood would leave resident. A larger
 // flight is read in several rounds of the same loop iteration; the buffer grows as needed.
 constexpr size_t kPreambleReadChunk = size_t{4} * 1024;
+
+// A peer that resets or whose pipe broke is routine (ghostunnel treats it so); any other socket
+// error is not.
+CloseReason socketError(int uv_error) {
+  return uv_error == UV_ECONNRESET || uv_error == UV_EPIPE ? CloseReason::Reset
+                                                           : CloseReason::SocketError;
+}
 }  // namespace
 
-StreamSession::StreamSession(uv_loop_t* loop, SessionInfo info, StreamProcessorPtr processor,
+StreamSession::StreamSession(uv_loop_t* loop, SessionInfo info, StreamFilterPtr filter,
                              ClosedCallback on_closed)
     : loop_(loop),
       info_(std::move(info)),
-      processor_(std::move(processor)),
+      driver_(std::move(filter)),
       on_closed_(std::move(on_closed)) {
   agent_.session = this;
   peer_.session = this;
@@ -32,7 +40,6 @@ StreamSession::StreamSession(uv_loop_t* loop, SessionInfo info, StreamProcessorP
   uv_tcp_init(loop_, &a.tcp);
   a.tcp.data = &a;
   a.initialised = true;
-  a.connected = true;
   ++open_handles_;
 }
 
@@ -49,7 +56,7 @@ void StreamSession::begin(int upstream_fd, const SocketAddress& connect_to) {
   int rc = uv_tcp_open(&u.tcp, upstream_fd);
   if (rc != 0) {
     ::close(upstream_fd);
-    close(std::string("uv_tcp_open: ") + uv_strerror(rc));
+    close(CloseReason::SocketError, std::string("uv_tcp_open: ") + uv_strerror(rc));
     return;
   }
   connect_to_ = connect_to;
@@ -78,50 +85,50 @@ void StreamSession::startReadyTimer(uint64_t ms, std::string reason) {
   ready_timeout_reason_ = std::move(reason);
   startTimer(ready_timer_, ms, [](uv_timer_t* h) {
     auto* self = static_cast<StreamSession*>(h->data);
-    self->deadline_expired_ = !self->closing_;
-    self->close(self->ready_timeout_reason_);
+    self->close(CloseReason::ReadyDeadline, self->ready_timeout_reason_);
   });
   ready_timer_initialised_ = true;
 }
 
 void StreamSession::maybeConnect() {
-  if (connect_started_ || closing_ || !processor_->wantsUpstream()) {
+  if (phase_ != Phase::Accepted || !driver_.wantsUpstream()) {
     return;
   }
-  connect_started_ = true;
+  phase_ = Phase::Dialling;
   Endpoint& u = upstream();
   connect_req_.data = this;
   int rc = uv_tcp_connect(&connect_req_, &u.tcp, connect_to_.sa(), &StreamSession::onConnect);
   if (rc != 0) {
-    close("connect to " + connect_to_.toString() + ": " + uv_strerror(rc));
+    close(CloseReason::ConnectFailed,
+          "connect to " + connect_to_.toString() + ": " + uv_strerror(rc));
     return;
   }
   startTimer(connect_timer_, kConnectTimeoutMs, [](uv_timer_t* h) {
-    static_cast<StreamSession*>(h->data)->close("connect timed out after 10s");
+    static_cast<StreamSession*>(h->data)->close(CloseReason::ConnectTimeout,
+                                                "connect timed out after 10s");
   });
   connect_timer_initialised_ = true;
 }
 
 void StreamSession::onConnect(uv_connect_t* req, int status) {
   auto* self = static_cast<StreamSession*>(req->data);
-  if (self->closing_) {
+  if (self->closing()) {
     return;
   }
   if (self->connect_timer_initialised_) {
     uv_timer_stop(&self->connect_timer_);
   }
   if (status != 0) {
-    self->close(std::string("connect failed: ") + uv_strerror(status));
+    self->close(CloseReason::ConnectFailed, std::string("connect failed: ") + uv_strerror(status));
     return;
   }
   Endpoint& u = self->upstream();
-  u.connected = true;
+  self->phase_ = Phase::Connected;
   uv_tcp_nodelay(&u.tcp, 1);
   // The upstream's half of the preamble (outbound RPC TLS: the remote's handshake) is bounded
   // from here; the connect itself has its own 10 s bound, which this must not undercut.
-  const auto* deadline = dynamic_cast<const UpstreamReadyDeadline*>(self->processor_.get());
-  const uint64_t ms = deadline != nullptr ? deadline->upstreamReadyDeadlineMs() : 0;
-  if (ms != 0 && !self->processor_->ready()) {
+  const uint64_t ms = self->driver_.filter().upstreamReadyDeadlineMs();
+  if (ms != 0 && !self->driver_.ready()) {
     self->startReadyTimer(ms, "the remote did not finish the handshake within " +
                                   std::to_string(ms) + " ms of the connect");
   }
@@ -130,19 +137,20 @@ void StreamSession::onConnect(uv_connect_t* req, int status) {
 }
 
 void StreamSession::startReading(Endpoint& e) {
-  if (e.reading || e.read_eof || closing_) {
+  if ((e.read != ReadState::Idle && e.read != ReadState::Paused) || closing()) {
     return;
   }
+  e.read = ReadState::Idle;
   if (uv_read_start(reinterpret_cast<uv_stream_t*>(&e.tcp), &StreamSession::onAlloc,
                     &StreamSession::onRead) == 0) {
-    e.reading = true;
+    e.read = ReadState::Reading;
   }
 }
 
 void StreamSession::onAlloc(uv_handle_t* h, size_t /*suggested*/, uv_buf_t* buf) {
   auto* e = static_cast<Endpoint*>(h->data);
   // Read straight into the side's input buffer (no intermediate copy).
-  const size_t chunk = e->session->processor_->ready() ? kReadChunk : kPreambleReadChunk;
+  const size_t chunk = e->session->driver_.ready() ? kReadChunk : kPreambleReadChunk;
   auto span = e->in.reserve(chunk);
   *buf = uv_buf_init(reinterpret_cast<char*>(span.data()), static_cast<unsigned>(span.size()));
 }
@@ -154,18 +162,18 @@ void StreamSession::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* /*buf*
     e->in.commit(static_cast<size_t>(nread));
     e->bytes_read += static_cast<uint64_t>(nread);
     self->accountPreamble();
-    if (self->closing_) {
+    if (self->closing()) {
       return;  // over the shared budget and this was the greediest session
     }
   } else if (nread == UV_EOF) {
     e->in.commit(0);
-    e->read_eof = true;
     uv_read_stop(s);
-    e->reading = false;
+    e->read = ReadState::Ended;
   } else if (nread < 0) {
     e->in.commit(0);
-    self->close(std::string(e == &self->agent_ ? "agent" : "peer") +
-                " read error: " + uv_strerror(static_cast<int>(nread)));
+    self->close(socketError(static_cast<int>(nread)),
+                std::string(e == &self->agent_ ? "agent" : "peer") +
+                    " read error: " + uv_strerror(static_cast<int>(nread)));
     return;
   } else {
     e->in.commit(0);
@@ -179,7 +187,7 @@ void StreamSession::accountPreamble() {
   if (budget_ == nullptr) {
     return;
   }
-  const size_t held = !closing_ && !processor_->ready() ? accepted().in.capacity() : 0;
+  const size_t held = !closing() && !driver_.ready() ? accepted().in.capacity() : 0;
   budget_->used = budget_->used - preamble_held_ + held;
   preamble_held_ = held;
   preamble_peak_ = std::max(preamble_peak_, held);
@@ -189,7 +197,7 @@ void StreamSession::accountPreamble() {
 }
 
 void StreamSession::releaseIdlePreamble(Endpoint& e) {
-  if (processor_->ready()) {
+  if (driver_.ready()) {
     return;  // steady state: buffers are kept and reused, no allocation per read
   }
   // A connection still in its preamble holds no buffer while it waits on its peer: the
@@ -206,47 +214,35 @@ void StreamSession::releaseIdlePreamble(Endpoint& e) {
   }
 }
 
-bool StreamSession::runProcessor(Endpoint& from) {
-  if (from.in.empty() && (!from.read_eof || from.eof_delivered)) {
-    return true;
+void StreamSession::runFilter() {
+  if (driver_.draining()) {
+    return;
   }
-  StreamIo io{agent_.out, peer_.out};
-  const bool ok = &from == &agent_ ? processor_->onAgentData(from.in, from.read_eof, io)
-                                   : processor_->onPeerData(from.in, from.read_eof, io);
-  if (from.read_eof) {
-    from.eof_delivered = true;
+  driver_.run({agent_.out, peer_.out}, agent_.in, agent_.read == ReadState::Ended, peer_.in,
+              peer_.read == ReadState::Ended);
+  if (driver_.draining()) {
+    // Flush what the filter queued (an error reply), then close both sides.
+    wantFin(agent_);
+    wantFin(peer_);
+    return;
   }
-  if (!ok) {
-    return false;
+  if (driver_.endToAgent()) {
+    wantFin(agent_);
   }
-  if (processor_->handlesEof()) {
-    agent_.shutdown_wanted = agent_.shutdown_wanted || processor_->endToAgent();
-    peer_.shutdown_wanted = peer_.shutdown_wanted || processor_->endToPeer();
-    return true;
+  if (driver_.endToPeer()) {
+    wantFin(peer_);
   }
-  if (from.read_eof) {
-    if (!from.in.empty()) {
-      close_reason_ = "stream ended inside a message";
-      return false;
-    }
-    other(from).shutdown_wanted = true;  // half-close: forward the FIN after queued bytes
-  }
-  return true;
+  // Invariant: until the filter wants its upstream, nothing is queued toward it (while waiting
+  // or dialling inbound, nothing reaches the agent before the peer's first message passed).
+  assert(driver_.wantsUpstream() || upstream().out.empty());
 }
 
 void StreamSession::pump() {
-  if (closing_) {
+  if (closing()) {
     return;
   }
-  if (!failed_ && (!runProcessor(agent_) || !runProcessor(peer_))) {
-    failed_ = true;
-    if (close_reason_.empty()) {
-      close_reason_ = processor_->closeReason();
-    }
-    agent_.shutdown_wanted = true;
-    peer_.shutdown_wanted = true;
-  }
-  if (ready_timer_initialised_ && processor_->ready()) {
+  runFilter();
+  if (ready_timer_initialised_ && driver_.ready()) {
     uv_timer_stop(&ready_timer_);
   }
   maybeConnect();
@@ -260,7 +256,7 @@ void StreamSession::pump() {
 }
 
 void StreamSession::flush(Endpoint& e) {
-  if (closing_ || !e.connected || !e.inflight.empty()) {
+  if (closing() || !connected(e) || !e.inflight.empty()) {
     return;
   }
   if (!e.out.empty()) {
@@ -273,7 +269,8 @@ void StreamSession::flush(Endpoint& e) {
     if (n > 0) {
       e.out.drain(static_cast<size_t>(n));
     } else if (n != UV_EAGAIN) {
-      close(std::string(&e == &agent_ ? "agent" : "peer") + " write error: " + uv_strerror(n));
+      close(socketError(n),
+            std::string(&e == &agent_ ? "agent" : "peer") + " write error: " + uv_strerror(n));
       return;
     }
   }
@@ -287,16 +284,16 @@ void StreamSession::flush(Endpoint& e) {
     int rc =
         uv_write(&e.wreq, reinterpret_cast<uv_stream_t*>(&e.tcp), &buf, 1, &StreamSession::onWrite);
     if (rc != 0) {
-      close(std::string("write: ") + uv_strerror(rc));
+      close(socketError(rc), std::string("write: ") + uv_strerror(rc));
     }
     return;
   }
-  if (e.shutdown_wanted && !e.shutdown_sent) {
-    e.shutdown_sent = true;
+  if (e.fin == FinState::Wanted) {
+    e.fin = FinState::Sent;
     e.sreq.data = &e;
     if (uv_shutdown(&e.sreq, reinterpret_cast<uv_stream_t*>(&e.tcp), &StreamSession::onShutdown) !=
         0) {
-      e.shutdown_done = true;
+      e.fin = FinState::Done;
     }
   }
 }
@@ -305,12 +302,12 @@ void StreamSession::onWrite(uv_write_t* req, int status) {
   auto* e = static_cast<Endpoint*>(req->data);
   StreamSession* self = e->session;
   e->inflight.clear();
-  if (self->closing_) {
+  if (self->closing()) {
     return;
   }
   if (status != 0) {
-    self->close(std::string(e == &self->agent_ ? "agent" : "peer") +
-                " write error: " + uv_strerror(status));
+    self->close(socketError(status), std::string(e == &self->agent_ ? "agent" : "peer") +
+                                         " write error: " + uv_strerror(status));
     return;
   }
   self->pump();
@@ -318,8 +315,8 @@ void StreamSession::onWrite(uv_write_t* req, int status) {
 
 void StreamSession::onShutdown(uv_shutdown_t* req, int /*status*/) {
   auto* e = static_cast<Endpoint*>(req->data);
-  e->shutdown_done = true;
-  if (!e->session->closing_) {
+  e->fin = FinState::Done;
+  if (!e->session->closing()) {
     e->session->maybeFinish();
   }
 }
@@ -328,26 +325,24 @@ void StreamSession::applyBackpressure() {
   for (Endpoint* from : {&agent_, &peer_}) {
     Endpoint& to = other(*from);
     const size_t queued = to.out.size() + to.inflight.size();
-    if (from->reading && queued > kHighWater) {
+    if (from->read == ReadState::Reading && queued > kHighWater) {
       uv_read_stop(reinterpret_cast<uv_stream_t*>(&from->tcp));
-      from->reading = false;
-      from->paused = true;
-    } else if (from->paused && queued < kLowWater) {
-      from->paused = false;
+      from->read = ReadState::Paused;
+    } else if (from->read == ReadState::Paused && queued < kLowWater) {
       startReading(*from);
     }
   }
 }
 
 void StreamSession::maybeFinish() {
-  if (closing_) {
+  if (closing()) {
     return;
   }
   const bool flushed =
       agent_.out.empty() && agent_.inflight.empty() && peer_.out.empty() && peer_.inflight.empty();
-  if (failed_ && flushed && (agent_.shutdown_done || !agent_.connected) &&
-      (peer_.shutdown_done || !peer_.connected)) {
-    close(close_reason_);
+  auto finished = [this](const Endpoint& e) { return e.fin == FinState::Done || !connected(e); };
+  if (driver_.draining() && flushed && finished(agent_) && finished(peer_)) {
+    close(driver_.reason(), driver_.detail());
     return;
   }
   // The accepted side ended before the processor wanted its upstream (a FIN before the first
@@ -355,30 +350,36 @@ void StreamSession::maybeFinish() {
   // arrive, so nothing would ever connect or close the session. A bare connect-and-close (a
   // port probe) is not an error; a preamble cut short is.
   Endpoint& a = accepted();
-  if (!failed_ && !connect_started_ && a.eof_delivered && a.out.empty() && a.inflight.empty() &&
-      !processor_->wantsUpstream()) {
-    close(a.bytes_read == 0 ? std::string()
-                            : std::string("the ") + (&a == &peer_ ? "peer" : "agent") +
-                                  " closed before its first message was complete");
+  const filters::Side side = &a == &agent_ ? filters::Side::Agent : filters::Side::Peer;
+  if (!driver_.draining() && phase_ == Phase::Accepted && driver_.endDelivered(side) &&
+      a.out.empty() && a.inflight.empty() && !driver_.wantsUpstream()) {
+    if (a.bytes_read == 0) {
+      close(CloseReason::Done);
+    } else {
+      close(CloseReason::PreambleCut, std::string("the ") + (&a == &peer_ ? "peer" : "agent") +
+                                          " closed before its first message was complete");
+    }
     return;
   }
   // Both directions finished: each side sent its FIN and received the other's.
-  if (agent_.read_eof && peer_.read_eof && agent_.shutdown_done && peer_.shutdown_done) {
-    close("");
+  if (agent_.read == ReadState::Ended && peer_.read == ReadState::Ended &&
+      agent_.fin == FinState::Done && peer_.fin == FinState::Done) {
+    close(CloseReason::Done);
   }
 }
 
-void StreamSession::close(const std::string& reason) {
-  if (closing_) {
+void StreamSession::close(CloseReason reason, std::string detail) {
+  if (closing()) {
     return;
   }
-  closing_ = true;
+  phase_ = Phase::Closing;
   close_reason_ = reason;
+  close_detail_ = std::move(detail);
   // Nothing reads the input any more (uv_close stops reading): free it now, not a loop turn
   // later, so a burst of budget closes does not briefly hold twice the budget.
   agent_.in = Buffer();
   peer_.in = Buffer();
-  accountPreamble();  // closing_: gives this session's share back
+  accountPreamble();  // closing: gives this session's share back
   auto closeHandle = [this](uv_handle_t* h) {
     h->data = this;
     uv_close(h, [](uv_handle_t* handle) {
@@ -404,7 +405,7 @@ void StreamSession::onHandleClosed() {
     return;
   }
   if (on_closed_) {
-    on_closed_(*this, close_reason_);
+    on_closed_(*this, close_reason_, close_detail_);
   }
   delete this;
 }

@@ -6,10 +6,18 @@
 #include <functional>
 #include <string>
 
-#include "proxy/datapath/stream_processor.h"
+#include "filters/common/buffer.h"
+#include "filters/filter.h"
+#include "filters/stream_driver.h"
 #include "proxy/net/address.h"
 
 namespace sidecrypt::proxy {
+
+using filters::Buffer;
+using filters::CloseReason;
+using filters::StreamDriver;
+using filters::StreamFilter;
+using filters::StreamFilterPtr;
 
 enum class Origin : uint8_t { Inbound, Outbound };  // who dialled: a peer, or our agent
 
@@ -32,9 +40,7 @@ struct PreambleBudget {
   std::function<void()> on_over;
 };
 
-using filters::UpstreamReadyDeadline;  // filters/filter.h
-
-// One proxied TCP connection: the agent's socket and the peer's socket with a StreamProcessor
+// One proxied TCP connection: the agent's socket and the peer's socket with a StreamFilter
 // between them (docs/architecture.md §3). Reads straight into per-side buffers (until the processor
 // is ready, small ones that are released whenever they drain, so stalled handshakes cost little
 // memory); one write in flight per socket; reading from a side stops while the other side has more
@@ -52,9 +58,19 @@ class StreamSession {
   static constexpr size_t kLowWater = 256 << 10;
   static constexpr uint64_t kConnectTimeoutMs = 10'000;  // Consul's dial timeout
 
-  using ClosedCallback = std::function<void(StreamSession&, const std::string& reason)>;
+  // The session's own life (its filter's is StreamDriver::Phase). Moves forward only.
+  enum class Phase : uint8_t {
+    Accepted,   // reading the accepted side; the upstream is not dialled (the filter wants it not)
+    Dialling,   // the upstream connect is in flight: nothing is written to the upstream yet
+    Connected,  // both sockets connected
+    Closing,    // close() ran; the object deletes itself once libuv closed the handles
+  };
 
-  StreamSession(uv_loop_t* loop, SessionInfo info, StreamProcessorPtr processor,
+  // `detail` says in words what `reason` says in type (empty for a plain end).
+  using ClosedCallback =
+      std::function<void(StreamSession&, CloseReason reason, const std::string& detail)>;
+
+  StreamSession(uv_loop_t* loop, SessionInfo info, StreamFilterPtr filter,
                 ClosedCallback on_closed);
   StreamSession(const StreamSession&) = delete;
   StreamSession& operator=(const StreamSession&) = delete;
@@ -65,20 +81,29 @@ class StreamSession {
   // it to `connect_to` as soon as the processor wants its upstream; reading the accepted side
   // starts at once.
   void begin(int upstream_fd, const SocketAddress& connect_to);
-  void close(const std::string& reason);
+  void close(CloseReason reason, std::string detail = {});
   // Counts this session's preamble buffer against `budget` (which must outlive the session).
   void setPreambleBudget(PreambleBudget* budget) { budget_ = budget; }
   size_t preambleBytes() const { return preamble_held_; }
   size_t preamblePeak() const { return preamble_peak_; }  // the most it ever held
-  bool closing() const { return closing_; }
-  bool deadlineExpired() const { return deadline_expired_; }  // closed by the ready deadline
+  Phase phase() const { return phase_; }
+  bool closing() const { return phase_ == Phase::Closing; }
 
   const SessionInfo& info() const { return info_; }
-  const StreamProcessor& processor() const { return *processor_; }
+  const StreamFilter& filter() const { return driver_.filter(); }
+  const StreamDriver& driver() const { return driver_; }
   uint64_t bytesFromAgent() const { return agent_.bytes_read; }
   uint64_t bytesFromPeer() const { return peer_.bytes_read; }
 
  private:
+  enum class ReadState : uint8_t {
+    Idle,     // not reading (the upstream before its connect completed)
+    Reading,  // uv_read_start is active
+    Paused,   // stopped by backpressure: the other side has too much queued
+    Ended,    // its FIN arrived
+  };
+  enum class FinState : uint8_t { None, Wanted, Sent, Done };
+
   struct Endpoint {
     StreamSession* session = nullptr;
     uv_tcp_t tcp{};
@@ -87,15 +112,9 @@ class StreamSession {
     Buffer in;
     Buffer out;
     Buffer inflight;
-    bool initialised = false;
-    bool connected = false;
-    bool reading = false;
-    bool paused = false;
-    bool read_eof = false;
-    bool eof_delivered = false;
-    bool shutdown_wanted = false;
-    bool shutdown_sent = false;
-    bool shutdown_done = false;
+    bool initialised = false;  // its handle was uv_tcp_init'ed (and must be closed)
+    ReadState read = ReadState::Idle;
+    FinState fin = FinState::None;  // our FIN toward this side
     uint64_t bytes_read = 0;
   };
 
@@ -103,13 +122,24 @@ class StreamSession {
   Endpoint& accepted() { return info_.origin == Origin::Outbound ? agent_ : peer_; }
   Endpoint& upstream() { return info_.origin == Origin::Outbound ? peer_ : agent_; }
   Endpoint& other(Endpoint& e) { return &e == &agent_ ? peer_ : agent_; }
+  bool connected(const Endpoint& e) const {
+    return &e == &acceptedConst() || phase_ == Phase::Connected;
+  }
+  const Endpoint& acceptedConst() const {
+    return info_.origin == Origin::Outbound ? agent_ : peer_;
+  }
+  static void wantFin(Endpoint& e) {
+    if (e.fin == FinState::None) {
+      e.fin = FinState::Wanted;
+    }
+  }
 
   void startReading(Endpoint& e);
   void maybeConnect();
   void startTimer(uv_timer_t& t, uint64_t ms, uv_timer_cb on_expiry);
   void startReadyTimer(uint64_t ms, std::string reason);
   void pump();
-  bool runProcessor(Endpoint& from);
+  void runFilter();
   void flush(Endpoint& e);
   void applyBackpressure();
   void releaseIdlePreamble(Endpoint& e);
@@ -125,7 +155,7 @@ class StreamSession {
 
   uv_loop_t* loop_;
   SessionInfo info_;
-  StreamProcessorPtr processor_;
+  StreamDriver driver_;
   ClosedCallback on_closed_;
   Endpoint agent_;
   Endpoint peer_;
@@ -134,16 +164,14 @@ class StreamSession {
   uv_timer_t ready_timer_{};
   bool connect_timer_initialised_ = false;
   bool ready_timer_initialised_ = false;
-  bool connect_started_ = false;
+  Phase phase_ = Phase::Accepted;
   SocketAddress connect_to_;
-  bool failed_ = false;   // processor refused: flush, then close
-  bool closing_ = false;  // close() ran
-  bool deadline_expired_ = false;
   int open_handles_ = 0;
   PreambleBudget* budget_ = nullptr;
   size_t preamble_held_ = 0;  // this session's share of budget_->used
   size_t preamble_peak_ = 0;
-  std::string close_reason_;
+  CloseReason close_reason_ = CloseReason::Done;
+  std::string close_detail_;
   std::string ready_timeout_reason_;
 };
 

@@ -25,7 +25,7 @@ import tempfile
 LAYERS = [
     ["filters/common"],
     ["filters/keyring", "filters/filter"],
-    ["filters/gossip", "filters/rpc_tls"],
+    ["filters/gossip", "filters/rpc_tls", "filters/passthrough", "filters/stream_driver"],
     ["proxy/version", "proxy/net"],
     ["proxy/config"],
     ["proxy/observe", "proxy/keyring", "proxy/intercept", "proxy/decode"],

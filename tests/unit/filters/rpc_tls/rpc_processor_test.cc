@@ -10,6 +10,7 @@
 
 #include "filters/rpc_tls/first_byte.h"
 #include "filters/rpc_tls/rpc_processor.h"
+#include "filters/stream_driver.h"
 #include "tests/unit/filters/rpc_tls/tls_test_util.h"
 
 using namespace sidecrypt;
@@ -50,21 +51,19 @@ std::string take(Buffer& b) {
   return s;
 }
 
-// One proxied connection as a StreamSession sees it: the agent's and the peer's input buffers
-// and end-of-stream flags, and the two output buffers.
+// One proxied connection as a StreamSession runs it (the same StreamDriver): the agent's and the
+// peer's input buffers and end-of-stream flags, and the two output buffers.
 struct Session {
-  explicit Session(std::unique_ptr<RpcProcessor> p) : proc(std::move(p)) {}
-  std::unique_ptr<RpcProcessor> proc;
+  explicit Session(std::unique_ptr<RpcProcessor> p) : proc(p.get()), driver(std::move(p)) {}
+  RpcProcessor* proc;  // owned by the driver
+  filters::StreamDriver driver;
   Buffer agent_in, peer_in, to_agent, to_peer;
   bool agent_eof = false, peer_eof = false;
   bool ok = true;
 
   void run() {
-    if (!ok) {
-      return;
-    }
-    filters::StreamIo io{to_agent, to_peer};
-    ok = proc->onAgentData(agent_in, agent_eof, io) && proc->onPeerData(peer_in, peer_eof, io);
+    driver.run({to_agent, to_peer}, agent_in, agent_eof, peer_in, peer_eof);
+    ok = !driver.draining();
   }
 };
 
@@ -99,19 +98,19 @@ struct Link {
       i.run();
       size_t moved = carry(o.to_peer, i.peer_in, &wire_o_to_i) + carry(i.to_peer, o.peer_in);
       // A side's FIN goes out once its queue drained and the processor said so.
-      if (o.to_peer.empty() && o.proc->endToPeer() && !i.peer_eof) {
+      if (o.to_peer.empty() && o.driver.endToPeer() && !i.peer_eof) {
         i.peer_eof = true;
         ++moved;
       }
-      if (i.to_peer.empty() && i.proc->endToPeer() && !o.peer_eof) {
+      if (i.to_peer.empty() && i.driver.endToPeer() && !o.peer_eof) {
         o.peer_eof = true;
         ++moved;
       }
       moved += o.to_agent.size() + i.to_agent.size();
       client_got += take(o.to_agent);
       server_got += take(i.to_agent);
-      client_eof = client_eof || o.proc->endToAgent();
-      server_eof = server_eof || i.proc->endToAgent();
+      client_eof = client_eof || o.driver.endToAgent();
+      server_eof = server_eof || i.driver.endToAgent();
       if (moved == 0 && o.agent_in.empty() && i.agent_in.empty() && o.peer_in.empty() &&
           i.peer_in.empty()) {
         return;
@@ -184,4 +183,44 @@ TEST_CASE("rpc_processor: a handshake failure closes with the reason and leaves 
   CHECK_FALSE(l.i.ok);
   CHECK(l.i.proc->closeReason().find("TLS") != std::string::npos);
   CHECK(l.i.to_agent.empty());  // nothing reached the agent
+}
+
+TEST_CASE(
+    "rpc_processor: named states through a TLS connection; while the inbound side handshakes "
+    "nothing reaches the agent",
+    "[rpc_tls][datapath]") {
+  Link l;
+  using Phase = filters::StreamDriver::Phase;
+  using State = RpcProcessor::State;
+  CHECK(l.o.driver.phase() == Phase::Waiting);  // the outbound side dials once the agent spoke
+  CHECK(l.i.driver.phase() == Phase::Waiting);
+  append(l.o.agent_in, "\x04");
+  l.o.run();
+  CHECK(l.o.proc->state() == State::Handshaking);
+  CHECK(l.o.driver.phase() == Phase::Dialling);
+  // The 0x03 and the ClientHello reach the inbound side: it handshakes without its agent.
+  l.i.peer_in.move(l.o.to_peer);
+  l.i.run();
+  CHECK(l.i.proc->state() == State::Handshaking);
+  CHECK(l.i.driver.phase() == Phase::Waiting);
+  CHECK_FALSE(l.i.driver.wantsUpstream());
+  CHECK(l.i.to_agent.empty());
+  l.pump();
+  CHECK(l.o.proc->state() == State::Open);
+  CHECK(l.i.proc->state() == State::Open);
+  CHECK(l.o.driver.phase() == Phase::Open);
+  CHECK(l.i.driver.phase() == Phase::Open);
+  CHECK(l.server_got == "\x04");
+}
+
+TEST_CASE("rpc_processor: a refused type byte drains with a typed reason and never dials the agent",
+          "[rpc_tls][datapath]") {
+  Link l;
+  append(l.i.peer_in, "\x04");  // plaintext RPC while verify_incoming is on
+  l.i.run();
+  CHECK(l.i.proc->state() == RpcProcessor::State::Deciding);
+  CHECK(l.i.driver.phase() == filters::StreamDriver::Phase::Draining);
+  CHECK(l.i.driver.reason() == filters::CloseReason::Refused);
+  CHECK_FALSE(l.i.driver.wantsUpstream());
+  CHECK(l.i.to_agent.empty());
 }

@@ -11,6 +11,8 @@
 #include <string>
 
 #include "filters/gossip/gossip_stream_filter.h"
+#include "filters/gossip/gossip_stream_processor.h"
+#include "filters/passthrough.h"
 #include "proxy/net/sockets.h"
 #include "tests/unit/filters/gossip/gossip_test_util.h"
 #include "tests/unit/proxy/datapath/loop_test_util.h"
@@ -27,7 +29,8 @@ namespace {
 // What the session reported when it ended.
 struct Outcome {
   bool closed = false;
-  std::string reason;
+  std::string reason;  // the detail (empty for a plain end)
+  filters::CloseReason close = filters::CloseReason::Done;
   uint64_t from_agent = 0;
   uint64_t from_peer = 0;
 };
@@ -46,7 +49,7 @@ struct Rig {
   StreamSession* session = nullptr;
   Outcome out;
 
-  void start(Origin origin, proxy::StreamProcessorPtr processor, uint64_t ready_deadline_ms = 0,
+  void start(Origin origin, filters::StreamFilterPtr processor, uint64_t ready_deadline_ms = 0,
              int buffers = 0) {
     front = listenTcp(buffers);
     upstream_l = listenTcp(buffers);
@@ -63,14 +66,16 @@ struct Rig {
     info.origin = origin;
     info.kind = processor->name();
     info.ready_deadline_ms = ready_deadline_ms;
-    session = new StreamSession(loop.get(), info, std::move(processor),
-                                [this](StreamSession& s, const std::string& reason) {
-                                  out.closed = true;
-                                  out.reason = reason;
-                                  out.from_agent = s.bytesFromAgent();
-                                  out.from_peer = s.bytesFromPeer();
-                                  session = nullptr;
-                                });
+    session = new StreamSession(
+        loop.get(), info, std::move(processor),
+        [this](StreamSession& s, filters::CloseReason close, const std::string& detail) {
+          out.closed = true;
+          out.reason = detail;
+          out.close = close;
+          out.from_agent = s.bytesFromAgent();
+          out.from_peer = s.bytesFromPeer();
+          session = nullptr;
+        });
     REQUIRE(uv_tcp_open(session->acceptedHandle(), accepted.release()) == 0);
     std::string err;
     const int up = proxy::openTcpUpstream(AF_INET, 0, nullptr, err);
@@ -135,7 +140,7 @@ TEST_CASE(
     "a passthrough session relays bytes both ways and carries each half-close to the other side",
     "[stream_session][loop]") {
   Rig rig;
-  rig.start(Origin::Outbound, std::make_unique<proxy::PassthroughProcessor>());
+  rig.start(Origin::Outbound, std::make_unique<filters::PassthroughProcessor>());
   rig.acceptUpstream();
   const std::string a = pattern(300 << 10, 1);
   const std::string b = pattern(200 << 10, 2);
@@ -181,7 +186,7 @@ TEST_CASE("a session stops reading a side whose bytes the other side does not ta
   CAPTURE(agent_writes);
   Rig rig;
   constexpr int kSmall = 32 << 10;  // socket buffers, so the kernel holds little
-  rig.start(Origin::Outbound, std::make_unique<proxy::PassthroughProcessor>(), 0, kSmall);
+  rig.start(Origin::Outbound, std::make_unique<filters::PassthroughProcessor>(), 0, kSmall);
   rig.acceptUpstream();
   for (int fd : {rig.agent(), rig.peer()}) {
     for (int opt : {SO_SNDBUF, SO_RCVBUF}) {
@@ -239,7 +244,7 @@ TEST_CASE("a session torn down by a reset from either side closes the other and 
   const bool with_queue = GENERATE(false, true);
   CAPTURE(peer_resets, with_queue);
   Rig rig;
-  rig.start(Origin::Outbound, std::make_unique<proxy::PassthroughProcessor>(), 0,
+  rig.start(Origin::Outbound, std::make_unique<filters::PassthroughProcessor>(), 0,
             with_queue ? (32 << 10) : 0);
   rig.acceptUpstream();
   const std::string first = pattern(10 << 10, 5);
@@ -265,6 +270,8 @@ TEST_CASE("a session torn down by a reset from either side closes the other and 
   std::string rest;
   REQUIRE(rig.loop.runUntil(
       [&] { return rig.out.closed && recvSome(survivor, rest) != ReadState::Open; }, 2000));
+  // A reset is a routine end (counted closed_ok, no warning, not a failed stream).
+  CHECK(rig.out.close == filters::CloseReason::Reset);
   rig.finish();
 }
 
@@ -285,7 +292,7 @@ TEST_CASE("an inbound gossip session with no complete first message is closed at
   constexpr uint64_t kDeadlineMs = 150;
   const auto started = Clock::now();
   rig.start(Origin::Inbound,
-            std::make_unique<proxy::GossipStreamProcessor>(std::move(filter), ring, true),
+            std::make_unique<filters::gossip::GossipStreamProcessor>(std::move(filter), ring, true),
             kDeadlineMs);
   if (partial) {
     const Bytes request = hex(ex["request_hex"]);
@@ -345,9 +352,10 @@ TEST_CASE(
 
   Rig rig;
   rig.origin_is_outbound = !inbound;
-  rig.start(inbound ? Origin::Inbound : Origin::Outbound,
-            std::make_unique<proxy::GossipStreamProcessor>(std::move(filter), ring, inbound),
-            inbound ? 5000 : 0);
+  rig.start(
+      inbound ? Origin::Inbound : Origin::Outbound,
+      std::make_unique<filters::gossip::GossipStreamProcessor>(std::move(filter), ring, inbound),
+      inbound ? 5000 : 0);
   std::string at_agent;
   std::string at_peer;
   if (inbound) {
