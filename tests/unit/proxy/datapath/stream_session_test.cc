@@ -174,6 +174,7 @@ TEST_CASE(
   REQUIRE(rig.loop.runUntil(
       [&] { return recvSome(rig.agent(), late) == ReadState::Eof && rig.out.closed; }, 2000));
   CHECK(late == c);
+  CHECK(rig.out.close == filters::CloseReason::Done);
   CHECK(rig.out.reason.empty());
   CHECK(rig.out.from_agent == a.size());
   CHECK(rig.out.from_peer == b.size() + c.size());
@@ -201,23 +202,24 @@ TEST_CASE("a session stops reading a side whose bytes the other side does not ta
   const std::string data = pattern(16 << 20, 4);
   size_t at = 0;
   // The reader takes nothing: the writer fills the session's queue, then the kernel's buffers,
-  // and must then be stuck: the session stopped reading it.
-  rig.loop.runUntil(
+  // and must then be stuck (no byte written or read by the session for 150 ms): the session
+  // stopped reading it.
+  size_t last_at = 0;
+  uint64_t last_read = 0;
+  auto last_change = Clock::now();
+  REQUIRE(rig.loop.runUntil(
       [&] {
         at = sendSome(writer, data, at);
-        return at == data.size();
+        if (at != last_at || read_by_session() != last_read) {
+          last_at = at;
+          last_read = read_by_session();
+          last_change = Clock::now();
+        }
+        return Clock::now() - last_change >= std::chrono::milliseconds(150);
       },
-      300);
+      5000));
   const size_t sent_stalled = at;
   const uint64_t read_stalled = read_by_session();
-  rig.loop.runUntil(
-      [&] {
-        at = sendSome(writer, data, at);
-        return false;
-      },
-      100);
-  CHECK(at == sent_stalled);
-  CHECK(read_by_session() == read_stalled);
   REQUIRE(sent_stalled < data.size());
   // Held by the session: at most its high-water mark plus one read, plus the upstream socket's
   // small kernel buffers. Without backpressure it would have read all 16 MiB.
@@ -306,6 +308,7 @@ TEST_CASE("an inbound gossip session with no complete first message is closed at
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
   CHECK(waited >= static_cast<int64_t>(kDeadlineMs) - 10);  // libuv's clock is per loop turn
   CHECK(waited < 1500);
+  CHECK(rig.out.close == filters::CloseReason::ReadyDeadline);
   CHECK_FALSE(rig.out.reason.empty());
   // The agent was never dialled: nothing that could reach it had arrived.
   CHECK_FALSE(tryAccept(rig.upstream_l.get()).valid());
@@ -390,6 +393,56 @@ TEST_CASE(
       },
       2000));
   CHECK(tail.empty());
+  CHECK(rig.out.close == filters::CloseReason::Done);
   CHECK(rig.out.reason.empty());
+  rig.finish();
+}
+
+TEST_CASE("an inbound gossip session refuses a peer's garbage without ever dialling the agent",
+          "[stream_session][loop]") {
+  using namespace sidecrypt::test::gossip;
+  namespace fg = filters::gossip;
+  const auto ring = ringOf(Bytes(32, 7));
+  auto filter = std::make_unique<fg::GossipStreamFilter>(fg::Origin::Inbound, ring,
+                                                         std::make_shared<fg::GossipPolicy>(),
+                                                         std::make_shared<fg::GossipStreamStats>());
+  Rig rig;
+  rig.origin_is_outbound = false;
+  rig.start(Origin::Inbound,
+            std::make_unique<fg::GossipStreamProcessor>(std::move(filter), ring, true), 5000);
+  const std::string garbage(4096, '\xee');
+  sendSome(rig.client.get(), garbage, 0);
+  std::string reply;
+  REQUIRE(rig.loop.runUntil(
+      [&] { return rig.out.closed && recvSome(rig.client.get(), reply) != ReadState::Open; },
+      2000));
+  CHECK(rig.out.close == filters::CloseReason::Refused);
+  CHECK_FALSE(tryAccept(rig.upstream_l.get()).valid());
+  rig.finish();
+}
+
+TEST_CASE("a peer that connects and closes without a byte ends an inbound session at once",
+          "[stream_session][loop]") {
+  using namespace sidecrypt::test::gossip;
+  namespace fg = filters::gossip;
+  const auto ring = ringOf(Bytes(32, 7));
+  auto filter = std::make_unique<fg::GossipStreamFilter>(fg::Origin::Inbound, ring,
+                                                         std::make_shared<fg::GossipPolicy>(),
+                                                         std::make_shared<fg::GossipStreamStats>());
+  Rig rig;
+  rig.origin_is_outbound = false;
+  const auto started = Clock::now();
+  rig.start(Origin::Inbound,
+            std::make_unique<fg::GossipStreamProcessor>(std::move(filter), ring, true), 5000);
+  REQUIRE(::shutdown(rig.client.get(), SHUT_WR) == 0);
+  std::string reply;
+  REQUIRE(rig.loop.runUntil(
+      [&] { return rig.out.closed && recvSome(rig.client.get(), reply) != ReadState::Open; },
+      2000));
+  // Long before the 5 s deadline: nothing can arrive that would make it dial the agent.
+  CHECK(Clock::now() - started < std::chrono::seconds(1));
+  CHECK(reply.empty());
+  CHECK(rig.out.close == filters::CloseReason::Done);  // a port probe is not an error
+  CHECK_FALSE(tryAccept(rig.upstream_l.get()).valid());
   rig.finish();
 }

@@ -223,8 +223,8 @@ TEST_CASE(
 }
 
 TEST_CASE(
-    "an outbound relay seals the agent's packets with the primary key and skips ports that "
-    "are not gossip ports",
+    "an outbound relay seals the agent's packets byte for byte as memberlist and skips ports "
+    "that are not gossip ports",
     "[udp_relay][loop]") {
   const Packets packets = gossipPackets();
   TestLoop loop;
