@@ -30,7 +30,7 @@ std::variant<RpcTlsSetupConstPtr, std::vector<std::string>> buildRpcTlsSetup(con
   s.verify_incoming = t.verify_incoming;
   s.verify_outgoing = t.verify_outgoing;
   s.verify_server_hostname = t.verify_server_hostname;
-  s.tls_min_version = static_cast<rt::TlsVersion>(t.tls_min_version);
+  s.tls_min_version = t.tls_min_version;
   s.tls_cipher_suites = t.tls_cipher_suites;
   s.datacenter = cfg.agent.datacenter;
   s.domain = cfg.agent.domain;

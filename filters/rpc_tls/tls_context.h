@@ -8,13 +8,13 @@
 #include <variant>
 #include <vector>
 
+#include "filters/rpc_tls/tls_version.h"
+
 // Forward declarations only: users of this header need no BoringSSL include path order.
 struct ssl_ctx_st;
 struct x509_store_st;
 
 namespace sidecrypt::filters::rpc_tls {
-
-enum class TlsVersion : uint8_t { Tls10, Tls11, Tls12, Tls13 };
 
 // Consul's internal-RPC TLS settings (docs/spec/consul-rpc-tls.md §2.1), as plain data. proxy/ maps
 // its own config onto this; nothing here reads TOML.
