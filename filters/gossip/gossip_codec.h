@@ -5,6 +5,7 @@
 #include <span>
 #include <string_view>
 
+#include "filters/gossip/message_types.h"
 #include "filters/keyring/aead_key.h"
 #include "filters/keyring/key_set.h"
 
@@ -13,13 +14,13 @@ namespace sidecrypt::filters::gossip {
 // memberlist's keyring encryption, byte-exact with 0.2.2 (docs/spec/gossip-wire.md §3.3, §3.6,
 // §5.2). Pure functions over caller-provided storage: no allocation, no exceptions.
 
-// Message type bytes that matter to the codec and the framer (docs/spec/gossip-wire.md §1).
-inline constexpr uint8_t kCompoundMsg = 7;
-inline constexpr uint8_t kCompressMsg = 9;
-inline constexpr uint8_t kEncryptMsg = 10;
-inline constexpr uint8_t kHasCrcMsg = 12;
-inline constexpr uint8_t kErrMsg = 13;
-inline constexpr uint8_t kHasLabelMsg = 244;
+// Message type bytes that matter to the codec and the framer (message_types.h).
+inline constexpr uint8_t kCompoundMsg = typeByte(MsgType::Compound);
+inline constexpr uint8_t kCompressMsg = typeByte(MsgType::Compress);
+inline constexpr uint8_t kEncryptMsg = typeByte(MsgType::Encrypt);
+inline constexpr uint8_t kHasCrcMsg = typeByte(MsgType::HasCrc);
+inline constexpr uint8_t kErrMsg = typeByte(MsgType::Err);
+inline constexpr uint8_t kHasLabelMsg = typeByte(MsgType::HasLabel);
 
 inline constexpr size_t kSealHeaderBytes = 1 + keyring::kNonceBytes;          // [version][nonce]
 inline constexpr size_t kV1Overhead = kSealHeaderBytes + keyring::kTagBytes;  // 29

@@ -10,11 +10,6 @@ namespace sidecrypt::filters::gossip {
 
 namespace {
 
-constexpr std::array<const char*, 14> kTypeNames = {
-    "ping",     "indirectPing", "ackResp",  "suspect", "alive",    "dead",   "pushPull",
-    "compound", "user",         "compress", "encrypt", "nackResp", "hasCrc", "err",
-};
-
 constexpr std::array<const char*, 10> kSerfNames = {
     "leave",       "join",          "pushPull",         "userEvent",
     "query",       "queryResponse", "conflictResponse", "keyRequest",
@@ -97,13 +92,6 @@ void ipv6(TextOut& out, std::span<const uint8_t> a) {
 }
 
 }  // namespace
-
-const char* messageTypeName(uint8_t type) {
-  if (type < kTypeNames.size()) {
-    return kTypeNames[type];
-  }
-  return type == static_cast<uint8_t>(MsgType::HasLabel) ? "hasLabel" : "unknown";
-}
 
 const char* serfTypeName(int type) {
   if (type >= 0 && static_cast<size_t>(type) < kSerfNames.size()) {

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "filters/common/secret_bytes.h"
+#include "filters/gossip/message_types.h"
 
 namespace sidecrypt::filters::gossip {
 
@@ -23,28 +24,6 @@ namespace sidecrypt::filters::gossip {
 // count are capped (WalkLimits); garbage is reported through onError(), never crashes.
 
 class LzwDecoder;
-
-// memberlist message type bytes (docs/spec/gossip-wire.md §1).
-enum class MsgType : uint8_t {
-  Ping = 0,
-  IndirectPing = 1,
-  AckResp = 2,
-  Suspect = 3,
-  Alive = 4,
-  Dead = 5,
-  PushPull = 6,
-  Compound = 7,
-  User = 8,
-  Compress = 9,
-  Encrypt = 10,
-  NackResp = 11,
-  HasCrc = 12,
-  Err = 13,
-  HasLabel = 244,
-};
-// memberlist's Go names as the vectors spell them ("ping", "ackResp", "hasCrc", ...);
-// "unknown" for anything else.
-const char* messageTypeName(uint8_t type);
 
 // Serf message types (docs/spec/gossip-wire.md §7).
 enum class SerfType : uint8_t {

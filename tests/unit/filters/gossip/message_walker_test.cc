@@ -352,3 +352,24 @@ TEST_CASE("message_walker: detailed summaries show fields and key fingerprints, 
   }
   CHECK(all.find("sidecrypt-capture-key") == std::string::npos);
 }
+
+TEST_CASE("memberlist message types: one list gives the byte, the enum and the Go name",
+          "[walker]") {
+  // memberlist 0.2.2 net.go: pingMsg = 0 ... errMsg = 13, hasLabelMsg = 244.
+  const char* go[] = {"ping",    "indirectPing", "ackResp",  "suspect", "alive",
+                      "dead",    "pushPull",     "compound", "user",    "compress",
+                      "encrypt", "nackResp",     "hasCrc",   "err"};
+  for (uint8_t b = 0; b < 14; ++b) {
+    CHECK(std::string(messageTypeName(b)) == go[b]);
+  }
+  CHECK(std::string(messageTypeName(244)) == "hasLabel");
+  CHECK(std::string(messageTypeName(14)) == "unknown");
+  CHECK(std::string(messageTypeName(243)) == "unknown");
+  CHECK(kEncryptMsg == 10);
+  CHECK(kCompressMsg == 9);
+  CHECK(kCompoundMsg == 7);
+  CHECK(kHasCrcMsg == 12);
+  CHECK(kErrMsg == 13);
+  CHECK(kHasLabelMsg == 244);
+  CHECK(typeByte(MsgType::PushPull) == 6);
+}
