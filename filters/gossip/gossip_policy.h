@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <string>
 
+#include "filters/common/direction.h"
 #include "filters/gossip/gossip_codec.h"
 #include "filters/gossip/message_inspector.h"
 #include "filters/gossip/stream_framer.h"
@@ -12,9 +13,8 @@
 namespace sidecrypt::filters::gossip {
 
 // Who dialled a TCP connection (docs/architecture.md §2): Inbound = a peer dialled our agent (the
-// agent responds), Outbound = our agent dialled a peer (the agent initiates). Never
-// "up/downstream".
-enum class Origin : uint8_t { Inbound, Outbound };
+// agent responds), Outbound = our agent dialled a peer (the agent initiates).
+using Origin = Direction;
 
 // What a gossip filter does with keys, mirroring memberlist's decision logic
 // (docs/spec/gossip-wire.md §4) with Consul's names. Encryption is "enabled" when the KeySet is

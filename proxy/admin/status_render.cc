@@ -32,6 +32,23 @@ json ringJson(const filters::keyring::KeySetConstSharedPtr& keys) {
   return out;
 }
 
+// The UDP relays' counters summed per direction (one relay per family and direction), labelled
+// as the gossip counters are (filters::flowName): agent_to_peer, peer_to_agent.
+constexpr const char* kAgentToPeer = filters::flowName(Flow::Outbound);
+constexpr const char* kPeerToAgent = filters::flowName(Flow::Inbound);
+constexpr std::pair<const char*, Flow> kUdpDirections[] = {{kAgentToPeer, Flow::Outbound},
+                                                           {kPeerToAgent, Flow::Inbound}};
+
+UdpRelayStats udpStats(const Datapath& dp, Flow flow) {
+  UdpRelayStats sum;
+  for (const auto& r : dp.relays()) {
+    if (r->flow() == flow) {
+      sum += r->stats();
+    }
+  }
+  return sum;
+}
+
 template <class Counters>
 json countersJson(const Counters& c) {
   json out = json::object();
@@ -254,11 +271,11 @@ json statusJson(const StatusInput& in) {
          {std::pair{"lan", GossipPool::Lan}, std::pair{"wan", GossipPool::Wan}}) {
       const auto& p = in.datapath->pool(pool);
       gossip[name] = {{"packets",
-                       {{"agent_to_peer", countersJson(p.datagrams->stats().agent_to_peer)},
-                        {"peer_to_agent", countersJson(p.datagrams->stats().peer_to_agent)}}},
+                       {{kAgentToPeer, countersJson(p.datagrams->stats().agent_to_peer)},
+                        {kPeerToAgent, countersJson(p.datagrams->stats().peer_to_agent)}}},
                       {"streams",
-                       {{"agent_to_peer", countersJson(p.streams->agent_to_peer)},
-                        {"peer_to_agent", countersJson(p.streams->peer_to_agent)}}}};
+                       {{kAgentToPeer, countersJson(p.streams->agent_to_peer)},
+                        {kPeerToAgent, countersJson(p.streams->peer_to_agent)}}}};
     }
     j["gossip"] = gossip;
     // Members on gossip ports the rules do not capture (intercept.member_ports): the agent's
@@ -275,17 +292,26 @@ json statusJson(const StatusInput& in) {
     in.datapath->rpcStats().forEach([&rpc](const char* name, uint64_t v) { rpc[name] = v; });
     j["rpc"] = rpc;
     const auto& k = in.datapath->keyQueryStats();
-    j["key_queries"] = {{"queries", k.queries},
-                        {"applied", k.applied},
-                        {"unchanged", k.unchanged},
-                        {"refused", k.refused},
-                        {"persist_failed", k.persist_failed},
-                        {"answers_rewritten", k.answers_rewritten},
-                        {"answers_unmatched", k.answers_unmatched},
-                        {"answer_too_large", k.answer_too_large},
-                        {"self_answers_held", k.self_answers_held},
-                        {"self_answers_expired", k.self_answers_expired},
-                        {"answers_held_for_commit", k.answers_held_for_commit}};
+    json key_queries = json::object();
+    k.forEach([&key_queries](const char* name, uint64_t v) { key_queries[name] = v; });
+    // Deprecated spellings from before the counter list was shared with /metrics, kept so
+    // existing readers of /status go on working.
+    for (auto [old_name, v] :
+         {std::pair{"queries", k.queries}, std::pair{"answers_rewritten", k.answers_rewritten},
+          std::pair{"answers_unmatched", k.answers_unmatched},
+          std::pair{"self_answers_held", k.self_answers_held},
+          std::pair{"self_answers_expired", k.self_answers_expired},
+          std::pair{"answers_held_for_commit", k.answers_held_for_commit}}) {
+      key_queries[old_name] = v;
+    }
+    j["key_queries"] = key_queries;
+    json udp = json::object();
+    for (auto [dir, flow] : kUdpDirections) {
+      json one = json::object();
+      udpStats(*in.datapath, flow).forEach([&one](const char* name, uint64_t v) { one[name] = v; });
+      udp[dir] = one;
+    }
+    j["udp"] = udp;
   }
   if (in.census != nullptr) {
     const auto& cs = *in.census;
@@ -621,33 +647,33 @@ std::string metricsText(const StatusInput& in) {
              "Gossip UDP packets by pool, direction and result (opened: by key index).");
     for (auto [name, pool] : pools) {
       const auto& p = in.datapath->pool(pool);
-      gossipSamples(w, "sidecrypt_gossip_packets_total", name, "agent_to_peer",
+      gossipSamples(w, "sidecrypt_gossip_packets_total", name, kAgentToPeer,
                     p.datagrams->stats().agent_to_peer);
-      gossipSamples(w, "sidecrypt_gossip_packets_total", name, "peer_to_agent",
+      gossipSamples(w, "sidecrypt_gossip_packets_total", name, kPeerToAgent,
                     p.datagrams->stats().peer_to_agent);
     }
     w.family("sidecrypt_gossip_streams_total", "counter",
              "Gossip TCP stream messages by pool, direction and result.");
     for (auto [name, pool] : pools) {
       const auto& p = in.datapath->pool(pool);
-      gossipSamples(w, "sidecrypt_gossip_streams_total", name, "agent_to_peer",
+      gossipSamples(w, "sidecrypt_gossip_streams_total", name, kAgentToPeer,
                     p.streams->agent_to_peer);
-      gossipSamples(w, "sidecrypt_gossip_streams_total", name, "peer_to_agent",
+      gossipSamples(w, "sidecrypt_gossip_streams_total", name, kPeerToAgent,
                     p.streams->peer_to_agent);
     }
     w.family("sidecrypt_key_queries_total", "counter",
              "Serf key-manager queries handled for the agent, by outcome.");
     const auto& k = in.datapath->keyQueryStats();
-    for (auto [name, v] : {std::pair{"seen", k.queries}, std::pair{"applied", k.applied},
-                           std::pair{"unchanged", k.unchanged}, std::pair{"refused", k.refused},
-                           std::pair{"persist_failed", k.persist_failed},
-                           std::pair{"answer_rewritten", k.answers_rewritten},
-                           std::pair{"answer_unmatched", k.answers_unmatched},
-                           std::pair{"answer_too_large", k.answer_too_large},
-                           std::pair{"self_answer_held", k.self_answers_held},
-                           std::pair{"self_answer_expired", k.self_answers_expired},
-                           std::pair{"answer_held_for_commit", k.answers_held_for_commit}}) {
+    k.forEach([&w](const char* name, uint64_t v) {
       w.sample("sidecrypt_key_queries_total", std::string("outcome=\"") + name + "\"", v);
+    });
+    w.family("sidecrypt_udp_relay_packets_total", "counter",
+             "Gossip UDP packets through the capture sockets, by direction and result.");
+    for (const auto& [dir, flow] : kUdpDirections) {
+      const std::string label = std::string("direction=\"") + dir + "\",result=\"";
+      udpStats(*in.datapath, flow).forEach([&w, &label](const char* name, uint64_t v) {
+        w.sample("sidecrypt_udp_relay_packets_total", label + name + "\"", v);
+      });
     }
     w.family("sidecrypt_rpc_total", "counter", "RPC port events (Consul 8300).");
     in.datapath->rpcStats().forEach([&w](const char* name, uint64_t v) {

@@ -10,7 +10,9 @@
 
 #include "proxy/net/address.h"
 
+#include "filters/common/direction.h"
 #include "filters/common/secret_bytes.h"
+#include "filters/rpc_tls/tls_version.h"
 
 namespace sidecrypt::proxy {
 
@@ -27,7 +29,7 @@ enum class InterceptMode : uint8_t { Tproxy, Redirect };
 enum class PortProtocol : uint8_t { Gossip, Rpc };
 enum class Transport : uint8_t { Udp, Tcp, Both };
 enum class GossipPool : uint8_t { Lan, Wan };
-enum class TlsVersion : uint8_t { Tls10, Tls11, Tls12, Tls13 };
+using filters::rpc_tls::TlsVersion;
 enum class LogFormat : uint8_t { Text, Json };
 
 struct AgentConfig {
@@ -112,7 +114,7 @@ struct InterceptConfig {
 // Outbound: the agent (or a client) connects here in plaintext and sidecrypt dials `upstream`
 // with Consul's RPC TLS; inbound: peers connect here with Consul's RPC TLS (0x03) and sidecrypt
 // hands the plaintext stream to `upstream` (the agent). Used with Consul's advertise_addrs.
-enum class ListenerDirection : uint8_t { Outbound, Inbound };
+using ListenerDirection = filters::Direction;
 struct ListenerConfig {
   std::string name;
   SocketAddress listen;

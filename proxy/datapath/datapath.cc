@@ -802,14 +802,10 @@ std::string Datapath::statsText() const {
   }
   for (const auto& r : relays_) {
     const auto& s = r->stats();
-    out += std::string("; udp ") + (r->flow() == Flow::Outbound ? "out" : "in") +
-           " received=" + std::to_string(s.received) + " forwarded=" + std::to_string(s.forwarded) +
-           " dropped=" + std::to_string(s.dropped) +
-           " unknown_port=" + std::to_string(s.unknown_port) +
-           " truncated=" + std::to_string(s.truncated) +
-           " no_destination=" + std::to_string(s.no_destination) +
-           " send_failed=" + std::to_string(s.send_failed) +
-           " to_self=" + std::to_string(s.to_self);
+    out += std::string("; udp ") + (r->flow() == Flow::Outbound ? "out" : "in");
+    s.forEach([&out](const char* name, uint64_t v) {
+      out += std::string(" ") + name + "=" + std::to_string(v);
+    });
   }
   std::string rpc_line;
   rpc_stats_->forEach([&rpc_line](const char* name, uint64_t v) {
@@ -822,6 +818,15 @@ std::string Datapath::statsText() const {
   }
   if (tcp_.rpc_conn_limited != 0) {
     out += " rpc_conn_limited=" + std::to_string(tcp_.rpc_conn_limited);
+  }
+  std::string key_line;
+  observer_.stats().forEach([&key_line](const char* name, uint64_t v) {
+    if (v != 0) {
+      key_line += std::string(" ") + name + "=" + std::to_string(v);
+    }
+  });
+  if (!key_line.empty()) {
+    out += "; key_queries" + key_line;
   }
   auto dump = [&out](const char* pool, const char* dir, const auto& counters) {
     std::string line;

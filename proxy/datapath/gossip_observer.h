@@ -19,19 +19,45 @@
 
 namespace sidecrypt::proxy {
 
+// Every key-query counter in one list (docs/architecture.md §4): COUNTER(field, name). `name` is
+// the one spelling /status JSON (`key_queries`), /metrics (`sidecrypt_key_queries_total{outcome}`)
+// and the stats log line all use.
+#define SIDECRYPT_KEY_QUERY_COUNTERS(COUNTER)                          \
+  /* Distinct key-manager queries seen (both directions). */           \
+  COUNTER(queries, seen)                                               \
+  /* install/use/remove that changed sidecrypt's keyring. */           \
+  COUNTER(applied, applied)                                            \
+  /* install of a present key, remove of an absent one, list. */       \
+  COUNTER(unchanged, unchanged)                                        \
+  /* Consul's rules said no (remove primary, use unknown, ...). */     \
+  COUNTER(refused, refused)                                            \
+  /* The keyring file could not be written: answered false. */         \
+  COUNTER(persist_failed, persist_failed)                              \
+  /* The agent's own answer replaced by sidecrypt's. */                \
+  COUNTER(answers_rewritten, answer_rewritten)                         \
+  /* A query response from the agent for no query we handled. */       \
+  COUNTER(answers_unmatched, answer_unmatched)                         \
+  /* Could not encode an answer (left as the agent wrote it). */       \
+  COUNTER(answer_too_large, answer_too_large)                          \
+  /* The agent's answers to its own queries, held for the query. */    \
+  COUNTER(self_answers_held, self_answer_held)                         \
+  /* Held, but never answered for: delivered as the agent wrote it. */ \
+  COUNTER(self_answers_expired, self_answer_expired)                   \
+  /* The agent's answer waited for the keyring write. */               \
+  COUNTER(answers_held_for_commit, answer_held_for_commit)
+
 struct KeyQueryStats {
-  uint64_t queries = 0;            // distinct key-manager queries seen (both directions)
-  uint64_t applied = 0;            // install/use/remove that changed sidecrypt's keyring
-  uint64_t unchanged = 0;          // install of a present key, remove of an absent one, list
-  uint64_t refused = 0;            // Consul's rules said no (remove primary, use unknown, ...)
-  uint64_t persist_failed = 0;     // the keyring file could not be written: answered false
-  uint64_t answers_rewritten = 0;  // the agent's own answer replaced by sidecrypt's
-  uint64_t answers_unmatched = 0;  // a query response from the agent for no query we handled
-  uint64_t answer_too_large = 0;   // could not encode an answer (left as the agent wrote it)
-  uint64_t self_answers_held = 0;  // the agent's answers to its own queries, held for the query
-  uint64_t self_answers_expired =
-      0;  // held, but never answered for: delivered as the agent wrote it
-  uint64_t answers_held_for_commit = 0;  // the agent's answer waited for the keyring write
+#define SIDECRYPT_KEY_QUERY_DECLARE(field, name) uint64_t field = 0;
+  SIDECRYPT_KEY_QUERY_COUNTERS(SIDECRYPT_KEY_QUERY_DECLARE)
+#undef SIDECRYPT_KEY_QUERY_DECLARE
+
+  // Calls fn(name, value) for every counter, in list order.
+  template <typename Fn>
+  void forEach(Fn&& fn) const {
+#define SIDECRYPT_KEY_QUERY_VISIT(field, name) fn(#name, field);
+    SIDECRYPT_KEY_QUERY_COUNTERS(SIDECRYPT_KEY_QUERY_VISIT)
+#undef SIDECRYPT_KEY_QUERY_VISIT
+  }
 };
 
 // Reads the plaintext of the agent's UDP gossip on both sides of the seal/open filter

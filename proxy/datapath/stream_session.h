@@ -7,6 +7,7 @@
 #include <string>
 
 #include "filters/common/buffer.h"
+#include "filters/common/direction.h"
 #include "filters/filter.h"
 #include "filters/stream_driver.h"
 #include "proxy/net/address.h"
@@ -19,7 +20,7 @@ using filters::StreamDriver;
 using filters::StreamFilter;
 using filters::StreamFilterPtr;
 
-enum class Origin : uint8_t { Inbound, Outbound };  // who dialled: a peer, or our agent
+using Origin = filters::Direction;  // who dialled: a peer, or our agent
 
 struct SessionInfo {
   uint64_t id = 0;

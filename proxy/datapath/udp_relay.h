@@ -11,13 +11,14 @@
 #include <string>
 #include <vector>
 
+#include "filters/common/direction.h"
 #include "filters/gossip/gossip_datagram_filter.h"
 #include "proxy/net/address.h"
 #include "proxy/net/raw_udp_sender.h"
 
 namespace sidecrypt::proxy {
 
-enum class Flow : uint8_t { Outbound, Inbound };  // agent -> peer, peer -> agent
+using Flow = filters::Direction;  // Outbound: agent -> peer, Inbound: peer -> agent
 
 // Finds the gossip filter for an agent port (nullptr: not a gossip port). The filters outlive
 // every relay (they are replaced in place on reload).
@@ -35,15 +36,41 @@ using OutboundTap = std::function<bool(const SocketAddress& agent, const SocketA
 using InboundTap = std::function<void(const SocketAddress& peer, uint16_t agent_port,
                                       std::span<const uint8_t> plain)>;
 
+// Every counter of a UDP relay in one list (docs/architecture.md §4); the names are the ones the
+// stats log line, /status JSON (`udp`) and /metrics (`sidecrypt_udp_relay_packets_total{result}`)
+// use.
+#define SIDECRYPT_UDP_RELAY_COUNTERS(COUNTER)                                \
+  COUNTER(received)                                                          \
+  COUNTER(forwarded)                                                         \
+  /* The filter said drop. */                                                \
+  COUNTER(dropped)                                                           \
+  /* Captured but not one of the agent's gossip ports. */                    \
+  COUNTER(unknown_port)                                                      \
+  /* Larger than a slot (never sent by memberlist: 64 KiB max). */           \
+  COUNTER(truncated)                                                         \
+  COUNTER(no_destination)                                                    \
+  COUNTER(send_failed)                                                       \
+  /* The agent's packets to its own address (answers to its own queries). */ \
+  COUNTER(to_self)
+
 struct UdpRelayStats {
-  uint64_t received = 0;
-  uint64_t forwarded = 0;
-  uint64_t dropped = 0;       // the filter said drop
-  uint64_t unknown_port = 0;  // captured but not one of the agent's gossip ports
-  uint64_t truncated = 0;     // larger than a slot (never sent by memberlist: 64 KiB max)
-  uint64_t no_destination = 0;
-  uint64_t send_failed = 0;
-  uint64_t to_self = 0;  // the agent's packets to its own address (answers to its own queries)
+#define SIDECRYPT_UDP_RELAY_DECLARE(name) uint64_t name = 0;
+  SIDECRYPT_UDP_RELAY_COUNTERS(SIDECRYPT_UDP_RELAY_DECLARE)
+#undef SIDECRYPT_UDP_RELAY_DECLARE
+
+  // Calls fn(name, value) for every counter, in list order.
+  template <typename Fn>
+  void forEach(Fn&& fn) const {
+#define SIDECRYPT_UDP_RELAY_VISIT(name) fn(#name, name);
+    SIDECRYPT_UDP_RELAY_COUNTERS(SIDECRYPT_UDP_RELAY_VISIT)
+#undef SIDECRYPT_UDP_RELAY_VISIT
+  }
+  UdpRelayStats& operator+=(const UdpRelayStats& o) {
+#define SIDECRYPT_UDP_RELAY_ADD(name) name += o.name;
+    SIDECRYPT_UDP_RELAY_COUNTERS(SIDECRYPT_UDP_RELAY_ADD)
+#undef SIDECRYPT_UDP_RELAY_ADD
+    return *this;
+  }
 };
 
 // One captured UDP socket (outbound or inbound, one family) on the event loop: reads batches

@@ -61,6 +61,7 @@ EXPORTED = {
     "sidecrypt_census_refused_peers", "sidecrypt_census_silent_members",
     "sidecrypt_census_key_peers", "sidecrypt_census_dropped_total", "sidecrypt_check_ok",
     "sidecrypt_peer_plaintext_total", "sidecrypt_peer_encrypted_total",
+    "sidecrypt_udp_relay_packets_total",
 }
 
 

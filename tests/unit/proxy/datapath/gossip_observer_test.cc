@@ -378,3 +378,24 @@ TEST_CASE("gossip_observer: the agent's answer waits for the keyring write, then
     CHECK(h.obs.stats().persist_failed == (fails ? 1 : 0));
   }
 }
+
+TEST_CASE("key-query counters are named once, as the outcome labels of /metrics", "[keyquery]") {
+  // Dashboards and alert rules (monitoring/) select these label values; /status uses the same.
+  KeyQueryStats k;
+  k.queries = 1;
+  k.answers_rewritten = 2;
+  k.answers_held_for_commit = 3;
+  std::vector<std::string> names;
+  std::map<std::string, uint64_t> values;
+  k.forEach([&](const char* name, uint64_t v) {
+    names.emplace_back(name);
+    values[name] = v;
+  });
+  CHECK(names == std::vector<std::string>{"seen", "applied", "unchanged", "refused",
+                                          "persist_failed", "answer_rewritten", "answer_unmatched",
+                                          "answer_too_large", "self_answer_held",
+                                          "self_answer_expired", "answer_held_for_commit"});
+  CHECK(values["seen"] == 1);
+  CHECK(values["answer_rewritten"] == 2);
+  CHECK(values["answer_held_for_commit"] == 3);
+}
