@@ -254,18 +254,9 @@ json statusJson(const StatusInput& in) {
       {"ok", in.reloads}, {"failed", in.reload_failures}, {"last_error", in.last_reload_error}};
   if (in.datapath != nullptr) {
     const auto& t = in.datapath->tcpCounters();
-    j["tcp"] = {{"accepted", t.accepted},
-                {"active", t.active},
-                {"closed_ok", t.closed_ok},
-                {"closed_error", t.closed_error},
-                {"unknown_port", t.unknown_port},
-                {"upstream_failed", t.upstream_failed},
-                {"rpc_conn_limited", t.rpc_conn_limited},
-                {"gossip_stream_limited", t.gossip_stream_limited},
-                {"deadline_closed", t.deadline_closed},
-                {"preamble_budget_closed", t.preamble_budget_closed},
-                {"accept_shed", t.accept_shed},
-                {"accept_errors", t.accept_errors}};
+    json tcp = json::object();
+    t.forEach([&tcp](const char* name, uint64_t v) { tcp[name] = v; });
+    j["tcp"] = tcp;
     json gossip;
     for (auto [name, pool] :
          {std::pair{"lan", GossipPool::Lan}, std::pair{"wan", GossipPool::Wan}}) {
@@ -620,18 +611,11 @@ std::string metricsText(const StatusInput& in) {
   if (in.datapath != nullptr) {
     const auto& t = in.datapath->tcpCounters();
     w.family("sidecrypt_tcp_sessions_total", "counter", "TCP sessions by outcome.");
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"accepted\"", t.accepted);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"closed_ok\"", t.closed_ok);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"closed_error\"", t.closed_error);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"unknown_port\"", t.unknown_port);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"upstream_failed\"", t.upstream_failed);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"rpc_conn_limited\"", t.rpc_conn_limited);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"gossip_stream_limited\"",
-             t.gossip_stream_limited);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"deadline_closed\"", t.deadline_closed);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"preamble_budget_closed\"",
-             t.preamble_budget_closed);
-    w.sample("sidecrypt_tcp_sessions_total", "result=\"accept_shed\"", t.accept_shed);
+    t.forEach([&w](const char* name, uint64_t v) {
+      if (std::string_view(name) != "active" && std::string_view(name) != "accept_errors") {
+        w.sample("sidecrypt_tcp_sessions_total", std::string("result=\"") + name + "\"", v);
+      }
+    });
     w.family("sidecrypt_tcp_accept_errors_total", "counter",
              "Failed accepts (each pauses the listener 10 ms to 1 s).");
     w.sample("sidecrypt_tcp_accept_errors_total", "", t.accept_errors);

@@ -785,21 +785,10 @@ void Datapath::stop() {
 }
 
 std::string Datapath::statsText() const {
-  std::string out = "tcp accepted=" + std::to_string(tcp_.accepted) +
-                    " active=" + std::to_string(tcp_.active) +
-                    " closed_ok=" + std::to_string(tcp_.closed_ok) +
-                    " closed_error=" + std::to_string(tcp_.closed_error) +
-                    " unknown_port=" + std::to_string(tcp_.unknown_port) +
-                    " upstream_failed=" + std::to_string(tcp_.upstream_failed);
-  for (auto [name, v] : {std::pair{"gossip_stream_limited", tcp_.gossip_stream_limited},
-                         std::pair{"deadline_closed", tcp_.deadline_closed},
-                         std::pair{"preamble_budget_closed", tcp_.preamble_budget_closed},
-                         std::pair{"accept_shed", tcp_.accept_shed},
-                         std::pair{"accept_errors", tcp_.accept_errors}}) {
-    if (v != 0) {
-      out += std::string(" ") + name + "=" + std::to_string(v);
-    }
-  }
+  std::string out = "tcp";
+  tcp_.forEach([&out](const char* name, uint64_t v) {
+    out += std::string(" ") + name + "=" + std::to_string(v);
+  });
   for (const auto& r : relays_) {
     const auto& s = r->stats();
     out += std::string("; udp ") + (r->flow() == Flow::Outbound ? "out" : "in");
@@ -815,9 +804,6 @@ std::string Datapath::statsText() const {
   });
   if (!rpc_line.empty()) {
     out += "; rpc" + rpc_line;
-  }
-  if (tcp_.rpc_conn_limited != 0) {
-    out += " rpc_conn_limited=" + std::to_string(tcp_.rpc_conn_limited);
   }
   std::string key_line;
   observer_.stats().forEach([&key_line](const char* name, uint64_t v) {

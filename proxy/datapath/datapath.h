@@ -23,19 +23,41 @@
 
 namespace sidecrypt::proxy {
 
+// Every TCP session counter in one list (docs/architecture.md §4), rendered from it as the stats
+// log line's `tcp` section, /status `tcp` and /metrics: `active` is sidecrypt_tcp_sessions_active,
+// `accept_errors` sidecrypt_tcp_accept_errors_total, the rest sidecrypt_tcp_sessions_total{result}.
+#define SIDECRYPT_TCP_COUNTERS(COUNTER)                       \
+  COUNTER(accepted)                                           \
+  COUNTER(active)                                             \
+  COUNTER(closed_ok)                                          \
+  COUNTER(closed_error)                                       \
+  COUNTER(unknown_port)                                       \
+  COUNTER(upstream_failed)                                    \
+  /* Refused by rpc_max_conns_per_client. */                  \
+  COUNTER(rpc_conn_limited)                                   \
+  /* Refused by gossip.max_streams_per_source. */             \
+  COUNTER(gossip_stream_limited)                              \
+  /* No first message / handshake by the deadline. */         \
+  COUNTER(deadline_closed)                                    \
+  /* Greediest unfinished first message over the budget. */   \
+  COUNTER(preamble_budget_closed)                             \
+  /* At the descriptor limit: accepted and closed at once. */ \
+  COUNTER(accept_shed)                                        \
+  /* Accept failures (each pauses the listener a while). */   \
+  COUNTER(accept_errors)
+
 struct TcpCounters {
-  uint64_t accepted = 0;
-  uint64_t active = 0;
-  uint64_t closed_ok = 0;
-  uint64_t closed_error = 0;
-  uint64_t unknown_port = 0;
-  uint64_t upstream_failed = 0;
-  uint64_t rpc_conn_limited = 0;        // refused by rpc_max_conns_per_client
-  uint64_t gossip_stream_limited = 0;   // refused by gossip.max_streams_per_source
-  uint64_t deadline_closed = 0;         // no first message / handshake by the deadline
-  uint64_t preamble_budget_closed = 0;  // greediest unfinished first message over the budget
-  uint64_t accept_shed = 0;             // at the descriptor limit: accepted and closed at once
-  uint64_t accept_errors = 0;           // accept failures (each pauses the listener a while)
+#define SIDECRYPT_TCP_DECLARE(name) uint64_t name = 0;
+  SIDECRYPT_TCP_COUNTERS(SIDECRYPT_TCP_DECLARE)
+#undef SIDECRYPT_TCP_DECLARE
+
+  // Calls fn(name, value) for every counter, in list order.
+  template <typename Fn>
+  void forEach(Fn&& fn) const {
+#define SIDECRYPT_TCP_VISIT(name) fn(#name, name);
+    SIDECRYPT_TCP_COUNTERS(SIDECRYPT_TCP_VISIT)
+#undef SIDECRYPT_TCP_VISIT
+  }
 };
 
 // The data path: capture sockets and listeners for both directions and both families, the
