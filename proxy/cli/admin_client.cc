@@ -4,6 +4,7 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <cctype>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -58,12 +59,35 @@ AdminReply adminRequest(const std::string& listen, const std::string& method,
     raw.append(buf, static_cast<size_t>(n));
   }
   ::close(fd);
+  auto reply = parseHttpReply(raw);
+  if (!reply) {
+    return {0, "malformed reply from the admin endpoint"};
+  }
+  return std::move(*reply);
+}
+
+std::optional<AdminReply> parseHttpReply(const std::string& raw) {
   const size_t sp = raw.find(' ');
   const size_t hdr_end = raw.find("\r\n\r\n");
   if (sp == std::string::npos || hdr_end == std::string::npos) {
-    return {0, "malformed reply from the admin endpoint"};
+    return std::nullopt;
   }
-  return {std::atoi(raw.c_str() + sp + 1), raw.substr(hdr_end + 4)};
+  return AdminReply{std::atoi(raw.c_str() + sp + 1), raw.substr(hdr_end + 4)};
+}
+
+std::string urlEncode(const std::string& v) {
+  static constexpr char kHex[] = "0123456789ABCDEF";
+  std::string out;
+  for (const unsigned char c : v) {
+    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
+      out += static_cast<char>(c);
+    } else {
+      out += '%';
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    }
+  }
+  return out;
 }
 
 }  // namespace sidecrypt::proxy::cli

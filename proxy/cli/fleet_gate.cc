@@ -24,6 +24,7 @@
 #include "filters/common/safe_text.h"
 #include "filters/keyring/aead_key.h"
 #include "filters/keyring/keyring_codec.h"
+#include "proxy/cli/admin_client.h"
 #include "proxy/cli/commands.h"
 #include "proxy/config/config_loader.h"
 
@@ -84,21 +85,6 @@ std::optional<HttpUrl> parseUrl(const std::string& url, std::string& error) {
     return std::nullopt;
   }
   return u;
-}
-
-std::string urlEncode(const std::string& v) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const unsigned char c : v) {
-    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
 }
 
 // One HTTP/1.0 GET (so the reply is never chunked), all of it within `timeout_ms`.
@@ -175,14 +161,13 @@ std::optional<std::string> httpGet(const HttpUrl& u, const std::string& path, in
     raw.append(buf, static_cast<size_t>(n));
   }
   ::close(fd);
-  const size_t sp = raw.find(' ');
-  const size_t hdr_end = raw.find("\r\n\r\n");
-  if (sp == std::string::npos || hdr_end == std::string::npos) {
+  auto reply = parseHttpReply(raw);
+  if (!reply) {
     error = "malformed or no reply from " + u.host + ":" + u.port;
     return std::nullopt;
   }
-  const int status = std::atoi(raw.c_str() + sp + 1);
-  std::string body = raw.substr(hdr_end + 4);
+  const int status = reply->status;
+  std::string body = std::move(reply->body);
   if (status != 200) {
     error = "Prometheus answered " + std::to_string(status) + ": " + body.substr(0, 300);
     return std::nullopt;

@@ -242,21 +242,6 @@ int reloadCommand(const std::string& admin) {
 
 namespace {
 
-std::string urlEncode(const std::string& v) {
-  static constexpr char kHex[] = "0123456789ABCDEF";
-  std::string out;
-  for (const unsigned char c : v) {
-    if (std::isalnum(c) != 0 || c == '-' || c == '_' || c == '.' || c == '~') {
-      out += static_cast<char>(c);
-    } else {
-      out += '%';
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    }
-  }
-  return out;
-}
-
 // Prints a check answer: every reason in JSON; in text, at most kShown per class.
 int printCheck(const json& answer, bool as_json) {
   const bool ok = answer.value("ok", false);
