@@ -227,9 +227,7 @@ bool Datapath::openFixedListener(size_t index, std::string& err) {
     err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + err;
     return false;
   }
-  const Origin origin =
-      lc.direction == ListenerDirection::Outbound ? Origin::Outbound : Origin::Inbound;
-  if (!pollListener(origin, fd, static_cast<int>(index), err)) {
+  if (!pollListener(lc.direction, fd, static_cast<int>(index), err)) {
     err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + err;
     return false;
   }
@@ -299,15 +297,13 @@ bool Datapath::applyListeners(const std::vector<ListenerConfig>& next, std::stri
   }
   config_.listeners = next;
   for (size_t j = 0; j < next.size(); ++j) {
-    const Origin origin =
-        next[j].direction == ListenerDirection::Outbound ? Origin::Outbound : Origin::Inbound;
     if (kept[j] != nullptr) {
       kept[j]->fixed = static_cast<int>(j);
-      kept[j]->origin = origin;
+      kept[j]->origin = next[j].direction;
       continue;
     }
     std::string why;
-    if (!pollListener(origin, opened[j], static_cast<int>(j), why)) {
+    if (!pollListener(next[j].direction, opened[j], static_cast<int>(j), why)) {
       spdlog::error("listener {} on {}: {}", next[j].name, next[j].listen.toString(), why);
       continue;
     }
@@ -539,9 +535,8 @@ StreamFilterPtr Datapath::processorFor(const PortSpec& port, Origin origin,
                                           rpc_stats_);
   }
   Pool& pool = port.pool == GossipPool::Lan ? lan_ : wan_;
-  auto filter = std::make_unique<fg::GossipStreamFilter>(
-      origin == Origin::Inbound ? fg::Origin::Inbound : fg::Origin::Outbound, pool.keys,
-      pool.policy, pool.streams);
+  auto filter =
+      std::make_unique<fg::GossipStreamFilter>(origin, pool.keys, pool.policy, pool.streams);
   const GossipPool which = port.pool;
   filter->setMessageTap([this, which, info](bool from_agent, std::span<const uint8_t> msg) {
     observer_.stream(which, from_agent ? info.agent : info.peer, from_agent, msg);
