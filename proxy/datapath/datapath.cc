@@ -164,13 +164,13 @@ const PortSpec* Datapath::destPortFor(uint16_t port) const {
   return nullptr;
 }
 
-fg::GossipDatagramFilter* Datapath::datagramFilterFor(uint16_t agent_port) {
+DatagramRoute Datapath::datagramRouteFor(uint16_t agent_port) {
   // Outbound, the relay falls back to the destination port: a member port maps to its pool.
   const PortSpec* p = destPortFor(agent_port);
   if (p == nullptr || p->protocol != PortProtocol::Gossip || p->transport == Transport::Tcp) {
-    return nullptr;
+    return {};
   }
-  return p->pool == GossipPool::Lan ? lan_.datagrams.get() : wan_.datagrams.get();
+  return {pool(p->pool).datagrams.get(), p->pool};
 }
 
 bool Datapath::start(std::string& err) {
@@ -385,38 +385,33 @@ bool Datapath::openRelay(Flow flow, int family, std::string& err) {
   }
   auto relay = std::make_unique<UdpRelay>(
       loop_, flow, fd, family == AF_INET ? sender4_ : sender6_,
-      [this](uint16_t agent_port) { return datagramFilterFor(agent_port); });
+      [this](uint16_t agent_port) { return datagramRouteFor(agent_port); });
   if (!relay->start(err)) {
     return false;
   }
   if (flow == Flow::Outbound) {
     relay->setSelfSourcePort(port);
   }
-  auto poolOf = [this](uint16_t agent_port) {
-    const PortSpec* p = destPortFor(agent_port);
-    return p != nullptr ? p->pool : GossipPool::Lan;
-  };
-  relay->setTaps(
-      [this, poolOf](const SocketAddress& agent, const SocketAddress& dst, uint16_t port,
-                     fg::Datagram& d) { return observer_.outbound(poolOf(port), agent, dst, d); },
-      [this, poolOf](const SocketAddress& peer, uint16_t port, std::span<const uint8_t> plain) {
-        observer_.inbound(poolOf(port), peer, plain);
-      });
+  // The relay resolved each packet's pool once (datagramRouteFor); the taps and the observer
+  // take it from there.
+  relay->setTaps([this](const SocketAddress& agent, const SocketAddress& dst, GossipPool which,
+                        fg::Datagram& d) { return observer_.outbound(which, agent, dst, d); },
+                 [this](const SocketAddress& peer, GossipPool which,
+                        std::span<const uint8_t> plain) { observer_.inbound(which, peer, plain); });
   if (flow == Flow::Inbound) {
     // What peers send is what the census is about (our own agent's packets are sealed by us).
-    relay->setObserver(
-        [this](const SocketAddress& peer, uint16_t agent_port, Flow, const fg::PacketResult& r) {
-          std::string_view fp;
-          const PortSpec* port = portFor(agent_port);
-          if (r.key_index >= 0 && port != nullptr) {
-            const auto& keys = port->pool == GossipPool::Lan ? lan_.keys : wan_.keys;
-            if (keys && static_cast<size_t>(r.key_index) < keys->size()) {
-              fp = keys->at(static_cast<size_t>(r.key_index)).fingerprint();
-            }
-          }
-          const auto ip = fg::ipText({peer.ipBytes(), peer.ipLen()});
-          census_.onPacket(ip.view(), r, fp);
-        });
+    relay->setObserver([this](const SocketAddress& peer, uint16_t, GossipPool which, Flow,
+                              const fg::PacketResult& r) {
+      std::string_view fp;
+      if (r.key_index >= 0) {
+        const auto& keys = pool(which).keys;
+        if (keys && static_cast<size_t>(r.key_index) < keys->size()) {
+          fp = keys->at(static_cast<size_t>(r.key_index)).fingerprint();
+        }
+      }
+      const auto ip = fg::ipText({peer.ipBytes(), peer.ipLen()});
+      census_.onPacket(ip.view(), r, fp);
+    });
   }
   relays_.push_back(std::move(relay));
   return true;

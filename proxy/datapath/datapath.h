@@ -135,7 +135,7 @@ class Datapath {
   const PortSpec* portFor(uint16_t agent_port) const;
   // An agent port, else a member port of the fleet's plan (outbound destinations).
   const PortSpec* destPortFor(uint16_t port) const;
-  filters::gossip::GossipDatagramFilter* datagramFilterFor(uint16_t agent_port);
+  DatagramRoute datagramRouteFor(uint16_t agent_port);
   bool openListener(Origin origin, int family, std::string& err);
   bool openFixedListener(size_t index, std::string& err);
   // Registers an open listening socket with the loop (fixed: index into config_.listeners, or

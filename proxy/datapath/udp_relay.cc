@@ -18,7 +18,7 @@ using filters::gossip::PacketResult;
 using filters::gossip::Verdict;
 
 UdpRelay::UdpRelay(uv_loop_t* loop, Flow flow, int fd, DatagramSender& sender,
-                   DatagramFilterLookup lookup)
+                   DatagramRouteLookup lookup)
     : loop_(loop), flow_(flow), fd_(fd), sender_(sender), lookup_(std::move(lookup)) {
   // kBatch slots plus one spare for opening out of place. Pages are touched only as datagrams
   // arrive, so resident memory follows the real datagram sizes.
@@ -155,12 +155,12 @@ void UdpRelay::handle(size_t i, const mmsghdr& msg) {
   const SocketAddress& agent = flow_ == Flow::Outbound ? src : dst;
   const SocketAddress& peer = flow_ == Flow::Outbound ? dst : src;
   uint16_t port = agent.port();
-  auto* filter = lookup_(port);
-  if (filter == nullptr && flow_ == Flow::Outbound) {
-    port = dst.port();
-    filter = lookup_(port);
+  DatagramRoute route = lookup_(port);
+  if (route.filter == nullptr && flow_ == Flow::Outbound) {
+    port = dst.port();  // the agent's packet to another member's gossip port
+    route = lookup_(port);
   }
-  if (filter == nullptr) {
+  if (route.filter == nullptr) {
     ++stats_.unknown_port;
     return;
   }
@@ -169,7 +169,7 @@ void UdpRelay::handle(size_t i, const mmsghdr& msg) {
   if (flow_ == Flow::Outbound && dst.sameIp(src)) {
     // The agent talking to itself never crosses the wire: no seal; the tap may answer for it.
     ++stats_.to_self;
-    if (out_tap_ && !out_tap_(agent, dst, port, d)) {
+    if (out_tap_ && !out_tap_(agent, dst, route.pool, d)) {
       return;
     }
     SocketAddress from = src;
@@ -180,26 +180,26 @@ void UdpRelay::handle(size_t i, const mmsghdr& msg) {
     return;
   }
   if (flow_ == Flow::Outbound) {
-    if (out_tap_ && !out_tap_(agent, dst, port, d)) {
+    if (out_tap_ && !out_tap_(agent, dst, route.pool, d)) {
       return;
     }
-    r = filter->onAgentPacket(d);
+    r = route.filter->onAgentPacket(d);
   } else {
     Datagram spare = Datagram::inSlot({spare_, kSlotBytes}, kHeadroom, 0);
-    r = filter->onPeerPacket(d, spare);
+    r = route.filter->onPeerPacket(d, spare);
     if (d.slot.data() != slots_[i]) {
       std::swap(slots_[i], spare_);  // the plaintext lives in the old spare now
     }
   }
   if (observer_) {
-    observer_(peer, port, flow_, r);
+    observer_(peer, port, route.pool, flow_, r);
   }
   if (r.verdict != Verdict::Forward) {
     ++stats_.dropped;
     return;
   }
   if (flow_ == Flow::Inbound && in_tap_) {
-    in_tap_(peer, port, d.data());
+    in_tap_(peer, route.pool, d.data());
   }
   if (sender_.queue(src, dst, d.data())) {
     ++stats_.forwarded;

@@ -13,6 +13,7 @@
 
 #include "filters/common/direction.h"
 #include "filters/gossip/gossip_datagram_filter.h"
+#include "proxy/config/config.h"
 #include "proxy/net/address.h"
 #include "proxy/net/raw_udp_sender.h"
 
@@ -20,21 +21,26 @@ namespace sidecrypt::proxy {
 
 using Flow = filters::Direction;  // Outbound: agent -> peer, Inbound: peer -> agent
 
-// Finds the gossip filter for an agent port (nullptr: not a gossip port). The filters outlive
-// every relay (they are replaced in place on reload).
-using DatagramFilterLookup = std::function<filters::gossip::GossipDatagramFilter*(uint16_t)>;
+// What a gossip port resolves to: its pool's filter (nullptr: not a gossip port) and the pool.
+// Looked up once per datagram; the observer and the taps are given the pool, not the port to
+// look up again. The filters outlive every relay (they are replaced in place on reload).
+struct DatagramRoute {
+  filters::gossip::GossipDatagramFilter* filter = nullptr;
+  GossipPool pool = GossipPool::Lan;
+};
+using DatagramRouteLookup = std::function<DatagramRoute(uint16_t port)>;
 // Called for every datagram from a peer (census, later issues): peer address and result.
 using DatagramObserver =
-    std::function<void(const SocketAddress& peer, uint16_t agent_port, Flow flow,
+    std::function<void(const SocketAddress& peer, uint16_t agent_port, GossipPool pool, Flow flow,
                        const filters::gossip::PacketResult& result)>;
 
 // The plaintext on the agent's side of the filter (GossipObserver): outbound before sealing (it
 // may rewrite the packet), inbound after opening, only for packets that will be delivered.
 // Returns false to hold the packet back (the tap sends it later itself).
 using OutboundTap = std::function<bool(const SocketAddress& agent, const SocketAddress& dst,
-                                       uint16_t agent_port, filters::gossip::Datagram& packet)>;
-using InboundTap = std::function<void(const SocketAddress& peer, uint16_t agent_port,
-                                      std::span<const uint8_t> plain)>;
+                                       GossipPool pool, filters::gossip::Datagram& packet)>;
+using InboundTap =
+    std::function<void(const SocketAddress& peer, GossipPool pool, std::span<const uint8_t> plain)>;
 
 // Every counter of a UDP relay in one list (docs/architecture.md §4); the names are the ones the
 // stats log line, /status JSON (`udp`) and /metrics (`sidecrypt_udp_relay_packets_total{result}`)
@@ -86,7 +92,7 @@ class UdpRelay {
   static constexpr size_t kMemoryBytes = (kBatch + 1) * kSlotBytes;
   static constexpr size_t kWipeSlack = 4096;  // beyond the datagram: seal tag, rewritten answer
 
-  UdpRelay(uv_loop_t* loop, Flow flow, int fd, DatagramSender& sender, DatagramFilterLookup lookup);
+  UdpRelay(uv_loop_t* loop, Flow flow, int fd, DatagramSender& sender, DatagramRouteLookup lookup);
   ~UdpRelay();
   UdpRelay(const UdpRelay&) = delete;
   UdpRelay& operator=(const UdpRelay&) = delete;
@@ -113,7 +119,7 @@ class UdpRelay {
   Flow flow_;
   int fd_;
   DatagramSender& sender_;
-  DatagramFilterLookup lookup_;
+  DatagramRouteLookup lookup_;
   DatagramObserver observer_;
   OutboundTap out_tap_;
   InboundTap in_tap_;

@@ -148,17 +148,21 @@ TEST_CASE(
   fg::GossipDatagramFilter filter(packets.ring, policy);
   LoopbackSender sender(boundAddress(agent.get()));
   // With TPROXY the original destination is the agent's port; here it is the relay's own.
-  UdpRelay relay(loop.get(), Flow::Inbound, capture, sender,
-                 [&](uint16_t port) { return port == relay_addr.port() ? &filter : nullptr; });
+  // The port resolves to the filter and its pool once; the observer is given that pool.
+  UdpRelay relay(loop.get(), Flow::Inbound, capture, sender, [&](uint16_t port) {
+    return port == relay_addr.port() ? proxy::DatagramRoute{&filter, proxy::GossipPool::Wan}
+                                     : proxy::DatagramRoute{};
+  });
   size_t observed = 0;
-  relay.setObserver(
-      [&](const SocketAddress& from, uint16_t port, Flow flow, const fg::PacketResult& r) {
-        CHECK(from == boundAddress(peer.get()));
-        CHECK(port == relay_addr.port());
-        CHECK(flow == Flow::Inbound);
-        CHECK((r.verdict == fg::Verdict::Forward) == (r.key_index == 0));
-        ++observed;
-      });
+  relay.setObserver([&](const SocketAddress& from, uint16_t port, proxy::GossipPool pool, Flow flow,
+                        const fg::PacketResult& r) {
+    CHECK(from == boundAddress(peer.get()));
+    CHECK(port == relay_addr.port());
+    CHECK(pool == proxy::GossipPool::Wan);
+    CHECK(flow == Flow::Inbound);
+    CHECK((r.verdict == fg::Verdict::Forward) == (r.key_index == 0));
+    ++observed;
+  });
   const bool started = relay.start(err);
   INFO(err);
   REQUIRE(started);
@@ -243,8 +247,10 @@ TEST_CASE(
   QueuedNonces nonces;  // memberlist's recorded nonces, so the sealed bytes must equal its own
   fg::GossipDatagramFilter filter(packets.ring, policy, nonces);
   LoopbackSender sender(boundAddress(peer.get()));
-  UdpRelay relay(loop.get(), Flow::Outbound, capture, sender,
-                 [&](uint16_t port) { return port == agent_addr.port() ? &filter : nullptr; });
+  UdpRelay relay(loop.get(), Flow::Outbound, capture, sender, [&](uint16_t port) {
+    return port == agent_addr.port() ? proxy::DatagramRoute{&filter, proxy::GossipPool::Lan}
+                                     : proxy::DatagramRoute{};
+  });
   const bool started = relay.start(err);
   INFO(err);
   REQUIRE(started);
