@@ -168,5 +168,6 @@ struct Config {
 const char* toString(TlsVersion v);
 const char* toString(Transport t);
 const char* toString(PortProtocol p);
+const char* toString(RulesBackend b);  // "nft", "iptables-legacy": as proxy.toml spells it
 
 }  // namespace sidecrypt::proxy

@@ -41,6 +41,20 @@ const char* toString(PortProtocol p) {
   return p == PortProtocol::Gossip ? "gossip" : "rpc";
 }
 
+const char* toString(RulesBackend b) {
+  switch (b) {
+    case RulesBackend::Auto:
+      return "auto";
+    case RulesBackend::Nft:
+      return "nft";
+    case RulesBackend::IptablesNft:
+      return "iptables-nft";
+    case RulesBackend::IptablesLegacy:
+      return "iptables-legacy";
+  }
+  return "?";
+}
+
 namespace config_detail {
 
 bool validDatacenter(const std::string& dc) {

@@ -38,20 +38,6 @@ const char* profileName(Profile p) {
   return "?";
 }
 
-const char* backendName(RulesBackend b) {
-  switch (b) {
-    case RulesBackend::Auto:
-      return "auto";
-    case RulesBackend::Nft:
-      return "nft";
-    case RulesBackend::IptablesNft:
-      return "iptables-nft";
-    case RulesBackend::IptablesLegacy:
-      return "iptables-legacy";
-  }
-  return "?";
-}
-
 std::string portsText(const Config& c) {
   std::string out;
   for (const auto& p : c.intercept.ports) {
@@ -114,7 +100,7 @@ const std::array kTable = {
                                                                                     : "redirect");
                      }},
     ReloadReachEntry{"intercept.backend", R::Restart, "the rules installed and checked",
-                     [](const Config& c) { return std::string(backendName(c.intercept.backend)); }},
+                     [](const Config& c) { return std::string(toString(c.intercept.backend)); }},
     ReloadReachEntry{"intercept.install_rules", R::Restart, "rules are installed at start",
                      [](const Config& c) { return text(c.intercept.install_rules); }},
     ReloadReachEntry{"intercept.unsafe_remove_rules_on_exit", R::Live, "read when sidecrypt stops"},

@@ -72,20 +72,6 @@ size_t ruleCount(const std::string& bin) {
 
 }  // namespace
 
-const char* toString(RulesBackend b) {
-  switch (b) {
-    case RulesBackend::Auto:
-      return "auto";
-    case RulesBackend::Nft:
-      return "nft";
-    case RulesBackend::IptablesNft:
-      return "iptables-nft";
-    case RulesBackend::IptablesLegacy:
-      return "iptables-legacy";
-  }
-  return "?";
-}
-
 RuleParams ruleParams(const Config& cfg) {
   RuleParams p;
   const auto& ic = cfg.intercept;

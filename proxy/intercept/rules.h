@@ -58,7 +58,6 @@ struct RulePlan {
 // when it works and no iptables-legacy rules exist; else the iptables backend that holds rules.
 // `why` says how the choice was made.
 RulesBackend chooseBackend(RulesBackend requested, std::string& why);
-const char* toString(RulesBackend b);
 
 // Idempotent install (twice gives the same state) and clean removal that leaves foreign rules
 // alone (docs/spec/interception.md §E.5, §E.6). Policy routing only in TPROXY mode.
