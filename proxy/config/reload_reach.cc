@@ -50,6 +50,19 @@ std::string portsText(const Config& c) {
 
 using R = ReloadReach;
 
+// Explanations several keys share.
+constexpr std::string_view kNextGossip =
+    "the next packet and the next stream; established streams keep their stage";
+constexpr std::string_view kKeyringFile = "re-read; a bad file fails the reload";
+constexpr std::string_view kTlsFile =
+    "re-read; new connections use it, established ones keep their session";
+constexpr std::string_view kNewRpc = "new RPC connections";
+constexpr std::string_view kServerName = "the server name new RPC connections expect";
+constexpr std::string_view kAtStop = "read when sidecrypt stops";
+constexpr std::string_view kMemberPorts =
+    "the rules capture them: `sidecrypt rules install`, then restart";
+constexpr std::string_view kLogLine = "the next log line";
+
 // Every key of the loader's schema (configKeys()), in its order. "Live" means: the next packet,
 // connection, request or log line uses the new value; established connections keep what they
 // started with.
@@ -62,36 +75,29 @@ const std::array kTable = {
                      [](const Config& c) { return text(c.agent.server); }},
     ReloadReachEntry{"agent.node_name", R::Restart, "the census's name for this node",
                      [](const Config& c) { return quoted(c.agent.node_name); }},
-    ReloadReachEntry{"agent.datacenter", R::Live, "the server name new RPC connections expect"},
-    ReloadReachEntry{"agent.domain", R::Live, "the server name new RPC connections expect"},
+    ReloadReachEntry{"agent.datacenter", R::Live, kServerName},
+    ReloadReachEntry{"agent.domain", R::Live, kServerName},
     ReloadReachEntry{"agent.data_dir", R::Reopened,
                      "the keyring files at their default paths are re-read from it"},
     ReloadReachEntry{"gossip.encrypt", R::Reopened,
                      "creates a missing keyring file; an existing one is re-read and wins"},
-    ReloadReachEntry{"gossip.encrypt_verify_incoming", R::Live,
-                     "the next packet and the next stream; established streams keep their stage"},
-    ReloadReachEntry{"gossip.encrypt_verify_outgoing", R::Live,
-                     "the next packet and the next stream; established streams keep their stage"},
-    ReloadReachEntry{"gossip.keyring_file", R::Reopened, "re-read; a bad file fails the reload"},
-    ReloadReachEntry{"gossip.wan_keyring_file", R::Reopened,
-                     "re-read; a bad file fails the reload"},
+    ReloadReachEntry{"gossip.encrypt_verify_incoming", R::Live, kNextGossip},
+    ReloadReachEntry{"gossip.encrypt_verify_outgoing", R::Live, kNextGossip},
+    ReloadReachEntry{"gossip.keyring_file", R::Reopened, kKeyringFile},
+    ReloadReachEntry{"gossip.wan_keyring_file", R::Reopened, kKeyringFile},
     ReloadReachEntry{"gossip.label", R::Live,
                      "the next packet and the next stream; established streams keep theirs"},
     ReloadReachEntry{"gossip.max_streams_per_source", R::Live, "the next inbound gossip stream"},
-    ReloadReachEntry{"tls.ca_file", R::Reopened,
-                     "re-read; new connections use it, established ones keep their session"},
-    ReloadReachEntry{"tls.ca_path", R::Reopened,
-                     "re-read; new connections use it, established ones keep their session"},
-    ReloadReachEntry{"tls.cert_file", R::Reopened,
-                     "re-read; new connections use it, established ones keep their session"},
-    ReloadReachEntry{"tls.key_file", R::Reopened,
-                     "re-read; new connections use it, established ones keep their session"},
-    ReloadReachEntry{"tls.verify_incoming", R::Live, "new RPC connections"},
-    ReloadReachEntry{"tls.verify_outgoing", R::Live, "new RPC connections"},
-    ReloadReachEntry{"tls.verify_server_hostname", R::Live, "new RPC connections"},
-    ReloadReachEntry{"tls.tls_min_version", R::Live, "new RPC connections"},
-    ReloadReachEntry{"tls.tls_cipher_suites", R::Live, "new RPC connections"},
-    ReloadReachEntry{"tls.rpc_handshake_timeout", R::Live, "new RPC connections"},
+    ReloadReachEntry{"tls.ca_file", R::Reopened, kTlsFile},
+    ReloadReachEntry{"tls.ca_path", R::Reopened, kTlsFile},
+    ReloadReachEntry{"tls.cert_file", R::Reopened, kTlsFile},
+    ReloadReachEntry{"tls.key_file", R::Reopened, kTlsFile},
+    ReloadReachEntry{"tls.verify_incoming", R::Live, kNewRpc},
+    ReloadReachEntry{"tls.verify_outgoing", R::Live, kNewRpc},
+    ReloadReachEntry{"tls.verify_server_hostname", R::Live, kNewRpc},
+    ReloadReachEntry{"tls.tls_min_version", R::Live, kNewRpc},
+    ReloadReachEntry{"tls.tls_cipher_suites", R::Live, kNewRpc},
+    ReloadReachEntry{"tls.rpc_handshake_timeout", R::Live, kNewRpc},
     ReloadReachEntry{"tls.rpc_max_conns_per_client", R::Live, "the next inbound RPC connection"},
     ReloadReachEntry{"tls.datacenter", R::Live, "new outbound RPC connections"},
     ReloadReachEntry{"intercept.mode", R::Restart, "the capture sockets and the rules",
@@ -103,7 +109,7 @@ const std::array kTable = {
                      [](const Config& c) { return std::string(toString(c.intercept.backend)); }},
     ReloadReachEntry{"intercept.install_rules", R::Restart, "rules are installed at start",
                      [](const Config& c) { return text(c.intercept.install_rules); }},
-    ReloadReachEntry{"intercept.unsafe_remove_rules_on_exit", R::Live, "read when sidecrypt stops"},
+    ReloadReachEntry{"intercept.unsafe_remove_rules_on_exit", R::Live, kAtStop},
     ReloadReachEntry{"intercept.ipv6", R::Restart, "the IPv6 capture sockets and rules",
                      [](const Config& c) { return text(c.intercept.ipv6); }},
     ReloadReachEntry{"intercept.outbound_port", R::Restart, "a capture socket and the rules",
@@ -118,16 +124,14 @@ const std::array kTable = {
                      [](const Config& c) { return std::to_string(c.intercept.route_table); }},
     ReloadReachEntry{"intercept.rule_priority", R::Restart, "the policy routes",
                      [](const Config& c) { return std::to_string(c.intercept.rule_priority); }},
-    ReloadReachEntry{"intercept.drain_time", R::Live, "read when sidecrypt stops"},
+    ReloadReachEntry{"intercept.drain_time", R::Live, kAtStop},
     ReloadReachEntry{"intercept.port", R::Restart,
                      "the intercepted ports: capture sockets and rules (also follows "
                      "agent.profile and agent.server)",
                      portsText},
-    ReloadReachEntry{"intercept.member_ports", R::Restart,
-                     "the rules capture them: `sidecrypt rules install`, then restart",
+    ReloadReachEntry{"intercept.member_ports", R::Restart, kMemberPorts,
                      [](const Config& c) { return text(c.intercept.member_ports); }},
-    ReloadReachEntry{"intercept.wan_member_ports", R::Restart,
-                     "the rules capture them: `sidecrypt rules install`, then restart",
+    ReloadReachEntry{"intercept.wan_member_ports", R::Restart, kMemberPorts,
                      [](const Config& c) { return text(c.intercept.wan_member_ports); }},
     ReloadReachEntry{"admin.listen", R::Restart,
                      "bound at start (the reload itself may be answering on it)",
@@ -139,8 +143,8 @@ const std::array kTable = {
     ReloadReachEntry{"metrics.peer_series", R::Live, "the next scrape"},
     ReloadReachEntry{"census.max_peers", R::Live, "at once (a smaller census evicts as it fills)"},
     ReloadReachEntry{"census.window", R::Live, "the next scrape and check"},
-    ReloadReachEntry{"log.level", R::Live, "the next log line"},
-    ReloadReachEntry{"log.format", R::Live, "the next log line"},
+    ReloadReachEntry{"log.level", R::Live, kLogLine},
+    ReloadReachEntry{"log.format", R::Live, kLogLine},
     ReloadReachEntry{"listener", R::Reopened,
                      "a kept listen address keeps its socket, a removed listener stops accepting "
                      "(its connections go on), a new one is bound; one that cannot be bound fails "
