@@ -7,16 +7,12 @@
 #include <string_view>
 
 #include "filters/rpc_tls/first_byte.h"
+#include "tests/fuzz/fuzz_support.h"
 
 using namespace sidecrypt::filters::rpc_tls;
+using sidecrypt::fuzz::check;
 
 namespace {
-
-void check(bool ok) {
-  if (!ok) {
-    __builtin_trap();
-  }
-}
 
 void checkDecision(const InboundDecision& d) {
   if (d.action == InboundAction::Close) {

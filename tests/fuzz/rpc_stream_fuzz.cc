@@ -8,44 +8,26 @@
 // TLS itself, bit 2 = peer FIN at the end, bit 3 = the agent answers (4 bytes) after each chunk.
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
 #include <memory>
 #include <span>
-#include <string>
-#include <variant>
 
 #include "filters/common/buffer.h"
 #include "filters/rpc_tls/rpc_processor.h"
 #include "filters/rpc_tls/tls_context.h"
 #include "filters/stream_driver.h"
+#include "tests/fuzz/fuzz_support.h"
 
 using namespace sidecrypt::filters;
 using namespace sidecrypt::filters::rpc_tls;
+using sidecrypt::fuzz::check;
 
 namespace {
 
-// The unit-test fixtures (tests/unit/filters/rpc_tls/certs) in the source tree.
-std::filesystem::path fixtures() {
-  return std::filesystem::path(SIDECRYPT_SOURCE_DIR) / "tests/unit/filters/rpc_tls/certs";
-}
-
-TlsContextSharedPtr makeContext(TlsRole role) {
-  TlsSettings s;
-  s.ca_file = fixtures() / "consul-agent-ca.pem";
-  s.cert_file = fixtures() / "dc1-server-consul-0.pem";
-  s.key_file = fixtures() / "dc1-server-consul-0-key.pem";
-  s.verify_incoming = true;
-  auto made = TlsContext::create(s, role);
-  if (std::holds_alternative<std::string>(made)) {
-    std::abort();  // the fixtures are part of the source tree
-  }
-  return std::get<TlsContextSharedPtr>(made);
-}
-
 RpcTlsSetupConstPtr setup(uint8_t flags) {
-  static const TlsContextSharedPtr kServer = makeContext(TlsRole::Server);
-  static const TlsContextSharedPtr kNative = makeContext(TlsRole::NativeServer);
+  static const TlsContextSharedPtr kServer =
+      sidecrypt::fuzz::dc1ServerContext(TlsRole::Server, true);
+  static const TlsContextSharedPtr kNative =
+      sidecrypt::fuzz::dc1ServerContext(TlsRole::NativeServer, true);
   auto s = std::make_shared<RpcTlsSetup>();
   s->server = kServer;
   s->native_server = kNative;
@@ -56,12 +38,6 @@ RpcTlsSetupConstPtr setup(uint8_t flags) {
                 .agent_serves_tls = (flags & 2) != 0};
   s->local_server_name = "server.dc1.consul";
   return s;
-}
-
-void check(bool ok) {
-  if (!ok) {
-    __builtin_trap();
-  }
 }
 
 }  // namespace

@@ -8,48 +8,27 @@
 // encIn()/encOut().
 #include <algorithm>
 #include <cstdint>
-#include <cstdlib>
-#include <filesystem>
 #include <span>
-#include <string>
-#include <variant>
 
 #include "filters/common/buffer.h"
 #include "filters/rpc_tls/tls_context.h"
 #include "filters/rpc_tls/tls_engine.h"
+#include "tests/fuzz/fuzz_support.h"
 
 using namespace sidecrypt::filters::rpc_tls;
+using sidecrypt::fuzz::check;
 
 namespace {
 
-// The unit-test fixtures (tests/unit/filters/rpc_tls/certs) in the source tree.
-std::filesystem::path fixtures() {
-  return std::filesystem::path(SIDECRYPT_SOURCE_DIR) / "tests/unit/filters/rpc_tls/certs";
-}
-
 TlsContextSharedPtr makeContext(bool verify_incoming, bool native) {
-  TlsSettings s;
-  s.ca_file = fixtures() / "consul-agent-ca.pem";
-  s.cert_file = fixtures() / "dc1-server-consul-0.pem";
-  s.key_file = fixtures() / "dc1-server-consul-0-key.pem";
-  s.verify_incoming = verify_incoming;
-  auto made = TlsContext::create(s, native ? TlsRole::NativeServer : TlsRole::Server);
-  if (std::holds_alternative<std::string>(made)) {
-    std::abort();  // the fixtures are part of the source tree
-  }
-  return std::get<TlsContextSharedPtr>(made);
+  return sidecrypt::fuzz::dc1ServerContext(native ? TlsRole::NativeServer : TlsRole::Server,
+                                           verify_incoming);
 }
 
 const TlsContextSharedPtr& context(int which) {
   static const TlsContextSharedPtr kContexts[3] = {
       makeContext(false, false), makeContext(true, false), makeContext(false, true)};
   return kContexts[which];
-}
-
-void check(bool ok) {
-  if (!ok) {
-    __builtin_trap();
-  }
 }
 
 }  // namespace
