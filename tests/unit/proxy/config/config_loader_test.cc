@@ -21,6 +21,14 @@ std::vector<std::string> errorsOf(const std::string& toml) {
   return out;
 }
 
+// The one error `toml` gives, formatted; the test stops if it gives none or several.
+std::string theError(const std::string& toml) {
+  auto errs = errorsOf(toml);
+  INFO("errors: " << errs.size() << (errs.empty() ? "" : ", first: " + errs.front()));
+  REQUIRE(errs.size() == 1);
+  return errs.front();
+}
+
 Config ok(const std::string& toml) {
   auto r = loadConfigText(toml, "proxy.toml");
   if (auto* errs = std::get_if<std::vector<ConfigError>>(&r)) {
@@ -72,9 +80,9 @@ TEST_CASE("config: the consul server profile adds WAN gossip; serf uses 7946", "
 }
 
 TEST_CASE("config: a bad gossip key names file, line, column and key", "[config]") {
-  auto errs = errorsOf("[gossip]\n\nencrypt = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"\n");
-  REQUIRE(errs.size() == 1);
-  CHECK(errs[0] ==
+  const std::string err =
+      theError("[gossip]\n\nencrypt = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"\n");
+  CHECK(err ==
         "proxy.toml:3:11: gossip.encrypt: key must be 16, 24 or 32 bytes of base64, "
         "got 31");
 }
@@ -117,22 +125,19 @@ TEST_CASE("config: every error is reported at once, in file order", "[config]") 
 }
 
 TEST_CASE("config: TOML syntax errors carry the position", "[config]") {
-  auto errs = errorsOf("[gossip]\nencrypt = \n");
-  REQUIRE(errs.size() == 1);
-  CHECK(errs[0].starts_with("proxy.toml:2:"));
-  CHECK(errs[0].find("TOML syntax error") != std::string::npos);
+  const std::string err = theError("[gossip]\nencrypt = \n");
+  CHECK(err.starts_with("proxy.toml:2:"));
+  CHECK(err.find("TOML syntax error") != std::string::npos);
 }
 
 TEST_CASE("config: verify flags need a CA, as in Consul", "[config]") {
-  auto errs = errorsOf("[tls]\nverify_outgoing = true\n");
-  REQUIRE(errs.size() == 1);
-  CHECK(errs[0] ==
+  const std::string err = theError("[tls]\nverify_outgoing = true\n");
+  CHECK(err ==
         "proxy.toml:2:1: tls.verify_outgoing: verify_outgoing set but no CA "
         "certificates were provided (set tls.ca_file or tls.ca_path)");
-  auto in =
-      errorsOf("[agent]\nserver = true\n[tls]\nca_file = \"ca.pem\"\nverify_incoming = true\n");
-  REQUIRE(in.size() == 1);
-  CHECK(in[0] ==
+  const std::string in =
+      theError("[agent]\nserver = true\n[tls]\nca_file = \"ca.pem\"\nverify_incoming = true\n");
+  CHECK(in ==
         "proxy.toml:5:1: tls.verify_incoming: verify_incoming requires tls.cert_file "
         "and tls.key_file");
 }
@@ -140,15 +145,13 @@ TEST_CASE("config: verify flags need a CA, as in Consul", "[config]") {
 TEST_CASE("config: verify_server_hostname implies verify_outgoing", "[config]") {
   auto c = ok("[tls]\nca_file = \"ca.pem\"\nverify_server_hostname = true\n");
   CHECK(c.tls.verify_outgoing);
-  auto errs = errorsOf("[tls]\nverify_server_hostname = true\n");
-  REQUIRE(errs.size() == 1);
-  CHECK(errs[0].starts_with("proxy.toml:2:1: tls.verify_server_hostname: verify_outgoing set"));
+  const std::string err = theError("[tls]\nverify_server_hostname = true\n");
+  CHECK(err.starts_with("proxy.toml:2:1: tls.verify_server_hostname: verify_outgoing set"));
 }
 
 TEST_CASE("config: cert_file and key_file go together", "[config]") {
-  auto errs = errorsOf("[tls]\ncert_file = \"a.pem\"\n");
-  REQUIRE(errs.size() == 1);
-  CHECK(errs[0] == "proxy.toml:2:1: tls.cert_file: cert_file and key_file must be set together");
+  const std::string err = theError("[tls]\ncert_file = \"a.pem\"\n");
+  CHECK(err == "proxy.toml:2:1: tls.cert_file: cert_file and key_file must be set together");
 }
 
 TEST_CASE("config: cipher suites use Consul's names and are not allowed with TLS 1.3 minimum",
@@ -157,17 +160,16 @@ TEST_CASE("config: cipher suites use Consul's names and are not allowed with TLS
       ok("[tls]\ntls_cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, "
          "TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384\"\n");
   CHECK(c.tls.tls_cipher_suites.size() == 2);
-  auto errs = errorsOf("[tls]\ntls_cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265\"\n");
-  REQUIRE(errs.size() == 1);
-  CHECK(errs[0] ==
+  const std::string err =
+      theError("[tls]\ntls_cipher_suites = \"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265\"\n");
+  CHECK(err ==
         "proxy.toml:2:21: tls.tls_cipher_suites: unsupported cipher suite "
         "'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA265'; did you mean "
         "'TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256'?");
-  auto v13 = errorsOf(
+  const std::string v13 = theError(
       "[tls]\ntls_min_version = \"TLSv1_3\"\ntls_cipher_suites = "
       "[\"TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256\"]\n");
-  REQUIRE(v13.size() == 1);
-  CHECK(v13[0].find("TLS 1.3 cipher suites are not configurable") != std::string::npos);
+  CHECK(v13.find("TLS 1.3 cipher suites are not configurable") != std::string::npos);
 }
 
 TEST_CASE("config: weakening TLS below 1.2 is allowed only with a warning", "[config]") {
@@ -184,18 +186,16 @@ TEST_CASE("config: turning gossip verification off warns", "[config]") {
 
 TEST_CASE("config: the admin endpoint must stay on loopback unless unsafe_allow_remote",
           "[config]") {
-  auto errs = errorsOf("[admin]\nlisten = \"0.0.0.0:9920\"\n");
-  REQUIRE(errs.size() == 1);
-  CHECK(errs[0] ==
+  const std::string err = theError("[admin]\nlisten = \"0.0.0.0:9920\"\n");
+  CHECK(err ==
         "proxy.toml:2:10: admin.listen: 0.0.0.0 is not a loopback address; the admin "
         "API can reload and reveal the census, so set admin.unsafe_allow_remote = "
         "true to expose it");
   auto c = ok("[admin]\nlisten = \"0.0.0.0:9920\"\nunsafe_allow_remote = true\n");
   CHECK(hasWarning(c, "reachable from the network"));
   CHECK(ok("[admin]\nlisten = \"[::1]:9920\"\n").admin.listen == "[::1]:9920");
-  auto bad = errorsOf("[admin]\nlisten = \"localhost\"\n");
-  REQUIRE(bad.size() == 1);
-  CHECK(bad[0].starts_with("proxy.toml:2:10: admin.listen: expected an IP address and port"));
+  const std::string bad = theError("[admin]\nlisten = \"localhost\"\n");
+  CHECK(bad.starts_with("proxy.toml:2:10: admin.listen: expected an IP address and port"));
 }
 
 TEST_CASE("config: explicit ports replace the profile and are checked", "[config]") {
@@ -218,9 +218,8 @@ TEST_CASE("config: explicit ports replace the profile and are checked", "[config
 }
 
 TEST_CASE("config: the custom profile needs ports or listeners", "[config]") {
-  auto errs = errorsOf("[agent]\nprofile = \"custom\"\n");
-  REQUIRE(errs.size() == 1);
-  CHECK(errs[0] ==
+  const std::string err = theError("[agent]\nprofile = \"custom\"\n");
+  CHECK(err ==
         "proxy.toml:2:1: agent.profile: profile \"custom\" needs at least one "
         "[[intercept.port]] or [[listener]]");
   // Explicit listeners alone are a complete configuration (no interception).
@@ -316,13 +315,11 @@ TEST_CASE("config: the metrics listener is on loopback by default and may be mov
   CHECK(ok("[metrics]\nlisten = \"0.0.0.0:9921\"\n").metrics.listen == "0.0.0.0:9921");
   CHECK_FALSE(hasWarning(ok("[metrics]\nlisten = \"0.0.0.0:9921\"\n"), "metrics"));
   CHECK(ok("[metrics]\nlisten = \"\"\n").metrics.listen.empty());
-  auto bad = errorsOf("[metrics]\nlisten = \"pod:9921\"\n");
-  REQUIRE(bad.size() == 1);
-  CHECK(bad[0].starts_with("proxy.toml:2:10: metrics.listen: expected an IP address and port"));
-  auto same =
-      errorsOf("[admin]\nlisten = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n");
-  REQUIRE(same.size() == 1);
-  CHECK(same[0].find("metrics.listen: 127.0.0.1:9000 is also admin.listen") != std::string::npos);
+  const std::string bad = theError("[metrics]\nlisten = \"pod:9921\"\n");
+  CHECK(bad.starts_with("proxy.toml:2:10: metrics.listen: expected an IP address and port"));
+  const std::string same =
+      theError("[admin]\nlisten = \"127.0.0.1:9000\"\n[metrics]\nlisten = \"127.0.0.1:9000\"\n");
+  CHECK(same.find("metrics.listen: 127.0.0.1:9000 is also admin.listen") != std::string::npos);
 }
 
 TEST_CASE("config: member ports default to the pool's own gossip ports and are checked",
