@@ -6,6 +6,7 @@ reason), and in CI (CI=true) they fail instead, because CI must run them.
 """
 import base64
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -397,6 +398,21 @@ def start_proxied_serf(lab, host, node, config, log_dir, join=None):
                        os.path.join(log_dir, "%s-%d.log" % (node, stamp)),
                        ["-log-level", "debug"] + (["-join", join] if join else []))
     return proxy, agent
+
+
+def start_proxied_and_native(lab, w, config, key, timeout=30.0):
+    """The smallest mixed cluster, in hosts h1 and h2 of `lab`: sidecrypt with `config` and a
+    plaintext serf agent p1 behind it in h1 (start_proxied_serf), and a serf agent n2 in h2 that
+    encrypts natively with the keyring file n2.keyring = [key] in Workdir `w`. n2 joins p1; both
+    are waited for alive for up to `timeout` seconds. Logs go to w.path. Returns (proxy, p1, n2),
+    as Lab.spawn returns them."""
+    proxy, p1 = start_proxied_serf(lab, "h1", "p1", config, w.path)
+    keyring = w.file("n2.keyring", json.dumps([key]))
+    n2 = start_serf(lab, "h2", "n2", "%s:7946" % lab.ip("h2"), os.path.join(w.path, "n2.log"),
+                    ["-keyring-file", keyring])
+    lab.run("h2", "serf", "join", "%s:7946" % lab.ip("h1"), timeout=20)
+    wait_members_alive(lab, ["h1", "h2"], ["p1", "n2"], timeout=timeout)
+    return proxy, p1, n2
 
 
 def read_pcap_payloads(path):

@@ -15,7 +15,6 @@ attach a debugger to a non-dumpable process, which is why the core search above 
 check.
 """
 import base64
-import json
 import os
 import re
 import unittest
@@ -38,15 +37,8 @@ class KeysNotInCore(unittest.TestCase):
                                       for _ in range(3))
             cls.cfg = harness.proxy_config(os.path.join(cls.w.path, "p1.toml"),
                                            os.path.join(cls.w.path, "data-p1"), cls.k1)
-            cls.proxy, cls.agent = harness.start_proxied_serf(cls.lab, "h1", "p1", cls.cfg,
-                                                              cls.w.path)
-            cls.w.file("n2.keyring", json.dumps([cls.k1]))
-            cls.native = harness.start_serf(
-                cls.lab, "h2", "n2", "%s:7946" % cls.lab.ip("h2"),
-                os.path.join(cls.w.path, "n2.log"),
-                ["-keyring-file", os.path.join(cls.w.path, "n2.keyring")])
-            cls.lab.run("h2", "serf", "join", "%s:7946" % cls.lab.ip("h1"), timeout=20)
-            harness.wait_members_alive(cls.lab, ["h1", "h2"], ["p1", "n2"], timeout=30)
+            cls.proxy, cls.agent, cls.native = harness.start_proxied_and_native(
+                cls.lab, cls.w, cls.cfg, cls.k1, timeout=30)
         except BaseException:
             cls.tearDownClass()
             raise

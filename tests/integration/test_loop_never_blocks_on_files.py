@@ -47,15 +47,8 @@ class LoopNeverBlocksOnFiles(unittest.TestCase):
             cls.k1 = harness.run(["keygen"], check=True).stdout.strip()
             cls.cfg = harness.proxy_config(os.path.join(cls.mnt, "proxy.toml"),
                                            os.path.join(cls.mnt, "data"), cls.k1)
-            cls.proxy, cls.p1 = harness.start_proxied_serf(cls.lab, "h1", "p1", cls.cfg,
-                                                           cls.w.path)
-            cls.w.file("n2.keyring", json.dumps([cls.k1]))
-            cls.n2 = harness.start_serf(
-                cls.lab, "h2", "n2", "%s:7946" % cls.lab.ip("h2"),
-                os.path.join(cls.w.path, "n2.log"),
-                ["-keyring-file", os.path.join(cls.w.path, "n2.keyring")])
-            cls.lab.run("h2", "serf", "join", "%s:7946" % cls.lab.ip("h1"), timeout=20)
-            harness.wait_members_alive(cls.lab, ["h1", "h2"], ["p1", "n2"], timeout=40)
+            cls.proxy, cls.p1, cls.n2 = harness.start_proxied_and_native(
+                cls.lab, cls.w, cls.cfg, cls.k1, timeout=40)
         except BaseException:
             cls.tearDownClass()
             raise
