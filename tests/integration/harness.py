@@ -415,6 +415,54 @@ def start_proxied_and_native(lab, w, config, key, timeout=30.0):
     return proxy, p1, n2
 
 
+class StallFs:
+    """A directory whose file operations can be made to hang, as on a slow NFS mount or a
+    failing disk: tools/stall_fs.py mounts `backing` (Workdir w/backing) at `mnt` (w/mnt) with
+    FUSE; while stalled, the named operations wait (at most 30 s) until release(). Call
+    StallFs.require() in setUpClass first (skips without fusermount or python3-fusepy)."""
+
+    TOOL = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools", "stall_fs.py")
+
+    @staticmethod
+    def require():
+        require_commands("fusermount", why="the stalling FUSE filesystem")
+        try:
+            import fusepy  # noqa: F401
+        except ImportError:
+            skip_or_fail("python3-fusepy is not installed (scripts/install-deps.sh)")
+
+    def __init__(self, w):
+        self.backing = os.path.join(w.path, "backing")
+        self.mnt = os.path.join(w.path, "mnt")
+        self.gate = os.path.join(w.path, "stall")
+        os.makedirs(self.backing)
+        os.makedirs(self.mnt)
+        self.proc = subprocess.Popen(["/usr/bin/python3", self.TOOL, self.backing, self.mnt,
+                                      self.gate],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            wait_for(lambda: os.path.ismount(self.mnt), 10, what="FUSE mount")
+        except BaseException:
+            self.close()
+            raise
+
+    def stall(self, *ops):
+        """From now on, the operations `ops` ("open", "read", "write", "fsync", "create",
+        "rename") wait."""
+        with open(self.gate, "w") as f:
+            f.write("\n".join(ops))
+
+    def release(self):
+        if os.path.exists(self.gate):
+            os.unlink(self.gate)
+
+    def close(self):
+        """Releases what waits, unmounts (lazily) and stops the FUSE process."""
+        self.release()
+        subprocess.run(["fusermount", "-u", "-z", self.mnt], check=False)
+        stop_process(self.proc)
+
+
 def read_pcap_payloads(path):
     """[(proto, payload)] of every UDP datagram and TCP segment with data in a pcap."""
     return [(f[0], f[5]) for f in read_pcap_frames(path) if f[5]]

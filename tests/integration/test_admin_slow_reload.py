@@ -17,7 +17,6 @@ import unittest
 import admin_http
 import harness
 
-TOOLS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tools")
 ADMIN = "127.0.0.1:9920"
 
 
@@ -25,25 +24,13 @@ class AdminSlowReload(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         harness.require_root("network namespaces, FUSE")
-        harness.require_commands("fusermount", why="the stalling FUSE filesystem")
-        try:
-            import fusepy  # noqa: F401
-        except ImportError:
-            harness.skip_or_fail("python3-fusepy is not installed (scripts/install-deps.sh)")
+        harness.StallFs.require()
         cls.w = harness.Workdir()
         cls.fs = None
         cls.sc = None
         try:
-            backing = os.path.join(cls.w.path, "backing")
-            cls.mnt = os.path.join(cls.w.path, "mnt")
-            cls.gate = os.path.join(cls.w.path, "stall")
-            os.makedirs(backing)
-            os.makedirs(cls.mnt)
-            cls.fs = subprocess.Popen(["/usr/bin/python3", os.path.join(TOOLS, "stall_fs.py"),
-                                       backing, cls.mnt, cls.gate],
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            harness.wait_for(lambda: os.path.ismount(cls.mnt), 10, what="FUSE mount")
-            cls.sc = admin_http.SidecryptInNetns("sr", cls.w, config_dir=cls.mnt)
+            cls.fs = harness.StallFs(cls.w)
+            cls.sc = admin_http.SidecryptInNetns("sr", cls.w, config_dir=cls.fs.mnt)
             cls.sc.start(ADMIN)
         except BaseException:
             cls.tearDownClass()
@@ -51,19 +38,17 @@ class AdminSlowReload(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        if os.path.exists(getattr(cls, "gate", "")):
-            os.unlink(cls.gate)
+        if cls.fs is not None:
+            cls.fs.release()
         if cls.sc is not None:
             cls.sc.stop()
         if cls.fs is not None:
-            subprocess.run(["fusermount", "-u", "-z", cls.mnt], check=False)
-            harness.stop_process(cls.fs)
+            cls.fs.close()
         cls.w.cleanup()
 
     def test_slow_reload_is_answered_after_the_deadline(self):
         before = self.sc.metric('sidecrypt_reloads_total{result="ok"}')
-        with open(self.gate, "w") as f:
-            f.write("open\nread\n")
+        self.fs.stall("open", "read")
         t0 = time.monotonic()
         try:
             with self.sc.ns:
@@ -79,8 +64,7 @@ class AdminSlowReload(unittest.TestCase):
             time.sleep(max(0.0, 7.0 - (time.monotonic() - t0)))
             self.assertIsNone(cli.poll(), "the CLI finished while the reload was stalled")
         finally:
-            if os.path.exists(self.gate):
-                os.unlink(self.gate)
+            self.fs.release()
         out, _ = cli.communicate(timeout=30)
         took = time.monotonic() - t0
         self.assertEqual(cli.returncode, 0, out)

@@ -33,16 +33,14 @@ class LoopNeverBlocksOnFiles(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         harness.require_root("network namespaces, netfilter, FUSE and serf agents")
-        harness.require_commands("serf", "fusermount", why="serf agents and the stalling FUSE fs")
-        try:
-            import fusepy  # noqa: F401
-        except ImportError:
-            harness.skip_or_fail("python3-fusepy is not installed (scripts/install-deps.sh)")
+        harness.require_commands("serf", why="serf agents")
+        harness.StallFs.require()
         cls.w = harness.Workdir()
         cls.lab = None
         cls.fs = None
         try:
-            cls.mount_stall_fs()
+            cls.fs = harness.StallFs(cls.w)
+            cls.mnt, cls.backing = cls.fs.mnt, cls.fs.backing
             cls.lab = harness.Lab(["h1", "h2"])
             cls.k1 = harness.run(["keygen"], check=True).stdout.strip()
             cls.cfg = harness.proxy_config(os.path.join(cls.mnt, "proxy.toml"),
@@ -54,37 +52,17 @@ class LoopNeverBlocksOnFiles(unittest.TestCase):
             raise
 
     @classmethod
-    def mount_stall_fs(cls):
-        cls.backing = os.path.join(cls.w.path, "backing")
-        cls.mnt = os.path.join(cls.w.path, "mnt")
-        cls.gate = os.path.join(cls.w.path, "stall")
-        os.makedirs(cls.backing)
-        os.makedirs(cls.mnt)
-        cls.fs = subprocess.Popen(["/usr/bin/python3", os.path.join(TOOLS, "stall_fs.py"),
-                                   cls.backing, cls.mnt, cls.gate],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        harness.wait_for(lambda: os.path.ismount(cls.mnt), 10, what="FUSE mount")
-
-    @classmethod
     def tearDownClass(cls):
-        if os.path.exists(getattr(cls, "gate", "")):
-            os.unlink(cls.gate)
+        if cls.fs is not None:
+            cls.fs.release()
         if cls.lab is not None:
             cls.lab.cleanup()
             cls.lab = None
         if cls.fs is not None:
-            subprocess.run(["fusermount", "-u", "-z", cls.mnt], check=False)
-            harness.stop_process(cls.fs)
+            cls.fs.close()
         harness.cleanup(None, cls.w)
 
     # ---- helpers ---------------------------------------------------------------------------
-
-    def stall(self, *ops):
-        with open(self.gate, "w") as f:
-            f.write("\n".join(ops))
-
-    def release(self):
-        os.unlink(self.gate)
 
     def poll_live(self, seconds):
         """Starts /live polling in h1 for `seconds`; returns a function that waits and returns
@@ -124,7 +102,7 @@ class LoopNeverBlocksOnFiles(unittest.TestCase):
     def test_1_stalled_reload_read(self):
         log = harness.read_log(self.proxy)
         before = log.count("reload complete")
-        self.stall("open", "read")
+        self.fs.stall("open", "read")
         try:
             polled = self.poll_live(6)
             members = self.watch_members()
@@ -133,7 +111,7 @@ class LoopNeverBlocksOnFiles(unittest.TestCase):
             # The build is still waiting on the file: nothing applied yet.
             self.assertEqual(harness.read_log(self.proxy).count("reload complete"), before)
         finally:
-            self.release()
+            self.fs.release()
         harness.wait_for(lambda: harness.read_log(self.proxy).count("reload complete") > before,
                          10, what="the reload to complete once the read is released")
         self.assert_live_throughout(polled())
@@ -141,7 +119,7 @@ class LoopNeverBlocksOnFiles(unittest.TestCase):
 
     def test_2_stalled_keyring_commit(self):
         k2 = harness.run(["keygen"], check=True).stdout.strip()
-        self.stall("fsync")
+        self.fs.stall("fsync")
         try:
             polled = self.poll_live(4)
             members = self.watch_members()
@@ -156,7 +134,7 @@ class LoopNeverBlocksOnFiles(unittest.TestCase):
             time.sleep(2)
             self.assertNotIn("applied and persisted", harness.read_log(self.proxy))
         finally:
-            self.release()
+            self.fs.release()
         out, _ = install.communicate(timeout=30)
         self.assertEqual(install.returncode, 0, out)
         self.assertIn("Successfully installed key", out)
