@@ -82,16 +82,8 @@ void Loader::loadIntercept(const toml::table& t, bool& ports_given) {
   if (ports == nullptr) {
     return;
   }
-  if (!ports->is_array_of_tables()) {
-    error(*ports, "intercept.port", "expected [[intercept.port]] tables");
-    return;
-  }
-  ports_given = true;
-  size_t i = 0;
-  for (const auto& e : *ports->as_array()) {
-    const std::string sec = "intercept.port[" + std::to_string(i++) + "]";
-    const auto& pt = *e.as_table();
-    checkKeys(pt, sec, kPortKeys);
+  ports_given = ports->is_array_of_tables();
+  for (const auto& [e, pt, sec] : tablesOf(*ports, "intercept.port", kPortKeys)) {
     PortSpec p;
     if (auto v = getInt(pt, sec, "port", 1, 65535)) {
       p.port = static_cast<uint16_t>(*v);

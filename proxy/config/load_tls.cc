@@ -34,15 +34,7 @@ void Loader::loadDatacenters(const toml::table& t) {
   if (list == nullptr) {
     return;
   }
-  if (!list->is_array_of_tables()) {
-    error(*list, "tls.datacenter", "expected [[tls.datacenter]] tables");
-    return;
-  }
-  size_t i = 0;
-  for (const auto& e : *list->as_array()) {
-    const std::string sec = "tls.datacenter[" + std::to_string(i++) + "]";
-    const auto& dt = *e.as_table();
-    checkKeys(dt, sec, kDatacenterKeys);
+  for (const auto& [e, dt, sec] : tablesOf(*list, "tls.datacenter", kDatacenterKeys)) {
     DatacenterRoute route;
     if (!getString(dt, sec, "name", route.name)) {
       if (dt.get("name") == nullptr) {
@@ -155,15 +147,7 @@ void Loader::loadTls(const toml::table& t) {
 }
 
 void Loader::loadListeners(const toml::node& n) {
-  if (!n.is_array_of_tables()) {
-    error(n, "listener", "expected [[listener]] tables");
-    return;
-  }
-  size_t i = 0;
-  for (const auto& e : *n.as_array()) {
-    const std::string sec = "listener[" + std::to_string(i++) + "]";
-    const auto& lt = *e.as_table();
-    checkKeys(lt, sec, kListenerKeys);
+  for (const auto& [e, lt, sec] : tablesOf(n, "listener", kListenerKeys)) {
     ListenerConfig l;
     getString(lt, sec, "name", l.name);
     for (const char* key : {"listen", "upstream"}) {

@@ -58,6 +58,18 @@ class Loader {
                std::filesystem::path& out);
   std::optional<int64_t> getInt(const toml::table& tbl, const std::string& sec,
                                 std::string_view key, int64_t lo, int64_t hi);
+  // One table of an array of tables [[name]]: its node (for errors about the table as a whole),
+  // the table, and its name in messages, "name[i]".
+  struct TableAt {
+    const toml::node& node;
+    const toml::table& table;
+    std::string sec;
+  };
+  // The tables of `n`, an array of tables [[name]], each with its keys checked against `keys`;
+  // none, and one error, when `n` is anything else.
+  std::vector<TableAt> tablesOf(const toml::node& n, const std::string& name,
+                                const std::vector<std::string_view>& keys);
+
   // An array of ports (1-65535); duplicates are dropped.
   void getPortList(const toml::table& tbl, const std::string& sec, std::string_view key,
                    std::vector<uint16_t>& out);

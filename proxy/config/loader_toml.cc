@@ -164,6 +164,21 @@ std::optional<int64_t> Loader::getInt(const toml::table& tbl, const std::string&
   return v;
 }
 
+std::vector<Loader::TableAt> Loader::tablesOf(const toml::node& n, const std::string& name,
+                                              const std::vector<std::string_view>& keys) {
+  std::vector<TableAt> out;
+  if (!n.is_array_of_tables()) {
+    error(n, name, "expected [[" + name + "]] tables");
+    return out;
+  }
+  size_t i = 0;
+  for (const auto& e : *n.as_array()) {
+    out.push_back({e, *e.as_table(), name + "[" + std::to_string(i++) + "]"});
+    checkKeys(out.back().table, out.back().sec, keys);
+  }
+  return out;
+}
+
 void Loader::getPortList(const toml::table& tbl, const std::string& sec, std::string_view key,
                          std::vector<uint16_t>& out) {
   const auto* n = find(tbl, key);
