@@ -62,6 +62,17 @@ std::variant<RpcTlsSetupConstPtr, std::vector<std::string>> buildRpcTlsSetup(con
   setup->inbound.has_ca = has_ca;
   setup->local_server_name = filters::rpc_tls::serverName(cfg.agent.datacenter, cfg.agent.domain);
   setup->handshake_timeout_ms = t.rpc_handshake_timeout_ms;
+  // The contexts read the same files; their lists are merged (identical unless a file changed
+  // while they were built, and then both versions are in use).
+  auto certificates = std::make_shared<rt::CertInventory>();
+  for (const auto* ctx : {setup->client.get(), setup->server.get(), setup->native_server.get()}) {
+    if (ctx != nullptr) {
+      for (const auto& c : ctx->certificates().certs) {
+        certificates->add(c);
+      }
+    }
+  }
+  setup->certificates = std::move(certificates);
   if (!errors.empty()) {
     return errors;
   }

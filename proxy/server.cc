@@ -86,6 +86,8 @@ Server::Server(std::filesystem::path config_path, RuntimeStatePtr initial)
   drain_timer_.data = this;
   checkUv(uv_timer_init(&loop_, &key_use_timer_), "uv_timer_init");
   key_use_timer_.data = this;
+  checkUv(uv_timer_init(&loop_, &cert_timer_), "uv_timer_init");
+  cert_timer_.data = this;
 }
 
 Server::~Server() {
@@ -251,6 +253,28 @@ void Server::installReload(FileJob& job) {
     datapath_->apply(*state_);
   }
   finish(true, {});
+  checkCertificates();
+}
+
+// The inventory was parsed off the loop with the rest of the state: this only compares times.
+void Server::checkCertificates() {
+  if (stopping_) {
+    return;
+  }
+  const filters::rpc_tls::CertInventory none;
+  const auto& inventory =
+      state_->rpc && state_->rpc->certificates ? *state_->rpc->certificates : none;
+  const int64_t now =
+      std::chrono::duration_cast<std::chrono::seconds>(WallClock::now().time_since_epoch()).count();
+  for (const auto& line : cert_watch_.check(inventory, now)) {
+    spdlog::warn("{}", line);
+  }
+  // A little past the threshold second, so the next check lands on the far side of it.
+  const auto in_ms =
+      static_cast<uint64_t>(CertExpiryWatch::nextCheckIn(inventory, now)) * 1000 + 100;
+  uv_timer_start(
+      &cert_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->checkCertificates(); },
+      in_ms, 0);
 }
 
 void Server::sweepKeyUse() {
@@ -621,6 +645,8 @@ void Server::stop() {
   uv_close(reinterpret_cast<uv_handle_t*>(&drain_timer_), nullptr);
   uv_timer_stop(&key_use_timer_);
   uv_close(reinterpret_cast<uv_handle_t*>(&key_use_timer_), nullptr);
+  uv_timer_stop(&cert_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&cert_timer_), nullptr);
   if (datapath_) {
     datapath_->stop();
   }
@@ -683,6 +709,7 @@ int Server::run() {
   });
   started_ = WallClock::now();
   logState("started");
+  checkCertificates();
   // READY=1 only once the rules are installed and the listeners bound (the same test as /ready).
   notifier_->start([this](std::string& detail) { return readyNow(detail); });
   uv_run(&loop_, UV_RUN_DEFAULT);

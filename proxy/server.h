@@ -14,6 +14,7 @@
 #include "proxy/admin/status_render.h"
 #include "proxy/datapath/datapath.h"
 #include "proxy/intercept/instance_lock.h"
+#include "proxy/observe/cert_expiry.h"
 #include "proxy/observe/sd_notify.h"
 #include "proxy/runtime_state.h"
 
@@ -96,6 +97,9 @@ class Server {
   uv_timer_t drain_timer_{};
   uv_timer_t key_use_timer_{};  // "key no longer in use" sweeps
   void sweepKeyUse();
+  uv_timer_t cert_timer_{};  // certificate expiry warnings: at start, reload, each threshold
+  CertExpiryWatch cert_watch_;
+  void checkCertificates();
   std::unique_ptr<Datapath> datapath_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<AdminServer> metrics_;       // read-only: /metrics and /ready ([metrics] listen)

@@ -4,6 +4,7 @@
 #include <memory>
 #include <string>
 
+#include "filters/rpc_tls/cert_inventory.h"
 #include "filters/rpc_tls/first_byte.h"
 #include "filters/rpc_tls/tls_context.h"
 
@@ -24,6 +25,9 @@ struct RpcTlsSetup {
   // Consul's limits.rpc_handshake_timeout. Inbound the session applies it from the accept;
   // outbound it bounds the remote's TLS handshake, from the completed TCP connect.
   uint32_t handshake_timeout_ms = 5000;
+  // Every certificate the contexts above loaded (leaf, intermediates, CAs), parsed from the same
+  // file contents; never null once built. Swapped with the rest of the setup on reload.
+  CertInventoryConstPtr certificates;
 };
 using RpcTlsSetupConstPtr = std::shared_ptr<const RpcTlsSetup>;
 

@@ -71,9 +71,10 @@ bool onlyEndOfPem() {
          (ERR_GET_LIB(last) == ERR_LIB_PEM && ERR_GET_REASON(last) == PEM_R_NO_START_LINE);
 }
 
-// Adds every PEM certificate in `file` to `store`; returns how many, or an error message.
+// Adds every PEM certificate in `file` to `store` (and lists it in `inventory`); returns how
+// many, or an error message.
 std::variant<size_t, std::string> addPemCertificates(const std::filesystem::path& file,
-                                                     X509_STORE* store) {
+                                                     X509_STORE* store, CertInventory& inventory) {
   auto read = readPem(file);
   if (auto* err = std::get_if<std::string>(&read)) {
     return *err;
@@ -84,6 +85,7 @@ std::variant<size_t, std::string> addPemCertificates(const std::filesystem::path
     if (X509_STORE_add_cert(store, cert.get()) != 1) {
       return "cannot add certificate: " + drainSslErrors();
     }
+    inventory.add(describeCertificate(cert.get(), CertRole::Ca, file.string()));
     ++count;
   }
   // Running out of PEM blocks ends the loop with NO_START_LINE; anything else is a damaged one.
@@ -186,6 +188,7 @@ std::string TlsContext::build() {
     }
   }
   configureVerification();
+  checkLeafChain();
   if (verifies_peer_ && !has_ca_) {
     // Consul's own load-time errors (docs/spec/consul-rpc-tls.md §2.1).
     switch (role_) {
@@ -240,7 +243,7 @@ std::string TlsContext::loadTrust() {
   const TlsSettings& s = settings_;
   // docs/spec/consul-rpc-tls.md §2.4: ca_file wins, ca_path is then ignored.
   if (!s.ca_file.empty()) {
-    auto added = addPemCertificates(s.ca_file, store);
+    auto added = addPemCertificates(s.ca_file, store, certificates_);
     if (const auto* error = std::get_if<std::string>(&added)) {
       return "ca_file " + s.ca_file.string() + ": " + *error;
     }
@@ -266,7 +269,7 @@ std::string TlsContext::loadTrust() {
   }
   std::sort(files.begin(), files.end());  // deterministic: the first bad file is reported
   for (const auto& file : files) {
-    auto added = addPemCertificates(file, store);
+    auto added = addPemCertificates(file, store, certificates_);
     if (const auto* error = std::get_if<std::string>(&added)) {
       return "ca_path " + s.ca_path.string() + ": " + file.string() + ": " + *error;
     }
@@ -315,16 +318,66 @@ std::string TlsContext::useCertificateChain(const std::filesystem::path& file) {
     return drainSslErrors();
   }
   SSL_CTX_clear_chain_certs(ctx_);
+  CertInventory chain;
+  chain.add(describeCertificate(leaf.get(), CertRole::Leaf, file.string()));
   while (bssl::UniquePtr<X509> cert{PEM_read_bio_X509(bio, nullptr, nullptr, nullptr)}) {
     if (SSL_CTX_add1_chain_cert(ctx_, cert.get()) != 1) {
       return drainSslErrors();
     }
+    chain.add(describeCertificate(cert.get(), CertRole::Intermediate, file.string()));
   }
   if (!onlyEndOfPem()) {
     return "damaged PEM certificate: " + drainSslErrors();
   }
   ERR_clear_error();
+  // cert_file first in the inventory, then the CAs loaded before it.
+  for (auto& c : certificates_.certs) {
+    chain.add(std::move(c));
+  }
+  certificates_ = std::move(chain);
   return "";
+}
+
+namespace {
+
+// Chain building only: expiry and not-yet-valid are reported on their own (CertState), so a
+// leaf that chains but has expired still says which CA it chains to.
+int ignoreValidityDates(int ok, X509_STORE_CTX* store_ctx) {
+  const int err = X509_STORE_CTX_get_error(store_ctx);
+  if (err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID) {
+    return 1;
+  }
+  return ok;
+}
+
+}  // namespace
+
+void TlsContext::checkLeafChain() {
+  auto leaf = std::find_if(certificates_.certs.begin(), certificates_.certs.end(),
+                           [](const CertificateInfo& c) { return c.role == CertRole::Leaf; });
+  X509* cert = SSL_CTX_get0_certificate(ctx_);
+  if (!has_ca_ || leaf == certificates_.certs.end() || cert == nullptr) {
+    return;
+  }
+  STACK_OF(X509)* chain = nullptr;
+  SSL_CTX_get0_chain_certs(ctx_, &chain);
+  bssl::UniquePtr<X509_STORE_CTX> store_ctx(X509_STORE_CTX_new());
+  if (!store_ctx ||
+      X509_STORE_CTX_init(store_ctx.get(), SSL_CTX_get_cert_store(ctx_), cert, chain) != 1) {
+    leaf->chain_error = "cannot check the chain: " + drainSslErrors();
+    return;
+  }
+  X509_STORE_CTX_set_verify_cb(store_ctx.get(), ignoreValidityDates);
+  if (X509_verify_cert(store_ctx.get()) == 1) {
+    STACK_OF(X509)* built = X509_STORE_CTX_get0_chain(store_ctx.get());
+    const size_t n = built != nullptr ? sk_X509_num(built) : 0;
+    if (n > 0) {
+      leaf->chains_to = describeCertificate(sk_X509_value(built, n - 1), CertRole::Ca, "").sha256;
+    }
+  } else {
+    leaf->chain_error = X509_verify_cert_error_string(X509_STORE_CTX_get_error(store_ctx.get()));
+  }
+  ERR_clear_error();
 }
 
 void TlsContext::configureVerification() {

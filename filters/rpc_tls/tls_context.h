@@ -8,6 +8,7 @@
 #include <variant>
 #include <vector>
 
+#include "filters/rpc_tls/cert_inventory.h"
 #include "filters/rpc_tls/tls_version.h"
 
 // Forward declarations only: users of this header need no BoringSSL include path order.
@@ -69,6 +70,9 @@ class TlsContext {
   bool hasCa() const { return has_ca_; }
   // server.<local dc>.<domain>
   const std::string& localServerName() const { return local_server_name_; }
+  // Every certificate this context loaded (cert_file's chain, then the CAs), parsed from the same
+  // bytes the SSL_CTX holds; the leaf says which configured CA it chains to.
+  const CertInventory& certificates() const { return certificates_; }
 
   // The underlying objects, for TlsEngine (and tests that must build an odd peer, e.g. a
   // TLS 1.1-only one). The context keeps ownership.
@@ -83,6 +87,7 @@ class TlsContext {
   std::string useCertificateChain(const std::filesystem::path& file);
   std::string configureProtocol();
   void configureVerification();
+  void checkLeafChain();
 
   TlsSettings settings_;
   TlsRole role_;
@@ -91,6 +96,7 @@ class TlsContext {
   bool has_certificate_ = false;
   bool has_ca_ = false;
   std::string local_server_name_;
+  CertInventory certificates_;
 };
 
 }  // namespace sidecrypt::filters::rpc_tls

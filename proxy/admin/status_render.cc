@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <ctime>
 #include <map>
+#include <set>
 #include <string>
 
 #include "filters/common/safe_text.h"
@@ -88,11 +90,66 @@ class MetricWriter {
     }
     out_ += " " + std::to_string(value) + "\n";
   }
+  void signedSample(const char* name, const std::string& labels, int64_t value) {
+    out_ += name;
+    if (!labels.empty()) {
+      out_ += "{" + labels + "}";
+    }
+    out_ += " " + std::to_string(value) + "\n";
+  }
   std::string take() { return std::move(out_); }
 
  private:
   std::string out_;
 };
+
+namespace rt = filters::rpc_tls;
+
+const rt::CertInventory* certificatesOf(const RuntimeState& state) {
+  return state.rpc && state.rpc->certificates ? state.rpc->certificates.get() : nullptr;
+}
+
+// 2026-12-06T13:00:00Z
+std::string utcText(int64_t unix_seconds) {
+  const auto t = static_cast<time_t>(unix_seconds);
+  struct tm tm {};
+  char buf[32] = {};
+  if (gmtime_r(&t, &tm) == nullptr || strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    return std::to_string(unix_seconds);
+  }
+  return buf;
+}
+
+// One series per certificate sidecrypt loaded itself: bounded by its own configuration, never
+// by peers. Expiry is computed here, at scrape time, so it keeps falling below zero once the
+// certificate has expired.
+void certificateSamples(MetricWriter& w, const RuntimeState& state, int64_t now) {
+  const auto* inventory = certificatesOf(state);
+  if (inventory == nullptr || inventory->certs.empty()) {
+    return;
+  }
+  std::vector<std::pair<std::string, const rt::CertificateInfo*>> series;
+  std::set<std::string> seen;  // one series per label set, even for a CA listed twice
+  for (const auto& c : inventory->certs) {
+    std::string labels = std::string("role=\"") + rt::certRoleName(c.role) + "\",file=\"" +
+                         esc(c.file) + "\",subject=\"" + esc(c.subject) + "\",serial=\"" +
+                         esc(c.serial) + "\"";
+    if (seen.insert(labels).second) {
+      series.emplace_back(std::move(labels), &c);
+    }
+  }
+  w.family("sidecrypt_tls_certificate_expiry_seconds", "gauge",
+           "Seconds until the notAfter of each certificate sidecrypt loaded (leaf, intermediate, "
+           "ca), computed at scrape time: negative once expired.");
+  for (const auto& [labels, c] : series) {
+    w.signedSample("sidecrypt_tls_certificate_expiry_seconds", labels, c->not_after - now);
+  }
+  w.family("sidecrypt_tls_certificate_not_before_seconds", "gauge",
+           "Unix time of the notBefore of each certificate sidecrypt loaded (valid from then).");
+  for (const auto& [labels, c] : series) {
+    w.signedSample("sidecrypt_tls_certificate_not_before_seconds", labels, c->not_before);
+  }
+}
 
 template <class Counters>
 void gossipSamples(MetricWriter& w, const char* metric, const char* pool, const char* dir,
@@ -252,6 +309,7 @@ json statusJson(const StatusInput& in) {
   j["keyrings"] = {{"lan", ringJson(in.state.lan_keys)}, {"wan", ringJson(in.state.wan_keys)}};
   j["reloads"] = {
       {"ok", in.reloads}, {"failed", in.reload_failures}, {"last_error", in.last_reload_error}};
+  j["certificates"] = certificatesJson(in.state, in.now);
   if (in.datapath != nullptr) {
     const auto& t = in.datapath->tcpCounters();
     json tcp = json::object();
@@ -533,6 +591,37 @@ json checkJson(const CheckAnswer& a) {
           {"reasons", reasons}};
 }
 
+json certificatesJson(const RuntimeState& state, WallClock::time_point now) {
+  json out = json::array();
+  const auto* inventory = certificatesOf(state);
+  if (inventory == nullptr) {
+    return out;
+  }
+  const int64_t t = unixSeconds(now);
+  for (const auto& c : inventory->certs) {
+    const int64_t left = c.not_after - t;
+    json j = {{"role", rt::certRoleName(c.role)},
+              {"file", wireText(c.file)},
+              {"subject", wireText(c.subject)},
+              {"issuer", wireText(c.issuer)},
+              {"serial", c.serial},
+              {"sha256", c.sha256},
+              {"not_before_unix", c.not_before},
+              {"not_before", utcText(c.not_before)},
+              {"not_after_unix", c.not_after},
+              {"not_after", utcText(c.not_after)},
+              {"seconds_left", left},
+              {"days_left", left / 86400},
+              {"state", rt::certStateName(rt::certState(c, t))}};
+    if (c.role == rt::CertRole::Leaf) {
+      j["chains_to"] = c.chains_to;
+      j["chain_error"] = wireText(c.chain_error);
+    }
+    out.push_back(std::move(j));
+  }
+  return out;
+}
+
 std::string metricsText(const StatusInput& in) {
   MetricWriter w;
   const Config& c = in.state.config;
@@ -586,6 +675,7 @@ std::string metricsText(const StatusInput& in) {
   w.family("sidecrypt_reloads_total", "counter", "Reloads by result.");
   w.sample("sidecrypt_reloads_total", "result=\"ok\"", in.reloads);
   w.sample("sidecrypt_reloads_total", "result=\"failed\"", in.reload_failures);
+  certificateSamples(w, in.state, unixSeconds(in.now));
   if (!in.http.empty()) {
     w.family("sidecrypt_http_connections_total", "counter",
              "Connections to the admin and metrics listeners, by listener and outcome.");

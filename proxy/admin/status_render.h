@@ -31,7 +31,12 @@ struct StatusInput {
   std::string ready_detail;
   WallClock::time_point started{};
   std::vector<std::pair<std::string, HttpStats>> http;  // the admin and metrics listeners
+  // The time certificate expiry is computed against (at each scrape: never a stored value).
+  WallClock::time_point now = WallClock::now();
 };
+
+// The certificates sidecrypt loaded itself (leaf, intermediates, CAs) with their state at `now`.
+nlohmann::json certificatesJson(const RuntimeState& state, WallClock::time_point now);
 
 nlohmann::json statusJson(const StatusInput& in);
 nlohmann::json peersJson(const PeerCensus& census);

@@ -107,6 +107,17 @@ std::string renderStatusTable(const json& status, const json& peers, const json&
                       rl["last_error"].get<std::string>().empty()
                           ? ""
                           : (" (last error: " + shown(rl["last_error"]) + ")").c_str());
+  if (status.contains("certificates") && !status["certificates"].empty()) {
+    out += fmt::sprintf("certificates:\n  %-12s %-13s %-20s %-6s %-40s %s\n", "ROLE", "STATE",
+                        "NOT AFTER", "DAYS", "SUBJECT (SERIAL)", "FILE");
+    for (const auto& c : status["certificates"]) {
+      out += fmt::sprintf("  %-12s %-13s %-20s %-6s %-40s %s\n", shown(c["role"]).c_str(),
+                          shown(c["state"]).c_str(), shown(c["not_after"]).c_str(),
+                          c["days_left"].dump().c_str(),
+                          (shown(c["subject"]) + " (" + shown(c["serial"]) + ")").c_str(),
+                          shown(c["file"]).c_str());
+    }
+  }
   std::map<std::string, int> states;
   json self = members.is_object() ? members["self"] : json();
   if (members.is_object()) {

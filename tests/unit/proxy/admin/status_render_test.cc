@@ -100,3 +100,81 @@ TEST_CASE("the status table shows wire text with control bytes escaped", "[statu
   CHECK(table.find("ctl\\x1b[31m\\x0a\"q\"\\") != std::string::npos);
   CHECK(table.find("self\xef\xbf\xbd") != std::string::npos);
 }
+
+namespace {
+
+// A state with one leaf and one CA, the leaf expiring at `not_after`.
+RuntimeState certificateState(int64_t not_after) {
+  namespace rt = filters::rpc_tls;
+  auto inv = std::make_shared<rt::CertInventory>();
+  rt::CertificateInfo leaf;
+  leaf.role = rt::CertRole::Leaf;
+  leaf.file = "/etc/consul/\"odd\"\\dir/server.pem";
+  leaf.subject = "CN=server.dc1.consul";
+  leaf.serial = "0A";
+  leaf.not_before = not_after - 1000;
+  leaf.not_after = not_after;
+  leaf.sha256 = "11";
+  leaf.chains_to = "22";
+  inv->add(leaf);
+  rt::CertificateInfo ca = leaf;
+  ca.role = rt::CertRole::Ca;
+  ca.file = "/etc/consul/ca.pem";
+  ca.subject = "CN=Consul Agent CA";
+  ca.not_before = 0;
+  ca.not_after = not_after + 100 * 86400;
+  ca.sha256 = "22";
+  inv->add(ca);
+  inv->add(ca);  // the same CA twice in a file: still one series
+  auto setup = std::make_shared<rt::RpcTlsSetup>();
+  setup->certificates = inv;
+  RuntimeState state;
+  state.rpc = setup;
+  return state;
+}
+
+WallClock::time_point at(int64_t unix_seconds) {
+  return WallClock::time_point(std::chrono::seconds(unix_seconds));
+}
+
+}  // namespace
+
+TEST_CASE("certificate expiry is computed at each scrape and goes negative", "[status_render]") {
+  const RuntimeState state = certificateState(2'000'000'000);
+  StatusInput in(state);
+  const std::string leaf =
+      "{role=\"leaf\",file=\"/etc/consul/\\\"odd\\\"\\\\dir/server.pem\",subject=\"CN=server.dc1."
+      "consul\",serial=\"0A\"}";
+  in.now = at(2'000'000'000 - 2);
+  std::string text = metricsText(in);
+  CHECK(text.find("sidecrypt_tls_certificate_expiry_seconds" + leaf + " 2\n") != std::string::npos);
+  CHECK(text.find("sidecrypt_tls_certificate_not_before_seconds" + leaf + " 1999999000\n") !=
+        std::string::npos);
+  in.now = at(2'000'000'000 + 5);  // the same state, later: no frozen value
+  text = metricsText(in);
+  CHECK(text.find("sidecrypt_tls_certificate_expiry_seconds" + leaf + " -5\n") !=
+        std::string::npos);
+  CHECK(
+      text.find("sidecrypt_tls_certificate_expiry_seconds{role=\"ca\",file=\"/etc/consul/ca.pem\","
+                "subject=\"CN=Consul Agent CA\",serial=\"0A\"} 8639995\n") != std::string::npos);
+  size_t series = 0;
+  for (size_t pos = 0;
+       (pos = text.find("\nsidecrypt_tls_certificate_expiry_seconds{", pos)) != std::string::npos;
+       ++pos) {
+    ++series;
+  }
+  CHECK(series == 2);
+  const json certs = statusJson(in)["certificates"];
+  REQUIRE(certs.size() == 2);
+  CHECK(certs[0]["state"] == "expired");
+  CHECK(certs[0]["seconds_left"] == -5);
+  CHECK(certs[0]["not_after"] == "2033-05-18T03:33:20Z");
+  CHECK(certs[0]["chains_to"] == "22");
+  CHECK(certs[1]["state"] == "ok");
+  CHECK(certs[1]["days_left"] == 99);
+  in.now = at(2'000'000'000 - 1001);
+  CHECK(statusJson(in)["certificates"][0]["state"] == "not-yet-valid");
+  const std::string table =
+      cli::renderStatusTable(json::parse(jsonText(statusJson(in))), json::array(), json());
+  CHECK(table.find("leaf         not-yet-valid 2033-05-18T03:33:20Z") != std::string::npos);
+}
