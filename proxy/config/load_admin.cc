@@ -89,17 +89,10 @@ void Loader::loadCensus(const toml::table& t) {
   if (auto v = getInt(t, "census", "max_peers", 1024, 10'000'000)) {
     cfg.census.max_peers = static_cast<uint32_t>(*v);
   }
-  if (const auto* n = find(t, "window")) {
-    std::optional<uint32_t> ms;
-    if (n->is_string()) {
-      ms = parseDurationMs(n->as_string()->get());
-    }
-    if (!ms || *ms < 1000 || *ms % 1000 != 0) {
-      error(*n, "census.window",
-            "expected a whole number of seconds of at least 1s, such as \"10m\" or \"90s\"");
-    } else {
-      cfg.census.window_s = *ms / 1000;
-    }
+  if (auto ms = getDurationMs(
+          t, "census", "window", [](uint32_t v) { return v >= 1000 && v % 1000 == 0; },
+          "expected a whole number of seconds of at least 1s, such as \"10m\" or \"90s\"")) {
+    cfg.census.window_s = *ms / 1000;
   }
 }
 

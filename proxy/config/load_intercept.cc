@@ -65,16 +65,10 @@ void Loader::loadIntercept(const toml::table& t, bool& ports_given) {
   if (auto v = getInt(t, s, "rule_priority", 1, 32765)) {
     ic.rule_priority = static_cast<uint32_t>(*v);
   }
-  if (const auto* n = find(t, "drain_time")) {
-    std::optional<uint32_t> ms;
-    if (n->is_string()) {
-      ms = parseDurationMs(n->as_string()->get());
-    }
-    if (!ms) {
-      error(*n, "intercept.drain_time", "expected a duration such as \"5s\" (0s for none)");
-    } else {
-      ic.drain_ms = *ms;
-    }
+  if (auto ms = getDurationMs(
+          t, s, "drain_time", [](uint32_t) { return true; },
+          "expected a duration such as \"5s\" (0s for none)")) {
+    ic.drain_ms = *ms;
   }
   getPortList(t, s, "member_ports", ic.member_ports);
   getPortList(t, s, "wan_member_ports", ic.wan_member_ports);

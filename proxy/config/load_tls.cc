@@ -128,17 +128,10 @@ void Loader::loadTls(const toml::table& t) {
     }
     c.tls_cipher_suites = std::move(names);
   }
-  if (const auto* n = find(t, "rpc_handshake_timeout")) {
-    std::optional<uint32_t> ms;
-    if (n->is_string()) {
-      ms = parseDurationMs(n->as_string()->get());
-    }
-    if (!ms || *ms == 0) {
-      error(*n, "tls.rpc_handshake_timeout",
-            "expected a positive duration such as \"5s\" or \"500ms\"");
-    } else {
-      c.rpc_handshake_timeout_ms = *ms;
-    }
+  if (auto ms = getDurationMs(
+          t, s, "rpc_handshake_timeout", [](uint32_t v) { return v > 0; },
+          "expected a positive duration such as \"5s\" or \"500ms\"")) {
+    c.rpc_handshake_timeout_ms = *ms;
   }
   loadDatacenters(t);
   if (auto v = getInt(t, s, "rpc_max_conns_per_client", 0, 1'000'000)) {

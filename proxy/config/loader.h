@@ -70,6 +70,11 @@ class Loader {
   std::vector<TableAt> tablesOf(const toml::node& n, const std::string& name,
                                 const std::vector<std::string_view>& keys);
 
+  // A Go-style duration string ("5s", "500ms", "1m30s") in milliseconds, when the key is present
+  // and `valid` accepts it; otherwise the error is `expected`.
+  std::optional<uint32_t> getDurationMs(const toml::table& tbl, const std::string& sec,
+                                        std::string_view key, bool (*valid)(uint32_t ms),
+                                        std::string_view expected);
   // An array of ports (1-65535); duplicates are dropped.
   void getPortList(const toml::table& tbl, const std::string& sec, std::string_view key,
                    std::vector<uint16_t>& out);

@@ -164,6 +164,24 @@ std::optional<int64_t> Loader::getInt(const toml::table& tbl, const std::string&
   return v;
 }
 
+std::optional<uint32_t> Loader::getDurationMs(const toml::table& tbl, const std::string& sec,
+                                              std::string_view key, bool (*valid)(uint32_t ms),
+                                              std::string_view expected) {
+  const auto* n = find(tbl, key);
+  if (n == nullptr) {
+    return std::nullopt;
+  }
+  std::optional<uint32_t> ms;
+  if (n->is_string()) {
+    ms = parseDurationMs(n->as_string()->get());
+  }
+  if (!ms || !valid(*ms)) {
+    error(*n, sec + "." + std::string(key), std::string(expected));
+    return std::nullopt;
+  }
+  return ms;
+}
+
 std::vector<Loader::TableAt> Loader::tablesOf(const toml::node& n, const std::string& name,
                                               const std::vector<std::string_view>& keys) {
   std::vector<TableAt> out;
