@@ -95,6 +95,15 @@ struct StreamVerdict {
   }
 };
 
+// Which filter a StreamFilter is, for the one place that reads what a closed connection turned
+// out to be (the proxy's census): a switch on this instead of RTTI. Each kind but Other belongs to
+// exactly one final class (its `of()` gives the typed view).
+enum class StreamFilterKind : uint8_t {
+  Other,   // nothing to read at close (passthrough, test filters)
+  Gossip,  // filters/gossip/gossip_stream_processor.h
+  Rpc,     // filters/rpc_tls/rpc_processor.h
+};
+
 // The contract of a stream filter (docs/architecture.md §2): it sees the bytes one side sent
 // (`in`, with end_stream once that side's FIN arrived), consumes what it can (leaving a partial
 // unit in `in`), appends its output to io.to_agent / io.to_peer and returns what it wants. Pure:
@@ -106,6 +115,7 @@ class StreamFilter {
   virtual StreamVerdict start() = 0;
   virtual StreamVerdict onData(Side from, Buffer& in, bool end_stream, StreamIo& io) = 0;
   virtual const char* name() const = 0;
+  virtual StreamFilterKind kind() const { return StreamFilterKind::Other; }
   // A filter whose preamble goes on after the upstream connected (outbound RPC TLS: the remote
   // must finish its side of the handshake): the session closes the connection if the filter is
   // not ready this long after the connect completed. 0: no deadline.

@@ -42,6 +42,12 @@ class GossipStreamProcessor final : public StreamFilter {
     return v;
   }
   const char* name() const override { return "gossip"; }
+  StreamFilterKind kind() const override { return StreamFilterKind::Gossip; }
+  // `f` as a gossip stream processor, or nullptr if it is another filter.
+  static const GossipStreamProcessor* of(const StreamFilter& f) {
+    return f.kind() == StreamFilterKind::Gossip ? static_cast<const GossipStreamProcessor*>(&f)
+                                                : nullptr;
+  }
 
   const GossipStreamFilter& filter() const { return *filter_; }
   // The ring this connection started with (keyIndex() refers to it).

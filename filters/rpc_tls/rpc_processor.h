@@ -36,6 +36,11 @@ class RpcProcessor final : public StreamFilter {
   StreamVerdict start() override { return verdict(); }
   StreamVerdict onData(Side from, Buffer& in, bool end_stream, StreamIo& io) override;
   const char* name() const override { return "rpc"; }
+  StreamFilterKind kind() const override { return StreamFilterKind::Rpc; }
+  // `f` as an RPC processor, or nullptr if it is another filter.
+  static const RpcProcessor* of(const StreamFilter& f) {
+    return f.kind() == StreamFilterKind::Rpc ? static_cast<const RpcProcessor*>(&f) : nullptr;
+  }
   // Outbound TLS: a remote that stalls its handshake would otherwise hold the agent's
   // connection (and the agent's RPC) forever; Consul's own server side gives up after the same
   // limit.

@@ -708,7 +708,7 @@ void Datapath::recordSession(const StreamSession& s, CloseReason reason) {
   const auto& info = s.info();
   const auto ip_text = fg::ipText({info.peer.ipBytes(), info.peer.ipLen()});
   const std::string_view ip = ip_text.view();
-  if (const auto* g = dynamic_cast<const GossipStreamProcessor*>(&s.filter())) {
+  if (const auto* g = GossipStreamProcessor::of(s.filter())) {
     const int index = g->filter().keyIndex();
     std::string fp;
     const auto& keys = g->keys();
@@ -722,7 +722,7 @@ void Datapath::recordSession(const StreamSession& s, CloseReason reason) {
     }
     return;
   }
-  if (const auto* r = dynamic_cast<const RpcProcessor*>(&s.filter());
+  if (const auto* r = RpcProcessor::of(s.filter());
       r != nullptr && info.origin == Origin::Inbound) {
     const auto* engine = r->engine();
     const bool handshake = engine != nullptr && engine->handshakeDone();

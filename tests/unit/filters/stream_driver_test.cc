@@ -8,7 +8,9 @@
 #include <string>
 #include <vector>
 
+#include "filters/gossip/gossip_stream_processor.h"
 #include "filters/passthrough.h"
+#include "filters/rpc_tls/rpc_processor.h"
 
 using namespace sidecrypt::filters;
 
@@ -177,4 +179,25 @@ TEST_CASE("stream_driver: passthrough relays both ways, forwards FINs, and trunc
   CHECK_FALSE(routine(v.reason));
   CHECK(routine(CloseReason::Reset));
   CHECK(routine(CloseReason::Done));
+}
+
+TEST_CASE("a filter's kind gives its typed view, and no other filter's", "[stream_driver]") {
+  // The proxy reads a closed connection's gossip key or TLS peer through these views (no RTTI);
+  // a wrong kind would hand it a filter of another class.
+  gossip::GossipStreamProcessor g(
+      std::make_unique<gossip::GossipStreamFilter>(Direction::Inbound, nullptr,
+                                                   std::make_shared<gossip::GossipPolicy>(),
+                                                   std::make_shared<gossip::GossipStreamStats>()),
+      nullptr, true);
+  rpc_tls::RpcProcessor r(true, std::make_shared<rpc_tls::RpcTlsSetup>(), "", nullptr);
+  PassthroughProcessor p;
+  CHECK(g.kind() == StreamFilterKind::Gossip);
+  CHECK(r.kind() == StreamFilterKind::Rpc);
+  CHECK(p.kind() == StreamFilterKind::Other);
+  CHECK(gossip::GossipStreamProcessor::of(g) == &g);
+  CHECK(gossip::GossipStreamProcessor::of(r) == nullptr);
+  CHECK(gossip::GossipStreamProcessor::of(p) == nullptr);
+  CHECK(rpc_tls::RpcProcessor::of(r) == &r);
+  CHECK(rpc_tls::RpcProcessor::of(g) == nullptr);
+  CHECK(rpc_tls::RpcProcessor::of(p) == nullptr);
 }
