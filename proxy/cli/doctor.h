@@ -4,6 +4,8 @@
 // doctor_host.cc checks the host (capabilities, netfilter backend, kernel, rules, policy
 // routes, sysctls, ephemeral ports); doctor_proxy.cc checks the running proxy (its
 // capabilities, /ready, the instance lock, member ports, a connect through each port);
+// doctor_tls.cc checks the certificates the configuration names (valid now, the leaf chaining
+// to the configured CAs);
 // doctor_cmd.cc runs them and prints. Rule inspection is proxy/intercept/rules_inspect.h.
 
 #include <sys/types.h>
@@ -73,6 +75,7 @@ class Doctor {
   void checkInstance();
   void checkMemberPorts();
   void probePorts();
+  void checkCertificates();  // doctor_tls.cc
 
   const DoctorOptions& opts_;
   const Config& cfg_;

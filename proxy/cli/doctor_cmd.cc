@@ -66,6 +66,7 @@ std::vector<Check> Doctor::run() {
       {"admin.ready", &Doctor::checkReady, {}},
       {"instance", &Doctor::checkInstance, {}},
       {"members.ports", &Doctor::checkMemberPorts, {}},
+      {"tls", &Doctor::checkCertificates, {}},
       {"probe",
        &Doctor::probePorts,
        {"capabilities", "backend", "kernel", "rules.netfilter", "rules.policy", "admin.ready"}},

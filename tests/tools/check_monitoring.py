@@ -61,7 +61,8 @@ EXPORTED = {
     "sidecrypt_census_refused_peers", "sidecrypt_census_silent_members",
     "sidecrypt_census_key_peers", "sidecrypt_census_dropped_total", "sidecrypt_check_ok",
     "sidecrypt_peer_plaintext_total", "sidecrypt_peer_encrypted_total",
-    "sidecrypt_udp_relay_packets_total",
+    "sidecrypt_udp_relay_packets_total", "sidecrypt_tls_certificate_expiry_seconds",
+    "sidecrypt_tls_certificate_not_before_seconds",
 }
 
 
@@ -378,6 +379,13 @@ def exposition(node, gossip_stage, rpc_stage, plaintext_peers, t0):
           "# HELP sidecrypt_rpc_total RPC events.", "# TYPE sidecrypt_rpc_total counter"]
     for e in ("passthrough_plaintext", "plaintext_refused", "handshakes_failed"):
         s.append('sidecrypt_rpc_total{event="%s"} 0' % e)
+    cert = 'role="leaf",file="/etc/consul/server.pem",subject="CN=server.dc1.consul",serial="0A"'
+    s += ["# HELP sidecrypt_tls_certificate_expiry_seconds Seconds until notAfter.",
+          "# TYPE sidecrypt_tls_certificate_expiry_seconds gauge",
+          "sidecrypt_tls_certificate_expiry_seconds{%s} 31536000" % cert,
+          "# HELP sidecrypt_tls_certificate_not_before_seconds notBefore.",
+          "# TYPE sidecrypt_tls_certificate_not_before_seconds gauge",
+          "sidecrypt_tls_certificate_not_before_seconds{%s} %d" % (cert, t0 - 86400)]
     for fam in ("packets", "streams"):
         s += ["# HELP sidecrypt_gossip_%s_total Gossip by pool, direction, result." % fam,
               "# TYPE sidecrypt_gossip_%s_total counter" % fam]
