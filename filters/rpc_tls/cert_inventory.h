@@ -25,7 +25,7 @@ struct CertificateInfo {
   std::string file;        // the file it was read from, as configured (ca_path: the file in it)
   std::string subject;     // RFC 2253, e.g. "CN=server.dc1.consul,O=HashiCorp"
   std::string issuer;      // RFC 2253
-  std::string serial;      // upper-case hex, no separators
+  std::string serial;      // upper-case hex of whole bytes, as `openssl x509 -serial`
   int64_t not_before = 0;  // unix seconds
   int64_t not_after = 0;   // unix seconds
   std::string sha256;      // lower-case hex SHA-256 of the DER encoding

@@ -32,7 +32,7 @@ std::string daysText(int64_t seconds) {
 void Doctor::checkCertificates() {
   const TlsConfig& t = cfg_.tls;
   if (!usesRpc(cfg_) || (t.cert_file.empty() && t.ca_file.empty() && t.ca_path.empty())) {
-    add("tls", Status::Skip,
+    add("tls", Status::Info,
         "no certificate configured for the RPC port ([tls] in " + cfg_path_ + ")");
     return;
   }

@@ -82,7 +82,9 @@ def key_pem(key):
 
 
 def serial_hex(cert):
-    return "%X" % cert.serial_number
+    """As `openssl x509 -serial` prints it: upper-case hex of whole bytes (a leading 0 kept)."""
+    h = "%X" % cert.serial_number
+    return "0" + h if len(h) % 2 else h
 
 
 class CertExpiry(unittest.TestCase):
