@@ -9,6 +9,8 @@ A CA and a leaf made to expire a few seconds after sidecrypt starts (python3-cry
   * the log warns when the leaf is within a day of expiry (at start) and when it has expired
     (the expiry timer fires on the threshold, not an hour later);
   * `sidecrypt status --json` lists the leaf with state "expired", and the text status shows it;
+  * a renewed leaf written in place and reloaded replaces the old series (positive again) and is
+    warned about afresh;
   * `sidecrypt doctor --only tls` fails on the expired leaf (tls.validity), on a leaf from a
     foreign CA (tls.chain) and on a leaf that is not valid yet, and passes on a good set.
 """
@@ -191,6 +193,31 @@ class CertExpiry(unittest.TestCase):
         self.assertEqual(checks["tls.validity"]["status"], "fail", out)
         self.assertIn("EXPIRED", checks["tls.validity"]["detail"])
         self.assertEqual(checks["tls.chain"]["status"], "ok", out)
+        # A renewed leaf written in place and reloaded: its series replaces the old one (the
+        # serial differs), positive again; the log warns about the new one afresh, not the old.
+        renewed = make_leaf(self.ca, now() - datetime.timedelta(minutes=1),
+                            now() + datetime.timedelta(days=3))
+        with open(cert_file + ".tmp", "w") as f:
+            f.write(pem(renewed[0]))
+        os.replace(cert_file + ".tmp", cert_file)
+        key_file = cert_file.replace("-cert.pem", "-key.pem")
+        with open(key_file + ".tmp", "w") as f:
+            f.write(key_pem(renewed[1]))
+        os.chmod(key_file + ".tmp", 0o600)
+        os.replace(key_file + ".tmp", key_file)
+        with sc.ns:
+            r = harness.run(["reload", "--admin", ADMIN], timeout=60)
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        _, body = sc.request(ADMIN, "GET", "/metrics")
+        self.assertNotIn(serial_hex(leaf[0]), body)
+        m = re.search(r'^sidecrypt_tls_certificate_expiry_seconds\{role="leaf",file="%s",'
+                      r'subject="CN=server\.dc1\.consul",serial="%s"\} (\d+)$'
+                      % (re.escape(cert_file), serial_hex(renewed[0])), body, re.M)
+        self.assertIsNotNone(m, body)
+        self.assertGreater(int(m.group(1)), 2 * 86400)
+        harness.wait_for(lambda: "(serial %s) in %s expires within 7 days" % (
+            serial_hex(renewed[0]), cert_file) in sc.output(), 5, what="the renewed leaf's warning")
+        self.assertEqual(sc.output().count("EXPIRED at"), 1)
 
     def test_doctor_passes_a_good_set_and_fails_foreign_and_future_leafs(self):
         good = make_leaf(self.ca, now() - datetime.timedelta(days=1),
