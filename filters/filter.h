@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <memory>
 #include <span>
 #include <string>
@@ -52,20 +53,45 @@ struct StreamIo {
 
 // Why a stream ended: one enum from the filter through the session to the logs, the metrics and
 // the census (as spiped's PROTO_CONN_* reasons or Envoy's close types). A text detail rides
-// beside it for the logs only.
+// beside it for the logs only. Every reason in one list, REASON(Enum, name): `name` is what
+// describe() returns and the one spelling of the reason's session counter (the stats log line's
+// `tcp closed`, /status `tcp_closed`, /metrics sidecrypt_tcp_sessions_closed_total{reason}).
+#define SIDECRYPT_CLOSE_REASONS(REASON)                                         \
+  /* Both directions finished, or a bare connect-and-close (a port probe). */   \
+  REASON(Done, done)                                                            \
+  /* A socket was reset or its pipe broke (ECONNRESET, EPIPE): routine. */      \
+  REASON(Reset, reset)                                                          \
+  /* The filter refused the bytes (bad frame, TLS failure, Consul's reason). */ \
+  REASON(Refused, refused)                                                      \
+  /* A side ended inside a message. */                                          \
+  REASON(Truncated, truncated)                                                  \
+  /* The accepted side ended before its first message was complete. */          \
+  REASON(PreambleCut, preamble_cut)                                             \
+  /* The preamble was not complete by its deadline. */                          \
+  REASON(ReadyDeadline, ready_deadline)                                         \
+  /* The upstream connect failed. */                                            \
+  REASON(ConnectFailed, connect_failed)                                         \
+  /* The upstream connect did not complete in time. */                          \
+  REASON(ConnectTimeout, connect_timeout)                                       \
+  /* The shared preamble budget closed the greediest session. */                \
+  REASON(PreambleBudget, preamble_budget)                                       \
+  /* Any other socket error. */                                                 \
+  REASON(SocketError, socket_error)                                             \
+  /* sidecrypt is stopping. */                                                  \
+  REASON(Stopping, stopping)
+
 enum class CloseReason : uint8_t {
-  Done,            // both directions finished, or a bare connect-and-close (a port probe)
-  Reset,           // a socket was reset or its pipe broke (ECONNRESET, EPIPE): routine
-  Refused,         // the filter refused the bytes (bad frame, TLS failure, Consul's reason)
-  Truncated,       // a side ended inside a message
-  PreambleCut,     // the accepted side ended before its first message was complete
-  ReadyDeadline,   // the preamble was not complete by its deadline
-  ConnectFailed,   // the upstream connect failed
-  ConnectTimeout,  // the upstream connect did not complete in time
-  PreambleBudget,  // the shared preamble budget closed the greediest session
-  SocketError,     // any other socket error
-  Stopping,        // sidecrypt is stopping
+#define SIDECRYPT_CLOSE_REASON_ENUM(e, name) e,
+  SIDECRYPT_CLOSE_REASONS(SIDECRYPT_CLOSE_REASON_ENUM)
+#undef SIDECRYPT_CLOSE_REASON_ENUM
 };
+// Every reason in list order; a reason's value is its index here.
+inline constexpr CloseReason kCloseReasons[] = {
+#define SIDECRYPT_CLOSE_REASON_VALUE(e, name) CloseReason::e,
+    SIDECRYPT_CLOSE_REASONS(SIDECRYPT_CLOSE_REASON_VALUE)
+#undef SIDECRYPT_CLOSE_REASON_VALUE
+};
+inline constexpr size_t kCloseReasonCount = std::size(kCloseReasons);
 const char* describe(CloseReason r);
 // Done and Reset are normal ends (counted closed_ok, not logged as refusals, not a failed
 // stream in the census); every other reason is an error.

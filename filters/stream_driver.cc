@@ -6,28 +6,11 @@ namespace sidecrypt::filters {
 
 const char* describe(CloseReason r) {
   switch (r) {
-    case CloseReason::Done:
-      return "done";
-    case CloseReason::Reset:
-      return "reset";
-    case CloseReason::Refused:
-      return "refused";
-    case CloseReason::Truncated:
-      return "truncated";
-    case CloseReason::PreambleCut:
-      return "preamble_cut";
-    case CloseReason::ReadyDeadline:
-      return "ready_deadline";
-    case CloseReason::ConnectFailed:
-      return "connect_failed";
-    case CloseReason::ConnectTimeout:
-      return "connect_timeout";
-    case CloseReason::PreambleBudget:
-      return "preamble_budget";
-    case CloseReason::SocketError:
-      return "socket_error";
-    case CloseReason::Stopping:
-      return "stopping";
+#define SIDECRYPT_CLOSE_REASON_NAME(e, name) \
+  case CloseReason::e:                       \
+    return #name;
+    SIDECRYPT_CLOSE_REASONS(SIDECRYPT_CLOSE_REASON_NAME)
+#undef SIDECRYPT_CLOSE_REASON_NAME
   }
   return "unknown";
 }

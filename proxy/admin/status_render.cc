@@ -315,6 +315,9 @@ json statusJson(const StatusInput& in) {
     json tcp = json::object();
     t.forEach([&tcp](const char* name, uint64_t v) { tcp[name] = v; });
     j["tcp"] = tcp;
+    json tcp_closed = json::object();
+    t.forEachClosed([&tcp_closed](const char* name, uint64_t v) { tcp_closed[name] = v; });
+    j["tcp_closed"] = tcp_closed;
     json gossip;
     for (auto [name, pool] :
          {std::pair{"lan", GossipPool::Lan}, std::pair{"wan", GossipPool::Wan}}) {
@@ -705,6 +708,11 @@ std::string metricsText(const StatusInput& in) {
       if (std::string_view(name) != "active" && std::string_view(name) != "accept_errors") {
         w.sample("sidecrypt_tcp_sessions_total", std::string("result=\"") + name + "\"", v);
       }
+    });
+    w.family("sidecrypt_tcp_sessions_closed_total", "counter",
+             "Closed TCP sessions by close reason (done and reset are routine ends).");
+    t.forEachClosed([&w](const char* name, uint64_t v) {
+      w.sample("sidecrypt_tcp_sessions_closed_total", std::string("reason=\"") + name + "\"", v);
     });
     w.family("sidecrypt_tcp_accept_errors_total", "counter",
              "Failed accepts (each pauses the listener 10 ms to 1 s).");

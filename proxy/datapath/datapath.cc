@@ -659,6 +659,7 @@ void Datapath::accept(Listener& l, int own_fd) {
         sessions_.erase(&s);
         release_slot(s.info().peer.ip());
         --tcp_.active;
+        ++tcp_.closed[static_cast<size_t>(reason)];
         if (reason == CloseReason::ReadyDeadline) {
           ++tcp_.deadline_closed;
         }
@@ -779,6 +780,15 @@ std::string Datapath::statsText() const {
   tcp_.forEach([&out](const char* name, uint64_t v) {
     out += std::string(" ") + name + "=" + std::to_string(v);
   });
+  std::string closed_line;
+  tcp_.forEachClosed([&closed_line](const char* name, uint64_t v) {
+    if (v != 0) {
+      closed_line += std::string(" ") + name + "=" + std::to_string(v);
+    }
+  });
+  if (!closed_line.empty()) {
+    out += "; tcp closed" + closed_line;
+  }
   for (const auto& r : relays_) {
     const auto& s = r->stats();
     out += std::string("; udp ") + (r->flow() == Flow::Outbound ? "out" : "in");

@@ -58,6 +58,21 @@ struct TcpCounters {
     SIDECRYPT_TCP_COUNTERS(SIDECRYPT_TCP_VISIT)
 #undef SIDECRYPT_TCP_VISIT
   }
+
+  // Closed sessions by CloseReason (the list in filters/filter.h): each close counts in exactly
+  // one, so they sum to closed_ok + closed_error. Rendered as the stats log line's `tcp closed`
+  // section, /status `tcp_closed` and sidecrypt_tcp_sessions_closed_total{reason}.
+  std::array<uint64_t, filters::kCloseReasonCount> closed{};
+  uint64_t closedBy(CloseReason r) const {
+    return closed[static_cast<size_t>(r)];
+  }
+  // Calls fn(reason name, value) for every reason, in list order.
+  template <typename Fn>
+  void forEachClosed(Fn&& fn) const {
+    for (CloseReason r : filters::kCloseReasons) {
+      fn(filters::describe(r), closedBy(r));
+    }
+  }
 };
 
 // The data path: capture sockets and listeners for both directions and both families, the

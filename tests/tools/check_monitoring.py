@@ -53,6 +53,7 @@ EXPORTED = {
     "sidecrypt_key_queries_total", "sidecrypt_rpc_total", "sidecrypt_census_peers",
     "sidecrypt_census_evictions_total", "sidecrypt_gossip_members", "sidecrypt_tcp_sessions_total",
     "sidecrypt_tcp_sessions_active", "sidecrypt_tcp_accept_errors_total",
+    "sidecrypt_tcp_sessions_closed_total",
     "sidecrypt_gossip_members_uncovered", "sidecrypt_http_requests_total",
     "sidecrypt_http_connections_total", "sidecrypt_http_connections_active",
     "sidecrypt_info", "sidecrypt_start_time_seconds", "sidecrypt_rollout_stage",

@@ -12,6 +12,7 @@
 #include <optional>
 #include <string>
 
+#include "proxy/admin/status_render.h"
 #include "tests/unit/filters/gossip/gossip_test_util.h"
 #include "tests/unit/proxy/datapath/loop_test_util.h"
 
@@ -140,6 +141,7 @@ TEST_CASE("an explicit RPC listener relays a plaintext connection both ways and 
   CHECK(c.active == 0);
   CHECK(c.closed_ok == 1);
   CHECK(c.closed_error == 0);
+  CHECK(c.closedBy(filters::CloseReason::Done) == 1);
   CHECK(c.upstream_failed == 0);
   client.reset();
   server.reset();
@@ -163,6 +165,44 @@ TEST_CASE("an explicit RPC listener whose upstream refuses closes the client's c
   CHECK(c.accepted == 1);
   CHECK(c.active == 0);
   CHECK(c.closed_error == 1);
+  client.reset();
+  rig.finish();
+}
+
+TEST_CASE("every close reason has its own session counter, in the log line, /status and /metrics",
+          "[datapath][loop]") {
+  DatapathRig rig(ListenerDirection::Outbound, false);  // the upstream refuses: connect_failed
+  Fd client = connectTcp(rig.listen);
+  const std::string request = std::string(1, '\x01') + "ping";
+  REQUIRE(sendSome(client.get(), request, 0) == request.size());
+  std::string got;
+  REQUIRE(rig.loop.runUntil(
+      [&] {
+        return recvSome(client.get(), got) != ReadState::Open && rig.dp->activeSessions() == 0;
+      },
+      2000));
+  const auto& c = rig.dp->tcpCounters();
+  uint64_t sum = 0;
+  c.forEachClosed([&sum](const char*, uint64_t v) { sum += v; });
+  CHECK(sum == c.closed_ok + c.closed_error);
+  CHECK(c.closedBy(filters::CloseReason::ConnectFailed) == 1);
+  CHECK(rig.dp->statsText().find("; tcp closed connect_failed=1") != std::string::npos);
+
+  const RuntimeState state = plaintextRpcState(ListenerDirection::Outbound, rig.listen);
+  proxy::StatusInput in(state);
+  in.datapath = &*rig.dp;
+  const auto status = proxy::statusJson(in);
+  REQUIRE(status.contains("tcp_closed"));
+  CHECK(status["tcp_closed"].size() == filters::kCloseReasonCount);
+  CHECK(status["tcp_closed"]["connect_failed"] == 1);
+  const std::string metrics = proxy::metricsText(in);
+  for (filters::CloseReason r : filters::kCloseReasons) {
+    const std::string sample = std::string("sidecrypt_tcp_sessions_closed_total{reason=\"") +
+                               filters::describe(r) + "\"} " +
+                               (r == filters::CloseReason::ConnectFailed ? "1" : "0") + "\n";
+    CAPTURE(sample);
+    CHECK(metrics.find(sample) != std::string::npos);
+  }
   client.reset();
   rig.finish();
 }
@@ -202,6 +242,7 @@ TEST_CASE("stopping the Datapath closes its live sessions and leaks nothing", "[
       },
       2000));
   CHECK(rig.dp->tcpCounters().active == 0);
+  CHECK(rig.dp->tcpCounters().closedBy(filters::CloseReason::Stopping) == kConnections);
   CHECK_FALSE(rig.dp->listening());
   // The listener is closed: a new connection is refused.
   Fd late(::socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
