@@ -1,161 +1,64 @@
 #pragma once
 
-#include <array>
-#include <chrono>
-#include <cstdint>
-#include <functional>
-#include <optional>
 #include <span>
-#include <string>
-#include <vector>
 
 #include "filters/gossip/datagram.h"
-#include "filters/gossip/key_query.h"
-#include "filters/gossip/message_walker.h"
-#include "filters/keyring/key_set.h"
 #include "proxy/config/config.h"
+#include "proxy/datapath/gossip_reader.h"
+#include "proxy/datapath/key_query_answerer.h"
 #include "proxy/net/address.h"
 #include "proxy/observe/peer_census.h"
 
 namespace sidecrypt::proxy {
 
-// Every key-query counter in one list (docs/architecture.md §4): COUNTER(field, name). `name` is
-// the one spelling /status JSON (`key_queries`), /metrics (`sidecrypt_key_queries_total{outcome}`)
-// and the stats log line all use.
-#define SIDECRYPT_KEY_QUERY_COUNTERS(COUNTER)                          \
-  /* Distinct key-manager queries seen (both directions). */           \
-  COUNTER(queries, seen)                                               \
-  /* install/use/remove that changed sidecrypt's keyring. */           \
-  COUNTER(applied, applied)                                            \
-  /* install of a present key, remove of an absent one, list. */       \
-  COUNTER(unchanged, unchanged)                                        \
-  /* Consul's rules said no (remove primary, use unknown, ...). */     \
-  COUNTER(refused, refused)                                            \
-  /* The keyring file could not be written: answered false. */         \
-  COUNTER(persist_failed, persist_failed)                              \
-  /* The agent's own answer replaced by sidecrypt's. */                \
-  COUNTER(answers_rewritten, answer_rewritten)                         \
-  /* A query response from the agent for no query we handled. */       \
-  COUNTER(answers_unmatched, answer_unmatched)                         \
-  /* Could not encode an answer (left as the agent wrote it). */       \
-  COUNTER(answer_too_large, answer_too_large)                          \
-  /* The agent's answers to its own queries, held for the query. */    \
-  COUNTER(self_answers_held, self_answer_held)                         \
-  /* Held, but never answered for: delivered as the agent wrote it. */ \
-  COUNTER(self_answers_expired, self_answer_expired)                   \
-  /* The agent's answer waited for the keyring write. */               \
-  COUNTER(answers_held_for_commit, answer_held_for_commit)
-
-struct KeyQueryStats {
-#define SIDECRYPT_KEY_QUERY_DECLARE(field, name) uint64_t field = 0;
-  SIDECRYPT_KEY_QUERY_COUNTERS(SIDECRYPT_KEY_QUERY_DECLARE)
-#undef SIDECRYPT_KEY_QUERY_DECLARE
-
-  // Calls fn(name, value) for every counter, in list order.
-  template <typename Fn>
-  void forEach(Fn&& fn) const {
-#define SIDECRYPT_KEY_QUERY_VISIT(field, name) fn(#name, field);
-    SIDECRYPT_KEY_QUERY_COUNTERS(SIDECRYPT_KEY_QUERY_VISIT)
-#undef SIDECRYPT_KEY_QUERY_VISIT
-  }
-};
-
-// Reads the plaintext of the agent's UDP gossip on both sides of the seal/open filter
-// (docs/spec/gossip-wire.md §7, docs/spec/consul-rpc-tls.md §4.3):
-//  - membership: alive/suspect/dead messages and node names into the census, the agent's own
-//    name from what it sends;
-//  - key rotation: a Serf key-manager query (inbound, or originated by the agent) is applied to
-//    sidecrypt's keyring once per (LTime, ID) with Consul's rules, persisted before it counts,
-//    and the agent's own answer — "encryption not enabled", since the agent has no keys — is
-//    rewritten on its way out into the answer an encrypting agent gives (same From, LTime, ID,
-//    relay header), which the filter then seals with the current primary.
-// The query itself still reaches the agent, which relays it as Serf does. Loop thread only; no
-// allocation per packet except when a query or a membership change is recorded.
+// What the data path sees of the agent's gossip plaintext, on both sides of the seal/open filter
+// (docs/spec/gossip-wire.md §7, docs/spec/consul-rpc-tls.md §4.3), in two parts:
+//  - GossipReader (gossip_reader.h) reads it: membership into the census, the agent's own name;
+//  - KeyQueryAnswerer (key_query_answerer.h) acts on it: a Serf key-manager query is applied to
+//    sidecrypt's keyring and persisted, and the agent's own answer is rewritten on its way out.
+// This class wires the two together in the order a packet needs. The query itself still reaches
+// the agent, which relays it as Serf does. Loop thread only.
 class GossipObserver {
  public:
-  // Persists `next` as the pool's keyring file and installs it (data path, admin view), off the
-  // loop; calls `done` on the loop with an error text when it could not, in which case nothing
-  // changed. Until then the agent's answer to that query is held (bounded), then rewritten.
-  using CommitDone = std::function<void(std::optional<std::string> error)>;
-  using KeyringCommit =
-      std::function<void(GossipPool, filters::keyring::KeySetConstSharedPtr, CommitDone)>;
-  using KeysOf = std::function<filters::keyring::KeySetConstSharedPtr(GossipPool)>;
+  using CommitDone = KeyQueryAnswerer::CommitDone;
+  using KeyringCommit = KeyQueryAnswerer::KeyringCommit;
+  using KeysOf = KeyQueryAnswerer::KeysOf;
+  using SelfSend = KeyQueryAnswerer::SelfSend;
+  using SealedSend = KeyQueryAnswerer::SealedSend;
 
-  GossipObserver(PeerCensus& census, KeysOf keys);
-  void setKeyringCommit(KeyringCommit commit) { commit_ = std::move(commit); }
+  GossipObserver(PeerCensus& census, KeysOf keys)
+      : answerer_(std::move(keys)), reader_(census, answerer_) {}
+  void setKeyringCommit(KeyringCommit commit) { answerer_.setKeyringCommit(std::move(commit)); }
 
   // A packet from a peer, after it was opened (or accepted as plaintext) and will be delivered.
-  void inbound(GossipPool pool, const SocketAddress& peer, std::span<const uint8_t> plain);
+  void inbound(GossipPool pool, const SocketAddress& peer, std::span<const uint8_t> plain) {
+    reader_.packet(pool, peer, false, plain);
+  }
   // One complete plaintext stream message (push/pull, reliable user message) in either direction.
   void stream(GossipPool pool, const SocketAddress& sender, bool from_agent,
-              std::span<const uint8_t> msg);
+              std::span<const uint8_t> msg) {
+    reader_.stream(pool, sender, from_agent, msg);
+  }
   // A packet from the agent before it is sealed; may rewrite it in place. Returns false when it
   // holds the packet back: the agent's answer to its own query, which Serf sends before the
   // query itself goes out, waits (bounded) for that query, then goes through SelfSend.
   bool outbound(GossipPool pool, const SocketAddress& agent, const SocketAddress& dst,
-                filters::gossip::Datagram& packet);
-  using SelfSend = std::function<void(const SocketAddress& agent, const SocketAddress& dst,
-                                      std::span<const uint8_t> bytes)>;
-  void setSelfSend(SelfSend send) { self_send_ = std::move(send); }
+                filters::gossip::Datagram& packet) {
+    answerer_.expireHeld();  // answers held past their time go out first, as written
+    reader_.packet(pool, agent, true, packet.data());
+    return answerer_.answer(pool, agent, dst, packet, reader_.walker());
+  }
+  // How the agent's held answer to its own query is delivered (plaintext, locally).
+  void setSelfSend(SelfSend send) { answerer_.setSelfSend(std::move(send)); }
   // How a held answer bound for a peer leaves: sealed with the pool's current primary key, from
   // the agent's own address, like any packet of the agent's.
-  using SealedSend = std::function<void(GossipPool, const SocketAddress& agent,
-                                        const SocketAddress& dst, std::span<const uint8_t> bytes)>;
-  void setSealedSend(SealedSend send) { sealed_send_ = std::move(send); }
+  void setSealedSend(SealedSend send) { answerer_.setSealedSend(std::move(send)); }
 
-  const KeyQueryStats& stats() const { return stats_; }
+  const KeyQueryStats& stats() const { return answerer_.stats(); }
 
  private:
-  struct Pending {
-    GossipPool pool = GossipPool::Lan;
-    uint64_t ltime = 0;
-    uint32_t id = 0;
-    filters::gossip::KeyOp op = filters::gossip::KeyOp::List;
-    bool ok = false;
-    std::string message;
-    filters::keyring::KeySetConstSharedPtr keys;  // list-keys: the ring it reported
-    std::chrono::steady_clock::time_point expires{};
-    bool used = false;
-    bool committing = false;  // the keyring write is running; the answer is not known yet
-  };
-  class Visitor;
-  void walk(GossipPool pool, const SocketAddress& sender, bool from_agent,
-            std::span<const uint8_t> plain);
-  void onKeyQuery(GossipPool pool, const filters::gossip::KeyQuery& q, bool from_agent);
-  void applyKeyQuery(GossipPool pool, const filters::gossip::KeyQuery& q, bool from_agent);
-  Pending* find(GossipPool pool, uint64_t ltime, uint32_t id);
-  void onCommitted(GossipPool pool, uint64_t ltime, uint32_t id, const std::string& what,
-                   const std::optional<std::string>& error);
-  bool hold(GossipPool pool, const filters::gossip::AgentResponse& r, const SocketAddress& agent,
-            const SocketAddress& dst, const filters::gossip::Datagram& packet,
-            std::chrono::steady_clock::duration for_how_long);
-  bool anyPending() const;
-
-  struct Held {
-    bool used = false;
-    bool to_self = false;  // the agent's answer to its own query (delivered plaintext, locally)
-    GossipPool pool = GossipPool::Lan;
-    filters::gossip::AgentResponse response;
-    SocketAddress agent;
-    SocketAddress dst;
-    std::array<uint8_t, 1500> bytes{};  // the agent's own answer as it wrote it
-    size_t length = 0;
-    std::chrono::steady_clock::time_point expires{};
-  };
-  void sendHeld(const Held& h, std::span<const uint8_t> bytes);
-  void releaseHeld(GossipPool pool, uint64_t ltime, uint32_t id);
-  void expireHeld();
-  PeerCensus& census_;
-  std::array<Held, 8> held_{};
-  SelfSend self_send_;
-  SealedSend sealed_send_;
-  KeysOf keys_;
-  KeyringCommit commit_;
-  filters::gossip::MessageWalker walker_;
-  std::array<Pending, 64> pending_{};  // ring buffer of recent key queries
-  size_t next_ = 0;
-  filters::SecureBuffer scratch_;  // the rewritten answer (base64 keys): guarded, wiped after use
-  KeyQueryStats stats_;
+  KeyQueryAnswerer answerer_;
+  GossipReader reader_;
 };
 
 }  // namespace sidecrypt::proxy

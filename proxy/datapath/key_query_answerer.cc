@@ -1,10 +1,10 @@
-#include "proxy/datapath/gossip_observer.h"
+#include "proxy/datapath/key_query_answerer.h"
 
 #include <sodium.h>
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
-#include <cstring>
+#include <variant>
 
 #include "filters/common/safe_text.h"
 
@@ -13,122 +13,17 @@ namespace sidecrypt::proxy {
 namespace fg = filters::gossip;
 using filters::gossip::KeyOp;
 
-class GossipObserver::Visitor final : public fg::MessageVisitor {
- public:
-  Visitor(GossipObserver& o, GossipPool pool, const SocketAddress& sender, bool from_agent)
-      : o_(o), pool_(pool), sender_(sender), from_agent_(from_agent) {}
-
-  void onMessage(const fg::Message& m) override {
-    if (!m.decoded) {
-      return;
-    }
-    PeerCensus& census = o_.census_;
-    switch (m.type) {
-      case fg::MsgType::Alive: {
-        const auto ip = fg::ipText(m.addr);
-        census.onAlive(m.node, ip.view(), m.port, m.incarnation);
-        if (from_agent_ && ip.view() == senderIp()) {
-          census.setSelf(m.node, senderIp());
-        }
-        break;
-      }
-      case fg::MsgType::Suspect:
-        census.onSuspect(m.node, m.incarnation);
-        break;
-      case fg::MsgType::Dead:
-        census.onDead(m.node, m.from, m.incarnation);
-        break;
-      case fg::MsgType::Ping:
-      case fg::MsgType::IndirectPing:
-        if (!m.source_node.empty()) {
-          if (from_agent_) {
-            census.setSelf(m.source_node, senderIp());
-          } else if (m.source_addr.size() == sender_.ipLen() &&
-                     std::memcmp(m.source_addr.data(), sender_.ipBytes(), sender_.ipLen()) == 0) {
-            census.setNodeName(senderIp(), m.source_node);
-          }
-        }
-        break;
-      case fg::MsgType::User:
-        // A re-broadcast of a query already handled costs a lookup, not a decode (keyQueryFrom
-        // copies the key into locked memory, which is several syscalls).
-        if (m.has_serf && m.serf.type == static_cast<int>(fg::SerfType::Query) &&
-            fg::keyOpForQuery(m.serf.name) && o_.find(pool_, m.serf.ltime, m.serf.id) == nullptr) {
-          if (auto q = fg::keyQueryFrom(m.serf)) {
-            o_.onKeyQuery(pool_, *q, from_agent_);
-          }
-        }
-        break;
-      default:
-        break;
-    }
-  }
-
-  void onNodeState(const fg::NodeState& s) override {
-    if (!s.decoded) {
-      return;
-    }
-    PeerCensus& census = o_.census_;
-    const auto ip = fg::ipText(s.addr);
-    switch (s.state) {
-      case 0:
-        census.onAlive(s.name, ip.view(), s.port, s.incarnation);
-        break;
-      case 1:
-        census.onAlive(s.name, ip.view(), s.port, s.incarnation);
-        census.onSuspect(s.name, s.incarnation);
-        break;
-      default:
-        // dead (2) or left (3): a push/pull does not say who declared it; "left" is a leave.
-        census.onDead(s.name, s.state == 3 ? s.name : std::string_view("?"), s.incarnation);
-        break;
-    }
-  }
-
- private:
-  GossipObserver& o_;
-  GossipPool pool_;
-  // The sender's address as text, formatted on first use (most packets never need it).
-  std::string_view senderIp() {
-    if (sender_text_.len == 0) {
-      sender_text_ = fg::ipText({sender_.ipBytes(), sender_.ipLen()});
-    }
-    return sender_text_.view();
-  }
-  const SocketAddress& sender_;
-  fg::IpText sender_text_;
-  bool from_agent_;
-};
-
-GossipObserver::GossipObserver(PeerCensus& census, KeysOf keys)
-    : census_(census), keys_(std::move(keys)) {
+KeyQueryAnswerer::KeyQueryAnswerer(KeysOf keys) : keys_(std::move(keys)) {
   scratch_.resize(fg::kQueryResponseSizeLimit + 512);
 }
 
-void GossipObserver::walk(GossipPool pool, const SocketAddress& sender, bool from_agent,
-                          std::span<const uint8_t> plain) {
-  Visitor v(*this, pool, sender, from_agent);
-  walker_.walkPacket(plain, v);
-}
-
-void GossipObserver::inbound(GossipPool pool, const SocketAddress& peer,
-                             std::span<const uint8_t> plain) {
-  walk(pool, peer, false, plain);
-}
-
-void GossipObserver::stream(GossipPool pool, const SocketAddress& sender, bool from_agent,
-                            std::span<const uint8_t> msg) {
-  Visitor v(*this, pool, sender, from_agent);
-  walker_.walkStream(msg, v);
-}
-
-bool GossipObserver::anyPending() const {
+bool KeyQueryAnswerer::anyPending() const {
   const auto now = std::chrono::steady_clock::now();
   return std::any_of(pending_.begin(), pending_.end(),
                      [now](const Pending& p) { return p.used && p.expires > now; });
 }
 
-GossipObserver::Pending* GossipObserver::find(GossipPool pool, uint64_t ltime, uint32_t id) {
+KeyQueryAnswerer::Pending* KeyQueryAnswerer::find(GossipPool pool, uint64_t ltime, uint32_t id) {
   for (auto& p : pending_) {
     if (p.used && p.pool == pool && p.ltime == ltime && p.id == id) {
       return &p;
@@ -137,7 +32,7 @@ GossipObserver::Pending* GossipObserver::find(GossipPool pool, uint64_t ltime, u
   return nullptr;
 }
 
-void GossipObserver::sendHeld(const Held& h, std::span<const uint8_t> bytes) {
+void KeyQueryAnswerer::sendHeld(const Held& h, std::span<const uint8_t> bytes) {
   if (h.to_self) {
     if (self_send_) {
       self_send_(h.agent, h.dst, bytes);
@@ -147,7 +42,7 @@ void GossipObserver::sendHeld(const Held& h, std::span<const uint8_t> bytes) {
   }
 }
 
-void GossipObserver::expireHeld() {
+void KeyQueryAnswerer::expireHeld() {
   const auto now = std::chrono::steady_clock::now();
   for (auto& h : held_) {
     if (h.used && h.expires <= now) {
@@ -159,7 +54,7 @@ void GossipObserver::expireHeld() {
   }
 }
 
-void GossipObserver::releaseHeld(GossipPool pool, uint64_t ltime, uint32_t id) {
+void KeyQueryAnswerer::releaseHeld(GossipPool pool, uint64_t ltime, uint32_t id) {
   Pending* p = find(pool, ltime, id);
   if (p == nullptr || p->committing) {
     return;  // not known yet: released by onCommitted (or by expiry)
@@ -183,9 +78,9 @@ void GossipObserver::releaseHeld(GossipPool pool, uint64_t ltime, uint32_t id) {
   }
 }
 
-bool GossipObserver::hold(GossipPool pool, const fg::AgentResponse& r, const SocketAddress& agent,
-                          const SocketAddress& dst, const fg::Datagram& packet,
-                          std::chrono::steady_clock::duration for_how_long) {
+bool KeyQueryAnswerer::hold(GossipPool pool, const fg::AgentResponse& r, const SocketAddress& agent,
+                            const SocketAddress& dst, const fg::Datagram& packet,
+                            std::chrono::steady_clock::duration for_how_long) {
   for (auto& h : held_) {
     if (!h.used && packet.length <= h.bytes.size()) {
       h.used = true;
@@ -203,15 +98,13 @@ bool GossipObserver::hold(GossipPool pool, const fg::AgentResponse& r, const Soc
   return false;
 }
 
-bool GossipObserver::outbound(GossipPool pool, const SocketAddress& agent, const SocketAddress& dst,
-                              fg::Datagram& packet) {
-  expireHeld();
-  walk(pool, agent, true, packet.data());
+bool KeyQueryAnswerer::answer(GossipPool pool, const SocketAddress& agent, const SocketAddress& dst,
+                              fg::Datagram& packet, fg::MessageWalker& walker) {
   const bool to_self = dst.sameIp(agent);
   if (!to_self && !anyPending()) {
     return true;
   }
-  const auto r = fg::agentQueryResponse(walker_, packet.data());
+  const auto r = fg::agentQueryResponse(walker, packet.data());
   if (!r) {
     return true;
   }
@@ -253,15 +146,15 @@ bool GossipObserver::outbound(GossipPool pool, const SocketAddress& agent, const
   return true;
 }
 
-void GossipObserver::onKeyQuery(GossipPool pool, const fg::KeyQuery& q, bool from_agent) {
+void KeyQueryAnswerer::onQuery(GossipPool pool, const fg::KeyQuery& q, bool from_agent) {
   if (find(pool, q.ltime, q.id) != nullptr) {
     return;  // a re-broadcast of a query already handled
   }
-  applyKeyQuery(pool, q, from_agent);
+  apply(pool, q, from_agent);
   releaseHeld(pool, q.ltime, q.id);
 }
 
-void GossipObserver::applyKeyQuery(GossipPool pool, const fg::KeyQuery& q, bool from_agent) {
+void KeyQueryAnswerer::apply(GossipPool pool, const fg::KeyQuery& q, bool from_agent) {
   ++stats_.queries;
   Pending& p = pending_[next_];
   next_ = (next_ + 1) % pending_.size();
@@ -352,8 +245,9 @@ void GossipObserver::applyKeyQuery(GossipPool pool, const fg::KeyQuery& q, bool 
           });
 }
 
-void GossipObserver::onCommitted(GossipPool pool, uint64_t ltime, uint32_t id,
-                                 const std::string& what, const std::optional<std::string>& error) {
+void KeyQueryAnswerer::onCommitted(GossipPool pool, uint64_t ltime, uint32_t id,
+                                   const std::string& what,
+                                   const std::optional<std::string>& error) {
   if (error) {
     // Never report success for a change that could not be persisted (the ring is unchanged).
     ++stats_.persist_failed;
