@@ -558,6 +558,7 @@ HttpResponse Server::handleAdmin(const HttpRequest& r) {
     q.plaintext = queryParam(r.query, "plaintext").value_or("0") != "0";
     q.silent = queryParam(r.query, "silent").value_or("0") != "0";
     q.key = queryParam(r.query, "key").value_or("");
+    q.ca = queryParam(r.query, "ca").value_or("");
     q.after = queryParam(r.query, "after").value_or("");
     q.by_plaintext = queryParam(r.query, "sort").value_or("") == "plaintext";
     std::string error;

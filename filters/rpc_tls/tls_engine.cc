@@ -3,6 +3,7 @@
 #include "filters/common/boringssl.h"
 
 #include <openssl/bio.h>
+#include <openssl/digest.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -59,6 +60,29 @@ std::vector<std::string> dnsNames(X509* cert) {
 
 }  // namespace
 
+// The handshake's verify callback (per connection): BoringSSL's verification calls it for every
+// certificate of the chain it built, the last call at depth 0; with ok, the top of that chain is
+// the trust anchor from the CA store. Recorded for the census (which CA a peer's chain ends at);
+// it never changes the verdict.
+int TlsEngine::captureAnchor(int ok, X509_STORE_CTX* store_ctx) {
+  if (ok != 1 || X509_STORE_CTX_get_error_depth(store_ctx) != 0) {
+    return ok;
+  }
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* engine = ssl != nullptr ? static_cast<TlsEngine*>(SSL_get_app_data(ssl)) : nullptr;
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
+  if (engine == nullptr || chain == nullptr || sk_X509_num(chain) == 0) {
+    return ok;
+  }
+  const X509* top = sk_X509_value(chain, sk_X509_num(chain) - 1);
+  unsigned len = 0;
+  PeerIdentity& peer = engine->peer_;
+  peer.has_anchor = X509_digest(top, EVP_sha256(), peer.anchor_sha256.data(), &len) == 1 &&
+                    len == peer.anchor_sha256.size();
+  return ok;
+}
+
 TlsEngine::TlsEngine(TlsContextSharedPtr ctx, bool is_client)
     : ctx_(std::move(ctx)), is_client_(is_client) {}
 
@@ -99,6 +123,10 @@ bool TlsEngine::init(const ClientOptions* options) {
     return false;
   }
   SSL_set_bio(ssl_, rbio_, wbio_);  // takes one reference of each (docs/spec/toolchain.md §3.9)
+  if (ctx_->verifiesPeer()) {
+    SSL_set_app_data(ssl_, this);
+    SSL_set_verify(ssl_, SSL_get_verify_mode(ssl_), captureAnchor);
+  }
   const TlsSettings& s = ctx_->settings();
   if (!is_client_) {
     SSL_set_accept_state(ssl_);

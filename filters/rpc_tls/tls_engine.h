@@ -1,5 +1,6 @@
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -12,6 +13,7 @@
 
 struct ssl_st;
 struct bio_st;
+struct x509_store_ctx_st;
 
 namespace sidecrypt::filters::rpc_tls {
 
@@ -29,6 +31,10 @@ struct PeerIdentity {
   // AuthorizeServerConn, docs/spec/consul-rpc-tls.md §2.5), serverAuth on a client. <dc> is the
   // local datacenter on a server and the destination datacenter on a client.
   bool verifies_as_server = false;
+  // The trust anchor the handshake's own verification ended at: the configured CA at the top of
+  // the verified chain (SHA-256 of its DER encoding). Only when this side verified the peer.
+  bool has_anchor = false;
+  std::array<uint8_t, 32> anchor_sha256{};
 };
 
 struct ClientOptions {
@@ -128,6 +134,7 @@ class TlsEngine {
   void sendCloseNotify();
   void fail(std::string why);
   void fillPeerIdentity();
+  static int captureAnchor(int ok, x509_store_ctx_st* store_ctx);
 
   TlsContextSharedPtr ctx_;
   bool is_client_;

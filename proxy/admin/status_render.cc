@@ -428,6 +428,14 @@ json peerJson(const PeerRecord& p) {
   for (const auto& use : p.keys_used) {
     keys[use.fingerprint] = {{"count", use.count}, {"last_seen_unix", unixSeconds(use.last)}};
   }
+  json cas = json::array();
+  for (const auto& use : p.cas_used) {
+    cas.push_back(
+        {{"direction", use.direction == filters::Direction::Inbound ? "inbound" : "outbound"},
+         {"fingerprint", caFingerprintHex(use.fingerprint)},
+         {"count", use.count},
+         {"last_seen_unix", unixSeconds(use.last)}});
+  }
   return {{"address", p.address},
           {"node", wireText(p.node)},
           {"gossip",
@@ -443,7 +451,8 @@ json peerJson(const PeerRecord& p) {
            {{"tls", p.rpc_tls},
             {"plaintext", p.rpc_plaintext},
             {"refused", p.rpc_refused},
-            {"tls_dns_names", wireTexts(p.tls_dns_names)}}},
+            {"tls_dns_names", wireTexts(p.tls_dns_names)},
+            {"tls_cas", cas}}},
           {"shadow_refused", p.shadow_refused},
           {"first_seen_unix", unixSeconds(p.first_seen)},
           {"last_seen_unix", unixSeconds(p.last_seen)},
@@ -506,6 +515,12 @@ json peersPageJson(const PeerCensus& census, const PeersQuery& q) {
         if (use == nullptr || use->last < since) {
           continue;
         }
+      }
+      if (!q.ca.empty() &&
+          std::none_of(p.cas_used.begin(), p.cas_used.end(), [&q, since](const auto& use) {
+            return use.last >= since && caFingerprintHex(use.fingerprint).rfind(q.ca, 0) == 0;
+          })) {
+        continue;
       }
       matches.push_back({p.address, &p, nullptr});
     }

@@ -46,9 +46,10 @@ std::string peersText(const PeerCensus& census);
 
 // GET /peers with a query: a filtered, paged view sorted by address.
 struct PeersQuery {
-  bool plaintext = false;   // peers that sent plaintext (accepted, would be refused, or refused)
-  bool silent = false;      // live members (not this agent) that sent nothing
-  std::string key;          // peers whose traffic opened with this key fingerprint
+  bool plaintext = false;  // peers that sent plaintext (accepted, would be refused, or refused)
+  bool silent = false;     // live members (not this agent) that sent nothing
+  std::string key;         // peers whose traffic opened with this key fingerprint
+  std::string ca;  // peers whose RPC TLS chain ended at a CA whose SHA-256 starts with this (hex)
   uint32_t within_s = 600;  // the window of the filters above (the server passes census.window)
   size_t limit = 1000;
   std::string after;          // the address to continue after (the previous page's "next")

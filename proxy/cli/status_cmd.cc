@@ -1,12 +1,14 @@
 #include <fmt/printf.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cctype>
 #include <chrono>
 #include <cstdio>
 #include <iostream>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "filters/common/safe_text.h"
 #include "filters/keyring/aead_key.h"
@@ -83,6 +85,28 @@ std::string ringText(const json& ring) {
   return out;
 }
 
+// The CAs that verified a peer's RPC chains: "in:1a2b3c4d out:1a2b3c4d" (first 8 hex digits of
+// each CA's SHA-256; `/peers` has them whole, with subjects and times), most recent first.
+std::string caText(const json& rpc) {
+  if (!rpc.contains("tls_cas") || rpc["tls_cas"].empty()) {
+    return "-";
+  }
+  std::vector<const json*> uses;
+  for (const auto& c : rpc["tls_cas"]) {
+    uses.push_back(&c);
+  }
+  std::sort(uses.begin(), uses.end(), [](const json* a, const json* b) {
+    return (*a)["last_seen_unix"].get<int64_t>() > (*b)["last_seen_unix"].get<int64_t>();
+  });
+  std::string out;
+  for (const json* c : uses) {
+    out += (out.empty() ? "" : " ") +
+           std::string((*c)["direction"].get<std::string>() == "inbound" ? "in:" : "out:") +
+           filters::escapeForLog((*c)["fingerprint"].get<std::string>().substr(0, 8));
+  }
+  return out;
+}
+
 }  // namespace
 
 std::string renderStatusTable(const json& status, const json& peers, const json& members) {
@@ -155,9 +179,9 @@ std::string renderStatusTable(const json& status, const json& peers, const json&
       out += "peers per key in the window: " + keys + "\n";
     }
   }
-  out += fmt::sprintf("\n%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n", "PEER", "NODE",
+  out += fmt::sprintf("\n%-24s %-14s %-15s %-10s %-12s %-7s %-15s %-12s %s\n", "PEER", "NODE",
                       "GOSSIP enc/plain", "RPC tls/pl", "KEYS", "SHADOW", "LAST PLAINTEXT",
-                      "LAST SEEN");
+                      "LAST SEEN", "RPC CA (in/out)");
   for (const auto& p : peers) {
     const auto& g = p["gossip"];
     const uint64_t enc =
@@ -168,13 +192,13 @@ std::string renderStatusTable(const json& status, const json& peers, const json&
     for (const auto& [fp, use] : g["keys"].items()) {
       keys += (keys.empty() ? "" : ",") + filters::escapeForLog(fp);
     }
-    out += fmt::sprintf("%-24s %-14s %-15s %-10s %-12s %-7s %-15s %s\n",
+    out += fmt::sprintf("%-24s %-14s %-15s %-10s %-12s %-7s %-15s %-12s %s\n",
                         shown(p["address"]).c_str(), shown(p["node"]).c_str(),
                         (std::to_string(enc) + "/" + std::to_string(plain)).c_str(),
                         (p["rpc"]["tls"].dump() + "/" + p["rpc"]["plaintext"].dump()).c_str(),
                         keys.empty() ? "-" : keys.c_str(), p["shadow_refused"].dump().c_str(),
                         ago(p["last_plaintext_unix"].get<int64_t>()).c_str(),
-                        ago(p["last_seen_unix"].get<int64_t>()).c_str());
+                        ago(p["last_seen_unix"].get<int64_t>()).c_str(), caText(p["rpc"]).c_str());
   }
   return out;
 }

@@ -723,11 +723,15 @@ void Datapath::recordSession(const StreamSession& s, CloseReason reason) {
     }
     return;
   }
-  if (const auto* r = RpcProcessor::of(s.filter());
-      r != nullptr && info.origin == Origin::Inbound) {
+  if (const auto* r = RpcProcessor::of(s.filter())) {
     const auto* engine = r->engine();
     const bool handshake = engine != nullptr && engine->handshakeDone();
-    census_.onRpc(ip, handshake, !r->ready(), handshake ? &engine->peer().dns_names : nullptr);
+    if (info.origin == Origin::Inbound) {
+      census_.onRpc(ip, handshake, !r->ready(), handshake ? &engine->peer().dns_names : nullptr);
+    }
+    if (handshake && engine->peer().has_anchor) {
+      census_.onPeerChain(ip, info.origin, engine->peer().anchor_sha256);
+    }
   }
 }
 

@@ -16,6 +16,26 @@ const PeerRecord::KeyUse* PeerRecord::keyUse(std::string_view fingerprint) const
   return nullptr;
 }
 
+std::string caFingerprintHex(const CaFingerprint& fp) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out(fp.size() * 2, '0');
+  for (size_t i = 0; i < fp.size(); ++i) {
+    out[2 * i] = kHex[fp[i] >> 4];
+    out[2 * i + 1] = kHex[fp[i] & 0xf];
+  }
+  return out;
+}
+
+const PeerRecord::CaUse* PeerRecord::caUse(filters::Direction direction,
+                                           const CaFingerprint& fingerprint) const {
+  for (const auto& c : cas_used) {
+    if (c.direction == direction && c.fingerprint == fingerprint) {
+      return &c;
+    }
+  }
+  return nullptr;
+}
+
 bool PeerCensus::liveMemberAt(const PeerRecord& p) const {
   auto at = member_at_.find(p.address);
   if (at == member_at_.end()) {
@@ -165,6 +185,28 @@ void PeerCensus::onRpc(std::string_view ip, bool tls, bool refused,
   if (dns_names != nullptr && !dns_names->empty()) {
     p->tls_dns_names = *dns_names;
   }
+}
+
+void PeerCensus::onPeerChain(std::string_view ip, filters::Direction direction,
+                             const CaFingerprint& anchor) {
+  PeerRecord* p = touch(ip);
+  if (p == nullptr) {
+    return;
+  }
+  for (auto& c : p->cas_used) {
+    if (c.direction == direction && c.fingerprint == anchor) {
+      ++c.count;
+      c.last = p->last_seen;
+      return;
+    }
+  }
+  if (p->cas_used.size() >= kMaxCasPerPeer) {
+    auto stale = std::min_element(p->cas_used.begin(), p->cas_used.end(),
+                                  [](const auto& a, const auto& b) { return a.last < b.last; });
+    lost(stale->last);  // a remove-ca check reaching back to it cannot be answered
+    p->cas_used.erase(stale);
+  }
+  p->cas_used.push_back({anchor, direction, 1, p->last_seen});
 }
 
 void PeerCensus::setNodeName(std::string_view ip, std::string_view node) {

@@ -12,6 +12,7 @@
 #include <utility>
 #include <vector>
 
+#include "filters/common/direction.h"
 #include "filters/gossip/gossip_datagram_filter.h"
 
 namespace sidecrypt::proxy {
@@ -34,6 +35,15 @@ inline constexpr size_t kDefaultCensusCapacity = 65536;
 inline constexpr size_t kMaxCensusNodeName = 256;
 // Keys remembered per peer (the most recently used win): two during a rotation, four is slack.
 inline constexpr size_t kMaxKeysPerPeer = 4;
+
+// CAs remembered per peer, both directions together (the most recently used win): an old and a
+// new CA each way during a rotation, and slack.
+inline constexpr size_t kMaxCasPerPeer = 6;
+
+// A CA certificate's SHA-256 fingerprint (of its DER encoding), and its text: 64 lower-case hex
+// digits, as `openssl x509 -fingerprint -sha256` prints it without the colons.
+using CaFingerprint = std::array<uint8_t, 32>;
+std::string caFingerprintHex(const CaFingerprint& fp);
 
 // Links of the census's least-recently-seen lists (an intrusive list: no allocation per touch,
 // O(1) to move a record to the front, the eviction candidates are at the back).
@@ -94,6 +104,18 @@ struct PeerRecord {
   // kMaxKeysPerPeer, the least recently used one gives way.
   std::vector<KeyUse> keys_used;
   const KeyUse* keyUse(std::string_view fingerprint) const;
+  // Which CA (trust anchor) verified the TLS certificate chain it presented in an RPC handshake,
+  // per direction: Inbound = it dialled in as the TLS client (its client certificate), Outbound =
+  // our agent dialled it and it was the server. At most kMaxCasPerPeer; the least recently used
+  // gives way. No allocation beyond the first use of a CA.
+  struct CaUse {
+    CaFingerprint fingerprint{};
+    filters::Direction direction = filters::Direction::Inbound;
+    uint64_t count = 0;
+    WallClock::time_point last{};
+  };
+  std::vector<CaUse> cas_used;
+  const CaUse* caUse(filters::Direction direction, const CaFingerprint& fingerprint) const;
   uint64_t streams_encrypted = 0;
   uint64_t streams_plaintext = 0;
   uint64_t streams_failed = 0;
@@ -156,6 +178,8 @@ class PeerCensus {
                 bool shadow_refused, bool failed);
   void onRpc(std::string_view ip, bool tls, bool refused,
              const std::vector<std::string>* dns_names);
+  // An RPC TLS handshake whose verification ended at the CA `anchor` (see PeerRecord::CaUse).
+  void onPeerChain(std::string_view ip, filters::Direction direction, const CaFingerprint& anchor);
   void setNodeName(std::string_view ip, std::string_view node);
   // Membership messages, with memberlist's incarnation rules (a state applies when it is news).
   // `from`: for dead, the node that declared it (itself = a graceful leave).

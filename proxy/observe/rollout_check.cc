@@ -145,6 +145,77 @@ CheckAnswer checkRemoveKey(const PeerCensus& census, const CheckContext& ctx, st
   return a;
 }
 
+CheckAnswer checkRemoveCa(const PeerCensus& census, const CheckContext& ctx,
+                          const CaCheckSubject& ca) {
+  CheckAnswer a;
+  a.subject = "remove-ca " + (ca.shown.empty() ? caFingerprintHex(ca.fingerprint) : ca.shown) +
+              (ca.subject.empty() ? "" : " (" + ca.subject + ")");
+  a.within_s = static_cast<uint32_t>(ctx.window.count());
+  const auto since = ctx.now - ctx.window;
+  if (!ca.configured) {
+    a.reasons.push_back({"unknown_ca", "", "",
+                         "no CA loaded from ca_file / ca_path has this SHA-256 fingerprint: "
+                         "check the fingerprint (`sidecrypt status` lists the CAs)"});
+  }
+  for (const auto& local : ca.local_dependents) {
+    a.reasons.push_back({"local_certificate", "", "",
+                         local +
+                             " chains only to this CA: peers could no longer verify it; reissue "
+                             "it from another configured CA first"});
+  }
+  for (const auto& [ip, p] : census.peers()) {
+    if (p.last_seen >= since) {
+      ++a.peers_heard;
+    }
+    bool counted = false;
+    for (const auto direction : {filters::Direction::Inbound, filters::Direction::Outbound}) {
+      const auto* use = p.caUse(direction, ca.fingerprint);
+      if (use == nullptr || use->last < since) {
+        continue;
+      }
+      if (!counted) {
+        ++a.ca_peers;
+        counted = true;
+      }
+      a.reasons.push_back(
+          {"ca_in_use", p.address, p.node,
+           std::string(direction == filters::Direction::Inbound
+                           ? "dialled in with a client certificate chain ending at this CA ("
+                           : "answered our agent's RPC with a server certificate chain ending at "
+                             "this CA (") +
+               agoText(use->last, ctx.now) + ")"});
+    }
+  }
+  censusCoverage(census, ctx, a);
+  a.ok = a.reasons.empty();
+  return a;
+}
+
+std::vector<CaUseCounts> caUseCounts(const PeerCensus& census, WallClock::time_point now,
+                                     std::chrono::seconds window,
+                                     const std::vector<CaFingerprint>& cas) {
+  std::vector<CaUseCounts> out(cas.size());
+  for (size_t i = 0; i < cas.size(); ++i) {
+    out[i].fingerprint = cas[i];
+  }
+  const auto since = now - window;
+  for (const auto& [ip, p] : census.peers()) {
+    for (const auto& use : p.cas_used) {
+      for (auto& c : out) {
+        if (c.fingerprint != use.fingerprint) {
+          continue;
+        }
+        const auto d = static_cast<size_t>(use.direction);
+        c.last[d] = std::max(c.last[d], use.last);
+        if (use.last >= since) {
+          ++c.peers[d];
+        }
+      }
+    }
+  }
+  return out;
+}
+
 CensusCounts censusCounts(const PeerCensus& census, WallClock::time_point now,
                           std::chrono::seconds window,
                           const std::vector<std::string>& fingerprints) {

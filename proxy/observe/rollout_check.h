@@ -16,7 +16,8 @@ namespace sidecrypt::proxy {
 
 struct CheckReason {
   std::string cls;   // plaintext, refused, silent, uncovered, no_traffic, no_members,
-                     // census_full, census_young, primary, key_in_use
+                     // census_full, census_young, primary, key_in_use, unknown_ca,
+                     // local_certificate, ca_in_use
   std::string peer;  // address, "" when the reason is not about one peer
   std::string node;  // wire text: a peer chooses its node name
   std::string why;
@@ -34,6 +35,7 @@ struct CheckAnswer {
   size_t live_members = 0;     // alive or suspect members, not this agent
   size_t silent_members = 0;   // live members that sent nothing within the window
   size_t key_peers = 0;        // remove-key: peers that used the key within the window
+  size_t ca_peers = 0;         // remove-ca: peers whose chain ended at the CA within the window
 };
 
 struct CheckContext {
@@ -54,6 +56,24 @@ CheckAnswer checkEnforceIncoming(const PeerCensus& census, const CheckContext& c
 CheckAnswer checkRemoveKey(const PeerCensus& census, const CheckContext& ctx, std::string_view fp,
                            const std::vector<std::string>& primaries);
 
+// What remove-ca needs to know about the CA besides the census (from the TLS setup's inventory).
+struct CaCheckSubject {
+  CaFingerprint fingerprint{};
+  std::string shown;        // as the answer names it ("" = the fingerprint in hex)
+  bool configured = false;  // some loaded CA (ca_file / ca_path) has this fingerprint
+  std::string subject;      // its subject, when configured
+  // The certificates sidecrypt itself presents that chain to this CA and to no other configured
+  // one, e.g. "cert_file /etc/consul/agent.pem (CN=server.dc1.consul)".
+  std::vector<std::string> local_dependents;
+};
+
+// Is it safe to drop the CA from ca_file / ca_path? Yes only when, in the window, no peer
+// presented a chain ending at it (either direction), every certificate sidecrypt presents chains
+// to another configured CA, the CA is configured here at all (a typo is not a yes), and the
+// census saw the whole window.
+CheckAnswer checkRemoveCa(const PeerCensus& census, const CheckContext& ctx,
+                          const CaCheckSubject& ca);
+
 // Window counts for /metrics (no names; bounded whatever the fleet size).
 struct CensusCounts {
   size_t plaintext_peers = 0;
@@ -62,6 +82,17 @@ struct CensusCounts {
   // Peers whose traffic opened with each fingerprint within the window, for `fingerprints`.
   std::vector<std::pair<std::string, size_t>> key_peers;
 };
+
+// For the per-CA series: per CA (as given) and direction, the peers whose chain ended at it
+// within the window and the last time any peer's did (ever, as far as the census remembers).
+struct CaUseCounts {
+  CaFingerprint fingerprint{};
+  size_t peers[2] = {0, 0};  // by filters::Direction (Inbound, Outbound)
+  WallClock::time_point last[2] = {};
+};
+std::vector<CaUseCounts> caUseCounts(const PeerCensus& census, WallClock::time_point now,
+                                     std::chrono::seconds window,
+                                     const std::vector<CaFingerprint>& cas);
 CensusCounts censusCounts(const PeerCensus& census, WallClock::time_point now,
                           std::chrono::seconds window,
                           const std::vector<std::string>& fingerprints);

@@ -32,6 +32,7 @@ type server struct {
 	native           *tls.Config // docs/spec/consul-rpc-tls.md §1.4: ALPN, always requires a client cert
 	pool             *x509.CertPool
 	nextID           int64
+	reread           bool
 }
 
 // peekedConn hands out bytes a bufio.Reader already pulled from the socket.
@@ -69,6 +70,7 @@ func serverMain(args []string) int {
 	fs.BoolVar(&s.tf.verifyHostname, "verify-server-hostname", false, "Consul's verify_server_hostname (raft identity check)")
 	fs.DurationVar(&s.handshakeTimeout, "handshake-timeout", 5*time.Second, "rpc_handshake_timeout")
 	fs.Int64Var(&s.maxBody, "max-body", 64<<20, "largest snapshot/raft body accepted")
+	fs.BoolVar(&s.reread, "reread", false, "read -ca, -cert and -key again for every handshake (a CA rotation test rewrites them)")
 	fs.Parse(args)
 	if err := s.configure(); err != nil {
 		fmt.Fprintln(os.Stderr, "rpcpeer server:", err)
@@ -119,7 +121,32 @@ func (s *server) configure() error {
 		s.native.ClientAuth = tls.RequireAndVerifyClientCert
 		s.native.NextProtos = alpnProtocols
 	}
+	if s.reread {
+		for _, cfg := range []*tls.Config{s.incoming, s.insecure, s.native} {
+			if cfg != nil {
+				s.rereadFiles(cfg)
+			}
+		}
+	}
 	return nil
+}
+
+// rereadFiles makes every handshake under cfg use the certificate, key and CA files as they are
+// now (a file replaced by rename is read whole; a cert and key in one file change together).
+func (s *server) rereadFiles(cfg *tls.Config) {
+	tmpl := cfg.Clone()
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		base, pool, err := s.tf.base()
+		if err != nil {
+			return nil, err
+		}
+		out := tmpl.Clone()
+		out.Certificates = base.Certificates
+		if out.ClientCAs != nil {
+			out.ClientCAs = pool
+		}
+		return out, nil
+	}
 }
 
 func (s *server) event(id int64, info ConnInfo, result, reason string) {

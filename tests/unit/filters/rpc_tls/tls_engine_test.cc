@@ -4,7 +4,15 @@
 
 #include "filters/common/boringssl.h"
 
+#include <openssl/digest.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
+
+#include <array>
+#include <filesystem>
+#include <string>
+#include <utility>
 
 #include "tls_test_util.h"
 
@@ -257,4 +265,52 @@ TEST_CASE("tls_engine: verifies_as_server on a server needs server.<dc>.<domain>
   q.pump();
   REQUIRE(q.bothReady());
   CHECK_FALSE(q.server.engine->peer().verifies_as_server);
+}
+
+namespace {
+
+// SHA-256 of the first certificate in a PEM file.
+std::array<uint8_t, 32> certSha256(const std::filesystem::path& file) {
+  bssl::UniquePtr<BIO> bio(BIO_new_file(file.c_str(), "r"));
+  REQUIRE(bio);
+  bssl::UniquePtr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  REQUIRE(cert);
+  std::array<uint8_t, 32> out{};
+  unsigned len = 0;
+  REQUIRE(X509_digest(cert.get(), EVP_sha256(), out.data(), &len) == 1);
+  return out;
+}
+
+}  // namespace
+
+// The census's "which CA issued the chain this peer presented" (issue 19 item 3).
+TEST_CASE("tls_engine: the trust anchor of a verified peer chain is recorded, per CA",
+          "[rpc_tls][anchor]") {
+  const auto real_ca = certSha256(certs() / "consul-agent-ca.pem");
+  const auto other_ca = certSha256(negative("other-ca.pem"));
+  REQUIRE(real_ca != other_ca);
+  TlsSettings c = clientSettings();
+  c.ca_file = negative("ca-bundle.pem");
+  auto client = mustCreate(c, TlsRole::Client);
+  TlsSettings s = serverSettings();
+  s.ca_file = negative("ca-bundle.pem");
+  for (const auto& [stem, ca] :
+       {std::pair{std::string(), real_ca}, std::pair{std::string("other-server"), other_ca}}) {
+    CAPTURE(stem);
+    Pair p(client, mustCreate(stem.empty() ? s : withServerCert(s, stem), TlsRole::Server));
+    p.pump();
+    REQUIRE(p.bothReady());
+    // The client verified the server's chain: it ends at the CA that issued the server's leaf.
+    CHECK(p.client.engine->peer().has_anchor);
+    CHECK(p.client.engine->peer().anchor_sha256 == ca);
+    // The server (verify_incoming) verified the client's certificate, issued by the real CA.
+    CHECK(p.server.engine->peer().has_anchor);
+    CHECK(p.server.engine->peer().anchor_sha256 == real_ca);
+  }
+  // No verification, no anchor: a server without verify_incoming asks for no certificate.
+  Pair p(client, mustCreate(serverSettings(false), TlsRole::Server));
+  p.pump();
+  REQUIRE(p.bothReady());
+  CHECK_FALSE(p.server.engine->peer().has_anchor);
+  CHECK(p.client.engine->peer().anchor_sha256 == real_ca);
 }

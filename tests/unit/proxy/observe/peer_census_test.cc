@@ -87,3 +87,42 @@ TEST_CASE("peer_census: a key falls out of use once, when no peer used it in the
   // Reported once, not on every sweep.
   CHECK(c.keysFallenOutOfUse(ring, now + std::chrono::seconds(120), window).empty());
 }
+
+TEST_CASE("peer_census: the CAs of a peer's TLS chains, per direction, bounded", "[census][ca]") {
+  using sidecrypt::filters::Direction;
+  auto t = WallClock::now();
+  static WallClock::time_point clock;
+  clock = t;
+  PeerCensus c(16, [] { return clock; });
+  CaFingerprint old_ca{};
+  old_ca[0] = 0x01;
+  CaFingerprint new_ca{};
+  new_ca[0] = 0x02;
+  c.onPeerChain("10.250.0.2", Direction::Inbound, old_ca);
+  clock += std::chrono::seconds(5);
+  c.onPeerChain("10.250.0.2", Direction::Inbound, old_ca);
+  c.onPeerChain("10.250.0.2", Direction::Outbound, new_ca);
+  const PeerRecord* p = c.peer("10.250.0.2");
+  REQUIRE(p != nullptr);
+  REQUIRE(p->cas_used.size() == 2);
+  const auto* in = p->caUse(Direction::Inbound, old_ca);
+  REQUIRE(in != nullptr);
+  CHECK(in->count == 2);
+  CHECK(in->last == clock);
+  CHECK(p->caUse(Direction::Outbound, old_ca) == nullptr);  // directions are kept apart
+  REQUIRE(p->caUse(Direction::Outbound, new_ca) != nullptr);
+  CHECK(p->caUse(Direction::Inbound, new_ca) == nullptr);
+  CHECK(caFingerprintHex(old_ca) == "01" + std::string(62, '0'));
+  CHECK(c.lossSince() == WallClock::time_point{});
+
+  // Bounded: the least recently used CA gives way, and the census remembers it lost something.
+  for (uint8_t i = 0; i < kMaxCasPerPeer; ++i) {
+    clock += std::chrono::seconds(1);
+    CaFingerprint fp{};
+    fp[1] = static_cast<uint8_t>(i + 1);
+    c.onPeerChain("10.250.0.2", Direction::Inbound, fp);
+  }
+  CHECK(p->cas_used.size() == kMaxCasPerPeer);
+  CHECK(p->caUse(Direction::Inbound, old_ca) == nullptr);
+  CHECK(c.lossSince() == t + std::chrono::seconds(5));
+}

@@ -246,6 +246,97 @@ TEST_CASE("check remove-key: the primary, a peer still using it, then yes", "[ch
   CHECK(checkRemoveKey(c, ctx(), "oldoldol", {}).ok);
 }
 
+TEST_CASE("check remove-ca: peers per direction, the local certificate, an unknown CA, then yes",
+          "[check][ca]") {
+  using sidecrypt::filters::Direction;
+  PeerCensus c(kDefaultCensusCapacity, &fakeNow);
+  CaCheckSubject old_ca;
+  old_ca.fingerprint[0] = 0xaa;
+  old_ca.configured = true;
+  old_ca.subject = "CN=Old CA";
+  old_ca.local_dependents = {"cert_file /etc/agent.pem (CN=server.dc1.consul)"};
+  CaFingerprint new_ca{};
+  new_ca[0] = 0xbb;
+  c.onAlive("peer-in", "10.250.0.2", 7946, 1);
+  c.onPeerChain("10.250.0.2", Direction::Inbound, old_ca.fingerprint);
+  c.onPeerChain("10.250.0.3", Direction::Outbound, old_ca.fingerprint);
+  c.onPeerChain("10.250.0.4", Direction::Inbound, new_ca);
+  auto a = checkRemoveCa(c, ctx(), old_ca);
+  CHECK_FALSE(a.ok);
+  CHECK(peersOf(a, "ca_in_use") == std::set<std::string>{"10.250.0.2", "10.250.0.3"});
+  CHECK(peersOf(a, "local_certificate").size() == 1);
+  CHECK(a.ca_peers == 2);
+  CHECK(a.subject.find("CN=Old CA") != std::string::npos);
+  for (const auto& r : a.reasons) {
+    if (r.peer == "10.250.0.2") {
+      CHECK(r.node == "peer-in");  // named, so the operator knows whom to reissue
+      CHECK(r.why.find("client certificate") != std::string::npos);
+    }
+    if (r.peer == "10.250.0.3") {
+      CHECK(r.why.find("server certificate") != std::string::npos);
+    }
+  }
+  // The local certificate reissued from the new CA: only the peers hold it back.
+  old_ca.local_dependents.clear();
+  a = checkRemoveCa(c, ctx(), old_ca);
+  CHECK_FALSE(a.ok);
+  CHECK(a.reasons.size() == 2);
+  // The peers move on to the new CA; once the window no longer holds the old chains: yes.
+  advance(std::chrono::seconds(300));
+  c.onPeerChain("10.250.0.2", Direction::Inbound, new_ca);
+  c.onPeerChain("10.250.0.3", Direction::Outbound, new_ca);
+  CHECK_FALSE(checkRemoveCa(c, ctx(), old_ca).ok);
+  advance(std::chrono::seconds(301));
+  CHECK(checkRemoveCa(c, ctx(), old_ca).ok);
+  CHECK_FALSE(checkRemoveCa(c, ctx(std::chrono::seconds(900)), old_ca).ok);  // a longer window
+  // A fingerprint no loaded CA has is not a yes (a typo would otherwise pass).
+  CaCheckSubject typo;
+  typo.fingerprint[0] = 0xcc;
+  a = checkRemoveCa(c, ctx(), typo);
+  CHECK_FALSE(a.ok);
+  CHECK(peersOf(a, "unknown_ca").size() == 1);
+  // The per-CA counts behind the metrics: bounded by the CAs asked about, never per peer.
+  const auto counts =
+      caUseCounts(c, g_now, std::chrono::seconds(600), {old_ca.fingerprint, new_ca});
+  REQUIRE(counts.size() == 2);
+  CHECK(counts[0].peers[0] == 0);
+  CHECK(counts[0].peers[1] == 0);
+  CHECK(counts[0].last[0] == g_now - std::chrono::seconds(601));
+  CHECK(counts[1].peers[0] == 1);  // inbound: 10.250.0.2 (10.250.0.4 is older than the window)
+  CHECK(counts[1].peers[1] == 1);
+}
+
+TEST_CASE("/peers shows each peer's CAs per direction and filters by CA", "[status_render][ca]") {
+  using sidecrypt::filters::Direction;
+  PeerCensus c(kDefaultCensusCapacity, &fakeNow);
+  CaFingerprint old_ca{};
+  old_ca[0] = 0xaa;
+  CaFingerprint new_ca{};
+  new_ca[0] = 0xbb;
+  c.onPeerChain("10.250.0.2", Direction::Inbound, old_ca);
+  c.onPeerChain("10.250.0.3", Direction::Outbound, new_ca);
+  const json all = peersJson(c);
+  REQUIRE(all.size() == 2);
+  for (const auto& p : all) {
+    const auto& cas = p["rpc"]["tls_cas"];
+    REQUIRE(cas.size() == 1);
+    CHECK(cas[0]["count"] == 1);
+    if (p["address"] == "10.250.0.2") {
+      CHECK(cas[0]["direction"] == "inbound");
+      CHECK(cas[0]["fingerprint"] == "aa" + std::string(62, '0'));
+    } else {
+      CHECK(cas[0]["direction"] == "outbound");
+    }
+  }
+  PeersQuery q;
+  q.ca = "aa00";
+  const json page = peersPageJson(c, q);
+  REQUIRE(page["total"] == 1);
+  CHECK(page["peers"][0]["address"] == "10.250.0.2");
+  advance(std::chrono::seconds(601));  // only within the window
+  CHECK(peersPageJson(c, q)["total"] == 0);
+}
+
 TEST_CASE("a peer remembers its most recently used keys, at most four", "[census]") {
   PeerCensus c(kDefaultCensusCapacity, &fakeNow);
   for (const char* fp : {"aaaaaaaa", "bbbbbbbb", "cccccccc", "dddddddd", "eeeeeeee"}) {
