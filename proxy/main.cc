@@ -98,7 +98,11 @@ int main(int argc, char** argv) {
       checks->add_subcommand("enforce-incoming", "no plaintext from any peer within the window");
   auto* remove_key =
       checks->add_subcommand("remove-key", "no peer still sends with KEY within the window");
-  for (auto* sub : {enforce, remove_key}) {
+  auto* remove_ca = checks->add_subcommand(
+      "remove-ca",
+      "no peer presented a chain ending at CA within the window, and sidecrypt's own "
+      "certificates chain to another CA");
+  for (auto* sub : {enforce, remove_key, remove_ca}) {
     addAdminOptions(sub);
     sub->add_flag("--json", as_json, "machine-readable output");
     sub->add_option("--within", within,
@@ -113,6 +117,8 @@ int main(int argc, char** argv) {
         ->capture_default_str();
   }
   remove_key->add_option("key", key, "the key (base64) or its fingerprint")->required();
+  std::string ca;
+  remove_ca->add_option("ca", ca, "the CA's PEM file, or its SHA-256 fingerprint")->required();
   auto runCheck = [&](cli::CheckKind kind, const std::string& k) {
     if (!fleet.url.empty()) {
       fleet.within = within;
@@ -122,6 +128,7 @@ int main(int argc, char** argv) {
   };
   enforce->callback([&] { rc = runCheck(cli::CheckKind::EnforceIncoming, ""); });
   remove_key->callback([&] { rc = runCheck(cli::CheckKind::RemoveKey, key); });
+  remove_ca->callback([&] { rc = runCheck(cli::CheckKind::RemoveCa, ca); });
 
   cli::DecodeOptions decode_opts;
   auto* decode = app.add_subcommand(

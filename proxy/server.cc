@@ -3,10 +3,12 @@
 #include <spdlog/spdlog.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cstdlib>
 #include <optional>
 #include <string>
 
+#include "proxy/admin/ca_view.h"
 #include "proxy/config/config_loader.h"
 #include "proxy/config/reload_reach.h"
 #include "proxy/intercept/capabilities.h"
@@ -494,6 +496,21 @@ HttpResponse Server::handleCheck(const HttpRequest& r) {
     return {200, "application/json",
             jsonText(checkJson(checkEnforceIncoming(*in.census, ctx))) + "\n"};
   }
+  if (r.path == "/check/remove-ca") {
+    auto ca = queryParam(r.query, "ca");
+    std::string given;
+    for (const char c : ca.value_or("")) {
+      if (c != ':') {
+        given += static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+      }
+    }
+    if (given.empty()) {
+      return badQuery("ca: the SHA-256 fingerprint (hex) of the CA to remove");
+    }
+    const auto cas = configuredCas(*state_);
+    return {200, "application/json",
+            jsonText(checkJson(checkRemoveCa(*in.census, ctx, caCheckSubject(cas, given)))) + "\n"};
+  }
   auto key = queryParam(r.query, "key");
   if (!key || key->empty()) {
     return badQuery("key: the fingerprint of the key to remove");
@@ -544,7 +561,8 @@ HttpResponse Server::handleAdmin(const HttpRequest& r) {
   if (path == "/status") {
     return {200, "application/json", jsonText(statusJson(statusInput())) + "\n"};
   }
-  if (path == "/check/enforce-incoming" || path == "/check/remove-key") {
+  if (path == "/check/enforce-incoming" || path == "/check/remove-key" ||
+      path == "/check/remove-ca") {
     return handleCheck(r);
   }
   if (path == "/peers") {
@@ -587,7 +605,7 @@ HttpResponse Server::handleAdmin(const HttpRequest& r) {
   }
   return {404, "text/plain",
           "not found: try /status /peers /members /metrics /ready /live /reload "
-          "/check/enforce-incoming /check/remove-key?key=FP\n"};
+          "/check/enforce-incoming /check/remove-key?key=FP /check/remove-ca?ca=SHA256\n"};
 }
 
 // The read-only listener for a cluster Prometheus: nothing here changes state or names members.

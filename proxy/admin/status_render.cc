@@ -8,6 +8,7 @@
 #include <string>
 
 #include "filters/common/safe_text.h"
+#include "proxy/admin/ca_view.h"
 #include "proxy/version.h"
 
 namespace sidecrypt::proxy {
@@ -185,6 +186,46 @@ std::vector<std::string> ringFingerprints(const RuntimeState& state) {
   return out;
 }
 
+// Per configured CA (never per peer): the remove-ca check, and which direction's peers present
+// chains ending at it. Continues the sidecrypt_check_ok family (written just before).
+void caSamples(MetricWriter& w, const StatusInput& in, const CheckContext& ctx) {
+  const PeerCensus& census = *in.census;
+  const auto cas = configuredCas(in.state);
+  std::vector<CaFingerprint> fps;
+  fps.reserve(cas.size());
+  for (const auto& ca : cas) {
+    w.sample("sidecrypt_check_ok", "check=\"remove_ca\",fingerprint=\"" + ca.hex + "\"",
+             checkRemoveCa(census, ctx, caCheckSubject(cas, ca.hex)).ok ? 1 : 0);
+    fps.push_back(ca.fingerprint);
+  }
+  const auto uses = caUseCounts(census, ctx.now, ctx.window, fps);
+  static constexpr std::pair<filters::Direction, const char*> kDirections[] = {
+      {filters::Direction::Inbound, "inbound"}, {filters::Direction::Outbound, "outbound"}};
+  w.family("sidecrypt_tls_peer_ca_last_seen_seconds", "gauge",
+           "Unix time a peer last presented an RPC TLS chain ending at this configured CA, by "
+           "direction (inbound: a client certificate; outbound: the server dialled); 0 = none "
+           "the census remembers.");
+  for (size_t i = 0; i < cas.size(); ++i) {
+    for (const auto& [d, name] : kDirections) {
+      w.sample("sidecrypt_tls_peer_ca_last_seen_seconds",
+               std::string("direction=\"") + name + "\",ca_fingerprint=\"" + cas[i].hex +
+                   "\",ca_subject=\"" + esc(cas[i].subject) + "\"",
+               static_cast<uint64_t>(
+                   std::max<int64_t>(0, unixSeconds(uses[i].last[static_cast<size_t>(d)]))));
+    }
+  }
+  w.family("sidecrypt_tls_peer_ca_peers", "gauge",
+           "Peers whose RPC TLS chain ended at this configured CA within census.window, by "
+           "direction.");
+  for (size_t i = 0; i < cas.size(); ++i) {
+    for (const auto& [d, name] : kDirections) {
+      w.sample("sidecrypt_tls_peer_ca_peers",
+               std::string("direction=\"") + name + "\",ca_fingerprint=\"" + cas[i].hex + "\"",
+               uses[i].peers[static_cast<size_t>(d)]);
+    }
+  }
+}
+
 // The census as bounded gauges: counts over census.window, never one series per peer (unless
 // metrics.peer_series asks for the top K plaintext senders).
 void censusSamples(MetricWriter& w, const StatusInput& in) {
@@ -253,6 +294,7 @@ void censusSamples(MetricWriter& w, const StatusInput& in) {
           checkRemoveKey(census, ctx, fp, primaryPools(in.state, fp)).ok ? 1 : 0);
     }
   }
+  caSamples(w, in, ctx);
   if (c.metrics.peer_series == 0) {
     return;
   }
@@ -381,7 +423,23 @@ json statusJson(const StatusInput& in) {
     for (const auto& [name, m] : cs.members()) {
       by_state[m.state] = by_state.value(m.state, 0) + 1;
     }
+    // Per configured CA: peers whose RPC chains ended at it within the window (a rotation's
+    // progress at a glance; /peers?ca= names them).
+    json ca_peers = json::object();
+    const auto cas = configuredCas(in.state);
+    std::vector<CaFingerprint> ca_fps;
+    ca_fps.reserve(cas.size());
+    for (const auto& ca : cas) {
+      ca_fps.push_back(ca.fingerprint);
+    }
+    const auto ca_uses = caUseCounts(cs, cs.now(), std::chrono::seconds(c.census.window_s), ca_fps);
+    for (size_t i = 0; i < cas.size(); ++i) {
+      ca_peers[cas[i].hex] = {{"subject", cas[i].subject},
+                              {"inbound", ca_uses[i].peers[0]},
+                              {"outbound", ca_uses[i].peers[1]}};
+    }
     j["census"] = {{"peers", cs.peers().size()},
+                   {"ca_peers", ca_peers},
                    {"members", cs.members().size()},
                    {"members_by_state", by_state},
                    {"self", {{"node", wireText(cs.selfNode())}, {"address", cs.selfAddress()}}},

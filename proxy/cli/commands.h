@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <filesystem>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 #include <vector>
@@ -33,7 +34,10 @@ int rulesCommand(RulesOp op, const std::filesystem::path& config);
 // `all_peers`: list every peer (paged from /peers) instead of the summary and top senders.
 int statusCommand(const std::string& admin, bool as_json, bool all_peers);
 int reloadCommand(const std::string& admin);
-enum class CheckKind { EnforceIncoming, RemoveKey };
+enum class CheckKind { EnforceIncoming, RemoveKey, RemoveCa };
+// remove-ca's argument: a PEM file with one CA certificate, or a SHA-256 fingerprint (a prefix of
+// 8+ hex digits; colons and upper case allowed). The fingerprint as lower-case hex, or nullopt.
+std::optional<std::string> caFingerprintArg(const std::string& arg, std::string& error);
 // Exit 0 when the next rollout step is safe, 1 when not (reasons printed), 2 on errors.
 // `within`: the window as a duration ("10m", "90s"); "" = the node's census.window.
 int checkCommand(const std::string& admin, CheckKind kind, const std::string& key,

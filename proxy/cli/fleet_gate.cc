@@ -265,6 +265,14 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
     within_s = *ms / 1000;
   }
   std::string fp;
+  if (kind == CheckKind::RemoveCa) {
+    auto ca = caFingerprintArg(key, error);
+    if (!ca) {
+      std::cerr << "sidecrypt: " << error << "\n";
+      return 2;
+    }
+    fp = *ca;
+  }
   if (kind == CheckKind::RemoveKey) {
     fp = key;
     auto decoded = filters::keyring::decodeKey(key);
@@ -285,7 +293,15 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
         // gone once Prometheus marks them stale).
         {"info", "last_over_time(sidecrypt_info" + sel + "[1h])"},
     };
-    if (kind == CheckKind::EnforceIncoming) {
+    if (kind == CheckKind::RemoveCa) {
+      // A prefix of the CA's fingerprint (hex) matches as a prefix.
+      const std::string casel =
+          "{job=" + promString(o.job) + ",ca_fingerprint=~" + promString(fp + ".*") + "}";
+      q.emplace_back("ca_peers", "sum by (job, instance) (sidecrypt:node:ca_peers" + casel + ")");
+      q.emplace_back("local_ok",
+                     "min by (job, instance) (sidecrypt_check_ok{job=" + promString(o.job) +
+                         ",check=\"remove_ca\",fingerprint=~" + promString(fp + ".*") + "})");
+    } else if (kind == CheckKind::EnforceIncoming) {
       q.emplace_back("plaintext", "sidecrypt:node:plaintext_peers" + sel);
       q.emplace_back("gossip_stage", "sidecrypt:node:gossip_stage" + sel);
       q.emplace_back("silent", "sidecrypt:node:silent_members" + sel);
@@ -397,6 +413,18 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
                 "which)");
           }
         }
+      } else if (kind == CheckKind::RemoveCa) {
+        const bool used = has("ca_peers") && val("ca_peers") > 0;
+        if (used) {
+          n.why.push_back(std::to_string(static_cast<int64_t>(val("ca_peers"))) +
+                          " peer(s) presented a chain ending at this CA in its window "
+                          "(`sidecrypt check remove-ca` there names them)");
+        }
+        if (has("local_ok") && val("local_ok") < 1 && !young && !used) {
+          n.why.push_back(
+              "its own remove-ca check says no (its own certificate chains only to this CA, or "
+              "its census cannot cover the window: `sidecrypt check remove-ca` there says why)");
+        }
       } else {
         if (has("primary")) {
           n.why.push_back("it is the primary key there: make another key primary first");
@@ -423,11 +451,19 @@ int fleetCheckCommand(const FleetGateOptions& o, CheckKind kind, const std::stri
       holdouts.push_back(&n);
     }
   }
-  const std::string subject =
-      kind == CheckKind::EnforceIncoming ? "enforce-incoming" : "remove-key " + fp;
+  const std::string subject = kind == CheckKind::EnforceIncoming ? "enforce-incoming"
+                              : kind == CheckKind::RemoveCa      ? "remove-ca " + fp
+                                                                 : "remove-key " + fp;
   std::vector<std::string> fleet_why;
   if (nodes.empty()) {
     fleet_why.push_back("no target of job \"" + o.job + "\" in Prometheus");
+  }
+  if (kind == CheckKind::RemoveCa && !nodes.empty() &&
+      std::none_of(by_instance.begin(), by_instance.end(),
+                   [](const auto& e) { return e.second.count("local_ok") != 0; })) {
+    // No node reports a CA with this fingerprint: a typo, or no node loads it (nothing to do).
+    fleet_why.push_back("no node reports a configured CA whose fingerprint starts with " + fp +
+                        " (sidecrypt_check_ok{check=\"remove_ca\"}): check the fingerprint");
   }
   const bool ok = holdouts.empty() && fleet_why.empty();
   if (as_json) {

@@ -178,6 +178,14 @@ std::string renderStatusTable(const json& status, const json& peers, const json&
     if (!keys.empty()) {
       out += "peers per key in the window: " + keys + "\n";
     }
+    if (c.contains("ca_peers")) {
+      for (const auto& [fp, n] : c["ca_peers"].items()) {
+        out += fmt::sprintf("peers per CA in the window: %s (%s) %s inbound, %s outbound\n",
+                            filters::escapeForLog(fp.substr(0, 8)).c_str(),
+                            shown(n["subject"]).c_str(), n["inbound"].dump().c_str(),
+                            n["outbound"].dump().c_str());
+      }
+    }
   }
   out += fmt::sprintf("\n%-24s %-14s %-15s %-10s %-12s %-7s %-15s %-12s %s\n", "PEER", "NODE",
                       "GOSSIP enc/plain", "RPC tls/pl", "KEYS", "SHADOW", "LAST PLAINTEXT",
@@ -327,6 +335,15 @@ int checkCommand(const std::string& admin, CheckKind kind, const std::string& ke
   std::string path;
   if (kind == CheckKind::EnforceIncoming) {
     path = "/check/enforce-incoming";
+  } else if (kind == CheckKind::RemoveCa) {
+    std::string error;
+    const auto fp = caFingerprintArg(key, error);
+    if (!fp) {
+      std::cerr << "sidecrypt: " << error << "\n";
+      return 2;
+    }
+    path = "/check/remove-ca";
+    query += (query.empty() ? "" : "&") + std::string("ca=") + *fp;
   } else {
     std::string fp = key;
     auto decoded = filters::keyring::decodeKey(key);

@@ -63,7 +63,8 @@ EXPORTED = {
     "sidecrypt_census_key_peers", "sidecrypt_census_dropped_total", "sidecrypt_check_ok",
     "sidecrypt_peer_plaintext_total", "sidecrypt_peer_encrypted_total",
     "sidecrypt_udp_relay_packets_total", "sidecrypt_tls_certificate_expiry_seconds",
-    "sidecrypt_tls_certificate_not_before_seconds",
+    "sidecrypt_tls_certificate_not_before_seconds", "sidecrypt_tls_peer_ca_last_seen_seconds",
+    "sidecrypt_tls_peer_ca_peers",
 }
 
 
@@ -369,6 +370,11 @@ def exposition(node, gossip_stage, rpc_stage, plaintext_peers, t0):
           "# TYPE sidecrypt_census_dropped_total counter", "sidecrypt_census_dropped_total 0",
           "# HELP sidecrypt_check_ok Checks.", "# TYPE sidecrypt_check_ok gauge",
           'sidecrypt_check_ok{check="enforce_incoming"} %d' % (plaintext_peers == 0),
+          'sidecrypt_check_ok{check="remove_ca",fingerprint="%s"} 0' % ("ab" * 32),
+          "# HELP sidecrypt_tls_peer_ca_peers Peers per CA and direction.",
+          "# TYPE sidecrypt_tls_peer_ca_peers gauge",
+          'sidecrypt_tls_peer_ca_peers{direction="inbound",ca_fingerprint="%s"} 1' % ("ab" * 32),
+          'sidecrypt_tls_peer_ca_peers{direction="outbound",ca_fingerprint="%s"} 0' % ("ab" * 32),
           "# HELP sidecrypt_gossip_members Members by state.",
           "# TYPE sidecrypt_gossip_members gauge",
           'sidecrypt_gossip_members{state="alive"} 2', 'sidecrypt_gossip_members{state="dead"} 0',

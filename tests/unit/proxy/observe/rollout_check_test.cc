@@ -8,7 +8,9 @@
 #include <set>
 #include <string>
 
+#include "filters/rpc_tls/cert_inventory.h"
 #include "proxy/admin/admin_server.h"
+#include "proxy/admin/ca_view.h"
 #include "proxy/admin/status_render.h"
 #include "proxy/observe/peer_census.h"
 #include "proxy/observe/rollout_check.h"
@@ -335,6 +337,70 @@ TEST_CASE("/peers shows each peer's CAs per direction and filters by CA", "[stat
   CHECK(page["peers"][0]["address"] == "10.250.0.2");
   advance(std::chrono::seconds(601));  // only within the window
   CHECK(peersPageJson(c, q)["total"] == 0);
+}
+
+TEST_CASE("remove-ca from the TLS inventory: prefix, local certificate, per-CA series",
+          "[check][ca][status_render]") {
+  using sidecrypt::filters::Direction;
+  namespace rt = sidecrypt::filters::rpc_tls;
+  const std::string old_hex = "aa" + std::string(62, '0');
+  const std::string new_hex = "bb" + std::string(62, '0');
+  auto inventory = std::make_shared<rt::CertInventory>();
+  rt::CertificateInfo leaf;
+  leaf.role = rt::CertRole::Leaf;
+  leaf.file = "/etc/consul/agent.pem";
+  leaf.subject = "CN=server.dc1.consul";
+  leaf.sha256 = "cc" + std::string(62, '0');
+  leaf.chains_to = old_hex;
+  inventory->add(leaf);
+  for (const auto& [hex, cn] : {std::pair{old_hex, "CN=Old CA"}, std::pair{new_hex, "CN=New CA"}}) {
+    rt::CertificateInfo ca;
+    ca.role = rt::CertRole::Ca;
+    ca.file = "/etc/consul/ca.pem";
+    ca.subject = cn;
+    ca.sha256 = hex;
+    inventory->add(ca);
+  }
+  auto setup = std::make_shared<sidecrypt::filters::rpc_tls::RpcTlsSetup>();
+  setup->certificates = inventory;
+  RuntimeState state;
+  state.rpc = setup;
+  const auto cas = configuredCas(state);
+  REQUIRE(cas.size() == 2);
+  CHECK(cas[0].local_dependents ==
+        std::vector<std::string>{"cert_file /etc/consul/agent.pem (CN=server.dc1.consul)"});
+  CHECK(cas[1].local_dependents.empty());
+  // A prefix is expanded to the configured CA; anything else is unknown.
+  const auto subject = caCheckSubject(cas, "aa000000");
+  CHECK(subject.configured);
+  CHECK(subject.shown == old_hex);
+  CHECK(subject.subject == "CN=Old CA");
+  CHECK_FALSE(caCheckSubject(cas, "dd000000").configured);
+
+  PeerCensus c(kDefaultCensusCapacity, &fakeNow);
+  c.onPeerChain("10.250.0.2", Direction::Inbound, cas[1].fingerprint);
+  auto a = checkRemoveCa(c, ctx(), subject);
+  CHECK_FALSE(a.ok);
+  CHECK(peersOf(a, "local_certificate").size() == 1);
+  CHECK(peersOf(a, "ca_in_use").empty());
+
+  StatusInput in(state);
+  in.census = &c;
+  in.started = g_now - std::chrono::hours(1);
+  const std::string text = metricsText(in);
+  CHECK(text.find("sidecrypt_check_ok{check=\"remove_ca\",fingerprint=\"" + old_hex + "\"} 0") !=
+        std::string::npos);
+  CHECK(text.find("sidecrypt_check_ok{check=\"remove_ca\",fingerprint=\"" + new_hex + "\"} 0") !=
+        std::string::npos);
+  CHECK(text.find("sidecrypt_tls_peer_ca_peers{direction=\"inbound\",ca_fingerprint=\"" + new_hex +
+                  "\"} 1") != std::string::npos);
+  CHECK(text.find("sidecrypt_tls_peer_ca_peers{direction=\"outbound\",ca_fingerprint=\"" + new_hex +
+                  "\"} 0") != std::string::npos);
+  CHECK(
+      text.find("sidecrypt_tls_peer_ca_last_seen_seconds{direction=\"inbound\",ca_fingerprint=\"" +
+                new_hex + "\",ca_subject=\"CN=New CA\"}") != std::string::npos);
+  const json status = statusJson(in);
+  CHECK(status["census"]["ca_peers"][new_hex]["inbound"] == 1);
 }
 
 TEST_CASE("a peer remembers its most recently used keys, at most four", "[census]") {
