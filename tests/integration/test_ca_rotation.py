@@ -177,8 +177,9 @@ class CaRotation(unittest.TestCase):
                                                                         PROM_PORT),
                                        "--log.level=warn"], os.path.join(d, "prometheus.log"))
         harness.wait_for(lambda: cls.prom.poll() is not None or cls.lab.run(
-            "p", "curl", "-sf", cls.prom_url + "/-/ready", check=False).returncode == 0, 60,
-            interval=0.5, what="prometheus ready")
+            "p", "python3", "-c", "import urllib.request; urllib.request.urlopen('%s/-/ready', "
+            "timeout=3)" % cls.prom_url, check=False).returncode == 0, 60, interval=0.5,
+            what="prometheus ready")
         if cls.prom.poll() is not None:
             raise AssertionError("prometheus exited:\n" + harness.read(cls.prom.log_path))
 
