@@ -163,6 +163,8 @@ class Datapath {
   // An accept error: at EMFILE/ENFILE the spare descriptor is given up to take the pending
   // connection and close it (shed), then reopened; every error pauses the listener.
   void acceptFailed(Listener& l, int err);
+  // /dev/null, held so that one descriptor can be given up at the limit.
+  static int openSpareFd();
   // The shared preamble budget is exceeded: closes the sessions holding the most.
   void shedPreambles();
   void accept(Listener& l, int fd);

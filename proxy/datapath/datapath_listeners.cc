@@ -1,0 +1,252 @@
+#include "proxy/datapath/datapath.h"
+
+// The Datapath's listening sockets (docs/architecture.md §3): the interception listeners and the
+// explicit [[listener]]s, opened, reloaded and closed; accepting (bounded per wake-up) and what
+// happens when accept fails (at the descriptor limit: shed the pending connections, pause).
+
+#include <fcntl.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+#include "proxy/net/sockets.h"
+
+namespace sidecrypt::proxy {
+
+namespace {
+
+constexpr uint64_t kAcceptBackoffFirstMs = 10;
+constexpr uint64_t kAcceptBackoffMaxMs = 1000;
+
+}  // namespace
+
+int Datapath::openSpareFd() {
+  return ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+}
+
+bool Datapath::openFixedListener(size_t index, std::string& err) {
+  const ListenerConfig& lc = config_.listeners[index];
+  int fd = openTcpListener(lc.listen, false, err);
+  if (fd < 0) {
+    err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + err;
+    return false;
+  }
+  if (!pollListener(lc.direction, fd, static_cast<int>(index), err)) {
+    err = "listener " + lc.name + " on " + lc.listen.toString() + ": " + err;
+    return false;
+  }
+  logListener(lc, "");
+  return true;
+}
+
+std::vector<SocketAddress> Datapath::listenerAddresses() const {
+  std::vector<SocketAddress> out(config_.listeners.size());
+  for (const auto& l : listeners_) {
+    if (l->fixed >= 0 && static_cast<size_t>(l->fixed) < out.size()) {
+      out[static_cast<size_t>(l->fixed)] = localAddress(l->fd);
+    }
+  }
+  return out;
+}
+
+void Datapath::logListener(const ListenerConfig& lc, const char* what) const {
+  spdlog::info("listener {}{}: {} {} -> {}", lc.name, what,
+               lc.direction == ListenerDirection::Outbound ? "outbound (plaintext in, TLS out)"
+                                                           : "inbound (TLS in, plaintext out)",
+               lc.listen.toString(), lc.upstream.toString());
+}
+
+bool Datapath::applyListeners(const std::vector<ListenerConfig>& next, std::string& err) {
+  if (!listening_) {
+    config_.listeners = next;  // start() opens them
+    return true;
+  }
+  // Phase 1: find the sockets that stay and open the new ones; undo everything on a failure.
+  std::vector<Listener*> kept(next.size(), nullptr);
+  std::vector<int> opened(next.size(), -1);
+  for (size_t j = 0; j < next.size(); ++j) {
+    for (auto& l : listeners_) {
+      if (l->fixed >= 0 &&
+          config_.listeners[static_cast<size_t>(l->fixed)].listen == next[j].listen) {
+        kept[j] = l.get();
+      }
+    }
+    if (kept[j] != nullptr) {
+      continue;
+    }
+    std::string why;
+    opened[j] = openTcpListener(next[j].listen, false, why);
+    if (opened[j] < 0) {
+      err = "listener " + next[j].name + " on " + next[j].listen.toString() + ": " + why;
+      for (int fd : opened) {
+        if (fd >= 0) {
+          ::close(fd);
+        }
+      }
+      return false;
+    }
+  }
+  // Phase 2: close the removed ones, renumber the kept ones, poll the new ones.
+  for (auto it = listeners_.begin(); it != listeners_.end();) {
+    Listener* l = it->get();
+    if (l->fixed >= 0 && std::find(kept.begin(), kept.end(), l) == kept.end()) {
+      spdlog::info("listener {} on {} removed; its connections go on",
+                   config_.listeners[static_cast<size_t>(l->fixed)].name,
+                   config_.listeners[static_cast<size_t>(l->fixed)].listen.toString());
+      closeListener(std::move(*it));
+      it = listeners_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  config_.listeners = next;
+  for (size_t j = 0; j < next.size(); ++j) {
+    if (kept[j] != nullptr) {
+      kept[j]->fixed = static_cast<int>(j);
+      kept[j]->origin = next[j].direction;
+      continue;
+    }
+    std::string why;
+    if (!pollListener(next[j].direction, opened[j], static_cast<int>(j), why)) {
+      spdlog::error("listener {} on {}: {}", next[j].name, next[j].listen.toString(), why);
+      continue;
+    }
+    logListener(next[j], " added");
+  }
+  return true;
+}
+
+void Datapath::closeListener(std::unique_ptr<Listener> l) {
+  auto* raw = l.release();
+  uv_poll_stop(&raw->poll);
+  auto closed = [](uv_handle_t* h) {
+    auto* listener = static_cast<Listener*>(h->data);
+    if (--listener->open_handles == 0) {
+      ::close(listener->fd);
+      delete listener;
+    }
+  };
+  raw->open_handles = raw->backoff_initialised ? 2 : 1;
+  if (raw->backoff_initialised) {
+    uv_timer_stop(&raw->backoff);
+    uv_close(reinterpret_cast<uv_handle_t*>(&raw->backoff), closed);
+  }
+  uv_close(reinterpret_cast<uv_handle_t*>(&raw->poll), closed);
+}
+
+bool Datapath::openListener(Origin origin, int family, std::string& err) {
+  const auto& ic = config_.intercept;
+  const bool tproxy = ic.mode == InterceptMode::Tproxy;
+  const uint16_t port = origin == Origin::Outbound ? ic.outbound_port : ic.inbound_port;
+  SocketAddress addr = SocketAddress::loopback(family, port);
+  if (!tproxy && origin == Origin::Inbound) {
+    // REDIRECT in PREROUTING rewrites to the incoming interface's address
+    // (docs/spec/interception.md §C.3): listen on all, and accept only connections whose original
+    // destination is an agent port.
+    addr = SocketAddress::parse(family == AF_INET ? "0.0.0.0:0" : "[::]:0");
+    addr.setPort(port);
+  }
+  int fd = openTcpListener(addr, tproxy, err);
+  if (fd < 0) {
+    err = std::string(origin == Origin::Outbound ? "outbound" : "inbound") + " TCP listener " +
+          addr.toString() + ": " + err;
+    return false;
+  }
+  if (!pollListener(origin, fd, -1, err)) {
+    err = "listen on " + addr.toString() + ": " + err;
+    return false;
+  }
+  return true;
+}
+
+bool Datapath::pollListener(Origin origin, int fd, int fixed, std::string& err) {
+  auto l = std::make_unique<Listener>();
+  l->owner = this;
+  l->origin = origin;
+  l->fd = fd;
+  l->fixed = fixed;
+  int rc = uv_poll_init(loop_, &l->poll, fd);
+  l->poll.data = l.get();
+  if (rc == 0) {
+    rc = uv_poll_start(&l->poll, UV_READABLE, &Datapath::onConnection);
+  }
+  listeners_.push_back(std::move(l));  // stop() closes it, whether or not polling started
+  if (rc != 0) {
+    err = uv_strerror(rc);
+    return false;
+  }
+  return true;
+}
+
+void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
+  auto* l = static_cast<Listener*>(handle->data);
+  if (status < 0) {
+    spdlog::warn("listener poll: {}", uv_strerror(status));
+    return;
+  }
+  // Bounded per wake-up, so a connection flood cannot starve the loop.
+  for (int i = 0; i < 64; ++i) {
+    int fd = ::accept4(l->fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+    if (fd < 0) {
+      const int err = errno;
+      if (err != EAGAIN && err != EWOULDBLOCK && err != EINTR && err != ECONNABORTED) {
+        l->owner->acceptFailed(*l, err);
+      }
+      return;
+    }
+    l->backoff_ms = 0;
+    l->owner->accept(*l, fd);
+  }
+}
+
+void Datapath::acceptFailed(Listener& l, int err) {
+  const bool no_fds = err == EMFILE || err == ENFILE;
+  uint64_t shed = 0;
+  if (no_fds && spare_fd_ >= 0) {
+    // Give up the spare so the pending connection can be taken and closed at once: the peer
+    // sees a close instead of waiting in the backlog, and the listener stops being readable.
+    ::close(spare_fd_);
+    spare_fd_ = -1;
+    for (int i = 0; i < 64; ++i) {
+      const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
+      if (fd < 0) {
+        break;
+      }
+      ::close(fd);
+      ++shed;
+    }
+    spare_fd_ = openSpareFd();
+    tcp_.accept_shed += shed;
+  }
+  ++tcp_.accept_errors;
+  l.backoff_ms =
+      l.backoff_ms == 0 ? kAcceptBackoffFirstMs : std::min(l.backoff_ms * 2, kAcceptBackoffMaxMs);
+  if (accept_log_.allow()) {
+    spdlog::warn(
+        "accept: {}{}; listener paused {} ms ({} accept errors, {} connections shed so far{})",
+        std::strerror(err),
+        no_fds ? " (at the open-file limit: connections are closed at once until descriptors "
+                 "free up)"
+               : "",
+        l.backoff_ms, tcp_.accept_errors, tcp_.accept_shed, spare_fd_ < 0 ? "; no spare fd" : "");
+  }
+  uv_poll_stop(&l.poll);
+  if (!l.backoff_initialised) {
+    uv_timer_init(loop_, &l.backoff);
+    l.backoff.data = &l;
+    l.backoff_initialised = true;
+  }
+  uv_timer_start(
+      &l.backoff,
+      [](uv_timer_t* t) {
+        auto* listener = static_cast<Listener*>(t->data);
+        uv_poll_start(&listener->poll, UV_READABLE, &Datapath::onConnection);
+      },
+      l.backoff_ms, 0);
+}
+
+}  // namespace sidecrypt::proxy
