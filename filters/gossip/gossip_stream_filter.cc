@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <array>
+#include <cassert>
 #include <cstdio>
 #include <utility>
 
@@ -93,7 +94,7 @@ FilterStatus GossipStreamFilter::preamble(Direction& d, Buffer& in, bool end_str
   if (close_reason_ != StreamCloseReason::None) {
     return FilterStatus::Close;
   }
-  if (d.done) {
+  if (d.state == MessageState::Done) {
     if (in.empty()) {
       return FilterStatus::Continue;
     }
@@ -134,7 +135,7 @@ FilterStatus GossipStreamFilter::onAgentData(Buffer& in, bool end_stream, Stream
   if (preamble(agent_, in, end_stream, c, res) == FilterStatus::Close) {
     return FilterStatus::Close;
   }
-  if (agent_.done || res.status == FramerStatus::NeedMore) {
+  if (agent_.state == MessageState::Done || res.status == FramerStatus::NeedMore) {
     return FilterStatus::Continue;
   }
   if (res.status == FramerStatus::Error) {
@@ -142,7 +143,7 @@ FilterStatus GossipStreamFilter::onAgentData(Buffer& in, bool end_stream, Stream
   }
   forwardAgentMessage(in.peek(res.length), res.type, io);
   in.drain(res.length);
-  agent_.done = true;
+  agent_.state = MessageState::Done;
   agent_.scanned = 0;
   if (close_reason_ != StreamCloseReason::None) {
     return FilterStatus::Close;
@@ -195,14 +196,14 @@ FilterStatus GossipStreamFilter::onPeerData(Buffer& in, bool end_stream, StreamI
   if (preamble(peer_, in, end_stream, c, res) == FilterStatus::Close) {
     return FilterStatus::Close;
   }
-  if (peer_.done) {
+  if (peer_.state == MessageState::Done) {
     return FilterStatus::Continue;
   }
-  if (!peer_decided_ && peer_.framer.messageType() >= 0) {
-    peer_decided_ = true;
+  if (peer_.state == MessageState::Reading && peer_.framer.messageType() >= 0) {
     if (firstByteChecks(in, io) == FilterStatus::Close) {
       return FilterStatus::Close;
     }
+    peer_.state = MessageState::Vetted;
   }
   if (res.status == FramerStatus::NeedMore) {
     return FilterStatus::Continue;
@@ -210,11 +211,13 @@ FilterStatus GossipStreamFilter::onPeerData(Buffer& in, bool end_stream, StreamI
   if (res.status == FramerStatus::Error) {
     return framerError(res, c, io);
   }
+  // Nothing of the peer's reaches the agent before its first byte passed the checks.
+  assert(peer_.state == MessageState::Vetted);
   const auto msg = in.peek(res.length).subspan(res.label_length);
   const FilterStatus st =
       res.type == kEncryptMsg ? openPeerFrame(msg, io) : acceptPeerPlaintext(msg, io);
   in.drain(res.length);
-  peer_.done = true;
+  peer_.state = MessageState::Done;
   peer_.scanned = 0;
   if (st == FilterStatus::Close) {
     return st;

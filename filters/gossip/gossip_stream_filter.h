@@ -69,10 +69,17 @@ class GossipStreamFilter {
   bool shadowRefused() const { return shadow_refused_; }
 
  private:
+  // One direction's one message (a memberlist stream carries exactly one each way). Moves
+  // forward only; a close leaves it where it was (close_reason_ says the filter is closed).
+  enum class MessageState : uint8_t {
+    Reading,  // the message is arriving (the peer's: its first byte is not vetted yet)
+    Vetted,   // the peer's only: its first byte passed the label/encryption checks
+    Done,     // the message was handled; any byte after it is refused
+  };
   struct Direction {
     StreamFramer framer;
     size_t scanned = 0;  // bytes of `in` already fed to the framer
-    bool done = false;   // its one message has been handled
+    MessageState state = MessageState::Reading;
   };
 
   bool encrypting() const { return keys_ && !keys_->empty(); }
@@ -98,7 +105,6 @@ class GossipStreamFilter {
   Direction peer_;
   StreamFramer inner_;  // re-frames decrypted plaintext so the caps apply inside frames too
   StreamInspector inspector_;
-  bool peer_decided_ = false;  // the first-byte checks ran
   bool shadow_refused_ = false;
   int key_index_ = -1;
   MessageTap tap_;
