@@ -1,5 +1,7 @@
 #include "filters/rpc_tls/rpc_processor.h"
 
+#include <cassert>
+
 namespace sidecrypt::filters::rpc_tls {
 
 namespace rt = filters::rpc_tls;
@@ -48,6 +50,10 @@ bool RpcProcessor::fail(std::string why, CloseReason r) {
 }
 
 StreamVerdict RpcProcessor::verdict() const {
+  // A TLS engine exists exactly while the connection is TLS (a refusal before it started leaves
+  // neither), and a handshake is counted only for one.
+  assert((engine_ != nullptr) == tls());
+  assert(handshake_ == Handshake::Pending || tls());
   StreamVerdict v;
   v.dial = wantsUpstream();
   v.ready = ready();
@@ -171,8 +177,9 @@ bool RpcProcessor::feedClear(Buffer& in) {
 }
 
 bool RpcProcessor::afterHandshake(StreamIo& io) {
-  if (!handshake_counted_) {
-    handshake_counted_ = true;
+  assert(handshake_ != Handshake::Failed);  // a failed engine never finishes its handshake
+  if (handshake_ == Handshake::Pending) {
+    handshake_ = Handshake::Succeeded;
     count(&rt::RpcTlsStats::handshakes_ok);
   }
   if (!inbound_ || state_ == State::Open) {
@@ -216,8 +223,8 @@ bool RpcProcessor::afterHandshake(StreamIo& io) {
 bool RpcProcessor::pumpEngine(StreamIo& io) {
   flushEncrypted(io.to_peer);
   if (engine_->failed()) {
-    if (!handshake_counted_) {
-      handshake_counted_ = true;
+    if (handshake_ == Handshake::Pending) {
+      handshake_ = Handshake::Failed;
       count(&rt::RpcTlsStats::handshakes_failed);
     }
     return fail("TLS: " + engine_->error());

@@ -86,7 +86,10 @@ class RpcProcessor final : public StreamFilter {
   State state_ = State::Deciding;
   bool agent_spoke_ = false;  // outbound: the agent's first byte arrived
   bool native_ = false;       // inbound native-ALPN TLS (no inner byte)
-  bool handshake_counted_ = false;
+  // The TLS handshake's outcome as counted (handshakes_ok / handshakes_failed), once. Moves from
+  // Pending only, to one of the other two.
+  enum class Handshake : uint8_t { Pending, Succeeded, Failed };
+  Handshake handshake_ = Handshake::Pending;
   bool agent_eof_ = false;  // FINs in, and FINs wanted out
   bool peer_eof_ = false;
   bool end_to_agent_ = false;
