@@ -157,12 +157,22 @@ void Server::startNextJob() {
   }
   job_running_ = true;
   FileJob& job = *jobs_.front();
+  if (job.tls_watch) {
+    // Taken now, not when queued: a reload that ran in between is what this check must follow.
+    job.watch_state = state_;
+    job.watch_previous = tls_digest_;
+    if (queued_tls_check_ == &job) {
+      queued_tls_check_ = nullptr;
+    }
+  }
   const int rc = uv_queue_work(
       &loop_, &job.req,
       [](uv_work_t* req) {
         // Worker thread: only the job's own fields; nothing shared with the loop.
         auto* j = static_cast<FileJob*>(req->data);
-        if (j->is_reload) {
+        if (j->tls_watch) {
+          checkTlsFiles(*j);
+        } else if (j->is_reload) {
           j->built = buildRuntimeState(j->config_path, /*create_keyrings=*/true);
         } else {
           j->write_error = writeKeyringFile(j->keyring_path, *j->keys);
@@ -189,7 +199,9 @@ void Server::finishJob(FileJob& job) {
   std::unique_ptr<FileJob> own = std::move(jobs_.front());
   jobs_.pop_front();
   job_running_ = false;
-  if (job.is_reload) {
+  if (job.tls_watch) {
+    installTlsCheck(job);
+  } else if (job.is_reload) {
     installReload(job);
   } else {
     installKeyring(job);
@@ -254,6 +266,7 @@ void Server::installReload(FileJob& job) {
   if (datapath_) {
     datapath_->apply(*state_);
   }
+  armTlsWatch();  // the files (or tls.watch) may have changed; learn them again
   finish(true, {});
   checkCertificates();
 }
@@ -277,6 +290,111 @@ void Server::checkCertificates() {
   uv_timer_start(
       &cert_timer_, [](uv_timer_t* t) { static_cast<Server*>(t->data)->checkCertificates(); },
       in_ms, 0);
+}
+
+void Server::armTlsWatch() {
+  const Config& c = state_->config;
+  std::vector<std::filesystem::path> files;
+  std::vector<std::filesystem::path> trees;
+  tlswatch::tlsWatchTargets(c.tls, files, trees);
+  const bool want = c.tls.watch && usesRpc(c) && (!files.empty() || !trees.empty());
+  tls_watch_.enabled = want;
+  if (!want || stopping_) {
+    tls_watcher_.reset();
+    tls_digest_.reset();
+    tls_watch_.directories = 0;
+    return;
+  }
+  if (tls_watcher_) {
+    tls_watcher_->setDebounce(c.tls.watch_debounce_ms);
+  } else {
+    tls_watcher_ = std::make_unique<tlswatch::TlsWatcher>(
+        &loop_, c.tls.watch_debounce_ms, [this] { queueTlsCheck(TlsCheck::Event); });
+  }
+  queueTlsCheck(TlsCheck::Baseline);
+}
+
+void Server::queueTlsCheck(TlsCheck mode) {
+  if (!tls_watcher_ || stopping_) {
+    return;
+  }
+  if (queued_tls_check_ != nullptr) {  // one waiting to start covers this one too
+    queued_tls_check_->watch_mode = std::max(queued_tls_check_->watch_mode, mode);
+    return;
+  }
+  auto job = std::make_unique<FileJob>();
+  job->is_reload = false;
+  job->tls_watch = true;
+  job->watch_mode = mode;
+  queued_tls_check_ = job.get();
+  enqueue(std::move(job));
+}
+
+void Server::checkTlsFiles(FileJob& job) {
+  // Worker thread: reads the files and builds; the loop installs (installTlsCheck).
+  std::vector<std::filesystem::path> files;
+  std::vector<std::filesystem::path> trees;
+  const Config& c = job.watch_state->config;
+  tlswatch::tlsWatchTargets(c.tls, files, trees);
+  job.watch_plan = tlswatch::planWatch(files, trees);
+  job.watch_digest = tlswatch::digestFiles(files, trees);
+  job.watch_changed = !job.watch_previous || *job.watch_previous != job.watch_digest;
+  if (job.watch_changed && job.watch_mode != TlsCheck::Baseline) {
+    job.watch_built = buildRpcTlsSetup(c);  // the running config; only the files are new
+  }
+}
+
+void Server::installTlsCheck(FileJob& job) {
+  if (stopping_ || !tls_watcher_ || !job.watch_state) {
+    return;
+  }
+  const size_t started = tls_watcher_->apply(job.watch_plan);
+  tls_watch_.directories = tls_watcher_->directories();
+  tls_digest_ = job.watch_digest;
+  if (job.watch_mode != TlsCheck::Baseline) {
+    const auto now_ms =
+        std::chrono::duration_cast<std::chrono::milliseconds>(WallClock::now().time_since_epoch())
+            .count();
+    if (!job.watch_changed) {
+      if (job.watch_mode == TlsCheck::Event) {
+        ++tls_watch_.counters.unchanged;
+        spdlog::debug("tls watch: certificate files touched, contents unchanged: nothing to do");
+      }
+    } else if (auto* errs = std::get_if<std::vector<std::string>>(&job.watch_built)) {
+      ++tls_watch_.counters.failed;
+      tls_watch_.last_unix_ms = now_ms;
+      tls_watch_.last_ok = false;
+      tls_watch_.last_text.clear();
+      spdlog::error(
+          "tls watch: the changed certificate files are not usable; new handshakes keep the "
+          "running set until a good one is written ({} error(s)):",
+          errs->size());
+      for (const auto& e : *errs) {
+        spdlog::error("  {}", e);
+        tls_watch_.last_text += (tls_watch_.last_text.empty() ? "" : "\n") + e;
+      }
+    } else {
+      auto next = std::make_shared<RuntimeState>(*state_);
+      next->rpc = std::get<RpcTlsSetupConstPtr>(std::move(job.watch_built));
+      state_ = std::move(next);
+      if (datapath_) {
+        datapath_->apply(*state_);
+      }
+      ++tls_watch_.counters.applied;
+      tls_watch_.last_unix_ms = now_ms;
+      tls_watch_.last_ok = true;
+      tls_watch_.last_text = "applied";
+      spdlog::info(
+          "tls watch: certificate files changed; new handshakes use the new set, established "
+          "connections keep theirs");
+      checkCertificates();  // the new certificates' expiry warnings
+    }
+  }
+  if (started > 0) {
+    // New watches (a swapped link's new directory): a change made before they were in place
+    // would otherwise wait for the next event.
+    queueTlsCheck(TlsCheck::Recheck);
+  }
 }
 
 void Server::sweepKeyUse() {
@@ -419,6 +537,7 @@ StatusInput Server::statusInput() {
   in.last_reload_ok = last_reload_ok_;
   in.ready = readyNow(in.ready_detail);
   in.started = started_;
+  in.tls_watch = tls_watch_;
   for (const auto* http : {admin_.get(), metrics_.get()}) {
     if (http != nullptr) {
       in.http.emplace_back(http->name(), http->stats());
@@ -649,6 +768,7 @@ void Server::stop() {
     jobs_.pop_back();
   }
   uv_timer_stop(&drain_timer_);
+  tls_watcher_.reset();  // closes its handles; the loop finishes the closing
   if (notifier_) {
     notifier_->close();
   }
@@ -726,6 +846,7 @@ int Server::run() {
   datapath_->census().setFirstPlaintextHook([](const PeerRecord& p) {
     spdlog::info("peer {} seen sending plaintext for the first time", p.address);
   });
+  armTlsWatch();
   started_ = WallClock::now();
   logState("started");
   checkCertificates();

@@ -17,6 +17,7 @@
 #include "proxy/observe/cert_expiry.h"
 #include "proxy/observe/sd_notify.h"
 #include "proxy/runtime_state.h"
+#include "proxy/tlswatch/tls_watcher.h"
 
 namespace sidecrypt::proxy {
 
@@ -62,8 +63,15 @@ class Server {
   bool readyNow(std::string& detail);
   void removeRulesIfConfigured();
 
-  // File work (reload builds, keyring writes) runs on libuv's thread pool one job at a time, in
-  // order, so a reload never reads a keyring file that a commit is writing.
+  // Certificate file watch (docs/architecture.md, "Certificate file watching"). Baseline: learn
+  // the directories and the contents, change nothing; Event: files changed, rebuild the TLS setup
+  // if their contents did; Recheck: as Event after new watches started, without counting an
+  // unchanged result.
+  enum class TlsCheck : uint8_t { Baseline, Recheck, Event };
+  void armTlsWatch();
+  void queueTlsCheck(TlsCheck mode);
+  // File work (reload builds, keyring writes, certificate checks) runs on libuv's thread pool one
+  // job at a time, in order, so a reload never reads a keyring file that a commit is writing.
   struct FileJob {
     uv_work_t req{};
     Server* server = nullptr;
@@ -78,12 +86,23 @@ class Server {
     std::filesystem::path keyring_path;
     std::optional<std::string> write_error;
     CommitDone commit_done;
+    // certificate file watch (tls_watch): checks the TLS files of `watch_state`
+    bool tls_watch = false;
+    TlsCheck watch_mode = TlsCheck::Baseline;
+    RuntimeStatePtr watch_state;                     // the state when the check started
+    std::optional<tlswatch::Digest> watch_previous;  // the contents last checked
+    tlswatch::WatchPlan watch_plan;
+    tlswatch::Digest watch_digest{};
+    bool watch_changed = false;
+    std::variant<RpcTlsSetupConstPtr, std::vector<std::string>> watch_built;
   };
   void enqueue(std::unique_ptr<FileJob> job);
   void startNextJob();
   void finishJob(FileJob& job);
   void installReload(FileJob& job);
   void installKeyring(FileJob& job);
+  void installTlsCheck(FileJob& job);
+  static void checkTlsFiles(FileJob& job);     // worker thread
   std::deque<std::unique_ptr<FileJob>> jobs_;  // front() is running while job_running_
   bool job_running_ = false;
 
@@ -100,6 +119,10 @@ class Server {
   uv_timer_t cert_timer_{};  // certificate expiry warnings: at start, reload, each threshold
   CertExpiryWatch cert_watch_;
   void checkCertificates();
+  std::unique_ptr<tlswatch::TlsWatcher> tls_watcher_;  // null when tls.watch is off
+  FileJob* queued_tls_check_ = nullptr;                // queued, not started yet
+  std::optional<tlswatch::Digest> tls_digest_;
+  tlswatch::WatchStatus tls_watch_;
   std::unique_ptr<Datapath> datapath_;
   std::unique_ptr<AdminServer> admin_;
   std::unique_ptr<AdminServer> metrics_;       // read-only: /metrics and /ready ([metrics] listen)

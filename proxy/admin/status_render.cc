@@ -352,6 +352,16 @@ json statusJson(const StatusInput& in) {
   j["reloads"] = {
       {"ok", in.reloads}, {"failed", in.reload_failures}, {"last_error", in.last_reload_error}};
   j["certificates"] = certificatesJson(in.state, in.now);
+  {
+    const auto& tw = in.tls_watch;
+    json watch = {{"enabled", tw.enabled}, {"directories", tw.directories}};
+    tw.counters.forEach([&watch](const char* name, uint64_t v) { watch[name] = v; });
+    watch["last"] =
+        tw.last_unix_ms == 0
+            ? json(nullptr)
+            : json{{"unix_ms", tw.last_unix_ms}, {"ok", tw.last_ok}, {"text", tw.last_text}};
+    j["tls_watch"] = watch;
+  }
   if (in.datapath != nullptr) {
     const auto& t = in.datapath->tcpCounters();
     json tcp = json::object();
@@ -752,6 +762,16 @@ std::string metricsText(const StatusInput& in) {
   w.sample("sidecrypt_reloads_total", "result=\"ok\"", in.reloads);
   w.sample("sidecrypt_reloads_total", "result=\"failed\"", in.reload_failures);
   certificateSamples(w, in.state, unixSeconds(in.now));
+  w.family("sidecrypt_tls_watch_reloads_total", "counter",
+           "Certificate file watch outcomes: applied (a new set swapped in), unchanged (same "
+           "contents, nothing done), failed (the new set refused, the running one kept).");
+  in.tls_watch.counters.forEach([&w](const char* name, uint64_t v) {
+    w.sample("sidecrypt_tls_watch_reloads_total", std::string("result=\"") + name + "\"", v);
+  });
+  w.family("sidecrypt_tls_watch_last_success", "gauge",
+           "1 when the last certificate file change was applied (or none was tried), 0 when it "
+           "was refused.");
+  w.sample("sidecrypt_tls_watch_last_success", "", in.tls_watch.last_ok ? 1 : 0);
   if (!in.http.empty()) {
     w.family("sidecrypt_http_connections_total", "counter",
              "Connections to the admin and metrics listeners, by listener and outcome.");

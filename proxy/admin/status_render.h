@@ -13,6 +13,7 @@
 #include "proxy/observe/peer_census.h"
 #include "proxy/observe/rollout_check.h"
 #include "proxy/runtime_state.h"
+#include "proxy/tlswatch/tls_watch.h"
 
 namespace sidecrypt::proxy {
 
@@ -33,6 +34,7 @@ struct StatusInput {
   std::vector<std::pair<std::string, HttpStats>> http;  // the admin and metrics listeners
   // The time certificate expiry is computed against (at each scrape: never a stored value).
   WallClock::time_point now = WallClock::now();
+  tlswatch::WatchStatus tls_watch;  // certificate file watch
 };
 
 // The certificates sidecrypt loaded itself (leaf, intermediates, CAs) with their state at `now`.

@@ -107,6 +107,25 @@ std::string caText(const json& rpc) {
   return out;
 }
 
+// "tls watch: on (3 dirs), 2 applied, 1 unchanged, 1 failed; last 12s ago: error: ..."
+std::string tlsWatchText(const json& tw) {
+  if (!tw.value("enabled", false)) {
+    return "tls watch: off\n";
+  }
+  std::string out =
+      fmt::sprintf("tls watch: on (%s dirs)", tw.value("directories", json(0)).dump());
+  for (const char* name : {"applied", "unchanged", "failed"}) {
+    out += fmt::sprintf(", %s %s", tw.value(name, json(0)).dump(), name);
+  }
+  const auto& last = tw.value("last", json());
+  if (last.is_object()) {
+    const bool ok = last.value("ok", false);
+    out += fmt::sprintf("; last %s: %s", ago(last.value("unix_ms", int64_t{0}) / 1000),
+                        ok ? std::string("ok") : "error: " + shown(last.value("text", json(""))));
+  }
+  return out + "\n";
+}
+
 }  // namespace
 
 std::string renderStatusTable(const json& status, const json& peers, const json& members) {
@@ -141,6 +160,9 @@ std::string renderStatusTable(const json& status, const json& peers, const json&
                           (shown(c["subject"]) + " (" + shown(c["serial"]) + ")").c_str(),
                           shown(c["file"]).c_str());
     }
+  }
+  if (const auto& tw = status.value("tls_watch", json()); tw.is_object()) {
+    out += tlsWatchText(tw);
   }
   std::map<std::string, int> states;
   json self = members.is_object() ? members["self"] : json();

@@ -74,6 +74,10 @@ struct TlsConfig {
   uint32_t rpc_handshake_timeout_ms = 5000;    // Consul limits.rpc_handshake_timeout
   uint32_t rpc_max_conns_per_client = 100;     // Consul limits.rpc_max_conns_per_client
   std::vector<DatacenterRoute> datacenters;    // [[tls.datacenter]]
+  // Watch cert_file, key_file, ca_file and ca_path and swap in a new set once it is complete and
+  // valid (proxy/tlswatch/). watch_debounce: quiet time after the last change.
+  bool watch = true;
+  uint32_t watch_debounce_ms = 500;
 };
 
 struct PortSpec {

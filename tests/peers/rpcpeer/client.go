@@ -175,6 +175,10 @@ func (c *client) dial() (net.Conn, error) {
 	c.result["version"] = versionName(st.Version)
 	c.result["cipher"] = tls.CipherSuiteName(st.CipherSuite)
 	c.result["alpn"] = st.NegotiatedProtocol
+	if len(st.PeerCertificates) > 0 {
+		// The certificate the server presented, for tests that rotate it.
+		c.result["server_cert_serial"] = fmt.Sprintf("%x", st.PeerCertificates[0].SerialNumber)
+	}
 	if c.alpn == "" && c.mode != "insecure" {
 		if _, err := tc.Write([]byte{c.innerType()}); err != nil {
 			tc.Close()
