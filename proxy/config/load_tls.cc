@@ -137,6 +137,12 @@ void Loader::loadTls(const toml::table& t) {
   if (auto v = getInt(t, s, "rpc_max_conns_per_client", 0, 1'000'000)) {
     c.rpc_max_conns_per_client = static_cast<uint32_t>(*v);
   }
+  getBool(t, s, "watch", c.watch);
+  if (auto ms = getDurationMs(
+          t, s, "watch_debounce", [](uint32_t v) { return v <= 60'000; },
+          "expected a duration from \"0s\" to \"1m\", such as \"500ms\"")) {
+    c.watch_debounce_ms = *ms;
+  }
 }
 
 void Loader::loadListeners(const toml::node& n) {

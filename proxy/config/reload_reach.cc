@@ -100,6 +100,9 @@ const std::array kTable = {
     ReloadReachEntry{"tls.rpc_handshake_timeout", R::Live, kNewRpc},
     ReloadReachEntry{"tls.rpc_max_conns_per_client", R::Live, "the next inbound RPC connection"},
     ReloadReachEntry{"tls.datacenter", R::Live, "new outbound RPC connections"},
+    ReloadReachEntry{"tls.watch", R::Live,
+                     "the watch starts or stops; the files it watches follow the new paths"},
+    ReloadReachEntry{"tls.watch_debounce", R::Live, "the next change of a watched file"},
     ReloadReachEntry{"intercept.mode", R::Restart, "the capture sockets and the rules",
                      [](const Config& c) {
                        return std::string(c.intercept.mode == InterceptMode::Tproxy ? "tproxy"

@@ -28,7 +28,7 @@ LAYERS = [
     ["filters/gossip", "filters/rpc_tls", "filters/passthrough", "filters/stream_driver"],
     ["proxy/version", "proxy/net"],
     ["proxy/config"],
-    ["proxy/observe", "proxy/keyring", "proxy/intercept", "proxy/decode"],
+    ["proxy/observe", "proxy/keyring", "proxy/intercept", "proxy/decode", "proxy/tlswatch"],
     ["proxy/runtime_state"],
     ["proxy/datapath"],
     ["proxy/admin"],

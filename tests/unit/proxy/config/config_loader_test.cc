@@ -249,6 +249,20 @@ TEST_CASE("config: datacenter, domain, label and durations are validated", "[con
   CHECK(errs[2].starts_with("proxy.toml:6:25: tls.rpc_handshake_timeout: expected a positive"));
 }
 
+TEST_CASE("config: tls.watch and tls.watch_debounce", "[config]") {
+  auto c = ok("");
+  CHECK(c.tls.watch);
+  CHECK(c.tls.watch_debounce_ms == 500);
+  c = ok("[tls]\nwatch = false\nwatch_debounce = \"50ms\"\n");
+  CHECK_FALSE(c.tls.watch);
+  CHECK(c.tls.watch_debounce_ms == 50);
+  CHECK(ok("[tls]\nwatch_debounce = \"0s\"\n").tls.watch_debounce_ms == 0);
+  auto errs = errorsOf("[tls]\nwatch = \"yes\"\nwatch_debounce = \"2m\"\n");
+  REQUIRE(errs.size() == 2);
+  CHECK(errs[0].starts_with("proxy.toml:2:9: tls.watch: "));
+  CHECK(errs[1].starts_with("proxy.toml:3:18: tls.watch_debounce: expected a duration from"));
+}
+
 TEST_CASE("config: the shipped proxy.toml loads without errors", "[config]") {
   auto r = loadConfig(std::filesystem::path(SIDECRYPT_SOURCE_DIR) / "proxy.toml");
   if (auto* errs = std::get_if<std::vector<ConfigError>>(&r)) {
