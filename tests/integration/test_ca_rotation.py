@@ -1,5 +1,6 @@
 """Claim: a CA rotation walked the way docs/rollout.md guides it (old CA -> old+new bundle
-everywhere -> new leaf certificates -> old CA removed) costs no RPC call: Go crypto/tls peers
+everywhere -> new leaf certificates, picked up by file watching without a reload command -> old
+CA removed) costs no RPC call: Go crypto/tls peers
 (a TLS client dialling a sidecrypt'd server, a TLS server a sidecrypt'd client dials) and two
 sidecrypts, with an RPC caller in each direction every 100 ms throughout, see 0 failed calls.
 The census names the CA each peer's chain ended at, per direction, and `sidecrypt check remove-ca`
@@ -286,10 +287,15 @@ class CaRotation(unittest.TestCase):
         self.reload("c", "s")
         self.settle(1.5)
 
-        # Step 2: new leaf certificates, sidecrypt's first.
+        # Step 2: new leaf certificates, sidecrypt's first, written in place (by rename) with no
+        # reload command: sidecrypt watches its files (tls.watch). Its own certificate no longer
+        # chaining to the old CA shows it took them.
         self.set_sidecrypt_leaf("c", self.new, "client")
         self.set_sidecrypt_leaf("s", self.new, "server")
-        self.reload("c", "s")
+        for host in ("c", "s"):
+            harness.wait_for(lambda host=host: "local_certificate" not in {
+                r["class"] for r in self.check_remove_ca(host, self.old_ca)["reasons"]}, 15,
+                interval=0.5, what="sidecrypt on %s picking up its new leaf by itself" % host)
         self.settle(1.5)
         # g still presents old-CA chains both ways: no, naming g, on both sides.
         for host, direction in (("s", "inbound"), ("c", "outbound")):
