@@ -1,6 +1,6 @@
 """Claim: a CA rotation walked the way docs/rollout.md guides it (old CA -> old+new bundle
-everywhere -> new leaf certificates, picked up by file watching without a reload command -> old
-CA removed) costs no RPC call: Go crypto/tls peers
+everywhere -> new leaf certificates written by rename and by symlink swap, picked up by file
+watching without a reload command -> old CA removed) costs no RPC call: Go crypto/tls peers
 (a TLS client dialling a sidecrypt'd server, a TLS server a sidecrypt'd client dials) and two
 sidecrypts, with an RPC caller in each direction every 100 ms throughout, see 0 failed calls.
 The census names the CA each peer's chain ended at, per direction, and `sidecrypt check remove-ca`
@@ -212,8 +212,25 @@ class CaRotation(unittest.TestCase):
 
     @classmethod
     def set_sidecrypt_leaf(cls, host, ca_dir, kind):
-        put(cls.files[host]["cert"], read(os.path.join(ca_dir, "dc1-%s-consul-0.pem" % kind)))
-        put(cls.files[host]["key"], read(os.path.join(ca_dir, "dc1-%s-consul-0-key.pem" % kind)))
+        cert = read(os.path.join(ca_dir, "dc1-%s-consul-0.pem" % kind))
+        key = read(os.path.join(ca_dir, "dc1-%s-consul-0-key.pem" % kind))
+        if host == "s":  # s: each file replaced by rename
+            put(cls.files[host]["cert"], cert)
+            put(cls.files[host]["key"], key)
+            return
+        # c: a symlink swap, as Kubernetes writes secret volumes: cert.pem -> ..data/cert.pem,
+        # ..data -> a new directory holding both files, swapped in by one rename.
+        d = os.path.dirname(cls.files[host]["cert"])
+        version = os.path.join(d, "v-" + os.path.basename(ca_dir))
+        os.makedirs(version)
+        for name, text in (("cert.pem", cert), ("key.pem", key)):
+            with open(os.path.join(version, name), "w") as f:
+                f.write(text)
+            link = os.path.join(d, name)
+            if not os.path.islink(link):
+                os.symlink(os.path.join("..data", name), link)
+        os.symlink(os.path.basename(version), os.path.join(d, "..data_tmp"))
+        os.rename(os.path.join(d, "..data_tmp"), os.path.join(d, "..data"))
 
     @classmethod
     def set_go_leafs(cls, ca_dir):
@@ -287,8 +304,8 @@ class CaRotation(unittest.TestCase):
         self.reload("c", "s")
         self.settle(1.5)
 
-        # Step 2: new leaf certificates, sidecrypt's first, written in place (by rename) with no
-        # reload command: sidecrypt watches its files (tls.watch). Its own certificate no longer
+        # Step 2: new leaf certificates, sidecrypt's first, written in place (on s by rename, on c
+        # by a symlink swap) with no reload command: sidecrypt watches its files (tls.watch). Its own certificate no longer
         # chaining to the old CA shows it took them.
         self.set_sidecrypt_leaf("c", self.new, "client")
         self.set_sidecrypt_leaf("s", self.new, "server")
