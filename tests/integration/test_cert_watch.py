@@ -8,7 +8,8 @@ come from the Go rpcpeer client (Go crypto/tls) and from tools/tls_probe.py (Ope
 which both report the serial of the certificate the server presented. Certificates are made with
 python3-cryptography.
 
-  (a) a new key and leaf renamed into place are used by new handshakes, no reload sent;
+  (a) a new key and leaf renamed into place are used by new handshakes, no reload sent; a Go
+      connection established before keeps its session and makes calls after the swap;
   (b) a kubelet-style swap of the ..data symlink (twice) is picked up;
   (c) a certificate rewritten in place, truncated for a second and then completed, is never
       loaded half-written: handshakes during the window all succeed with the old certificate,
@@ -266,13 +267,25 @@ class CertWatch(unittest.TestCase):
     def test_a_rename_into_place(self):
         before = self.watch_status("a")
         self.assertTrue(before["enabled"], before)
-        self.assertEqual(self.go_serial("a"), self.current["a"])
+        old = self.current["a"]
+        self.assertEqual(self.go_serial("a"), old)
+        # An established connection across the rotation: calls, 4 s idle, calls again.
+        live = self.lab.spawn("a", [self.peer, "client", "-addr", self.lab.ip("a") + ":8443",
+                                    "-tls", "-ca", self.ca_file, "-cert", self.client_cert,
+                                    "-key", self.client_key, "-mode", "rpc", "-n", "3", "-idle",
+                                    "4s", "-timeout", "20s"],
+                              os.path.join(self.w.path, "live-client.log"))
+        time.sleep(1)
         key = new_key()
         leaf = make_leaf(self.ca, key)
         write_atomic(self.a_key, key_pem(key))  # the key first, then the certificate:
         write_atomic(self.a_cert, pem(leaf), 0o644)  # within one debounce period
         self.wait_serial("a", serial(leaf))
         self.assertEqual(self.go_serial("a"), serial(leaf))  # Go crypto/tls sees it too
+        live.wait(30)
+        word, fields = parse_line((harness.read(live.log_path).strip().splitlines() or [""])[-1])
+        self.assertEqual(word, "RESULT ok", fields)  # its calls after the swap went through
+        self.assertEqual(fields.get("server_cert_serial"), old)  # on its original session
         self.key["a"] = key
         after = self.watch_status("a")
         self.assertGreater(after["applied"], before["applied"])
