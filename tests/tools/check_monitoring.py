@@ -64,7 +64,8 @@ EXPORTED = {
     "sidecrypt_peer_plaintext_total", "sidecrypt_peer_encrypted_total",
     "sidecrypt_udp_relay_packets_total", "sidecrypt_tls_certificate_expiry_seconds",
     "sidecrypt_tls_certificate_not_before_seconds", "sidecrypt_tls_peer_ca_last_seen_seconds",
-    "sidecrypt_tls_peer_ca_peers",
+    "sidecrypt_tls_peer_ca_peers", "sidecrypt_tls_watch_reloads_total",
+    "sidecrypt_tls_watch_last_success",
 }
 
 
