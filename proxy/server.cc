@@ -767,6 +767,7 @@ void Server::stop() {
   while (jobs_.size() > (job_running_ ? 1U : 0U)) {
     jobs_.pop_back();
   }
+  queued_tls_check_ = nullptr;  // dropped above if it was waiting
   uv_timer_stop(&drain_timer_);
   tls_watcher_.reset();  // closes its handles; the loop finishes the closing
   if (notifier_) {
