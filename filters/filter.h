@@ -75,6 +75,8 @@ struct StreamIo {
   REASON(ConnectTimeout, connect_timeout)                                       \
   /* The shared preamble budget closed the greediest session. */                \
   REASON(PreambleBudget, preamble_budget)                                       \
+  /* At the open-file limit: closed for a lighter source's connection. */       \
+  REASON(DescriptorLimit, descriptor_limit)                                     \
   /* Any other socket error. */                                                 \
   REASON(SocketError, socket_error)                                             \
   /* sidecrypt is stopping. */                                                  \

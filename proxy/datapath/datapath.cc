@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 
 #include "filters/gossip/gossip_stream_processor.h"
 #include "filters/rpc_tls/rpc_processor.h"
@@ -284,7 +285,7 @@ int Datapath::upstreamFor(Origin origin, const SocketAddress& agent, const Socke
   return -1;
 }
 
-void Datapath::accept(Listener& l, int own_fd) {
+bool Datapath::accept(Listener& l, int own_fd) {
   auto info = SessionInfo{next_id_++, l.origin, "", {}, {}};
   ++tcp_.accepted;
   const bool tproxy = config_.intercept.mode == InterceptMode::Tproxy;
@@ -307,7 +308,7 @@ void Datapath::accept(Listener& l, int own_fd) {
   if (port == nullptr || port->transport == Transport::Udp || !local.valid()) {
     ++tcp_.unknown_port;
     ::close(own_fd);
-    return;
+    return true;
   }
   info.kind = port->protocol == PortProtocol::Gossip ? "gossip" : "rpc";
   const bool inbound_rpc = port->protocol == PortProtocol::Rpc && l.origin == Origin::Inbound;
@@ -323,7 +324,7 @@ void Datapath::accept(Listener& l, int own_fd) {
           "exceeded",
           info.id, info.peer.ip(), limit);
       ::close(own_fd);
-      return;
+      return true;
     }
     ++n;
     info.ready_deadline_ms = config_.tls.rpc_handshake_timeout_ms;
@@ -343,7 +344,7 @@ void Datapath::accept(Listener& l, int own_fd) {
             info.id, info.peer.ip(), limit);
       }
       ::close(own_fd);
-      return;
+      return true;
     }
     ++n;
     info.ready_deadline_ms =
@@ -361,9 +362,29 @@ void Datapath::accept(Listener& l, int own_fd) {
     }
   };
   std::string err;
-  int up = fixed != nullptr ? openTcpUpstream(fixed->upstream.family(),
+  auto open_upstream = [&] {
+    return fixed != nullptr ? openTcpUpstream(fixed->upstream.family(),
                                               config_.intercept.proxy_mark, nullptr, err)
                             : upstreamFor(l.origin, info.agent, info.peer, err);
+  };
+  int up = open_upstream();
+  if (up < 0 && (errno == EMFILE || errno == ENFILE)) {
+    // The accept took the last descriptor: as at the accept (admitAtLimit), a source holding
+    // fewer than the heaviest takes the place of that source's newest unfinished session; else
+    // the connection is shed and the caller pauses the listener (acceptFailed).
+    auto shares = sourceShares();
+    StreamSession* victim =
+        shares.victimFor(inbound_rpc || inbound_gossip ? info.peer.ip() : std::string());
+    if (victim == nullptr) {
+      ++tcp_.accept_shed;
+      release_slot(info.peer.ip());
+      ::close(own_fd);
+      return false;
+    }
+    victim->close(CloseReason::DescriptorLimit,
+                  "at the open-file limit, closed for a connection from a source holding fewer");
+    up = open_upstream();
+  }
   if (up < 0) {
     ++tcp_.upstream_failed;
     if (refusal_log_.allow()) {
@@ -372,7 +393,7 @@ void Datapath::accept(Listener& l, int own_fd) {
     }
     release_slot(info.peer.ip());
     ::close(own_fd);
-    return;
+    return true;
   }
   const SocketAddress connect_to = l.origin == Origin::Outbound ? info.peer : info.agent;
   auto* session = new StreamSession(
@@ -418,12 +439,13 @@ void Datapath::accept(Listener& l, int own_fd) {
     ::close(own_fd);
     ::close(up);
     session->close(CloseReason::SocketError, std::string("uv_tcp_open: ") + uv_strerror(rc));
-    return;
+    return true;
   }
   spdlog::trace("[C{}] {} {} agent {} peer {}", info.id, info.kind,
                 l.origin == Origin::Inbound ? "inbound" : "outbound", info.agent.toString(),
                 info.peer.toString());
   session->begin(up, connect_to);
+  return true;
 }
 
 void Datapath::recordSession(const StreamSession& s, CloseReason reason) {

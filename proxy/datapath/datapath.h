@@ -14,6 +14,7 @@
 #include "filters/gossip/gossip_datagram_filter.h"
 #include "filters/gossip/gossip_policy.h"
 #include "proxy/datapath/gossip_observer.h"
+#include "proxy/datapath/source_shares.h"
 #include "proxy/datapath/stream_session.h"
 #include "proxy/datapath/udp_relay.h"
 #include "proxy/net/raw_udp_sender.h"
@@ -161,13 +162,22 @@ class Datapath {
   bool openRelay(Flow flow, int family, std::string& err);
   static void onConnection(uv_poll_t* handle, int status, int events);
   // An accept error: at EMFILE/ENFILE the spare descriptor is given up to take the pending
-  // connection and close it (shed), then reopened; every error pauses the listener.
+  // connections (admitAtLimit, else closed: shed), then reopened; every error pauses the
+  // listener.
   void acceptFailed(Listener& l, int err);
+  // The live inbound sessions by source, for choices at the descriptor limit.
+  SourceShares<StreamSession> sourceShares() const;
+  // At the descriptor limit, with connection `fd` taken on the spare descriptor: if its source
+  // holds fewer sessions than the heaviest (SourceShares), closes that source's newest unfinished
+  // session and accepts `fd`; else returns false (the caller sheds it).
+  bool admitAtLimit(SourceShares<StreamSession>& shares, Listener& l, int fd);
   // /dev/null, held so that one descriptor can be given up at the limit.
   static int openSpareFd();
   // The shared preamble budget is exceeded: closes the sessions holding the most.
   void shedPreambles();
-  void accept(Listener& l, int fd);
+  // Makes a session of an accepted connection (or refuses it). False: at the descriptor limit
+  // its upstream socket could not be opened and it was shed (the caller pauses the listener).
+  bool accept(Listener& l, int fd);
   void recordSession(const StreamSession& s, CloseReason reason);
   int upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
                   std::string& err);

@@ -2,7 +2,8 @@
 
 // The Datapath's listening sockets (docs/architecture.md §3): the interception listeners and the
 // explicit [[listener]]s, opened, reloaded and closed; accepting (bounded per wake-up) and what
-// happens when accept fails (at the descriptor limit: shed the pending connections, pause).
+// happens when accept fails (at the descriptor limit: admit or shed the pending connections,
+// pause).
 
 #include <fcntl.h>
 #include <spdlog/spdlog.h>
@@ -12,6 +13,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <optional>
 
 #include "proxy/net/sockets.h"
 
@@ -198,8 +200,11 @@ void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
       }
       return;
     }
+    if (!l->owner->accept(*l, fd)) {
+      l->owner->acceptFailed(*l, EMFILE);  // its upstream socket hit the limit
+      return;
+    }
     l->backoff_ms = 0;
-    l->owner->accept(*l, fd);
   }
 }
 
@@ -207,17 +212,25 @@ void Datapath::acceptFailed(Listener& l, int err) {
   const bool no_fds = err == EMFILE || err == ENFILE;
   uint64_t shed = 0;
   if (no_fds && spare_fd_ >= 0) {
-    // Give up the spare so the pending connection can be taken and closed at once: the peer
-    // sees a close instead of waiting in the backlog, and the listener stops being readable.
+    // Give up the spare so the pending connections can be taken: one from a source holding fewer
+    // sessions than the heaviest takes the place of that source's newest unfinished one (a
+    // flood's tail must not close a peer's connection queued among it); any other is closed at
+    // once, so its peer sees a close instead of waiting in the backlog.
     ::close(spare_fd_);
     spare_fd_ = -1;
+    std::optional<SourceShares<StreamSession>> shares;  // built at the first connection taken
     for (int i = 0; i < 64; ++i) {
       const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         break;
       }
-      ::close(fd);
-      ++shed;
+      if (!shares) {
+        shares = sourceShares();
+      }
+      if (!admitAtLimit(*shares, l, fd)) {
+        ::close(fd);
+        ++shed;
+      }
     }
     spare_fd_ = openSpareFd();
     tcp_.accept_shed += shed;
@@ -247,6 +260,31 @@ void Datapath::acceptFailed(Listener& l, int err) {
         uv_poll_start(&listener->poll, UV_READABLE, &Datapath::onConnection);
       },
       l.backoff_ms, 0);
+}
+
+SourceShares<StreamSession> Datapath::sourceShares() const {
+  SourceShares<StreamSession> shares;
+  for (auto* s : sessions_) {
+    if (s->info().origin == Origin::Inbound && !s->closing()) {
+      shares.add(s->info().peer.ip(), s->info().id, s, !s->driver().ready());
+    }
+  }
+  return shares;
+}
+
+bool Datapath::admitAtLimit(SourceShares<StreamSession>& shares, Listener& l, int fd) {
+  // Our agent's own connections (outbound) hold no share: any source's unfinished session yields.
+  StreamSession* victim =
+      shares.victimFor(l.origin == Origin::Inbound ? peerAddress(fd).ip() : std::string());
+  if (victim == nullptr) {
+    return false;
+  }
+  // Its two descriptors are free at once (uv_close closes the sockets): one for this
+  // connection's upstream, one for the spare.
+  victim->close(CloseReason::DescriptorLimit,
+                "at the open-file limit, closed for a connection from a source holding fewer");
+  accept(l, fd);
+  return true;
 }
 
 }  // namespace sidecrypt::proxy
