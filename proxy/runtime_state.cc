@@ -32,6 +32,7 @@ std::variant<RpcTlsSetupConstPtr, std::vector<std::string>> buildRpcTlsSetup(con
   s.verify_server_hostname = t.verify_server_hostname;
   s.tls_min_version = t.tls_min_version;
   s.tls_cipher_suites = t.tls_cipher_suites;
+  s.session_resumption = t.session_resumption;
   s.datacenter = cfg.agent.datacenter;
   s.domain = cfg.agent.domain;
   auto setup = std::make_shared<RpcTlsSetup>();

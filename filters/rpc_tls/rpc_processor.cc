@@ -28,10 +28,11 @@ class AttachedTransport {
 
 RpcProcessor::RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup,
                            std::string destination_datacenter,
-                           std::shared_ptr<rt::RpcTlsStats> stats)
+                           std::shared_ptr<rt::RpcTlsStats> stats, std::string session_key)
     : inbound_(inbound),
       setup_(std::move(setup)),
       destination_dc_(std::move(destination_datacenter)),
+      session_key_(std::move(session_key)),
       stats_(std::move(stats)),
       decider_(setup_->inbound, setup_->local_server_name) {}
 
@@ -92,6 +93,7 @@ bool RpcProcessor::decideOutbound(Buffer& in, StreamIo& io) {
   }
   rt::ClientOptions options;
   options.datacenter = destination_dc_;
+  options.session_key = session_key_;
   engine_ = rt::TlsEngine::client(setup_->client, options);
   if (!engine_) {
     return fail("cannot create a TLS client");
@@ -181,6 +183,13 @@ bool RpcProcessor::afterHandshake(StreamIo& io) {
   if (handshake_ == Handshake::Pending) {
     handshake_ = Handshake::Succeeded;
     count(&rt::RpcTlsStats::handshakes_ok);
+    if (inbound_) {
+      count(engine_->resumed() ? &rt::RpcTlsStats::inbound_handshakes_resumed
+                               : &rt::RpcTlsStats::inbound_handshakes_full);
+    } else {
+      count(engine_->resumed() ? &rt::RpcTlsStats::outbound_handshakes_resumed
+                               : &rt::RpcTlsStats::outbound_handshakes_full);
+    }
   }
   if (!inbound_ || state_ == State::Open) {
     state_ = State::Open;

@@ -30,8 +30,9 @@ class RpcProcessor final : public StreamFilter {
     Open,         // TLS, handshake done and (inbound) the type decided: ready
   };
 
+  // `session_key` (outbound): the destination, which keys the TLS session offered for resumption.
   RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup, std::string destination_datacenter,
-               std::shared_ptr<RpcTlsStats> stats);
+               std::shared_ptr<RpcTlsStats> stats, std::string session_key = "");
 
   StreamVerdict start() override { return verdict(); }
   StreamVerdict onData(Side from, Buffer& in, bool end_stream, StreamIo& io) override;
@@ -80,6 +81,7 @@ class RpcProcessor final : public StreamFilter {
   bool inbound_;
   RpcTlsSetupConstPtr setup_;
   std::string destination_dc_;
+  std::string session_key_;
   std::shared_ptr<RpcTlsStats> stats_;
   InboundDecider decider_;
   TlsEnginePtr engine_;

@@ -10,6 +10,13 @@ namespace sidecrypt::filters::rpc_tls {
   /* TLS handshakes that completed / failed (either role). */                                       \
   COUNTER(handshakes_ok)                                                                            \
   COUNTER(handshakes_failed)                                                                        \
+  /* Completed handshakes by direction: full (certificates sent and verified) or resumed (a         \
+   * session ticket or cached session of the same TLS context; docs/configuration.md,               \
+   * tls.session_resumption). */                                                                    \
+  COUNTER(inbound_handshakes_full)                                                                  \
+  COUNTER(inbound_handshakes_resumed)                                                               \
+  COUNTER(outbound_handshakes_full)                                                                 \
+  COUNTER(outbound_handshakes_resumed)                                                              \
   /* Outbound: agent bytes wrapped as 0x03 + TLS + inner type byte (docs/spec/consul-rpc-tls.md     \
    * §1.8 outbound 4). */                                                                          \
   COUNTER(tls_upgraded)                                                                             \

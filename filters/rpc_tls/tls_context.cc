@@ -3,11 +3,13 @@
 #include "filters/common/boringssl.h"
 
 #include <openssl/err.h>
+#include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <ctime>
 #include <system_error>
 
 #include "filters/common/regular_file.h"
@@ -226,16 +228,107 @@ std::string TlsContext::configureProtocol() {
       return "tls_cipher_suites: " + drainSslErrors();
     }
   }
-  // Consul configures no session cache (docs/spec/consul-rpc-tls.md §2.3); on servers tickets would
-  // only skip the re-verification a CA reload is meant to force (docs/spec/toolchain.md §3.8).
-  SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
-  if (role_ != TlsRole::Client) {
-    SSL_CTX_set_options(ctx_, SSL_OP_NO_TICKET);
-  }
   if (role_ == TlsRole::NativeServer) {
     SSL_CTX_set_alpn_select_cb(ctx_, selectConsulAlpn, nullptr);
   }
+  return configureResumption();
+}
+
+namespace {
+
+// Where the callbacks find their TlsContext (on the SSL_CTX) and a client connection's cache key
+// (on the SSL).
+int contextIndex() {
+  static const int index = SSL_CTX_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+int sessionKeyIndex() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+const TlsContext* contextOf(const SSL* ssl) {
+  return static_cast<const TlsContext*>(SSL_CTX_get_ex_data(SSL_get_SSL_CTX(ssl), contextIndex()));
+}
+
+int ticketKeyCallback(SSL* ssl, uint8_t* key_name, uint8_t* iv, EVP_CIPHER_CTX* cipher,
+                      HMAC_CTX* hmac, int encrypt) {
+  const TlsContext* ctx = contextOf(ssl);
+  if (ctx == nullptr || ctx->ticketKeys() == nullptr) {
+    return encrypt != 0 ? -1 : 0;
+  }
+  return ctx->ticketKeys()->operate(key_name, iv, cipher, hmac, encrypt != 0,
+                                    TicketKeys::Clock::now());
+}
+
+// A client's new session (TLS 1.2: at the end of the handshake; TLS 1.3: per NewSessionTicket).
+// Returning 1 keeps the reference BoringSSL handed over.
+int newClientSession(SSL* ssl, SSL_SESSION* session) {
+  const TlsContext* ctx = contextOf(ssl);
+  const auto* key = static_cast<const std::string*>(SSL_get_ex_data(ssl, sessionKeyIndex()));
+  if (ctx == nullptr || ctx->sessionCache() == nullptr || key == nullptr ||
+      SSL_SESSION_is_resumable(session) != 1) {
+    return 0;
+  }
+  ctx->sessionCache()->store(*key, session);
+  return 1;
+}
+
+// The session ID context: sessions of one role never resume under another.
+constexpr std::string_view kSessionContext[] = {"sidecrypt-rpc-client", "sidecrypt-rpc-0x03",
+                                                "sidecrypt-rpc-native"};
+
+}  // namespace
+
+std::string TlsContext::configureResumption() {
+  // Session-ID caches stay off on both sides: a server resumes only from tickets sealed with this
+  // context's keys (docs/spec/toolchain.md §3.8: SSL_OP_NO_TICKET plus SSL_SESS_CACHE_OFF stops
+  // both kinds of resumption), a client only from its own SessionCache.
+  SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_OFF);
+  if (!settings_.session_resumption) {
+    // As Consul itself (docs/spec/consul-rpc-tls.md §2.3): no tickets, nothing cached.
+    if (role_ != TlsRole::Client) {
+      SSL_CTX_set_options(ctx_, SSL_OP_NO_TICKET);
+    }
+    return "";
+  }
+  if (SSL_CTX_set_ex_data(ctx_, contextIndex(), this) != 1) {
+    return "cannot configure session resumption: " + drainSslErrors();
+  }
+  const auto& sid = kSessionContext[static_cast<size_t>(role_)];
+  if (SSL_CTX_set_session_id_context(ctx_, reinterpret_cast<const uint8_t*>(sid.data()),
+                                     sid.size()) != 1) {
+    return "cannot configure session resumption: " + drainSslErrors();
+  }
+  if (role_ == TlsRole::Client) {
+    // SSL_SESS_CACHE_CLIENT only turns the new-session callback on (BoringSSL keeps no client
+    // cache of its own).
+    session_cache_ = std::make_unique<SessionCache>();
+    SSL_CTX_set_session_cache_mode(ctx_, SSL_SESS_CACHE_CLIENT);
+    SSL_CTX_sess_set_new_cb(ctx_, newClientSession);
+    return "";
+  }
+  // BoringSSL resumes TLS 1.3 only as PSK with (EC)DHE (psk_dhe_ke), never psk_ke alone, so a
+  // resumed session still gets forward secrecy. One ticket per connection is enough: clients
+  // keep the newest.
+  ticket_keys_ = std::make_unique<TicketKeys>();
+  SSL_CTX_set_tlsext_ticket_key_cb(ctx_, ticketKeyCallback);
+  SSL_CTX_set_num_tickets(ctx_, 1);
+  // A ticket outlives neither its key (two rotation periods) nor these lifetimes.
+  const auto lifetime = static_cast<uint32_t>(TicketKeys::kDefaultPeriod.count());
+  SSL_CTX_set_timeout(ctx_, lifetime);
+  SSL_CTX_set_session_psk_dhe_timeout(ctx_, lifetime);
   return "";
+}
+
+void TlsContext::prepareClientSession(ssl_st* ssl, const std::string* key) const {
+  if (!session_cache_ || key == nullptr) {
+    return;
+  }
+  SSL_set_ex_data(ssl, sessionKeyIndex(), const_cast<std::string*>(key));
+  if (SSL_SESSION* session = session_cache_->find(*key, std::time(nullptr))) {
+    SSL_set_session(ssl, session);  // takes its own reference
+    SSL_SESSION_free(session);
+  }
 }
 
 std::string TlsContext::loadTrust() {

@@ -9,10 +9,13 @@
 #include <vector>
 
 #include "filters/rpc_tls/cert_inventory.h"
+#include "filters/rpc_tls/session_cache.h"
+#include "filters/rpc_tls/ticket_keys.h"
 #include "filters/rpc_tls/tls_version.h"
 
 // Forward declarations only: users of this header need no BoringSSL include path order.
 struct ssl_ctx_st;
+struct ssl_st;
 struct x509_store_st;
 
 namespace sidecrypt::filters::rpc_tls {
@@ -33,6 +36,9 @@ struct TlsSettings {
   std::vector<std::string> tls_cipher_suites;  // Consul's IANA names; TLS <= 1.2 only
   std::string datacenter = "dc1";              // the local datacenter
   std::string domain = "consul";
+  // TLS 1.3 PSK with (EC)DHE and TLS 1.2 tickets: servers issue and accept tickets under keys of
+  // their own context; clients keep a session per destination (docs/configuration.md).
+  bool session_resumption = true;
 };
 
 enum class TlsRole : uint8_t {
@@ -79,6 +85,14 @@ class TlsContext {
   ssl_ctx_st* native() const { return ctx_; }
   x509_store_st* caStore() const;
 
+  // Resumption state (null when session_resumption is off): a server's ticket keys, a client's
+  // sessions. Both belong to this context only, so nothing crosses a reload.
+  TicketKeys* ticketKeys() const { return ticket_keys_.get(); }
+  SessionCache* sessionCache() const { return session_cache_.get(); }
+  // Client: offers the session cached for `key` on `ssl`, and files the sessions the server
+  // gives this connection under it. `key` must outlive `ssl`.
+  void prepareClientSession(ssl_st* ssl, const std::string* key) const;
+
  private:
   TlsContext(const TlsSettings& settings, TlsRole role);
   std::string build();
@@ -86,6 +100,7 @@ class TlsContext {
   std::string loadIdentity();
   std::string useCertificateChain(const std::filesystem::path& file);
   std::string configureProtocol();
+  std::string configureResumption();
   void configureVerification();
   void checkLeafChain();
 
@@ -97,6 +112,8 @@ class TlsContext {
   bool has_ca_ = false;
   std::string local_server_name_;
   CertInventory certificates_;
+  std::unique_ptr<TicketKeys> ticket_keys_;
+  std::unique_ptr<SessionCache> session_cache_;
 };
 
 }  // namespace sidecrypt::filters::rpc_tls

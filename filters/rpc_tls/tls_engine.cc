@@ -147,6 +147,10 @@ bool TlsEngine::init(const ClientOptions* options) {
     }
     SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
   }
+  if (ctx_->sessionCache() != nullptr) {
+    session_key_ = options->session_key + "|" + expected_server_name_;
+    ctx_->prepareClientSession(ssl_, &session_key_);
+  }
   if (!options->alpn.empty()) {
     std::vector<uint8_t> wire;
     for (const std::string& name : options->alpn) {
@@ -194,6 +198,17 @@ bool TlsEngine::advanceHandshake() {
 void TlsEngine::onHandshakeDone() {
   handshake_done_ = true;
   fillPeerIdentity();
+  if (resumed() && ctx_->verifiesPeer()) {
+    // The session's certificate was verified when it was made, by this same context (tickets and
+    // cached sessions never cross contexts); only time can have changed. Go does not resume with
+    // an expired peer certificate either; the peer's next attempt is a full handshake.
+    bssl::UniquePtr<X509> leaf(SSL_get_peer_certificate(ssl_));
+    if (!leaf || X509_cmp_current_time(X509_get0_notAfter(leaf.get())) <= 0) {
+      fail("resumed session: the peer's certificate has expired");
+      return;
+    }
+    anchorFromSession(leaf.get());
+  }
   if (!early_clear_.empty()) {
     std::vector<uint8_t> held;
     held.swap(early_clear_);
@@ -204,6 +219,29 @@ void TlsEngine::onHandshakeDone() {
   if (shutdown_requested_) {
     sendCloseNotify();
   }
+}
+
+// A resumed handshake runs no verification, so captureAnchor saw nothing: the session's chain
+// (verified by this same context when the session was made) is built again against the
+// context's CAs for the census's trust anchor.
+void TlsEngine::anchorFromSession(x509_st* leaf) {
+  if (peer_.has_anchor || !ctx_->hasCa()) {
+    return;
+  }
+  bssl::UniquePtr<X509_STORE_CTX> check(X509_STORE_CTX_new());
+  if (check &&
+      X509_STORE_CTX_init(check.get(), ctx_->caStore(), leaf, SSL_get_peer_full_cert_chain(ssl_)) ==
+          1 &&
+      X509_verify_cert(check.get()) == 1) {
+    STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(check.get());
+    const size_t n = chain != nullptr ? sk_X509_num(chain) : 0;
+    unsigned len = 0;
+    peer_.has_anchor = n > 0 &&
+                       X509_digest(sk_X509_value(chain, n - 1), EVP_sha256(),
+                                   peer_.anchor_sha256.data(), &len) == 1 &&
+                       len == peer_.anchor_sha256.size();
+  }
+  ERR_clear_error();
 }
 
 void TlsEngine::fillPeerIdentity() {
@@ -377,6 +415,10 @@ void TlsEngine::sendCloseNotify() {
     return;
   }
   shutdown_sent_ = true;
+}
+
+bool TlsEngine::resumed() const {
+  return handshake_done_ && ssl_ != nullptr && SSL_session_reused(ssl_) == 1;
 }
 
 bool TlsEngine::fullyClosed() const {

@@ -13,6 +13,7 @@
 
 struct ssl_st;
 struct bio_st;
+struct x509_st;
 struct x509_store_ctx_st;
 
 namespace sidecrypt::filters::rpc_tls {
@@ -44,6 +45,9 @@ struct ClientOptions {
   // ALPN names to offer (native mode, tests); empty for Consul's 0x03 mode
   // (docs/spec/consul-rpc-tls.md §2.3: no ALPN).
   std::vector<std::string> alpn;
+  // Where the connection goes (the proxy passes the destination address): with resumption on,
+  // a session is cached and offered per (session_key, expected server name) within the context.
+  std::string session_key;
 };
 
 // One TLS connection driven entirely through memory: no socket, no clock. The four verbs follow
@@ -110,6 +114,8 @@ class TlsEngine {
 
   bool isClient() const { return is_client_; }
   bool handshakeDone() const { return handshake_done_; }
+  // The handshake resumed a session (TLS 1.3 PSK with (EC)DHE, or a TLS 1.2 ticket).
+  bool resumed() const;
   bool failed() const { return failed_; }
   const std::string& error() const { return error_; }  // human-readable, set when failed()
   bool writeShutdown() const { return shutdown_sent_; }
@@ -134,6 +140,7 @@ class TlsEngine {
   void sendCloseNotify();
   void fail(std::string why);
   void fillPeerIdentity();
+  void anchorFromSession(x509_st* leaf);
   static int captureAnchor(int ok, x509_store_ctx_st* store_ctx);
 
   TlsContextSharedPtr ctx_;
@@ -143,6 +150,7 @@ class TlsEngine {
   bio_st* wbio_ = nullptr;  // owned by ssl_
   std::vector<uint8_t> early_clear_;
   std::string expected_server_name_;
+  std::string session_key_;  // client, resumption on: the SessionCache key (outlives ssl_)
   std::string error_;
   PeerIdentity peer_;
   bool handshake_done_ = false;

@@ -73,6 +73,7 @@ struct TlsConfig {
   std::vector<std::string> tls_cipher_suites;  // IANA names as Consul spells them
   uint32_t rpc_handshake_timeout_ms = 5000;    // Consul limits.rpc_handshake_timeout
   uint32_t rpc_max_conns_per_client = 100;     // Consul limits.rpc_max_conns_per_client
+  bool session_resumption = true;              // TLS session tickets / cached sessions
   std::vector<DatacenterRoute> datacenters;    // [[tls.datacenter]]
   // Watch cert_file, key_file, ca_file and ca_path and swap in a new set once it is complete and
   // valid (proxy/tlswatch/). watch_debounce: quiet time after the last change.

@@ -239,7 +239,7 @@ const std::vector<Section>& schema() {
       {"tls",
        {"ca_file", "ca_path", "cert_file", "key_file", "verify_incoming", "verify_outgoing",
         "verify_server_hostname", "tls_min_version", "tls_cipher_suites", "rpc_handshake_timeout",
-        "rpc_max_conns_per_client", "datacenter", "watch", "watch_debounce"}},
+        "rpc_max_conns_per_client", "session_resumption", "datacenter", "watch", "watch_debounce"}},
       {"intercept",
        {"mode", "backend", "install_rules", "unsafe_remove_rules_on_exit", "ipv6", "outbound_port",
         "inbound_port", "divert_mark", "proxy_mark", "route_table", "rule_priority", "drain_time",

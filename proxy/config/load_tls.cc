@@ -143,6 +143,7 @@ void Loader::loadTls(const toml::table& t) {
           "expected a duration from \"0s\" to \"1m\", such as \"500ms\"")) {
     c.watch_debounce_ms = *ms;
   }
+  getBool(t, s, "session_resumption", c.session_resumption);
 }
 
 void Loader::loadListeners(const toml::node& n) {

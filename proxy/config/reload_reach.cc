@@ -99,6 +99,7 @@ const std::array kTable = {
     ReloadReachEntry{"tls.tls_cipher_suites", R::Live, kNewRpc},
     ReloadReachEntry{"tls.rpc_handshake_timeout", R::Live, kNewRpc},
     ReloadReachEntry{"tls.rpc_max_conns_per_client", R::Live, "the next inbound RPC connection"},
+    ReloadReachEntry{"tls.session_resumption", R::Live, kNewRpc},
     ReloadReachEntry{"tls.datacenter", R::Live, "new outbound RPC connections"},
     ReloadReachEntry{"tls.watch", R::Live,
                      "the watch starts or stops; the files it watches follow the new paths"},

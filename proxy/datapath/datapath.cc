@@ -250,7 +250,8 @@ StreamFilterPtr Datapath::processorFor(const PortSpec& port, Origin origin,
       }
     }
     return std::make_unique<RpcProcessor>(origin == Origin::Inbound, rpc_, std::move(dc),
-                                          rpc_stats_);
+                                          rpc_stats_,
+                                          origin == Origin::Outbound ? info.peer.toString() : "");
   }
   Pool& pool = port.pool == GossipPool::Lan ? lan_ : wan_;
   auto filter =

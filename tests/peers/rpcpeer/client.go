@@ -12,6 +12,8 @@ import (
 	"net"
 	"net/rpc"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -33,6 +35,11 @@ type client struct {
 	factor   int
 	timeout  time.Duration
 	idle     time.Duration
+	// Resumption tests: connections in a row, sharing one session cache when cache is set.
+	repeat   int
+	cache    tls.ClientSessionCache
+	stepFile string
+	resumed  []string
 	// result is written by the per-stream goroutines of runYamux too: only through set().
 	// (Unguarded, two streams finishing together died with "fatal error: concurrent map
 	// writes", mostly when the machine was busy.)
@@ -67,11 +74,32 @@ func clientMain(args []string) int {
 	fs.IntVar(&c.size, "size", 4096, "payload bytes per call / snapshot body bytes")
 	fs.IntVar(&c.factor, "factor", 3, "snapshot reply = body x factor")
 	fs.DurationVar(&c.timeout, "timeout", 20*time.Second, "overall deadline")
+	fs.IntVar(&c.repeat, "repeat", 1, "connections in a row (each runs the mode); RESULT lists which resumed")
+	sessionCache := fs.Bool("session-cache", false, "keep a tls.ClientSessionCache across -repeat connections (Consul's client has none)")
+	fs.StringVar(&c.stepFile, "step-file", "", "before connection i (from 0), wait until this file holds a number > i")
 	fs.DurationVar(&c.idle, "idle", 0, "rpc modes: after the calls, leave each stream idle this long, then call again on it (-timeout must cover it)")
 	fs.Parse(args)
 	c.result["mode"] = c.mode
 	c.result["tls"] = c.useTLS || c.alpn != ""
-	err := c.run()
+	if *sessionCache {
+		c.cache = tls.NewLRUClientSessionCache(16)
+	}
+	var err error
+	for i := 0; i < c.repeat && err == nil; i++ {
+		if err = c.waitStep(i); err == nil {
+			err = c.run()
+		}
+		if err == nil && c.repeat > 1 {
+			resumed := "plaintext" // the TLS (if any) is sidecrypt's, not this client's
+			if len(c.resumed) > 0 {
+				resumed = c.resumed[len(c.resumed)-1]
+			}
+			emit("CONNECTED", map[string]interface{}{"index": i, "resumed": resumed})
+		}
+	}
+	if len(c.resumed) > 0 {
+		c.result["resumed"] = strings.Join(c.resumed, ",")
+	}
 	if err == nil && c.idle > 0 {
 		c.result["idle"] = c.idle.String()
 		c.result["calls_after_idle"] = c.calls
@@ -124,6 +152,22 @@ func (c *client) tlsConfig() (*tls.Config, error) {
 	return cfg, nil
 }
 
+// waitStep blocks until -step-file allows connection i (bounded by -timeout).
+func (c *client) waitStep(i int) error {
+	if c.stepFile == "" {
+		return nil
+	}
+	deadline := time.Now().Add(c.timeout)
+	for time.Now().Before(deadline) {
+		b, _ := os.ReadFile(c.stepFile)
+		if n, err := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && n > i {
+			return nil
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return fmt.Errorf("step file %s never allowed connection %d", c.stepFile, i)
+}
+
 func (c *client) innerType() byte {
 	if c.typeByte >= 0 {
 		return byte(c.typeByte)
@@ -166,12 +210,14 @@ func (c *client) dial() (net.Conn, error) {
 			return nil, err
 		}
 	}
+	cfg.ClientSessionCache = c.cache
 	tc := tls.Client(raw, cfg)
 	if err := tc.Handshake(); err != nil {
 		raw.Close()
 		return nil, fmt.Errorf("handshake: %w", err)
 	}
 	st := tc.ConnectionState()
+	c.resumed = append(c.resumed, strconv.FormatBool(st.DidResume))
 	c.result["version"] = versionName(st.Version)
 	c.result["cipher"] = tls.CipherSuiteName(st.CipherSuite)
 	c.result["alpn"] = st.NegotiatedProtocol

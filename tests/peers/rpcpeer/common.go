@@ -60,6 +60,7 @@ type ConnInfo struct {
 	ALPN       string
 	Outer      int // first byte on the wire (-1: native TLS, no prefix)
 	Inner      int // type byte served
+	Resumed    bool
 }
 
 // EchoArgs / EchoReply are the Echo.Echo payloads.

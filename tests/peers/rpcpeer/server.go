@@ -153,7 +153,7 @@ func (s *server) event(id int64, info ConnInfo, result, reason string) {
 	emit("EVENT", map[string]interface{}{
 		"conn": id, "result": result, "reason": reason, "tls": info.TLS, "outer": info.Outer,
 		"inner": info.Inner, "version": info.Version, "sni": info.ServerName,
-		"peer_cn": info.PeerCN, "alpn": info.ALPN,
+		"peer_cn": info.PeerCN, "alpn": info.ALPN, "resumed": info.Resumed,
 	})
 }
 
@@ -168,6 +168,7 @@ func tlsInfo(info ConnInfo, st tls.ConnectionState) ConnInfo {
 	info.Cipher = tls.CipherSuiteName(st.CipherSuite)
 	info.ServerName = st.ServerName
 	info.ALPN = st.NegotiatedProtocol
+	info.Resumed = st.DidResume
 	if len(st.PeerCertificates) > 0 {
 		info.PeerCN = st.PeerCertificates[0].Subject.CommonName
 	}

@@ -48,11 +48,19 @@ TEST_CASE("tls_context: a fresh context never allows TLS 1.0", "[rpc_tls]") {
   }
 }
 
-TEST_CASE("tls_context: servers issue no tickets and keep no session cache", "[rpc_tls]") {
+TEST_CASE("tls_context: servers keep no session cache; tickets only with session_resumption",
+          "[rpc_tls]") {
   for (auto role : {TlsRole::Server, TlsRole::NativeServer}) {
-    auto ctx = mustCreate(serverSettings(), role);
+    auto s = serverSettings();
+    auto ctx = mustCreate(s, role);
+    CHECK((SSL_CTX_get_options(ctx->native()) & SSL_OP_NO_TICKET) == 0);
+    CHECK(SSL_CTX_get_session_cache_mode(ctx->native()) == SSL_SESS_CACHE_OFF);
+    CHECK(ctx->ticketKeys() != nullptr);
+    s.session_resumption = false;  // as Consul: no tickets at all
+    ctx = mustCreate(s, role);
     CHECK((SSL_CTX_get_options(ctx->native()) & SSL_OP_NO_TICKET) != 0);
     CHECK(SSL_CTX_get_session_cache_mode(ctx->native()) == SSL_SESS_CACHE_OFF);
+    CHECK(ctx->ticketKeys() == nullptr);
   }
 }
 

@@ -73,7 +73,7 @@ TEST_CASE("tls_engine: the client sends SNI only with verify_server_hostname", "
 
 TEST_CASE("tls_engine: server.dc2.consul expected from a dc1 server fails: hostname mismatch",
           "[rpc_tls]") {
-  Pair p = consulPair(ClientOptions{"dc2", {}});
+  Pair p = consulPair(ClientOptions{"dc2", {}, ""});
   CHECK(p.client.engine->expectedServerName() == "server.dc2.consul");
   p.pump();
   CHECK(p.client.engine->failed());

@@ -122,7 +122,7 @@ TEST_CASE("tls_stream: native mode negotiates Consul's ALPN names", "[rpc_tls][a
   for (std::string_view name : kConsulAlpnProtocols) {
     CAPTURE(name);
     Pair p(mustCreate(clientSettings(), TlsRole::Client), native,
-           ClientOptions{"", {"h2", std::string(name)}});
+           ClientOptions{"", {"h2", std::string(name)}, ""});
     p.pump();
     REQUIRE(p.bothReady());
     CHECK(p.server.engine->alpn() == name);
@@ -134,7 +134,7 @@ TEST_CASE("tls_stream: native mode fails on foreign ALPN and completes without A
           "[rpc_tls][alpn]") {
   auto native = mustCreate(serverSettings(false), TlsRole::NativeServer);
   SECTION("only unknown names: no_application_protocol, as Go") {
-    Pair p(mustCreate(clientSettings(), TlsRole::Client), native, ClientOptions{"", {"h2"}});
+    Pair p(mustCreate(clientSettings(), TlsRole::Client), native, ClientOptions{"", {"h2"}, ""});
     p.pump();
     CHECK(p.server.engine->failed());
     CHECK(p.client.engine->failed());
@@ -154,7 +154,7 @@ TEST_CASE("tls_stream: native mode requires a client certificate even without ve
   c.cert_file.clear();
   c.key_file.clear();
   Pair p(mustCreate(c, TlsRole::Client), mustCreate(serverSettings(false), TlsRole::NativeServer),
-         ClientOptions{"", {"consul/rpc-multi"}});
+         ClientOptions{"", {"consul/rpc-multi"}, ""});
   p.pump();
   CHECK(p.server.engine->failed());
   CHECK_THAT(p.server.engine->error(), Catch::Contains("peer did not return a certificate"));

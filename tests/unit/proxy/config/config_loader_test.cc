@@ -149,6 +149,13 @@ TEST_CASE("config: verify_server_hostname implies verify_outgoing", "[config]") 
   CHECK(err.starts_with("proxy.toml:2:1: tls.verify_server_hostname: verify_outgoing set"));
 }
 
+TEST_CASE("config: tls.session_resumption is on by default and may be turned off", "[config]") {
+  CHECK(ok("").tls.session_resumption);
+  CHECK_FALSE(ok("[tls]\nsession_resumption = false\n").tls.session_resumption);
+  CHECK(theError("[tls]\nsession_resumption = \"no\"\n") ==
+        "proxy.toml:2:22: tls.session_resumption: expected true or false");
+}
+
 TEST_CASE("config: cert_file and key_file go together", "[config]") {
   const std::string err = theError("[tls]\ncert_file = \"a.pem\"\n");
   CHECK(err == "proxy.toml:2:1: tls.cert_file: cert_file and key_file must be set together");
