@@ -36,28 +36,32 @@ void SessionCache::eraseLocked(std::list<Entry>::iterator it) {
   lru_.erase(it);
 }
 
-ssl_session_st* SessionCache::find(const std::string& key, std::time_t now) {
+ssl_session_st* SessionCache::find(const std::string& key, std::time_t now,
+                                   std::time_t* verified_at) {
   std::lock_guard<std::mutex> lock(mu_);
   auto found = index_.find(key);
   if (found == index_.end()) {
     return nullptr;
   }
   auto it = found->second;
-  if (!usable(it->session, now)) {
+  if (!usable(it->session, now) || now - it->verified_at >= kMaxVerifiedAge) {
     eraseLocked(it);
     return nullptr;
   }
   lru_.splice(lru_.begin(), lru_, it);
   SSL_SESSION_up_ref(it->session);
+  if (verified_at != nullptr) {
+    *verified_at = it->verified_at;
+  }
   return it->session;
 }
 
-void SessionCache::store(const std::string& key, ssl_session_st* session) {
+void SessionCache::store(const std::string& key, ssl_session_st* session, std::time_t verified_at) {
   std::lock_guard<std::mutex> lock(mu_);
   if (auto found = index_.find(key); found != index_.end()) {
     eraseLocked(found->second);
   }
-  lru_.push_front(Entry{key, session});
+  lru_.push_front(Entry{key, session, verified_at});
   index_.emplace(key, lru_.begin());
   while (lru_.size() > capacity_) {
     eraseLocked(std::prev(lru_.end()));

@@ -18,24 +18,34 @@ namespace sidecrypt::filters::rpc_tls {
 // empty cache and a session is never offered under another context than the one that verified
 // the server. A session is offered again until it expires or a newer one (the server's next
 // ticket) replaces it; a session whose server certificate has since expired is dropped.
+//
+// A resumed handshake proves nothing new about the server's certificate chain, so a session (and
+// the sessions renewed from it) is offered for at most kMaxVerifiedAge after the full handshake
+// that verified the chain: every server is verified again, and its current chain seen by the
+// census, at least that often.
 class SessionCache {
  public:
   static constexpr size_t kDefaultCapacity = 1024;
+  static constexpr std::time_t kMaxVerifiedAge = 3600;
   explicit SessionCache(size_t capacity = kDefaultCapacity) : capacity_(capacity) {}
   ~SessionCache();
   SessionCache(const SessionCache&) = delete;
   SessionCache& operator=(const SessionCache&) = delete;
 
-  // A new reference to the session stored for `key` (the caller frees it), or nullptr.
-  ssl_session_st* find(const std::string& key, std::time_t now);
-  // Takes the caller's reference to `session`; replaces what `key` held.
-  void store(const std::string& key, ssl_session_st* session);
+  // A new reference to the session stored for `key` (the caller frees it), or nullptr;
+  // `verified_at` is set to the time of the full handshake it descends from.
+  ssl_session_st* find(const std::string& key, std::time_t now, std::time_t* verified_at = nullptr);
+  // Takes the caller's reference to `session`; replaces what `key` held. `verified_at`: when the
+  // server's chain was last verified (now for a full handshake; the offered session's time for a
+  // resumed one).
+  void store(const std::string& key, ssl_session_st* session, std::time_t verified_at);
   size_t size() const;
 
  private:
   struct Entry {
     std::string key;
     ssl_session_st* session;
+    std::time_t verified_at;
   };
   void eraseLocked(std::list<Entry>::iterator it);
 

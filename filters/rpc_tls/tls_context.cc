@@ -264,12 +264,15 @@ int ticketKeyCallback(SSL* ssl, uint8_t* key_name, uint8_t* iv, EVP_CIPHER_CTX* 
 // Returning 1 keeps the reference BoringSSL handed over.
 int newClientSession(SSL* ssl, SSL_SESSION* session) {
   const TlsContext* ctx = contextOf(ssl);
-  const auto* key = static_cast<const std::string*>(SSL_get_ex_data(ssl, sessionKeyIndex()));
-  if (ctx == nullptr || ctx->sessionCache() == nullptr || key == nullptr ||
+  const auto* slot = static_cast<const ClientSessionSlot*>(SSL_get_ex_data(ssl, sessionKeyIndex()));
+  if (ctx == nullptr || ctx->sessionCache() == nullptr || slot == nullptr ||
       SSL_SESSION_is_resumable(session) != 1) {
     return 0;
   }
-  ctx->sessionCache()->store(*key, session);
+  // A ticket received on a resumed connection carries the chain verified back then.
+  const std::time_t verified_at =
+      SSL_session_reused(ssl) == 1 ? slot->offered_verified_at : std::time(nullptr);
+  ctx->sessionCache()->store(slot->key, session, verified_at);
   return 1;
 }
 
@@ -320,12 +323,13 @@ std::string TlsContext::configureResumption() {
   return "";
 }
 
-void TlsContext::prepareClientSession(ssl_st* ssl, const std::string* key) const {
-  if (!session_cache_ || key == nullptr) {
+void TlsContext::prepareClientSession(ssl_st* ssl, ClientSessionSlot* slot) const {
+  if (!session_cache_ || slot == nullptr) {
     return;
   }
-  SSL_set_ex_data(ssl, sessionKeyIndex(), const_cast<std::string*>(key));
-  if (SSL_SESSION* session = session_cache_->find(*key, std::time(nullptr))) {
+  SSL_set_ex_data(ssl, sessionKeyIndex(), slot);
+  if (SSL_SESSION* session =
+          session_cache_->find(slot->key, std::time(nullptr), &slot->offered_verified_at)) {
     SSL_set_session(ssl, session);  // takes its own reference
     SSL_SESSION_free(session);
   }

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <ctime>
 #include <filesystem>
 #include <memory>
 #include <string>
@@ -52,6 +53,12 @@ enum class TlsRole : uint8_t {
 // Consul's ten accepted tls_cipher_suites names (docs/spec/consul-rpc-tls.md §2.2).
 const std::vector<std::string_view>& consulCipherSuites();
 
+// A client connection's place in its context's SessionCache.
+struct ClientSessionSlot {
+  std::string key;                      // destination address and expected server name
+  std::time_t offered_verified_at = 0;  // of the session offered, if any
+};
+
 class TlsContext;
 using TlsContextSharedPtr = std::shared_ptr<const TlsContext>;
 
@@ -89,9 +96,9 @@ class TlsContext {
   // sessions. Both belong to this context only, so nothing crosses a reload.
   TicketKeys* ticketKeys() const { return ticket_keys_.get(); }
   SessionCache* sessionCache() const { return session_cache_.get(); }
-  // Client: offers the session cached for `key` on `ssl`, and files the sessions the server
-  // gives this connection under it. `key` must outlive `ssl`.
-  void prepareClientSession(ssl_st* ssl, const std::string* key) const;
+  // Client: offers the session cached for `slot->key` on `ssl`, and files the sessions the server
+  // gives this connection under it. `slot` must outlive `ssl`.
+  void prepareClientSession(ssl_st* ssl, ClientSessionSlot* slot) const;
 
  private:
   TlsContext(const TlsSettings& settings, TlsRole role);

@@ -148,8 +148,8 @@ bool TlsEngine::init(const ClientOptions* options) {
     SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
   }
   if (ctx_->sessionCache() != nullptr) {
-    session_key_ = options->session_key + "|" + expected_server_name_;
-    ctx_->prepareClientSession(ssl_, &session_key_);
+    session_slot_.key = options->session_key + "|" + expected_server_name_;
+    ctx_->prepareClientSession(ssl_, &session_slot_);
   }
   if (!options->alpn.empty()) {
     std::vector<uint8_t> wire;

@@ -150,7 +150,7 @@ class TlsEngine {
   bio_st* wbio_ = nullptr;  // owned by ssl_
   std::vector<uint8_t> early_clear_;
   std::string expected_server_name_;
-  std::string session_key_;  // client, resumption on: the SessionCache key (outlives ssl_)
+  ClientSessionSlot session_slot_;  // client, resumption on (outlives ssl_)
   std::string error_;
   PeerIdentity peer_;
   bool handshake_done_ = false;

@@ -337,6 +337,9 @@ class CaRotation(unittest.TestCase):
 
         # The Go peers move to new leafs; once the window holds no old-CA chain: yes.
         self.set_go_leafs(self.new)
+        # sidecrypt's client resumes its session with the Go server, which proves no chain: the
+        # census keeps the old one (docs/rollout.md, step 3). A reload drops the sessions.
+        self.reload("c", "s")
         self.settle(1.0)
         self.assertIn(("inbound", self.new_fp), self.peer_cas("s", g_ip))
         self.assertIn(("outbound", self.new_fp), self.peer_cas("c", g_ip))

@@ -127,7 +127,7 @@ TEST_CASE("tls_resumption: the client session cache is bounded, least recently u
   SessionCache cache(2);
   for (const char* key : {"a", "b", "c"}) {
     SSL_SESSION_up_ref(session);
-    cache.store(key, session);
+    cache.store(key, session, now);
     if (std::string(key) == "b") {
       SSL_SESSION_free(cache.find("a", now));  // "a" becomes the most recently used
     }
@@ -137,8 +137,12 @@ TEST_CASE("tls_resumption: the client session cache is bounded, least recently u
   SSL_SESSION* a = cache.find("a", now);
   CHECK(a == session);
   SSL_SESSION_free(a);
-  // Past the session's lifetime (or its server certificate's) it is dropped, not offered.
-  CHECK(cache.find("c", now + 400L * 24 * 3600) == nullptr);
+  // An hour after the full handshake the chain is verified again: not offered any more.
+  CHECK(cache.find("c", now + SessionCache::kMaxVerifiedAge) == nullptr);
   CHECK(cache.size() == 1);
+  // Nor past the session's lifetime or its server certificate's.
+  SSL_SESSION_up_ref(session);
+  cache.store("d", session, now + 400L * 24 * 3600);
+  CHECK(cache.find("d", now + 400L * 24 * 3600) == nullptr);
   SSL_SESSION_free(session);
 }
