@@ -341,6 +341,15 @@ void Server::checkTlsFiles(FileJob& job) {
   job.watch_changed = !job.watch_previous || *job.watch_previous != job.watch_digest;
   if (job.watch_changed && job.watch_mode != TlsCheck::Baseline) {
     job.watch_built = buildRpcTlsSetup(c);  // the running config; only the files are new
+    const auto* built = std::get_if<RpcTlsSetupConstPtr>(&job.watch_built);
+    const auto& running = job.watch_state->rpc;
+    if (built != nullptr && *built && (*built)->certificates && running && running->certificates) {
+      auto regressions =
+          tlswatch::chainRegressions(*running->certificates, *(*built)->certificates);
+      if (!regressions.empty()) {
+        job.watch_built = std::move(regressions);
+      }
+    }
   }
 }
 

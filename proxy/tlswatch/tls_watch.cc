@@ -214,4 +214,25 @@ uint64_t Debouncer::onEvent(uint64_t now_ms) {
   return at > now_ms ? at - now_ms : 0;
 }
 
+std::vector<std::string> chainRegressions(const filters::rpc_tls::CertInventory& running,
+                                          const filters::rpc_tls::CertInventory& next) {
+  using filters::rpc_tls::CertRole;
+  std::vector<std::string> out;
+  for (const auto& leaf : next.certs) {
+    if (leaf.role != CertRole::Leaf || leaf.chain_error.empty()) {
+      continue;
+    }
+    for (const auto& before : running.certs) {
+      if (before.role == CertRole::Leaf && before.file == leaf.file && !before.chains_to.empty()) {
+        out.push_back(leaf.file + ": the new certificate (serial " + leaf.serial +
+                      ") does not chain to the configured CAs (" + leaf.chain_error +
+                      ") while the running one does; a half-written chain? Keeping the running "
+                      "set; `sidecrypt reload` applies it anyway");
+        break;
+      }
+    }
+  }
+  return out;
+}
+
 }  // namespace sidecrypt::proxy::tlswatch

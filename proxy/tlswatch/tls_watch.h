@@ -10,6 +10,7 @@
 #include <string_view>
 #include <vector>
 
+#include "filters/rpc_tls/cert_inventory.h"
 #include "proxy/config/config.h"
 
 namespace sidecrypt::proxy::tlswatch {
@@ -67,6 +68,14 @@ void tlsWatchTargets(const TlsConfig& tls, std::vector<std::filesystem::path>& f
 using Digest = std::array<uint8_t, 32>;
 Digest digestFiles(const std::vector<std::filesystem::path>& files,
                    const std::vector<std::filesystem::path>& trees);
+
+// A watched change must not make things worse on its own: a certificate file cut at a PEM
+// boundary (the leaf written, its intermediates not yet) still parses and matches its key, but
+// no longer chains to the configured CAs. When a leaf that chained in `running` does not chain
+// in `next`, this names it (one line per leaf) and the watch keeps the running set; an explicit
+// `sidecrypt reload` still applies such a set (the operator's decision, as `doctor` reports).
+std::vector<std::string> chainRegressions(const filters::rpc_tls::CertInventory& running,
+                                          const filters::rpc_tls::CertInventory& next);
 
 // Waits for a burst of events to settle: fires `quiet_ms` after the last event, but no later
 // than `max_ms` after the first one, so a file rewritten without pause is still picked up.

@@ -382,6 +382,21 @@ class CertWatch(unittest.TestCase):
         word, fields = self.go_client("c", self.client_cert, self.client_key)  # CA 1 still
         self.assertEqual(word, "RESULT ok", fields)
 
+    def test_g_leaf_that_stops_chaining_is_kept_out(self):
+        # A leaf that parses and matches its key but no longer chains to the configured CAs (a
+        # chain file cut after the leaf, or a leaf of a foreign CA) is not swapped in by the
+        # watch; the next good one is.
+        old = self.current["a"]
+        st = self.watch_status("a")
+        foreign = make_leaf(make_ca("sidecrypt watch test foreign CA"), self.key["a"])
+        write_atomic(self.a_cert, pem(foreign), 0o644)
+        self.wait_counter("a", "failed", st["failed"])
+        self.assertEqual(self.hs("a"), old, "a leaf that does not chain was swapped in")
+        self.assertIn("does not chain to the configured CAs", self.watch_status("a")["last"]["text"])
+        leaf = make_leaf(self.ca, self.key["a"])
+        write_atomic(self.a_cert, pem(leaf), 0o644)
+        self.wait_serial("a", serial(leaf))
+
     def test_e_rotations_in_a_loop(self):
         # A short debounce (applied by a reload: tls.watch_debounce is live) keeps the loop fast.
         self.write_config("a", self.a_cert, self.a_key, "20ms")

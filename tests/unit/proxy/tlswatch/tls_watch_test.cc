@@ -228,3 +228,40 @@ TEST_CASE("tls watcher: a Kubernetes ..data swap is seen", "[tlswatch]") {
   uv_run(&loop, UV_RUN_DEFAULT);
   CHECK(uv_loop_close(&loop) == 0);
 }
+
+namespace {
+
+sidecrypt::filters::rpc_tls::CertificateInfo leafOf(const std::string& file, const std::string& ca,
+                                                    const std::string& err) {
+  sidecrypt::filters::rpc_tls::CertificateInfo c;
+  c.role = sidecrypt::filters::rpc_tls::CertRole::Leaf;
+  c.file = file;
+  c.serial = "0A";
+  c.chains_to = ca;
+  c.chain_error = err;
+  return c;
+}
+
+}  // namespace
+
+TEST_CASE("tls watch: a new leaf that stops chaining to the CAs is a regression, named",
+          "[tlswatch]") {
+  using sidecrypt::filters::rpc_tls::CertInventory;
+  CertInventory running;
+  running.add(leafOf("/etc/tls/server.pem", "ab12", ""));
+  CertInventory cut;
+  cut.add(leafOf("/etc/tls/server.pem", "", "unable to get local issuer certificate"));
+  const auto r = chainRegressions(running, cut);
+  REQUIRE(r.size() == 1);
+  CHECK(r[0].find("/etc/tls/server.pem") != std::string::npos);
+  CHECK(r[0].find("unable to get local issuer certificate") != std::string::npos);
+
+  // Still chaining (to another configured CA: a CA rotation) is not a regression.
+  CertInventory rotated;
+  rotated.add(leafOf("/etc/tls/server.pem", "cd34", ""));
+  CHECK(chainRegressions(running, rotated).empty());
+  // A leaf that did not chain before (no CA configured, or already foreign) is not made worse.
+  CHECK(chainRegressions(cut, cut).empty());
+  CertInventory none;
+  CHECK(chainRegressions(none, cut).empty());
+}
