@@ -14,12 +14,7 @@ import harness
 from test_rpcpeer_go_interop import parse_line
 import test_rpcpeer_go_interop as peers
 
-
-def proxy_toml(path, data_dir, server, tls):
-    with open(path, "w") as f:
-        f.write(harness.rpc_proxy_toml(data_dir=data_dir, server=server, tls=tls,
-                                       ports=[(8300, "rpc")]))
-    return path
+proxy_toml = peers.rpc_proxy_file
 
 
 class RpcTlsGoPeers(unittest.TestCase):

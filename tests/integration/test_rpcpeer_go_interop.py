@@ -37,6 +37,14 @@ def parse_line(line):
     return " ".join(words), fields
 
 
+def rpc_proxy_file(path, data_dir, server, tls):
+    """Writes a sidecrypt config that intercepts RPC (8300) with `tls`; returns its path."""
+    with open(path, "w") as f:
+        f.write(harness.rpc_proxy_toml(data_dir=data_dir, server=server, tls=tls,
+                                       ports=[(8300, "rpc")]))
+    return path
+
+
 def open_lab(cls, hosts, why="network namespaces and netfilter"):
     """The RPC tests' common set-up: root, the Go peer and fresh certificates, then cls.peer,
     cls.certs, cls.w (work directory) and cls.lab (the hosts). Tear down with
