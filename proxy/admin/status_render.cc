@@ -9,6 +9,7 @@
 
 #include "filters/common/safe_text.h"
 #include "proxy/admin/ca_view.h"
+#include "proxy/observe/cert_expiry.h"
 #include "proxy/version.h"
 
 namespace sidecrypt::proxy {
@@ -108,17 +109,6 @@ namespace rt = filters::rpc_tls;
 
 const rt::CertInventory* certificatesOf(const RuntimeState& state) {
   return state.rpc && state.rpc->certificates ? state.rpc->certificates.get() : nullptr;
-}
-
-// 2026-12-06T13:00:00Z
-std::string utcText(int64_t unix_seconds) {
-  const auto t = static_cast<time_t>(unix_seconds);
-  struct tm tm {};
-  char buf[32] = {};
-  if (gmtime_r(&t, &tm) == nullptr || strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-    return std::to_string(unix_seconds);
-  }
-  return buf;
 }
 
 // One series per certificate sidecrypt loaded itself: bounded by its own configuration, never

@@ -27,16 +27,6 @@ int levelAt(const rt::CertificateInfo& c, int64_t now) {
   return level;
 }
 
-std::string utc(int64_t unix_seconds) {
-  const auto t = static_cast<time_t>(unix_seconds);
-  struct tm tm {};
-  char buf[32] = {};
-  if (gmtime_r(&t, &tm) == nullptr || strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
-    return std::to_string(unix_seconds);
-  }
-  return buf;
-}
-
 std::string describe(const rt::CertificateInfo& c) {
   return std::string(rt::certRoleName(c.role)) + " certificate " +
          filters::escapeForLog(c.subject) + " (serial " + c.serial + ") in " +
@@ -59,20 +49,21 @@ std::vector<std::string> CertExpiryWatch::check(const rt::CertInventory& invento
     const int level = levelAt(c, now);
     if (level > w.level) {
       if (level == kExpiredLevel) {
-        out.push_back(describe(c) + " EXPIRED at " + utc(c.not_after) + " (" +
+        out.push_back(describe(c) + " EXPIRED at " + utcText(c.not_after) + " (" +
                       std::to_string(now - c.not_after) +
                       " s ago): peers that check it refuse the handshake; replace it");
       } else {
         const int64_t days = kThresholds[level - 1] / kDay;
         out.push_back(describe(c) + " expires within " + std::to_string(days) +
-                      (days == 1 ? " day" : " days") + ", at " + utc(c.not_after) + " (in " +
+                      (days == 1 ? " day" : " days") + ", at " + utcText(c.not_after) + " (in " +
                       std::to_string(c.not_after - now) + " s)");
       }
       w.level = level;
     }
     if (now < c.not_before && !w.not_yet_valid) {
-      out.push_back(describe(c) + " is not valid yet: valid from " + utc(c.not_before) + " (in " +
-                    std::to_string(c.not_before - now) + " s); check the clock or the issuer");
+      out.push_back(describe(c) + " is not valid yet: valid from " + utcText(c.not_before) +
+                    " (in " + std::to_string(c.not_before - now) +
+                    " s); check the clock or the issuer");
       w.not_yet_valid = true;
     }
     next[key] = w;
@@ -94,6 +85,16 @@ int64_t CertExpiryWatch::nextCheckIn(const rt::CertInventory& inventory, int64_t
     }
   }
   return std::max<int64_t>(next, 1);
+}
+
+std::string utcText(int64_t unix_seconds) {
+  const auto t = static_cast<time_t>(unix_seconds);
+  struct tm tm {};
+  char buf[32] = {};
+  if (gmtime_r(&t, &tm) == nullptr || strftime(buf, sizeof(buf), "%Y-%m-%dT%H:%M:%SZ", &tm) == 0) {
+    return std::to_string(unix_seconds);
+  }
+  return buf;
 }
 
 }  // namespace sidecrypt::proxy

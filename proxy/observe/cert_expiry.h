@@ -36,4 +36,7 @@ class CertExpiryWatch {
   std::map<std::string, Warned> warned_;  // by role, file and fingerprint
 };
 
+// A unix time as UTC text, e.g. 2026-12-06T13:00:00Z (logs, status).
+std::string utcText(int64_t unix_seconds);
+
 }  // namespace sidecrypt::proxy
