@@ -45,6 +45,17 @@ inline filters::keyring::KeySetConstSharedPtr keyRing(
   return std::make_shared<const filters::keyring::KeySet>(std::move(keys));
 }
 
+// The ring of tests/vectors/streams.json (the keys its sealed streams were made with), which the
+// stream fuzzers' corpora use.
+inline filters::keyring::KeySetConstSharedPtr streamsRing() {
+  static const filters::keyring::KeySetConstSharedPtr keys =
+      keyRing({"ZUTCN36dH/D4qztNxEr6h0gTZhM9ps72y9npWlD64FY=",
+               "awbDutZp1k/QXM9SrfdepIhhVwekawb+TGZo8LkMM5I=",
+               "xzo1B7xxEAS7IVndXWDj6t9qIxkCH+Vt/TBngGPnjiU=",
+               "x/UJxzpSKN0nXSSLTEsxdo7x+jJikcASAPCMd3aboEA="});
+  return keys;
+}
+
 // A TLS context with the dc1 server's certificate from the unit-test fixtures
 // (tests/unit/filters/rpc_tls/certs), found from the source root.
 inline filters::rpc_tls::TlsContextSharedPtr dc1ServerContext(filters::rpc_tls::TlsRole role,

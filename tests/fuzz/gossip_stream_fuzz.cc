@@ -23,12 +23,7 @@ using sidecrypt::fuzz::check;
 namespace {
 
 keyring::KeySetConstSharedPtr ring() {
-  static const keyring::KeySetConstSharedPtr keys =
-      sidecrypt::fuzz::keyRing({"ZUTCN36dH/D4qztNxEr6h0gTZhM9ps72y9npWlD64FY=",
-                                "awbDutZp1k/QXM9SrfdepIhhVwekawb+TGZo8LkMM5I=",
-                                "xzo1B7xxEAS7IVndXWDj6t9qIxkCH+Vt/TBngGPnjiU=",
-                                "x/UJxzpSKN0nXSSLTEsxdo7x+jJikcASAPCMd3aboEA="});
-  return keys;
+  return sidecrypt::fuzz::streamsRing();
 }
 
 // A plaintext memberlist ping (type 0 + msgpack map {SeqNo: 1, Node: "a"}), as an agent sends.
