@@ -510,6 +510,13 @@ def build_gossippeer(outdir):
     return r.stdout.strip().splitlines()[-1]
 
 
+def sighup_reload(proc, timeout=10.0, what="reload"):
+    """SIGHUP a running sidecrypt and wait until its log shows one more "reload complete"."""
+    before = read(proc.log_path).count("reload complete")
+    proc.send_signal(signal.SIGHUP)
+    wait_for(lambda: read(proc.log_path).count("reload complete") > before, timeout, what=what)
+
+
 def read_log(proc_or_path):
     """Text of a log file, given its path or a process started by Lab.spawn."""
     path = getattr(proc_or_path, "log_path", proc_or_path)

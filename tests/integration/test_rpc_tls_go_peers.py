@@ -6,7 +6,6 @@ the wrong CA are refused; plaintext is refused under verify_incoming and accepte
 accept-both stage (by reload); raft needs a server certificate; a snapshot-style exchange with
 half-close carries 32 MiB up and 64 MiB down intact."""
 import os
-import signal
 import subprocess
 import unittest
 
@@ -77,17 +76,11 @@ class RpcTlsGoPeers(unittest.TestCase):
     def reload_server(self, verify_incoming):
         proxy_toml(self.server_cfg, os.path.join(self.w.path, "ds"), True,
                    dict(self.server_tls, verify_incoming=verify_incoming))
-        before = harness.read(self.sc_server.log_path).count("reload complete")
-        self.sc_server.send_signal(signal.SIGHUP)
-        harness.wait_for(lambda: harness.read(self.sc_server.log_path).count("reload complete")
-                         > before, 10, what="server-side reload")
+        harness.sighup_reload(self.sc_server, what="server-side reload")
 
     def reload_client(self, tls):
         proxy_toml(self.client_cfg, os.path.join(self.w.path, "dc"), False, tls)
-        before = harness.read(self.sc_client.log_path).count("reload complete")
-        self.sc_client.send_signal(signal.SIGHUP)
-        harness.wait_for(lambda: harness.read(self.sc_client.log_path).count("reload complete")
-                         > before, 10, what="client-side reload")
+        harness.sighup_reload(self.sc_client, what="client-side reload")
 
     def events(self, proc):
         return [parse_line(l)[1] for l in harness.read(proc.log_path).splitlines()

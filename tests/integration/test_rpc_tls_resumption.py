@@ -7,7 +7,6 @@ directions; full and resumed handshakes are counted per direction; with
 tls.session_resumption = false nothing resumes."""
 import json
 import os
-import signal
 import unittest
 
 import harness
@@ -74,10 +73,7 @@ class RpcTlsResumption(unittest.TestCase):
 
     def reload(self, proc, cfg, data_dir, server, tls):
         proxy_toml(cfg, data_dir, server, tls)
-        before = harness.read(proc.log_path).count("reload complete")
-        proc.send_signal(signal.SIGHUP)
-        harness.wait_for(lambda: harness.read(proc.log_path).count("reload complete") > before,
-                         10, what="reload")
+        harness.sighup_reload(proc)
 
     def reload_server(self, **changes):
         self.reload(self.sc_server, self.server_cfg, os.path.join(self.w.path, "ds"), True,
