@@ -517,6 +517,41 @@ def sighup_reload(proc, timeout=10.0, what="reload"):
     wait_for(lambda: read(proc.log_path).count("reload complete") > before, timeout, what=what)
 
 
+def start_prometheus(lab, host, port, workdir, targets, rules):
+    """Debian's prometheus in `host`, scraping `targets` ("ip:port" strings) every second as job
+    "sidecrypt" with the recording rules file `rules`. Waits (at most 60 s) for /-/ready;
+    returns (process, base URL)."""
+    d = os.path.join(workdir, "prom")
+    os.makedirs(d)
+    cfg = os.path.join(d, "prometheus.yml")
+    with open(cfg, "w") as f:
+        f.write("\n".join([
+            "global:", "  scrape_interval: 1s", "  scrape_timeout: 1s",
+            "  evaluation_interval: 1s", "rule_files:", "  - '%s'" % rules,
+            "scrape_configs:", "  - job_name: sidecrypt", "    static_configs:",
+            "      - targets: [%s]" % ", ".join("'%s'" % t for t in targets), ""]))
+    os.chmod(cfg, 0o644)
+    check = subprocess.run(["promtool", "check", "config", cfg], capture_output=True, text=True,
+                           timeout=60)
+    if check.returncode != 0:
+        raise AssertionError("promtool check config: " + check.stdout + check.stderr)
+    url = "http://%s:%d" % (lab.ip(host), port)
+    proc = lab.spawn(host, ["prometheus", "--config.file=" + cfg,
+                            "--storage.tsdb.path=" + os.path.join(d, "data"),
+                            "--web.listen-address=%s:%d" % (lab.ip(host), port),
+                            "--log.level=warn"], os.path.join(d, "prometheus.log"))
+
+    def ready():  # asked from inside `host`: the test's own namespace may have no route there
+        return lab.run(host, "python3", "-c", "import urllib.request; urllib.request.urlopen("
+                       "'%s/-/ready', timeout=3)" % url, check=False).returncode == 0
+
+    wait_for(lambda: proc.poll() is not None or ready(), 60, interval=0.5,
+             what="prometheus /-/ready")
+    if proc.poll() is not None:
+        raise AssertionError("prometheus exited:\n" + read(proc.log_path))
+    return proc, url
+
+
 def read_log(proc_or_path):
     """Text of a log file, given its path or a process started by Lab.spawn."""
     path = getattr(proc_or_path, "log_path", proc_or_path)

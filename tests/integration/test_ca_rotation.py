@@ -161,28 +161,9 @@ class CaRotation(unittest.TestCase):
     def start_prometheus(cls):
         """Debian's prometheus in host p, scraping both sidecrypts every second with this
         repository's recording rules (the fleet gate's source)."""
-        d = os.path.join(cls.w.path, "prom")
-        os.makedirs(d)
-        cfg = os.path.join(d, "prometheus.yml")
-        with open(cfg, "w") as f:
-            f.write("\n".join([
-                "global:", "  scrape_interval: 1s", "  scrape_timeout: 1s",
-                "  evaluation_interval: 1s", "rule_files:", "  - '%s'" % RULES,
-                "scrape_configs:", "  - job_name: sidecrypt", "    static_configs:",
-                "      - targets: ['%s:%d', '%s:%d']" % (cls.lab.ip("c"), METRICS_PORT,
-                                                      cls.lab.ip("s"), METRICS_PORT), ""]))
-        cls.prom_url = "http://%s:%d" % (cls.lab.ip("p"), PROM_PORT)
-        cls.prom = cls.lab.spawn("p", ["prometheus", "--config.file=" + cfg,
-                                       "--storage.tsdb.path=" + os.path.join(d, "data"),
-                                       "--web.listen-address=%s:%d" % (cls.lab.ip("p"),
-                                                                        PROM_PORT),
-                                       "--log.level=warn"], os.path.join(d, "prometheus.log"))
-        harness.wait_for(lambda: cls.prom.poll() is not None or cls.lab.run(
-            "p", "python3", "-c", "import urllib.request; urllib.request.urlopen('%s/-/ready', "
-            "timeout=3)" % cls.prom_url, check=False).returncode == 0, 60, interval=0.5,
-            what="prometheus ready")
-        if cls.prom.poll() is not None:
-            raise AssertionError("prometheus exited:\n" + harness.read(cls.prom.log_path))
+        cls.prom, cls.prom_url = harness.start_prometheus(
+            cls.lab, "p", PROM_PORT, cls.w.path,
+            ["%s:%d" % (cls.lab.ip(h), METRICS_PORT) for h in ("c", "s")], RULES)
 
     def gate(self, ca):
         """The fleet form: (exit code, JSON answer) of `check remove-ca CA --prometheus`."""

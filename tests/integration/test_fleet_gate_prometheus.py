@@ -32,7 +32,6 @@ Everything (namespaces, sidecrypts, agents, Prometheus, its directory) is remove
 import json
 import os
 import re
-import subprocess
 import time
 import unittest
 
@@ -127,28 +126,9 @@ class FleetGatePrometheus(unittest.TestCase):
 
     @classmethod
     def start_prometheus(cls):
-        d = os.path.join(cls.w.path, "prom")
-        os.makedirs(d)
-        rules = REPO_RULES
-        targets = ", ".join("'%s:%d'" % (cls.lab.ip(h), METRICS_PORT) for h in NODES.values())
-        cfg = cls.w.file("prom/prometheus.yml", "\n".join([
-            "global:", "  scrape_interval: 1s", "  scrape_timeout: 1s",
-            "  evaluation_interval: 1s",
-            "rule_files:", "  - '%s'" % rules,
-            "scrape_configs:", "  - job_name: sidecrypt", "    static_configs:",
-            "      - targets: [%s]" % targets, ""]), mode=0o644)
-        check = subprocess.run(["promtool", "check", "config", cfg], capture_output=True,
-                               text=True, timeout=60)
-        if check.returncode != 0:
-            raise AssertionError("promtool check config: " + check.stdout + check.stderr)
-        cls.prom = cls.lab.spawn(PROM_HOST, [
-            "prometheus", "--config.file=" + cfg, "--storage.tsdb.path=" + os.path.join(d, "data"),
-            "--web.listen-address=%s:%d" % (cls.lab.ip(PROM_HOST), PROM_PORT),
-            "--log.level=warn"], os.path.join(d, "prometheus.log"))
-        harness.wait_for(lambda: cls.prom.poll() is not None or cls.prom_ready(), 60,
-                         interval=0.5, what="prometheus /-/ready")
-        if cls.prom.poll() is not None:
-            raise AssertionError("prometheus exited:\n" + harness.read_log(cls.prom))
+        cls.prom, cls.prom_url = harness.start_prometheus(
+            cls.lab, PROM_HOST, PROM_PORT, cls.w.path,
+            ["%s:%d" % (cls.lab.ip(h), METRICS_PORT) for h in NODES.values()], REPO_RULES)
 
     @classmethod
     def prom_get(cls, path, timeout=3):
@@ -156,13 +136,6 @@ class FleetGatePrometheus(unittest.TestCase):
         with InNs(cls.lab.ns(PROM_HOST)):
             with urllib.request.urlopen(cls.prom_url + path, timeout=timeout) as r:
                 return r.status, r.read().decode()
-
-    @classmethod
-    def prom_ready(cls):
-        try:
-            return cls.prom_get("/-/ready")[0] == 200
-        except OSError:
-            return False
 
     @classmethod
     def query(cls, expr):
