@@ -3,6 +3,7 @@
 
 gossip_packet_open:   [flags][datagram]     flags: bit0 verify_incoming, bit1 label "dc1", bit2 keyless
 gossip_stream_framer: [flags][split][bytes] flags: bit0 dialled side, bit1 verify_incoming, bit2 Outbound
+dskit_frame:          [flags][split][bytes] flags: bit0 verify_incoming (tests/vectors/dskit)
 The seeds are committed; rerun this only to refresh them.
 """
 import json
@@ -60,6 +61,22 @@ def streams():
         "0682a54e6f64657300ac5573657253746174654c656eff"))
 
 
+def dskit():
+    t = "dskit_frame"
+    for v in load("dskit/frames.json")["frames"]:
+        if len(v["wire_hex"]) <= 8192:  # the 70000-byte case is left out: seeds stay small
+            write(t, "frame-" + v["name"], bytes([1, 5]) + bytes.fromhex(v["wire_hex"]))
+    for v in load("dskit/negatives.json")["negatives"]:
+        write(t, "neg-" + v["name"], bytes([0, 1]) + bytes.fromhex(v["wire_hex"]))
+    seen = {}
+    for c in load("dskit/live.json")["connections"]:
+        n = seen.get(c["kind"], 0)
+        if n < 3:
+            seen[c["kind"]] = n + 1
+            write(t, "live-%s-%d" % (c["kind"], n), bytes([n & 1, 17]) + bytes.fromhex(c["dialler_hex"]))
+
+
 if __name__ == "__main__":
     packets()
     streams()
+    dskit()

@@ -167,10 +167,10 @@ func newTransport(advertiseIP string, advertisePort int) *dskitml.TCPTransport {
 }
 
 type delivered struct {
-	From   string `json:"from"`
-	BufLen int    `json:"buf_len"`
-	BufMD5 string `json:"buf_md5"`
-	BufHex string `json:"buf_hex,omitempty"` // left out above 4 KiB (buf_len and buf_md5 say it)
+	From   string  `json:"from"`
+	BufLen int     `json:"buf_len"`
+	BufMD5 string  `json:"buf_md5"`
+	BufHex *string `json:"buf_hex,omitempty"` // left out above 4 KiB (buf_len and buf_md5 say it)
 }
 
 // receive waits up to d for one packet from t's PacketCh.
@@ -180,7 +180,8 @@ func receive(t *dskitml.TCPTransport, d time.Duration) *delivered {
 		sum := md5.Sum(p.Buf)
 		d := &delivered{From: p.From.String(), BufLen: len(p.Buf), BufMD5: hex.EncodeToString(sum[:])}
 		if len(p.Buf) <= 4096 {
-			d.BufHex = hex.EncodeToString(p.Buf)
+			h := hex.EncodeToString(p.Buf)
+			d.BufHex = &h
 		}
 		return d
 	case <-time.After(d):
@@ -192,7 +193,7 @@ type frameVector struct {
 	Name           string     `json:"name"`
 	What           string     `json:"what"`
 	AdvertisedAddr string     `json:"advertised_addr"`
-	PayloadHex     string     `json:"payload_hex"`
+	PayloadHex     *string    `json:"payload_hex,omitempty"` // left out above 4 KiB: the wire holds it
 	WireHex        string     `json:"wire_hex"`
 	ResponderHex   string     `json:"responder_hex"`
 	Delivered      *delivered `json:"delivered"`
@@ -264,7 +265,8 @@ func frames() []frameVector {
 		d := receive(recv, 3*time.Second)
 		v := frameVector{Name: c.name, What: c.what, AdvertisedAddr: "10.250.0.9:7946", Delivered: d}
 		if len(c.payload) <= 4096 {
-			v.PayloadHex = hex.EncodeToString(c.payload)
+			h := hex.EncodeToString(c.payload)
+			v.PayloadHex = &h
 		}
 		out = append(out, v)
 	}
