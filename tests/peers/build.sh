@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# build.sh OUTDIR: builds the Go test peers offline into OUTDIR (rpcpeer).
+# build.sh OUTDIR: builds the Go test peers offline into OUTDIR (rpcpeer, tlspeer).
 #
 # GOPATH mode with Debian's packaged sources (docs/spec/rpc-peers.md §5.2): golang-go plus
 # golang-github-hashicorp-{yamux,net-rpc-msgpackrpc,go-msgpack}-dev. No module proxy, no network.
@@ -25,4 +25,6 @@ export GOCACHE="${GOCACHE:-$OUT/.gocache}"
 cd "$HERE"
 go vet ./rpcpeer
 go build -o "$OUT/rpcpeer" ./rpcpeer
-echo "built $OUT/rpcpeer"
+go vet ./tlspeer
+go build -o "$OUT/tlspeer" ./tlspeer
+echo "built $OUT/rpcpeer $OUT/tlspeer"
