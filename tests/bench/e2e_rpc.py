@@ -18,6 +18,16 @@ make-certs.sh), mutual TLS, the server name server.dc1.consul verified, no sessi
   stunnel    stunnel4 pair (A 127.0.0.1:9000 -> B s:9443), sessionResume = no
   haproxy    haproxy pair in TCP mode, nbthread 1, no-ssl-reuse
   socat      socat OPENSSL pair (one forked process per connection)
+  go         Go crypto/tls pair (tests/peers/tlspeer relay, built offline): B requires client
+             certificates; A keeps no session cache (Go's client resumes only with one)
+
+A pair name takes options after colons (issue 18's comparison): `sidecrypt-l:loops=2` ([runtime]
+loops in both configs), `sidecrypt-l:noresume` (tls.session_resumption = false on both: every
+handshake full; without it A resumes with B after the first connection), `haproxy:nbthread=2:
+reuse` (haproxy's default session reuse instead of no-ssl-reuse), `go:resume` (A keeps a session
+cache), and `:pin` on any relay pair (A on CPU 0, B on CPU 1 with taskset; the client and backend
+float). For sidecrypt and go the handshakes of A and B are counted full vs resumed
+(sidecrypt's outbound/inbound_handshakes_full|resumed over the cps test; go's over the run).
 
 Per pair: RSS of A and B with 100 idle connections (after one echo each) against the fresh
 relays; bytes on the wire (tcpdump on the bridge, A -> B TCP payload) per paced 64-byte message;
@@ -40,7 +50,25 @@ import time
 sys.dont_write_bytecode = True
 from bench_common import ROOT, harness, machine  # noqa: E402
 
-PAIRS = ("direct", "sidecrypt", "sidecrypt-l", "stunnel", "haproxy", "socat")
+PAIRS = ("direct", "sidecrypt", "sidecrypt-l", "stunnel", "haproxy", "socat", "go")
+OPTIONS = {"sidecrypt": ("loops", "noresume", "pin"), "sidecrypt-l": ("loops", "noresume", "pin"),
+           "stunnel": ("pin",), "haproxy": ("nbthread", "reuse", "pin"), "socat": ("pin",),
+           "go": ("resume", "pin"), "direct": ()}
+
+
+def parse_pair(spec):
+    """'haproxy:nbthread=2:reuse' -> ('haproxy', {'nbthread': '2', 'reuse': True})."""
+    base, *rest = spec.split(":")
+    if base not in OPTIONS:
+        raise SystemExit("unknown pair %s" % base)
+    opts = {}
+    for o in rest:
+        k, _, v = o.partition("=")
+        if k not in OPTIONS[base]:
+            raise SystemExit("pair %s takes no option %s (it takes %s)" % (
+                base, k, ", ".join(OPTIONS[base]) or "none"))
+        opts[k] = v if v else True
+    return base, opts
 BACKEND_PORT = 8300
 A_PORT = 9000   # relay A's plaintext listener (127.0.0.1 in c), for the non-TPROXY pairs
 B_PORT = 9443   # relay B's TLS listener on s's address, for the non-TPROXY pairs
@@ -67,7 +95,7 @@ def parse_args():
                          "net.ipv4.tcp_max_tw_buckets=0 there: with sidecrypt's TPROXY rules a "
                          "new connection that reuses a 4-tuple still in TIME_WAIT on s hangs, "
                          "which stalls the new-connections test; see docs/benchmarks.md)")
-    ap.add_argument("--budget", type=float, default=900.0)
+    ap.add_argument("--budget", type=float, default=1500.0)
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, pcaps)")
     return ap.parse_args()
@@ -155,6 +183,8 @@ class Bench:
         self.build = os.path.abspath(args.build)
         self.sidecrypt = os.path.abspath(args.sidecrypt or os.path.join(self.build, "sidecrypt"))
         self.tool = os.path.join(self.build, "tests", "bench", "bench_rpc_load")
+        self.tlspeer = None  # built on first use of the go pair
+        self.loops_ok = None
         for p in (self.sidecrypt, self.tool):
             if not os.access(p, os.X_OK):
                 raise SystemExit("missing %s: build the targets sidecrypt and bench_rpc_load" % p)
@@ -162,7 +192,8 @@ class Bench:
         self.t0 = time.monotonic()
         self.w = harness.Workdir()
         self.seq = 0
-        self.results = {"machine": machine(), "pairs": {}, "notes": []}
+        self.results = {"machine": machine(), "pairs": {}, "notes": [],
+                        "loadavg_start": os.getloadavg()}
         self.lab = None
         # SCHED_FIFO (chrt) was tried and made every pair slower (p50 ~480 us): the veth
         # packet path runs in ksoftirqd, which real-time tasks starve. Normal scheduling only.
@@ -216,10 +247,14 @@ class Bench:
 
     # --- relays -----------------------------------------------------------------------------
 
-    def sidecrypt_cfg(self, host, server, listeners=False):
+    def sidecrypt_cfg(self, host, server, listeners=False, opts=None):
+        opts = opts or {}
         crt, key = self.srv if server else self.cli
         tls = {"ca_file": self.ca, "cert_file": crt, "key_file": key,
                "verify_outgoing": True, "verify_server_hostname": True}
+        if opts.get("noresume"):
+            tls["session_resumption"] = False
+        runtime = "" if "loops" not in opts else "[runtime]\nloops = %d\n" % int(opts["loops"])
         if server:
             # Every benchmark connection comes from host c: lift Consul's per-IP limit (100) so
             # the 100 idle connections plus a closing one from an earlier test all fit.
@@ -233,32 +268,58 @@ class Bench:
                 data_dir=data_dir, server=server, tls=tls, log_level="info",
                 listeners=[{"listen": listen, "upstream": upstream,
                             "direction": "inbound" if server else "outbound"}])
-            return self.w.file("sidecrypt-l-%s.toml" % host, body)
+            return self.w.file("sidecrypt-l-%s.toml" % host, body + runtime)
         body = harness.rpc_proxy_toml(data_dir=data_dir, server=server, tls=tls,
                                       ports=[(BACKEND_PORT, "rpc")], log_level="info")
-        return self.w.file("sidecrypt-%s.toml" % host, body)
+        return self.w.file("sidecrypt-%s.toml" % host, body + runtime)
 
-    def spawn(self, host, argv, name, ignore_sigpipe=False):
+    def loops_supported(self):
+        if self.loops_ok is None:
+            cfg = self.sidecrypt_cfg("probe", True, True, {"loops": 2})
+            r = subprocess.run([self.sidecrypt, "check-config", cfg], capture_output=True,
+                               text=True, timeout=30)
+            self.loops_ok = r.returncode == 0
+        return self.loops_ok
+
+    def go_peer(self):
+        if self.tlspeer is None:
+            out = os.path.join(self.build, "peers")
+            r = subprocess.run(["bash", os.path.join(ROOT, "tests", "peers", "build.sh"), out],
+                               capture_output=True, text=True, timeout=600)
+            if r.returncode != 0:
+                raise RuntimeError("building tlspeer failed: " + r.stderr[-2000:])
+            self.tlspeer = os.path.join(out, "tlspeer")
+        return self.tlspeer
+
+    def spawn(self, host, argv, name, ignore_sigpipe=False, cpu=None):
         log = self.log(name)
         f = open(log, "w")
-        p = subprocess.Popen(["ip", "netns", "exec", self.lab.ns(host)] + self.rt + argv,
+        pin = ["taskset", "-c", str(cpu)] if cpu is not None else []
+        p = subprocess.Popen(["ip", "netns", "exec", self.lab.ns(host)] + pin + self.rt + argv,
                              stdout=f, stderr=subprocess.STDOUT,
                              restore_signals=not ignore_sigpipe)
         p.log_path, p.log_file = log, f
         self.lab.procs.append(p)
         return p
 
-    def start(self, pair):
-        """Starts relay A and B for `pair`; returns ({"A": proc, "B": proc}, client target)."""
+    def start(self, spec):
+        """Starts relay A and B for the pair `spec`; returns ({"A": proc, "B": proc}, client
+        target)."""
+        pair, opts = parse_pair(spec)
         if pair == "direct":
             return {}, "%s:%d" % (self.sip, BACKEND_PORT)
+        cpu_a, cpu_b = (0, 1) if opts.get("pin") else (None, None)
+        if "loops" in opts and not self.loops_supported():
+            raise RuntimeError("this sidecrypt has no [runtime] loops")
         a_target = "127.0.0.1:%d" % A_PORT
         if pair == "sidecrypt":
             ign = self.args.ignore_sigpipe
             procs = {"B": self.spawn("s", [self.sidecrypt, "run", "-c",
-                                           self.sidecrypt_cfg("s", True)], "sidecrypt-B", ign),
+                                           self.sidecrypt_cfg("s", True, False, opts)],
+                                     "sidecrypt-B", ign, cpu_b),
                      "A": self.spawn("c", [self.sidecrypt, "run", "-c",
-                                           self.sidecrypt_cfg("c", False)], "sidecrypt-A", ign)}
+                                           self.sidecrypt_cfg("c", False, False, opts)],
+                                     "sidecrypt-A", ign, cpu_a)}
             for p in procs.values():
                 harness.wait_for(lambda p=p: "started:" in harness.read(p.log_path) or
                                  p.poll() is not None, 15, what="sidecrypt started")
@@ -266,9 +327,11 @@ class Bench:
         elif pair == "sidecrypt-l":
             ign = self.args.ignore_sigpipe
             procs = {"B": self.spawn("s", [self.sidecrypt, "run", "-c",
-                                           self.sidecrypt_cfg("s", True, True)], "scl-B", ign),
+                                           self.sidecrypt_cfg("s", True, True, opts)], "scl-B",
+                                     ign, cpu_b),
                      "A": self.spawn("c", [self.sidecrypt, "run", "-c",
-                                           self.sidecrypt_cfg("c", False, True)], "scl-A", ign)}
+                                           self.sidecrypt_cfg("c", False, True, opts)], "scl-A",
+                                     ign, cpu_a)}
             for p in procs.values():
                 harness.wait_for(lambda p=p: "started:" in harness.read(p.log_path) or
                                  p.poll() is not None, 15, what="sidecrypt started")
@@ -285,12 +348,13 @@ class Bench:
                           "key = %s" % self.srv[1]]
             procs = {"B": self.spawn("s", ["stunnel", self.w.file("stunnel-b.conf",
                                                                   "\n".join(b) + "\n")],
-                                     "stunnel-B"),
+                                     "stunnel-B", cpu=cpu_b),
                      "A": self.spawn("c", ["stunnel", self.w.file("stunnel-a.conf",
                                                                   "\n".join(a) + "\n")],
-                                     "stunnel-A")}
+                                     "stunnel-A", cpu=cpu_a)}
         elif pair == "haproxy":
-            g = ["global", "  nbthread 1", "  maxconn 4000",
+            reuse = "" if opts.get("reuse") else " no-ssl-reuse"
+            g = ["global", "  nbthread %d" % int(opts.get("nbthread", 1)), "  maxconn 4000",
                  "  ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256",
                  "  ssl-default-server-ciphersuites TLS_AES_128_GCM_SHA256",
                  "defaults", "  mode tcp", "  timeout connect 5s", "  timeout client 1h",
@@ -298,30 +362,43 @@ class Bench:
             a = g + ["frontend fa", "  bind %s" % a_target, "  default_backend ba",
                      "backend ba",
                      "  server b %s:%d ssl crt %s ca-file %s verify required verifyhost %s "
-                     "sni str(%s) no-ssl-reuse" % (self.sip, B_PORT, self.cli_combined, self.ca,
-                                                   SERVER_NAME, SERVER_NAME)]
+                     "sni str(%s)%s" % (self.sip, B_PORT, self.cli_combined, self.ca,
+                                        SERVER_NAME, SERVER_NAME, reuse)]
             b = g + ["frontend fb",
                      "  bind %s:%d ssl crt %s ca-file %s verify required" % (
                          self.sip, B_PORT, self.srv_combined, self.ca),
                      "  default_backend bb", "backend bb",
                      "  server agent 127.0.0.1:%d" % BACKEND_PORT]
             procs = {"B": self.spawn("s", ["haproxy", "-db", "-f", self.w.file(
-                         "haproxy-b.cfg", "\n".join(b) + "\n")], "haproxy-B"),
+                         "haproxy-b.cfg", "\n".join(b) + "\n")], "haproxy-B", cpu=cpu_b),
                      "A": self.spawn("c", ["haproxy", "-db", "-f", self.w.file(
-                         "haproxy-a.cfg", "\n".join(a) + "\n")], "haproxy-A")}
+                         "haproxy-a.cfg", "\n".join(a) + "\n")], "haproxy-A", cpu=cpu_a)}
         elif pair == "socat":
             procs = {
                 "B": self.spawn("s", [
                     "socat", "OPENSSL-LISTEN:%d,bind=%s,reuseaddr,fork,backlog=1024,cert=%s,"
                     "key=%s,cafile=%s,verify=1" % (B_PORT, self.sip, self.srv[0], self.srv[1],
                                                    self.ca),
-                    "TCP:127.0.0.1:%d,nodelay" % BACKEND_PORT], "socat-B"),
+                    "TCP:127.0.0.1:%d,nodelay" % BACKEND_PORT], "socat-B", cpu=cpu_b),
                 "A": self.spawn("c", [
                     "socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork,backlog=1024,nodelay"
                     % A_PORT,
                     "OPENSSL:%s:%d,cert=%s,key=%s,cafile=%s,verify=1,commonname=%s,nodelay"
                     % (self.sip, B_PORT, self.cli[0], self.cli[1], self.ca, SERVER_NAME)],
-                    "socat-A")}
+                    "socat-A", cpu=cpu_a)}
+        elif pair == "go":
+            peer = self.go_peer()
+            common = ["-ca", self.ca, "-lifetime", "%ds" % (int(self.args.budget) + 600)]
+            procs = {"B": self.spawn("s", [peer, "relay", "-role", "b", "-listen", "%s:%d" % (
+                                         self.sip, B_PORT), "-upstream", "127.0.0.1:%d" %
+                                         BACKEND_PORT, "-cert", self.srv[0], "-key", self.srv[1]]
+                                     + common, "go-B", cpu=cpu_b),
+                     "A": self.spawn("c", [peer, "relay", "-role", "a", "-listen", a_target,
+                                           "-upstream", "%s:%d" % (self.sip, B_PORT),
+                                           "-server-name", SERVER_NAME, "-cert", self.cli[0],
+                                           "-key", self.cli[1], "-session-cache",
+                                           "64" if opts.get("resume") else "0"] + common,
+                                     "go-A", cpu=cpu_a)}
         else:
             raise SystemExit("unknown pair " + pair)
         deadline = time.monotonic() + 15
@@ -350,7 +427,7 @@ class Bench:
                 p.kill()
                 p.wait(5)
             p.log_file.close()
-        if any("sidecrypt" in p.log_path for p in procs.values()):
+        if any(os.path.basename(p.log_path).endswith("sidecrypt-A.log") for p in procs.values()):
             # sidecrypt leaves its rules in place when it stops (fail closed); lift them so the
             # next pair's traffic to port 8300 is not captured or dropped.
             for host in ("c", "s"):
@@ -420,7 +497,7 @@ class Bench:
 
     def paced(self, pair, target):
         pcap = os.path.join(self.w.path, "paced-%s.pcap" % pair)
-        dport = BACKEND_PORT if pair in ("direct", "sidecrypt") else B_PORT
+        dport = BACKEND_PORT if pair.split(":")[0] in ("direct", "sidecrypt") else B_PORT
         cap = self.lab.capture(pcap, "tcp and src host %s and dst host %s and dst port %d"
                                % (self.cip, self.sip, dport))
         try:
@@ -487,14 +564,34 @@ class Bench:
                 "--warmup", "200"))
             rounds["bulk"].append(self.measured(procs, lambda: self.client(
                 "bulk", target, "--seconds", str(self.args.seconds))))
+            counted = pair.split(":")[0] in ("sidecrypt", "sidecrypt-l")
+            before = {k: harness.dump_counters(p) for k, p in procs.items()} if counted else {}
             rounds["cps"].append(self.measured(procs, lambda: self.client(
                 "cps", target, "--seconds", str(self.args.seconds), "--concurrency",
                 str(self.args.concurrency), timeout=self.args.seconds + 60)))
+            if counted:  # which handshakes the cps test made: A's outbound, B's inbound
+                after = {k: harness.dump_counters(p) for k, p in procs.items()}
+                hs = {}
+                for k, d in (("A", "outbound"), ("B", "inbound")):
+                    for kind in ("full", "resumed"):
+                        name = "%s_handshakes_%s" % (d, kind)
+                        hs["%s_%s" % (k, kind)] = (harness.counter(after[k], "rpc", name) -
+                                                   harness.counter(before[k], "rpc", name))
+                rounds["cps"][-1]["handshakes"] = hs
             self.alive(pair, procs)
             for k, p in procs.items():
                 res["hwm_kb"][k] = max(res["hwm_kb"].get(k, 0), memory(p.pid)["hwm_kb"])
         finally:
             self.stop(procs)
+            if pair.split(":")[0] == "go":  # tlspeer relay's totals, printed at SIGTERM
+                hs = {}
+                for k, p in procs.items():
+                    lines = [l for l in harness.read(p.log_path).splitlines()
+                             if l.startswith("RELAY")]
+                    if lines:
+                        f = dict(w.split("=", 1) for w in lines[-1].split()[1:])
+                        hs["%s_full" % k], hs["%s_resumed" % k] = int(f["full"]), int(f["resumed"])
+                res.setdefault("run_handshakes", []).append(hs)
 
     def summarise(self):
         for pair, res in self.results["pairs"].items():
@@ -513,6 +610,14 @@ class Bench:
                                                                3) if bulk_cpu else None,
                              "cps_relay_cpu_ms_per_conn": round(1e3 * statistics.median(cps_cpu),
                                                                 3) if cps_cpu else None}
+            hs = [r["handshakes"] for r in rounds["cps"] if "handshakes" in r]
+            hs = hs or res.get("run_handshakes", [])
+            if hs:
+                res["median"]["handshakes"] = {k: sum(h.get(k, 0) for h in hs)
+                                               for k in ("A_full", "A_resumed", "B_full",
+                                                         "B_resumed")}
+                res["median"]["handshakes_scope"] = ("cps tests" if "handshakes" in
+                                                     rounds["cps"][0] else "whole run")
 
     def micro(self):
         r = subprocess.run([self.tool, "tls", "--ca", self.ca, "--server-cert", self.srv[0],
@@ -556,6 +661,7 @@ class Bench:
                     self.results["pairs"].setdefault(pair, {})["error"] = str(e)
                     print("e2e_rpc: %s failed: %s" % (pair, e), file=sys.stderr)
         self.summarise()
+        self.results["loadavg_end"] = os.getloadavg()
         return self.results
 
     def cleanup(self):
@@ -570,9 +676,11 @@ class Bench:
 def report(res, args):
     m = res["machine"]
     out = ["Machine: %d CPUs (%s), kernel %s. %d round(s), pairs round-robin, bulk/cps %d s "
-           "each, cps concurrency %d, %s; medians over the rounds." % (
+           "each, cps concurrency %d, %s; medians over the rounds. Load average %s at the start, "
+           "%s at the end." % (
                m["nproc"], m["cpu"], m["kernel"], args.repeat, args.seconds, args.concurrency,
-               "normal scheduling"), ""]
+               "normal scheduling", "/".join("%.1f" % x for x in res["loadavg_start"]),
+               "/".join("%.1f" % x for x in res.get("loadavg_end", ()))), ""]
     out += ["| pair | bulk MB/s | relay CPU per MB (A+B) | 1 KiB ping-pong p50 / p99 (µs) "
             "| new conns/s | conn latency p50 / p99 (ms) | relay CPU per conn (A+B) "
             "| wire bytes per 64 B msg: TCP payload / frame (segments) |",
@@ -592,6 +700,25 @@ def report(res, args):
                       md["cps_p99_ms"], ms(md["cps_relay_cpu_ms_per_conn"]) if pair != "direct"
                       else "—", pc["payload_per_msg"], pc["frame_per_msg"],
                       pc["segments_per_msg"]))
+    out += ["", "Handshakes A made (outbound) and B took (inbound), full / resumed: sidecrypt's "
+            "counters over the cps tests; go's totals over the whole run.", "",
+            "| pair | A full / resumed | B full / resumed | scope |", "|---|---|---|---|"]
+    for pair, r in res["pairs"].items():
+        h = r.get("median", {}).get("handshakes")
+        if h:
+            out.append("| %s | %d / %d | %d / %d | %s |" % (
+                pair, h["A_full"], h["A_resumed"], h["B_full"], h["B_resumed"],
+                r["median"]["handshakes_scope"]))
+    tls = {p: r["median"]["cps"] for p, r in res["pairs"].items()
+           if "median" in r and r["median"]["cps"] and not p.startswith(("direct", "sidecrypt"))}
+    if tls:
+        best = max(tls, key=tls.get)
+        out += ["", "New connections/s against the best other TLS relay (%s, %.0f/s):" % (
+            best, tls[best]), ""]
+        for p, r in res["pairs"].items():
+            if p.startswith("sidecrypt") and "median" in r and r["median"]["cps"]:
+                out.append("- %s: %.0f/s = **%.2f×**" % (p, r["median"]["cps"],
+                                                         r["median"]["cps"] / tls[best]))
     out += ["", "| pair | relay | RSS idle (kB) | RSS with %d idle conns (kB) | per conn (kB) "
             "| PSS per conn (kB) | processes | peak RSS over the run (kB) |" % args.idle,
             "|---|---|---|---|---|---|---|---|"]

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# RPC TLS relay benchmark of issue 6 (docs/benchmarks.md, "RPC TLS relay (issue 6)"): sidecrypt
-# pair versus stunnel, haproxy and socat pairs, client -> relay A -> relay B -> backend in network
-# namespaces. Needs root, stunnel4, haproxy, socat, tcpdump, openssl (scripts/install-deps.sh).
+# RPC TLS relay benchmark of issues 6 and 18 (docs/benchmarks.md, "RPC TLS relay"): sidecrypt
+# pair versus stunnel, haproxy, socat and Go crypto/tls pairs, client -> relay A -> relay B ->
+# backend in network namespaces. Needs root, stunnel4, haproxy, socat, tcpdump, openssl, taskset,
+# and Go for the go pair (scripts/install-deps.sh). Pair options (e2e_rpc.py's docstring):
+# sidecrypt-l:loops=2, sidecrypt-l:noresume, haproxy:nbthread=2:reuse, go:resume, any:pin.
 #
 #   sudo tests/bench/e2e_rpc.sh BUILD_DIR [e2e_rpc.py options: --repeat N --seconds S --json F
-#                                          --pairs direct,sidecrypt,stunnel,haproxy,socat ...]
+#                                          --pairs direct,sidecrypt,stunnel,haproxy,socat,go ...]
 #
 # BUILD_DIR must hold the targets sidecrypt and bench_rpc_load (ninja -C BUILD_DIR sidecrypt
 # bench_rpc_load). Prints the Markdown tables on stdout; the measurement itself is
@@ -12,7 +14,7 @@
 set -euo pipefail
 
 if [ $# -lt 1 ]; then
-  sed -n '2,10p' "$0" >&2
+  sed -n '2,12p' "$0" >&2
   exit 2
 fi
 BUILD=$1
@@ -22,7 +24,7 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 missing=()
-for tool in ip nft tcpdump stunnel haproxy socat openssl python3; do
+for tool in ip nft tcpdump stunnel haproxy socat openssl taskset python3; do
   command -v "$tool" >/dev/null || missing+=("$tool")
 done
 if [ ${#missing[@]} -ne 0 ]; then

@@ -261,6 +261,7 @@ class StormLab:
             res["hwm_kb_before_restart"] = proc_kb(sc.pid, "VmHWM")
             res["shared_tuples_held"] = self.shared_tuples()
             before = harness.dump_counters(sc)
+            kernel0 = self.nstat()
             client_cpu0 = proc_cpu_s(client.pid)
             t0 = time.time()
             if restart == "sidecrypt":
@@ -304,6 +305,9 @@ class StormLab:
             res["hwm_kb"] = proc_kb(sc.pid, "VmHWM")
             res["rss_kb_after"] = proc_kb(sc.pid, "VmRSS")
             after = harness.dump_counters(sc)
+            kernel1 = self.nstat()
+            res["kernel_tcp"] = {k: v - kernel0.get(k, 0) for k, v in kernel1.items()
+                                 if v - kernel0.get(k, 0)}
             res["counters"] = self.diff(before, after)
             res["wrong_refusals"] = self.wrong(res["counters"])
             res["loadavg_after"] = os.getloadavg()
@@ -324,6 +328,22 @@ class StormLab:
             self.lab.run("s", harness.binary(), "rules", "remove", "-c", cfg, check=False,
                          timeout=30)
         return res
+
+    NSTAT = ("TcpExtSyncookiesSent", "TcpExtSyncookiesRecv", "TcpExtSyncookiesFailed",
+             "TcpExtListenOverflows", "TcpExtListenDrops", "TcpExtTCPReqQFullDoCookies",
+             "TcpExtTCPReqQFullDrop", "TcpExtTCPChallengeACK", "TcpExtTWKilled",
+             "TcpAttemptFails", "TcpEstabResets", "TcpOutRsts")
+
+    def nstat(self):
+        """The kernel's TCP counters in s that explain a storm's stalls (listen queue overflows,
+        SYN cookies, challenge ACKs), absolute."""
+        out = {}
+        r = self.lab.run("s", "nstat", "-asz", check=False)
+        for line in r.stdout.splitlines():
+            w = line.split()
+            if len(w) >= 2 and w[0] in self.NSTAT:
+                out[w[0]] = int(w[1])
+        return out
 
     def shared_tuples(self):
         """4-tuples that two sockets on s hold at once (sidecrypt's accepted socket of a client
