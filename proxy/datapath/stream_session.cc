@@ -7,6 +7,7 @@
 #include <cassert>
 #include <string>
 #include <utility>
+#include <vector>
 
 namespace sidecrypt::proxy {
 
@@ -19,6 +20,33 @@ constexpr size_t kReadChunk = size_t{64} * 1024;
 // with a post-quantum key share, fits), not 64 KiB that a flood would leave resident. A larger
 // flight is read in several rounds of the same loop iteration; the buffer grows as needed.
 constexpr size_t kPreambleReadChunk = size_t{4} * 1024;
+
+// Steady-state buffers come from a small per-thread stock (each loop runs on one thread) and go
+// back to it as soon as they drain: an idle connection holds no buffer at all, while a busy one
+// takes the same few blocks over and over instead of allocating per read. Only blocks of the
+// steady-state read size (up to 4x, after a burst grew one) are kept, at most kSpareBuffers of
+// them; the rest is freed at once.
+constexpr size_t kSpareBuffers = 8;
+constexpr size_t kMaxSpareCapacity = 4 * kReadChunk;
+thread_local std::vector<Buffer> spare_buffers;
+
+Buffer takeBuffer() {
+  if (spare_buffers.empty()) {
+    return Buffer(kReadChunk);
+  }
+  Buffer b = std::move(spare_buffers.back());
+  spare_buffers.pop_back();
+  return b;
+}
+
+// Empties `b` (which holds no bytes): its block goes to the stock or is freed.
+void giveBack(Buffer& b) {
+  if (b.capacity() >= kReadChunk && b.capacity() <= kMaxSpareCapacity &&
+      spare_buffers.size() < kSpareBuffers) {
+    spare_buffers.push_back(std::move(b));
+  }
+  b = Buffer();
+}
 
 // A peer that resets or whose pipe broke is routine (ghostunnel treats it so); any other socket
 // error is not.
@@ -150,8 +178,11 @@ void StreamSession::startReading(Endpoint& e) {
 void StreamSession::onAlloc(uv_handle_t* h, size_t /*suggested*/, uv_buf_t* buf) {
   auto* e = static_cast<Endpoint*>(h->data);
   // Read straight into the side's input buffer (no intermediate copy).
-  const size_t chunk = e->session->driver_.ready() ? kReadChunk : kPreambleReadChunk;
-  auto span = e->in.reserve(chunk);
+  const bool ready = e->session->driver_.ready();
+  if (ready && e->in.capacity() == 0) {
+    e->in = takeBuffer();
+  }
+  auto span = e->in.reserve(ready ? kReadChunk : kPreambleReadChunk);
   *buf = uv_buf_init(reinterpret_cast<char*>(span.data()), static_cast<unsigned>(span.size()));
 }
 
@@ -177,7 +208,7 @@ void StreamSession::onRead(uv_stream_t* s, ssize_t nread, const uv_buf_t* /*buf*
     return;
   } else {
     e->in.commit(0);
-    self->releaseIdlePreamble(*e);
+    self->releaseIdle(*e);
     return;
   }
   self->pump();
@@ -196,27 +227,39 @@ void StreamSession::accountPreamble() {
   }
 }
 
-void StreamSession::releaseIdlePreamble(Endpoint& e) {
-  if (driver_.ready()) {
-    return;  // steady state: buffers are kept and reused, no allocation per read
+void StreamSession::releaseIdle(Endpoint& e) {
+  // A side holds a buffer only while it has bytes in it. Before the processor is ready, a
+  // connection waiting on its peer then costs only the session and the TLS state (a flood of
+  // stalled connections; the processor took what arrived, the TLS engine keeps its own copy), and
+  // after, an idle connection costs no buffer either (issue 18: idle memory per connection).
+  // Steady-state blocks go back to the per-thread stock, so a busy connection allocates none.
+  for (Buffer* b : {&e.in, &e.out, &e.inflight}) {
+    if (b->empty() && b->capacity() != 0) {
+      giveBack(*b);
+    }
   }
-  // A connection still in its preamble holds no buffer while it waits on its peer: the
-  // processor took what arrived (the TLS engine keeps its own copy) and a flood of stalled
-  // connections costs only the session and the TLS state (the flood test bounds it).
-  if (e.in.empty()) {
-    e.in = Buffer();
-  }
-  if (e.out.empty()) {
-    e.out = Buffer();
-  }
-  if (e.inflight.empty()) {
-    e.inflight = Buffer();
+}
+
+void StreamSession::dropSpareBuffers() {
+  std::vector<Buffer>().swap(spare_buffers);
+}
+
+void StreamSession::lendBuffers() {
+  // The filter writes into the output buffers: a steady-state block from the stock rather than
+  // one grown from a few KiB record by record.
+  for (Endpoint* e : {&agent_, &peer_}) {
+    if (e->out.capacity() == 0) {
+      e->out = takeBuffer();
+    }
   }
 }
 
 void StreamSession::runFilter() {
   if (driver_.draining()) {
     return;
+  }
+  if (driver_.ready()) {
+    lendBuffers();
   }
   driver_.run({agent_.out, peer_.out}, agent_.in, agent_.read == ReadState::Ended, peer_.in,
               peer_.read == ReadState::Ended);
@@ -249,8 +292,8 @@ void StreamSession::pump() {
   flush(agent_);
   flush(peer_);
   applyBackpressure();
-  releaseIdlePreamble(agent_);
-  releaseIdlePreamble(peer_);
+  releaseIdle(agent_);
+  releaseIdle(peer_);
   accountPreamble();
   maybeFinish();
 }

@@ -42,17 +42,18 @@ struct PreambleBudget {
 };
 
 // One proxied TCP connection: the agent's socket and the peer's socket with a StreamFilter
-// between them (docs/architecture.md §3). Reads straight into per-side buffers (until the processor
-// is ready, small ones that are released whenever they drain, so stalled handshakes cost little
-// memory); one write in flight per socket; reading from a side stops while the other side has more
-// than kHighWater bytes queued (backpressure) and resumes below kLowWater. Half-close: a side's FIN
-// reaches the processor as end_stream, and once it consumed everything the other side gets a FIN
-// after its queued bytes. No idle timeout (yamux, blocking queries and raft streams are
-// long-lived); only the upstream connect and the preamble (SessionInfo::ready_deadline_ms from
-// the accept, UpstreamReadyDeadline from the connect) are bounded. A connection whose accepted
-// side ended (FIN) while the processor still did not want its upstream is closed at once: no
-// byte can arrive that would ever make it connect. close() is the one teardown path; the object
-// deletes itself after libuv closed both handles.
+// between them (docs/architecture.md §3). Reads straight into per-side buffers, which a side holds
+// only while they hold bytes (small ones until the processor is ready, so stalled handshakes cost
+// little memory; then blocks lent by a per-thread stock, so idle connections cost none and busy
+// ones allocate none); one write in flight per socket; reading from a side stops while the other
+// side has more than kHighWater bytes queued (backpressure) and resumes below kLowWater.
+// Half-close: a side's FIN reaches the processor as end_stream, and once it consumed everything the
+// other side gets a FIN after its queued bytes. No idle timeout (yamux, blocking queries and raft
+// streams are long-lived); only the upstream connect and the preamble
+// (SessionInfo::ready_deadline_ms from the accept, UpstreamReadyDeadline from the connect) are
+// bounded. A connection whose accepted side ended (FIN) while the processor still did not want its
+// upstream is closed at once: no byte can arrive that would ever make it connect. close() is the
+// one teardown path; the object deletes itself after libuv closed both handles.
 class StreamSession {
  public:
   static constexpr size_t kHighWater = 1 << 20;
@@ -87,6 +88,8 @@ class StreamSession {
   void setPreambleBudget(PreambleBudget* budget) { budget_ = budget; }
   size_t preambleBytes() const { return preamble_held_; }
   size_t preamblePeak() const { return preamble_peak_; }  // the most it ever held
+  // Frees the calling thread's stock of spare steady-state buffers (tests measure without it).
+  static void dropSpareBuffers();
   Phase phase() const { return phase_; }
   bool closing() const { return phase_ == Phase::Closing; }
 
@@ -143,7 +146,8 @@ class StreamSession {
   void runFilter();
   void flush(Endpoint& e);
   void applyBackpressure();
-  void releaseIdlePreamble(Endpoint& e);
+  void releaseIdle(Endpoint& e);
+  void lendBuffers();
   void maybeFinish();
   void accountPreamble();
   void onHandleClosed();
