@@ -25,18 +25,16 @@ struct Queue {
     std::memcpy(out, bytes.data() + head, n);
     head += n;
     if (head == bytes.size()) {
-      bytes.clear();
+      // Drained: the storage goes too, so an idle connection keeps no buffer here (issue 18:
+      // the proxy attaches its own buffers, and these queues only ever see a handshake flight).
+      std::vector<uint8_t>().swap(bytes);
       head = 0;
-      if (bytes.capacity() > kKeepCapacity) {
-        std::vector<uint8_t>().swap(bytes);  // an idle connection keeps no large buffer
-      }
     } else if (head >= kCompactAfter && head * 2 >= bytes.size()) {
       bytes.erase(bytes.begin(), bytes.begin() + static_cast<std::ptrdiff_t>(head));
       head = 0;
     }
     return n;
   }
-  static constexpr size_t kKeepCapacity = size_t{32} * 1024;
   static constexpr size_t kCompactAfter = size_t{16} * 1024;
 };
 

@@ -5,6 +5,7 @@
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
+#include <openssl/pool.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
@@ -181,6 +182,13 @@ std::string TlsContext::build() {
   ctx_ = SSL_CTX_new(TLS_method());
   if (ctx_ == nullptr) {
     return "cannot create a TLS context: " + drainSslErrors();
+  }
+  // Peer certificates received (and those in sessions and tickets) share one copy per distinct
+  // certificate, process-wide: every connection of one peer, or to one server, holds the same
+  // bytes. The pool is never freed, so it outlives every context and session.
+  static CRYPTO_BUFFER_POOL* const kCertificatePool = CRYPTO_BUFFER_POOL_new();
+  if (kCertificatePool != nullptr) {
+    SSL_CTX_set0_buffer_pool(ctx_, kCertificatePool);
   }
   for (auto step :
        {&TlsContext::configureProtocol, &TlsContext::loadTrust, &TlsContext::loadIdentity}) {

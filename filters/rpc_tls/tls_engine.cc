@@ -123,6 +123,10 @@ bool TlsEngine::init(const ClientOptions* options) {
     return false;
   }
   SSL_set_bio(ssl_, rbio_, wbio_);  // takes one reference of each (docs/spec/toolchain.md §3.9)
+  // Once the handshake is over, BoringSSL frees the connection's copy of the configuration
+  // (certificate, verify parameters, cipher lists): nothing reads it afterwards (renegotiation is
+  // never allowed), and an idle connection keeps about 0.8 KB less.
+  SSL_set_shed_handshake_config(ssl_, 1);
   if (ctx_->verifiesPeer()) {
     SSL_set_app_data(ssl_, this);
     SSL_set_verify(ssl_, SSL_get_verify_mode(ssl_), captureAnchor);
