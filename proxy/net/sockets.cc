@@ -55,6 +55,8 @@ int newSocket(int family, int type, std::string& err) {
 
 }  // namespace
 
+constexpr int kListenBacklog = 4096;
+
 int openTcpListener(const SocketAddress& addr, bool transparent, std::string& err) {
   int fd = newSocket(addr.family(), SOCK_STREAM, err);
   if (fd < 0) {
@@ -77,7 +79,11 @@ int openTcpListener(const SocketAddress& addr, bool transparent, std::string& er
     }
     return fail(fd);
   }
-  if (::listen(fd, 1024) != 0) {
+  // A reconnect storm (every client of a restarted server at once) queues its completed
+  // connections here while the loop is busy with handshakes: a full queue drops the clients'
+  // SYNs and ACKs, and each drop costs the client a retransmission (1 s, then 3 s). The kernel
+  // caps this at net.core.somaxconn (4096 by default since Linux 5.4).
+  if (::listen(fd, kListenBacklog) != 0) {
     err = errnoMessage("listen");
     return fail(fd);
   }

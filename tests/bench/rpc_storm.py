@@ -53,34 +53,41 @@ def parse_args():
 
 def row(r):
     if "error" in r:
-        return "| %s | %s | %s | failed: %s |||||||||" % (
+        return "| %s | %s | %s | failed: %s |||||||||||" % (
             r["restart"], r["loops_label"], r["resumption_label"], r["error"].splitlines()[0])
     s, c = r["storm"], r["counters"]
     fails = ", ".join("%s %d" % kv for kv in sorted(s["failures"].items())) or "none"
     right = sum(c["tcp closed"].get(k, 0) for k in storm_lab.AGENT_DOWN_CLOSED)
+    gave_up = sum(c["tcp closed"].get(k, 0) for k in storm_lab.CLIENT_GAVE_UP_CLOSED)
+    k = r.get("kernel_tcp", {})
+    kern = "%d / %d / %d" % (k.get("TcpExtListenOverflows", 0), k.get("TcpExtSyncookiesSent", 0),
+                             k.get("TcpExtTCPChallengeACK", 0))
     wrong = ", ".join("%s %d" % kv for kv in sorted(r["wrong_refusals"].items())) or "**0**"
     cpu_ms = 1e3 * r["sidecrypt_cpu_s"] / max(1, s["served"])
-    return ("| %s | %s | %s | %d / %d | %.2f / %.2f s | %d (%s) | %d / %d | %d / %d | %s | %d "
-            "| %.1f MB (%.1f held) | %.2f s (%.2f ms/conn) | %.2f s | %.1f |" % (
+    return ("| %s | %s | %s | %d / %d | %.2f / %.2f s | %d (%s) | %d / %d | %d / %d | %s | %d | %d "
+            "| %s | %.1f MB (%.1f held) | %.2f s (%.2f ms/conn) | %.2f s | %.1f |" % (
                 r["restart"], r["loops_label"], r["resumption_label"], s["served"], r["conns"],
                 r["served_after_restart_s"] or -1, r["served_after_ready_s"] or -1,
                 s["attempts"], fails, s["resumed"], s["full"],
                 c["rpc"].get("inbound_handshakes_resumed", 0),
-                c["rpc"].get("inbound_handshakes_full", 0), wrong, right,
+                c["rpc"].get("inbound_handshakes_full", 0), wrong, right, gave_up, kern,
                 r["peak_rss_kb"] / 1024, r["rss_kb_held"] / 1024, r["sidecrypt_cpu_s"], cpu_ms,
                 r["client_cpu_s"], r["loadavg_before"][0]))
 
 
 def report(res):
     m = res["machine"]
-    out = ["Machine: %d CPUs (%s), kernel %s; %d connections from %d addresses; sysctls on s: %s."
-           % (m["nproc"], m["cpu"], m["kernel"], res["conns"], res["sources"],
-              ", ".join("%s=%s" % kv for kv in res["sysctls"].items())), "",
+    out = ["Machine: %d CPUs (%s), kernel %s; %d connections from %d addresses; clients' ports "
+           "%s; sysctls on s: %s." % (m["nproc"], m["cpu"], m["kernel"], res["conns"],
+                                      res["sources"], res["client_ports"],
+                                      ", ".join("%s=%s" % kv for kv in res["sysctls"].items())),
+           "",
            "| restart | loops | resumption | served | all served after restart / after ready "
            "| attempts (client failures) | client resumed / full | sidecrypt inbound resumed / "
-           "full | wrong refusals | agent-down refusals | peak RSS (with N held) "
+           "full | wrong refusals | agent-down refusals | client gave up | kernel in s: listen "
+           "overflows / SYN cookies / challenge ACKs | peak RSS (with N held) "
            "| sidecrypt CPU | client CPU | load avg |",
-           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     out += [row(r) for r in res["runs"]]
     for n in res["notes"]:
         out += ["", "Note: " + n]
@@ -94,6 +101,7 @@ def main():
     os.environ["SIDECRYPT_BIN"] = os.path.abspath(
         args.sidecrypt or os.path.join(args.build, "sidecrypt"))
     res = {"machine": machine(), "conns": args.conns, "sources": args.sources, "runs": [],
+           "client_ports": args.client_ports,
            "notes": [], "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     lab = storm_lab.StormLab(args.sources, client_ports=args.client_ports,
                              server_ports=args.server_ports)
@@ -104,8 +112,9 @@ def main():
         for restart in args.restart.split(","):
             for loops in [int(x) for x in args.loops.split(",")]:
                 if not supported and loops != 1:
-                    res["notes"].append("loops=%d skipped: this sidecrypt has no [runtime] loops"
-                                        % loops)
+                    note = "loops=%d skipped: this sidecrypt has no [runtime] loops" % loops
+                    if note not in res["notes"]:
+                        res["notes"].append(note)
                     continue
                 for resume in args.resumption.split(","):
                     print("rpc_storm: restart=%s loops=%d resumption=%s ..." % (

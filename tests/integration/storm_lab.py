@@ -44,8 +44,11 @@ import test_rpcpeer_go_interop as peers
 # preamble budget, TLS failures, refused bytes.
 WRONG_TCP = ("rpc_conn_limited", "accept_shed", "accept_errors", "deadline_closed",
              "preamble_budget_closed")
-WRONG_CLOSED = ("refused", "truncated", "preamble_cut", "ready_deadline", "preamble_budget",
-                "descriptor_limit", "socket_error")
+WRONG_CLOSED = ("refused", "ready_deadline", "preamble_budget", "descriptor_limit",
+                "socket_error")
+# Closes the client caused (it gave up: its connect or I/O bound passed) - reported, not sidecrypt's
+# refusal.
+CLIENT_GAVE_UP_CLOSED = ("preamble_cut", "truncated")
 WRONG_RPC = ("handshakes_failed", "plaintext_refused", "tls_in_tls_refused",
              "unrecognized_byte_refused", "no_certificate_refused", "alpn_unsupported")
 # Right refusals while the agent restarts: sidecrypt could not reach it.
@@ -245,7 +248,8 @@ class StormLab:
                     "-ca", self.cert("consul-agent-ca.pem"),
                     "-cert", self.cert("dc1-client-consul-0.pem"),
                     "-key", self.cert("dc1-client-consul-0-key.pem"),
-                    "-timeout", "%ds" % timeout, "-hold", "%ds" % (timeout + 60)]
+                    "-timeout", "%ds" % timeout, "-hold", "%ds" % (timeout + 60),
+                    "-dial-timeout", "10s"]  # Consul's pool dials with a 10 s timeout
             if client_cache:
                 argv.append("-session-cache")
             errf = open(self.log("storm-client"), "w")
