@@ -188,11 +188,15 @@ TEST_CASE(
 }
 
 // Issue 18, item 4: a connection that moved bytes and went quiet holds no read or write buffer.
-// Heap in use (glibc's count for this thread's arena), from before the session to after a burst
-// both ways has drained, without the per-thread stock of spare blocks (a fixed cost, not a
-// per-connection one): the session object, libuv's bookkeeping for two sockets, nothing else.
-// Before the fix each side kept its 64 KiB read block and its output block (about 150 KiB).
+// Heap in use (glibc's count over its arenas; the test runs on one thread), from before the session
+// to after a burst both ways has drained, without the per-thread stock of spare blocks (a fixed
+// cost, not a per-connection one): the session object, libuv's bookkeeping for two sockets, nothing
+// else. Before the fix each side kept its 64 KiB read block and its output blocks (199 KB in all).
 TEST_CASE("an idle session that has relayed a burst holds no buffers", "[stream_session][loop]") {
+  if (heapInUse() == 0) {
+    WARN("no glibc heap statistics (a sanitizer's allocator is in use): not measured");
+    return;
+  }
   Rig rig;
   StreamSession::dropSpareBuffers();
   const size_t before = heapInUse();
@@ -205,7 +209,7 @@ TEST_CASE("an idle session that has relayed a burst holds no buffers", "[stream_
   CHECK(transfer(rig, rig.peer(), rig.agent(), "pong", 4) == "pong");
   REQUIRE(rig.loop.runUntil([] { return false; }, 20) == false);  // a few idle loop turns
   StreamSession::dropSpareBuffers();
-  const size_t idle = heapInUse() - before;
+  const auto idle = static_cast<ptrdiff_t>(heapInUse()) - static_cast<ptrdiff_t>(before);
   INFO("heap held by one idle session: " << idle << " bytes");
   CHECK(idle < 8 * 1024);
   rig.finish();
