@@ -46,8 +46,10 @@ std::string serialText(const ASN1_INTEGER* serial) {
   return out;
 }
 
-// Unix seconds of an ASN1_TIME (UTCTime or GeneralizedTime).
-int64_t unixTime(const ASN1_TIME* t) {
+}  // namespace
+
+// UTCTime or GeneralizedTime.
+int64_t asn1UnixTime(const ASN1_TIME* t) {
   static const bssl::UniquePtr<ASN1_TIME> kEpoch(ASN1_TIME_set(nullptr, 0));
   int days = 0;
   int seconds = 0;
@@ -57,6 +59,8 @@ int64_t unixTime(const ASN1_TIME* t) {
   }
   return int64_t{days} * 86400 + seconds;
 }
+
+namespace {
 
 std::string fingerprint(const X509* cert) {
   uint8_t md[EVP_MAX_MD_SIZE];
@@ -138,8 +142,8 @@ CertificateInfo describeCertificate(const x509_st* cert, CertRole role, std::str
   info.subject = nameText(X509_get_subject_name(cert));
   info.issuer = nameText(X509_get_issuer_name(cert));
   info.serial = serialText(X509_get0_serialNumber(cert));
-  info.not_before = unixTime(X509_get0_notBefore(cert));
-  info.not_after = unixTime(X509_get0_notAfter(cert));
+  info.not_before = asn1UnixTime(X509_get0_notBefore(cert));
+  info.not_after = asn1UnixTime(X509_get0_notAfter(cert));
   info.sha256 = fingerprint(cert);
   return info;
 }

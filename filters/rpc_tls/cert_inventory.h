@@ -5,8 +5,9 @@
 #include <string>
 #include <vector>
 
-// Forward declaration only: users of this header need no BoringSSL include path order.
+// Forward declarations only: users of this header need no BoringSSL include path order.
 struct x509_st;
+struct asn1_string_st;
 
 namespace sidecrypt::filters::rpc_tls {
 
@@ -46,6 +47,9 @@ struct CertInventory {
   const CertificateInfo* caByFingerprint(const std::string& sha256) const;
 };
 using CertInventoryConstPtr = std::shared_ptr<const CertInventory>;
+
+// An ASN1_TIME as unix seconds (0 if it cannot be read).
+int64_t asn1UnixTime(const asn1_string_st* t);
 
 // Reads what the inventory lists from a parsed certificate.
 CertificateInfo describeCertificate(const x509_st* cert, CertRole role, std::string file);

@@ -75,6 +75,16 @@ StreamVerdict RpcProcessor::onData(Side from, Buffer& in, bool end_stream, Strea
   return v;
 }
 
+void RpcProcessor::countChainCheck() {
+  const rt::ChainCheck& check = engine_->chainCheck();
+  if (check.cache_hit) {
+    count(&rt::RpcTlsStats::chain_cache_hits);
+  }
+  if (check.ran) {
+    count(&rt::RpcTlsStats::chain_cache_misses);
+  }
+}
+
 // ---- deciding on the first byte -----------------------------------------------------------
 
 bool RpcProcessor::decideOutbound(Buffer& in, StreamIo& io) {
@@ -183,6 +193,7 @@ bool RpcProcessor::afterHandshake(StreamIo& io) {
   if (handshake_ == Handshake::Pending) {
     handshake_ = Handshake::Succeeded;
     count(&rt::RpcTlsStats::handshakes_ok);
+    countChainCheck();
     if (inbound_) {
       count(engine_->resumed() ? &rt::RpcTlsStats::inbound_handshakes_resumed
                                : &rt::RpcTlsStats::inbound_handshakes_full);
@@ -235,6 +246,7 @@ bool RpcProcessor::pumpEngine(StreamIo& io) {
     if (handshake_ == Handshake::Pending) {
       handshake_ = Handshake::Failed;
       count(&rt::RpcTlsStats::handshakes_failed);
+      countChainCheck();
     }
     return fail("TLS: " + engine_->error());
   }

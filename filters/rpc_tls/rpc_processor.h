@@ -70,6 +70,7 @@ class RpcProcessor final : public StreamFilter {
   bool onPeerData(Buffer& in, bool end_stream, StreamIo& io);
   bool fail(std::string why, CloseReason r = CloseReason::Refused);
   void count(RpcTlsCounter c);
+  void countChainCheck();
   bool decideOutbound(Buffer& in, StreamIo& io);
   bool decideInbound(Buffer& in, StreamIo& io);
   bool pumpEngine(StreamIo& io);

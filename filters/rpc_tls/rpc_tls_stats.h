@@ -17,6 +17,12 @@ namespace sidecrypt::filters::rpc_tls {
   COUNTER(inbound_handshakes_resumed)                                                               \
   COUNTER(outbound_handshakes_full)                                                                 \
   COUNTER(outbound_handshakes_resumed)                                                              \
+  /* The peer's certificate chain per handshake (docs/architecture.md §4, "Verified chains"):      \
+   * taken from the verified-chain cache, with no X.509 path verification (the peer's               \
+   * CertificateVerify signature is checked all the same) / verified in full, a cache miss (a       \
+   * resumed handshake counts here only when the cache no longer holds its chain). */               \
+  COUNTER(chain_cache_hits)                                                                         \
+  COUNTER(chain_cache_misses)                                                                       \
   /* Outbound: agent bytes wrapped as 0x03 + TLS + inner type byte (docs/spec/consul-rpc-tls.md     \
    * §1.8 outbound 4). */                                                                          \
   COUNTER(tls_upgraded)                                                                             \

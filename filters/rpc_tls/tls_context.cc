@@ -2,15 +2,21 @@
 
 #include "filters/common/boringssl.h"
 
+#include <openssl/digest.h>
 #include <openssl/err.h>
 #include <openssl/hmac.h>
 #include <openssl/pem.h>
 #include <openssl/pool.h>
+#include <openssl/sha.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <ctime>
+#include <optional>
+#include <string_view>
 #include <system_error>
 
 #include "filters/common/regular_file.h"
@@ -199,6 +205,11 @@ std::string TlsContext::build() {
   }
   configureVerification();
   checkLeafChain();
+  if (verifies_peer_ && has_ca_) {
+    computeTrust();
+    chain_cache_ = std::make_unique<VerifiedChainCache>();
+    SSL_CTX_set_cert_verify_callback(ctx_, verifyPeerChain, this);
+  }
   if (verifies_peer_ && !has_ca_) {
     // Consul's own load-time errors (docs/spec/consul-rpc-tls.md §2.1).
     switch (role_) {
@@ -251,6 +262,10 @@ int contextIndex() {
   return index;
 }
 int sessionKeyIndex() {
+  static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
+  return index;
+}
+int chainCheckIndex() {
   static const int index = SSL_get_ex_new_index(0, nullptr, nullptr, nullptr, nullptr);
   return index;
 }
@@ -509,6 +524,146 @@ void TlsContext::configureVerification() {
       SSL_CTX_set_verify(ctx_, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, nullptr);
       break;
   }
+}
+
+// ---- verified peer chains (docs/architecture.md §4, "Verified chains") ----------------------
+
+namespace {
+
+// What a chain that X509_verify_cert just accepted establishes: its anchor (the top of the built
+// chain) and the time within which every certificate of it is valid.
+std::optional<VerifiedChain> builtChain(X509_STORE_CTX* store_ctx) {
+  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
+  const size_t n = chain != nullptr ? sk_X509_num(chain) : 0;
+  if (n == 0) {
+    return std::nullopt;
+  }
+  VerifiedChain v;
+  unsigned len = 0;
+  if (X509_digest(sk_X509_value(chain, n - 1), EVP_sha256(), v.anchor.data(), &len) != 1 ||
+      len != v.anchor.size()) {
+    return std::nullopt;
+  }
+  v.not_before = INT64_MIN;
+  v.not_after = INT64_MAX;
+  for (size_t i = 0; i < n; ++i) {
+    X509* cert = sk_X509_value(chain, i);
+    v.not_before = std::max(v.not_before, asn1UnixTime(X509_get0_notBefore(cert)));
+    v.not_after = std::min(v.not_after, asn1UnixTime(X509_get0_notAfter(cert)));
+  }
+  return v;
+}
+
+// Runs X509_verify_cert on an initialised `store_ctx` and records the outcome in `check` (and the
+// cache when it passed and the chain's digest is known).
+int verifyAndRemember(X509_STORE_CTX* store_ctx, VerifiedChainCache& cache, const Sha256& trust,
+                      const std::optional<Sha256>& digest, ChainCheck& check) {
+  check.ran = true;
+  const int ok = X509_verify_cert(store_ctx);
+  if (ok != 1) {
+    return ok;
+  }
+  if (auto built = builtChain(store_ctx)) {
+    check.verified = true;
+    check.anchor = built->anchor;
+    if (digest) {
+      cache.store(*digest, trust, *built);
+    }
+  }
+  return ok;
+}
+
+}  // namespace
+
+void TlsContext::computeTrust() {
+  // The CA set (every configured CA's fingerprint, sorted) and the purpose this role requires of
+  // its peer: what a chain's verification depends on besides the chain itself.
+  std::vector<std::string> cas;
+  for (const auto& c : certificates_.certs) {
+    if (c.role == CertRole::Ca) {
+      cas.push_back(c.sha256);
+    }
+  }
+  std::sort(cas.begin(), cas.end());
+  cas.erase(std::unique(cas.begin(), cas.end()), cas.end());
+  SHA256_CTX sha;
+  SHA256_Init(&sha);
+  constexpr std::string_view kLabel = "sidecrypt verified chain v1";
+  SHA256_Update(&sha, kLabel.data(), kLabel.size());
+  const auto role = static_cast<uint8_t>(role_);
+  SHA256_Update(&sha, &role, 1);
+  for (const auto& ca : cas) {
+    SHA256_Update(&sha, ca.data(), ca.size() + 1);  // with its terminating NUL as a separator
+  }
+  SHA256_Final(trust_.data(), &sha);
+}
+
+void TlsContext::attachChainCheck(ssl_st* ssl, ChainCheck* check) const {
+  if (chain_cache_) {
+    SSL_set_ex_data(ssl, chainCheckIndex(), check);
+  }
+}
+
+// The handshake's chain verification (SSL_CTX_set_cert_verify_callback): BoringSSL has set up
+// `store_ctx` with this context's CAs, the peer's chain, the purpose and the connection's
+// parameters (the host name with verify_server_hostname). A chain this context already verified
+// skips X509_verify_cert; the name is still checked. The CertificateVerify signature is checked
+// by the handshake after this, with the leaf's key, whatever happens here.
+int TlsContext::verifyPeerChain(X509_STORE_CTX* store_ctx, void* arg) {
+  const auto* self = static_cast<const TlsContext*>(arg);
+  auto* ssl = static_cast<SSL*>(
+      X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
+  auto* check =
+      ssl != nullptr ? static_cast<ChainCheck*>(SSL_get_ex_data(ssl, chainCheckIndex())) : nullptr;
+  X509* leaf = X509_STORE_CTX_get0_cert(store_ctx);
+  if (check == nullptr || !self->chain_cache_ || leaf == nullptr) {
+    return X509_verify_cert(store_ctx);
+  }
+  const auto digest = peerChainDigest(leaf, X509_STORE_CTX_get0_untrusted(store_ctx));
+  if (digest) {
+    if (auto hit = self->chain_cache_->find(*digest, self->trust_, std::time(nullptr))) {
+      check->cache_hit = true;
+      if (!check->host.empty() &&
+          X509_check_host(leaf, check->host.data(), check->host.size(),
+                          X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) != 1) {
+        X509_STORE_CTX_set_error(store_ctx, X509_V_ERR_HOSTNAME_MISMATCH);
+        return 0;
+      }
+      check->verified = true;
+      check->anchor = hit->anchor;
+      X509_STORE_CTX_set_error(store_ctx, X509_V_OK);
+      return 1;
+    }
+  }
+  ERR_clear_error();
+  return verifyAndRemember(store_ctx, *self->chain_cache_, self->trust_, digest, *check);
+}
+
+void TlsContext::recallChain(ssl_st* ssl, ChainCheck* check) const {
+  // As in the handshake: the session's chain as the peer sent it, the leaf first.
+  STACK_OF(X509)* presented = SSL_get_peer_full_cert_chain(ssl);
+  X509* leaf =
+      presented != nullptr && sk_X509_num(presented) > 0 ? sk_X509_value(presented, 0) : nullptr;
+  if (!chain_cache_ || check == nullptr || leaf == nullptr) {
+    return;
+  }
+  const auto digest = peerChainDigest(leaf, presented);
+  if (digest) {
+    if (auto hit = chain_cache_->find(*digest, trust_, std::time(nullptr))) {
+      check->cache_hit = true;
+      check->verified = true;
+      check->anchor = hit->anchor;
+      return;
+    }
+  }
+  // Not cached (evicted, or its time is over): verify once more, as the handshake did.
+  bssl::UniquePtr<X509_STORE_CTX> store_ctx(X509_STORE_CTX_new());
+  if (store_ctx && X509_STORE_CTX_init(store_ctx.get(), caStore(), leaf, presented) == 1 &&
+      X509_STORE_CTX_set_default(store_ctx.get(),
+                                 role_ == TlsRole::Client ? "ssl_server" : "ssl_client") == 1) {
+    verifyAndRemember(store_ctx.get(), *chain_cache_, trust_, digest, *check);
+  }
+  ERR_clear_error();
 }
 
 }  // namespace sidecrypt::filters::rpc_tls

@@ -13,11 +13,13 @@
 #include "filters/rpc_tls/session_cache.h"
 #include "filters/rpc_tls/ticket_keys.h"
 #include "filters/rpc_tls/tls_version.h"
+#include "filters/rpc_tls/verified_chains.h"
 
 // Forward declarations only: users of this header need no BoringSSL include path order.
 struct ssl_ctx_st;
 struct ssl_st;
 struct x509_store_st;
+struct x509_store_ctx_st;
 
 namespace sidecrypt::filters::rpc_tls {
 
@@ -57,6 +59,18 @@ const std::vector<std::string_view>& consulCipherSuites();
 struct ClientSessionSlot {
   std::string key;                      // destination address and expected server name
   std::time_t offered_verified_at = 0;  // of the session offered, if any
+};
+
+// What the verification of a peer's chain found for one connection (TlsEngine owns one; the
+// context's verify callback and recallChain fill it).
+struct ChainCheck {
+  // The DNS SAN the leaf must carry (a client with verify_server_hostname); "" for none. Checked
+  // on every handshake, whether or not the chain came from the cache.
+  std::string host;
+  bool verified = false;   // chain, CA, EKU and dates hold under this context
+  bool cache_hit = false;  // taken from the context's VerifiedChainCache
+  bool ran = false;        // a full X.509 path verification ran (a cache miss)
+  Sha256 anchor{};         // the configured CA the chain ends at, when verified
 };
 
 class TlsContext;
@@ -100,6 +114,18 @@ class TlsContext {
   // gives this connection under it. `slot` must outlive `ssl`.
   void prepareClientSession(ssl_st* ssl, ClientSessionSlot* slot) const;
 
+  // Verified peer chains (null when this context verifies no peer). The handshake's own chain
+  // verification goes through it once `check` is attached to `ssl` (it must outlive `ssl`).
+  VerifiedChainCache* chainCache() const { return chain_cache_.get(); }
+  // What the cache's entries are keyed by besides the chain: this context's CA set and the
+  // purpose its role requires of a peer (the same files give the same value).
+  const Sha256& trust() const { return trust_; }
+  void attachChainCheck(ssl_st* ssl, ChainCheck* check) const;
+  // A resumed session's chain (verified by this context when the session was made): from the
+  // cache, or verified once more when the cache no longer holds it. Fills `check` (the name in
+  // check->host is not checked here).
+  void recallChain(ssl_st* ssl, ChainCheck* check) const;
+
  private:
   TlsContext(const TlsSettings& settings, TlsRole role);
   std::string build();
@@ -110,6 +136,8 @@ class TlsContext {
   std::string configureResumption();
   void configureVerification();
   void checkLeafChain();
+  void computeTrust();
+  static int verifyPeerChain(x509_store_ctx_st* store_ctx, void* arg);
 
   TlsSettings settings_;
   TlsRole role_;
@@ -121,6 +149,8 @@ class TlsContext {
   CertInventory certificates_;
   std::unique_ptr<TicketKeys> ticket_keys_;
   std::unique_ptr<SessionCache> session_cache_;
+  std::unique_ptr<VerifiedChainCache> chain_cache_;
+  Sha256 trust_{};  // the CA set and the purpose a peer chain is verified under
 };
 
 }  // namespace sidecrypt::filters::rpc_tls

@@ -3,7 +3,6 @@
 #include "filters/common/boringssl.h"
 
 #include <openssl/bio.h>
-#include <openssl/digest.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
@@ -60,29 +59,6 @@ std::vector<std::string> dnsNames(X509* cert) {
 
 }  // namespace
 
-// The handshake's verify callback (per connection): BoringSSL's verification calls it for every
-// certificate of the chain it built, the last call at depth 0; with ok, the top of that chain is
-// the trust anchor from the CA store. Recorded for the census (which CA a peer's chain ends at);
-// it never changes the verdict.
-int TlsEngine::captureAnchor(int ok, X509_STORE_CTX* store_ctx) {
-  if (ok != 1 || X509_STORE_CTX_get_error_depth(store_ctx) != 0) {
-    return ok;
-  }
-  auto* ssl = static_cast<SSL*>(
-      X509_STORE_CTX_get_ex_data(store_ctx, SSL_get_ex_data_X509_STORE_CTX_idx()));
-  auto* engine = ssl != nullptr ? static_cast<TlsEngine*>(SSL_get_app_data(ssl)) : nullptr;
-  STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(store_ctx);
-  if (engine == nullptr || chain == nullptr || sk_X509_num(chain) == 0) {
-    return ok;
-  }
-  const X509* top = sk_X509_value(chain, sk_X509_num(chain) - 1);
-  unsigned len = 0;
-  PeerIdentity& peer = engine->peer_;
-  peer.has_anchor = X509_digest(top, EVP_sha256(), peer.anchor_sha256.data(), &len) == 1 &&
-                    len == peer.anchor_sha256.size();
-  return ok;
-}
-
 TlsEngine::TlsEngine(TlsContextSharedPtr ctx, bool is_client)
     : ctx_(std::move(ctx)), is_client_(is_client) {}
 
@@ -128,8 +104,7 @@ bool TlsEngine::init(const ClientOptions* options) {
   // never allowed), and an idle connection keeps about 0.8 KB less.
   SSL_set_shed_handshake_config(ssl_, 1);
   if (ctx_->verifiesPeer()) {
-    SSL_set_app_data(ssl_, this);
-    SSL_set_verify(ssl_, SSL_get_verify_mode(ssl_), captureAnchor);
+    ctx_->attachChainCheck(ssl_, &chain_check_);
   }
   const TlsSettings& s = ctx_->settings();
   if (!is_client_) {
@@ -150,6 +125,7 @@ bool TlsEngine::init(const ClientOptions* options) {
       return false;
     }
     SSL_set_hostflags(ssl_, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
+    chain_check_.host = expected_server_name_;  // checked on a cached chain too
   }
   if (ctx_->sessionCache() != nullptr) {
     session_slot_.key = options->session_key + "|" + expected_server_name_;
@@ -201,18 +177,21 @@ bool TlsEngine::advanceHandshake() {
 
 void TlsEngine::onHandshakeDone() {
   handshake_done_ = true;
-  fillPeerIdentity();
   if (resumed() && ctx_->verifiesPeer()) {
     // The session's certificate was verified when it was made, by this same context (tickets and
     // cached sessions never cross contexts); only time can have changed. Go does not resume with
     // an expired peer certificate either; the peer's next attempt is a full handshake.
     bssl::UniquePtr<X509> leaf(SSL_get_peer_certificate(ssl_));
     if (!leaf || X509_cmp_current_time(X509_get0_notAfter(leaf.get())) <= 0) {
+      fillPeerIdentity();
       fail("resumed session: the peer's certificate has expired");
       return;
     }
-    anchorFromSession(leaf.get());
+    // A resumed handshake runs no verification: what the full one established (chain, anchor)
+    // comes from the context's verified chains, without verifying anything again.
+    ctx_->recallChain(ssl_, &chain_check_);
   }
+  fillPeerIdentity();
   if (!early_clear_.empty()) {
     std::vector<uint8_t> held;
     held.swap(early_clear_);
@@ -225,29 +204,6 @@ void TlsEngine::onHandshakeDone() {
   }
 }
 
-// A resumed handshake runs no verification, so captureAnchor saw nothing: the session's chain
-// (verified by this same context when the session was made) is built again against the
-// context's CAs for the census's trust anchor.
-void TlsEngine::anchorFromSession(x509_st* leaf) {
-  if (peer_.has_anchor || !ctx_->hasCa()) {
-    return;
-  }
-  bssl::UniquePtr<X509_STORE_CTX> check(X509_STORE_CTX_new());
-  if (check &&
-      X509_STORE_CTX_init(check.get(), ctx_->caStore(), leaf, SSL_get_peer_full_cert_chain(ssl_)) ==
-          1 &&
-      X509_verify_cert(check.get()) == 1) {
-    STACK_OF(X509)* chain = X509_STORE_CTX_get0_chain(check.get());
-    const size_t n = chain != nullptr ? sk_X509_num(chain) : 0;
-    unsigned len = 0;
-    peer_.has_anchor = n > 0 &&
-                       X509_digest(sk_X509_value(chain, n - 1), EVP_sha256(),
-                                   peer_.anchor_sha256.data(), &len) == 1 &&
-                       len == peer_.anchor_sha256.size();
-  }
-  ERR_clear_error();
-}
-
 void TlsEngine::fillPeerIdentity() {
   bssl::UniquePtr<X509> leaf(SSL_get_peer_certificate(ssl_));
   peer_.presented_certificate = leaf != nullptr;
@@ -258,22 +214,17 @@ void TlsEngine::fillPeerIdentity() {
   }
   peer_.common_name = commonName(leaf.get());
   peer_.dns_names = dnsNames(leaf.get());
-  if (!ctx_->hasCa()) {
-    return;
-  }
-  // docs/spec/consul-rpc-tls.md §2.5: verify again, as AuthorizeServerConn does, against the
-  // manually configured CAs with the server name and the EKU the peer's role needs; never by CN.
-  bssl::UniquePtr<X509_STORE_CTX> check(X509_STORE_CTX_new());
-  if (check && X509_STORE_CTX_init(check.get(), ctx_->caStore(), leaf.get(),
-                                   SSL_get_peer_full_cert_chain(ssl_)) == 1) {
-    X509_STORE_CTX_set_purpose(check.get(),
-                               is_client_ ? X509_PURPOSE_SSL_SERVER : X509_PURPOSE_SSL_CLIENT);
-    X509_VERIFY_PARAM* param = X509_STORE_CTX_get0_param(check.get());
-    X509_VERIFY_PARAM_set_hostflags(param, X509_CHECK_FLAG_NEVER_CHECK_SUBJECT);
-    peer_.verifies_as_server = X509_VERIFY_PARAM_set1_host(param, expected_server_name_.c_str(),
-                                                           expected_server_name_.size()) == 1 &&
-                               X509_verify_cert(check.get()) == 1;
-  }
+  // The chain as this context verified it (the handshake's own verification, a cached one, or
+  // for a resumed session the one it was made with): CAs, and the EKU the peer's role needs
+  // (clientAuth on a server, serverAuth on a client).
+  peer_.has_anchor = chain_check_.verified;
+  peer_.anchor_sha256 = chain_check_.anchor;
+  // docs/spec/consul-rpc-tls.md §2.5: as AuthorizeServerConn, that chain and the name
+  // server.<dc>.<domain> as a DNS SAN, never the CN.
+  peer_.verifies_as_server =
+      chain_check_.verified &&
+      X509_check_host(leaf.get(), expected_server_name_.data(), expected_server_name_.size(),
+                      X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) == 1;
   ERR_clear_error();
 }
 

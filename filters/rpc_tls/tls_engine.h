@@ -13,8 +13,6 @@
 
 struct ssl_st;
 struct bio_st;
-struct x509_st;
-struct x509_store_ctx_st;
 
 namespace sidecrypt::filters::rpc_tls {
 
@@ -125,6 +123,8 @@ class TlsEngine {
   bool fullyClosed() const;
 
   const PeerIdentity& peer() const { return peer_; }
+  // How the peer's chain was verified (cache hit, a full verification, or neither).
+  const ChainCheck& chainCheck() const { return chain_check_; }
   std::string alpn() const;     // negotiated ALPN, "" if none
   std::string version() const;  // "TLSv1.3" ...
   std::string cipher() const;   // IANA name of the negotiated suite
@@ -140,8 +140,6 @@ class TlsEngine {
   void sendCloseNotify();
   void fail(std::string why);
   void fillPeerIdentity();
-  void anchorFromSession(x509_st* leaf);
-  static int captureAnchor(int ok, x509_store_ctx_st* store_ctx);
 
   TlsContextSharedPtr ctx_;
   bool is_client_;
@@ -151,6 +149,7 @@ class TlsEngine {
   std::vector<uint8_t> early_clear_;
   std::string expected_server_name_;
   ClientSessionSlot session_slot_;  // client, resumption on (outlives ssl_)
+  ChainCheck chain_check_;          // when this side verifies its peer (outlives ssl_)
   std::string error_;
   PeerIdentity peer_;
   bool handshake_done_ = false;

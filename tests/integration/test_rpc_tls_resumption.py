@@ -4,7 +4,9 @@ TLS 1.3 (PSK with ECDHE) and TLS 1.2 (tickets): a Go client with a session cache
 sidecrypt's client side resumes with a Go server (the server's DidResume); a reload that
 changes the CA set or the leaf certificate makes the next handshake a full one in both
 directions; full and resumed handshakes are counted per direction; with
-tls.session_resumption = false nothing resumes."""
+tls.session_resumption = false nothing resumes; a resumed handshake verifies no certificate
+chain (the verified-chain counters: after a reload only the first, full, handshake per peer is
+a cache miss)."""
 import json
 import os
 import unittest
@@ -200,6 +202,28 @@ class RpcTlsResumption(unittest.TestCase):
         finally:
             self.reload_client()
             self.reload_server()
+
+    def test_6_resumed_handshakes_verify_no_chain(self):
+        """After a reload (empty verified-chain cache, new ticket keys) the one full handshake
+        verifies the peer's chain; the resumed ones take it from the cache, both directions."""
+        def delta(host, cfg, before):
+            after = self.rpc_counters(host, cfg)
+            return {k: after[k] - before[k] for k in after}
+
+        self.reload_server()
+        before = self.rpc_counters("s", self.server_cfg)
+        self.assertEqual(self.go_client("1.3", 3), ["false", "true", "true"])
+        d = delta("s", self.server_cfg, before)
+        self.assertEqual((d["inbound_handshakes_full"], d["inbound_handshakes_resumed"]), (1, 2), d)
+        self.assertEqual((d["chain_cache_misses"], d["chain_cache_hits"]), (1, 2), d)
+
+        self.reload_client()
+        before = self.rpc_counters("c", self.client_cfg)
+        self.assertEqual([self.through_sidecrypt("1.3") for _ in range(3)], [False, True, True])
+        d = delta("c", self.client_cfg, before)
+        self.assertEqual((d["outbound_handshakes_full"], d["outbound_handshakes_resumed"]), (1, 2),
+                         d)
+        self.assertEqual((d["chain_cache_misses"], d["chain_cache_hits"]), (1, 2), d)
 
 
 if __name__ == "__main__":

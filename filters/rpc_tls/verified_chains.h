@@ -1,0 +1,74 @@
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <list>
+#include <mutex>
+#include <optional>
+#include <unordered_map>
+
+// Forward declarations only (see tls_context.h).
+struct x509_st;
+struct stack_st_X509;
+
+namespace sidecrypt::filters::rpc_tls {
+
+using Sha256 = std::array<uint8_t, 32>;
+
+// What one X.509 path verification of a peer's chain established (chain, signatures, EKU and
+// dates against one CA set); the name check and the proof of key possession are not part of it.
+struct VerifiedChain {
+  Sha256 anchor{};         // SHA-256 (DER) of the configured CA the built chain ended at
+  int64_t not_before = 0;  // latest notBefore of the built chain (unix seconds)
+  int64_t not_after = 0;   // earliest notAfter of the built chain, its CA included
+};
+
+// The SHA-256 over the DER of every certificate the peer presented, in the order it sent them
+// (the leaf first): what a cache entry is keyed by. nullopt if a certificate cannot be encoded.
+std::optional<Sha256> peerChainDigest(x509_st* leaf, stack_st_X509* presented);
+
+// Peer chains that passed a full X.509 path verification (docs/architecture.md §4, "Verified
+// chains"), so the same chain presented again skips the path building and the CA signature
+// checks. Only that is skipped: the handshake still checks the peer's CertificateVerify signature
+// with the leaf's key (proof of possession), and the caller still checks the name it expects.
+//
+// An entry is keyed by the exact presented chain and by the trust it was verified under (the CA
+// set and the purpose, `trust`), is used only while the time lies within every certificate of
+// the built chain, and ends at the earliest notAfter. The cache belongs to one TlsContext, so a
+// reload or a certificate watch (a new CA set) starts empty. At most `capacity` entries, least
+// recently used dropped first. Safe to use from several threads (one mutex, held for a lookup or
+// an insert, never while verifying).
+class VerifiedChainCache {
+ public:
+  static constexpr size_t kDefaultCapacity = 8192;
+  explicit VerifiedChainCache(size_t capacity = kDefaultCapacity) : capacity_(capacity) {}
+  VerifiedChainCache(const VerifiedChainCache&) = delete;
+  VerifiedChainCache& operator=(const VerifiedChainCache&) = delete;
+
+  // The entry for (`chain`, `trust`) if `now` (unix seconds) lies within it; an entry whose time
+  // is over is dropped.
+  std::optional<VerifiedChain> find(const Sha256& chain, const Sha256& trust, int64_t now);
+  // Records a chain that just passed verification under `trust` (replaces any older entry).
+  void store(const Sha256& chain, const Sha256& trust, const VerifiedChain& verified);
+  size_t size() const;
+  void clear();  // benchmarks and tests: the next handshakes verify in full
+
+ private:
+  using Key = std::array<uint8_t, 64>;  // chain digest, then trust digest
+  struct KeyHash {
+    size_t operator()(const Key& k) const;
+  };
+  struct Entry {
+    Key key;
+    VerifiedChain verified;
+  };
+  static Key keyOf(const Sha256& chain, const Sha256& trust);
+
+  mutable std::mutex mu_;
+  size_t capacity_;
+  std::list<Entry> lru_;  // most recently used first
+  std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
+};
+
+}  // namespace sidecrypt::filters::rpc_tls
