@@ -15,8 +15,11 @@
 #include <openssl/x509.h>
 
 #include <algorithm>
+#include <atomic>
 #include <ctime>
 #include <string>
+#include <thread>
+#include <vector>
 
 #include "../../test_util.h"
 #include "filters/rpc_tls/cert_inventory.h"
@@ -342,4 +345,47 @@ TEST_CASE("verified_chains: a resumed handshake verifies no chain and keeps the 
   CHECK(p.server.engine->chainCheck().ran);
   CHECK(p.server.engine->peer().has_anchor);
   CHECK(server->chainCache()->size() == 1);
+}
+
+TEST_CASE("verified_chains: handshakes on several threads share one context's caches",
+          "[rpc_tls][chain_cache]") {
+  // Worker loops run handshakes of the same TlsContext at once: the verify callback, the chain
+  // cache, the ticket keys and the client session cache are shared between them.
+  auto client = mustCreate(clientSettings(), TlsRole::Client);
+  auto server = mustCreate(serverSettings(), TlsRole::Server);
+  auto full_client = noResumption(clientSettings(), TlsRole::Client);
+  constexpr int kThreads = 4;
+  constexpr int kEach = 25;
+  std::atomic<int> ok{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < kThreads; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < kEach; ++i) {
+        ClientOptions options;
+        options.session_key = "10.0.0." + std::to_string(t) + ":8300";
+        auto c = TlsEngine::client(i % 2 == 0 ? client : full_client, options);
+        auto s = TlsEngine::server(server);
+        uint8_t buf[16384];
+        for (int round = 0; round < 10 && !(c->handshakeDone() && s->handshakeDone()); ++round) {
+          while (size_t n = c->encOut(buf)) {
+            s->encIn({buf, n});
+          }
+          s->clearOut(std::span<uint8_t>());
+          while (size_t n = s->encOut(buf)) {
+            c->encIn({buf, n});
+          }
+          c->clearOut(std::span<uint8_t>());
+        }
+        if (c->handshakeDone() && s->handshakeDone() && !c->failed() && !s->failed() &&
+            s->peer().has_anchor && c->peer().verifies_as_server) {
+          ++ok;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  CHECK(ok == kThreads * kEach);
+  CHECK(server->chainCache()->size() == 1);  // one client chain, however many threads saw it
 }
