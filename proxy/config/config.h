@@ -24,7 +24,15 @@ struct SourceRef {
   std::string key;  // dotted path, e.g. "gossip.encrypt"
 };
 
-enum class Profile : uint8_t { Consul, Serf, Custom };
+// Which product sidecrypt sits beside (agent.profile): its ports and whether its gossip carries
+// Serf (key-manager queries are answered only then). docs/products/ has a page per product.
+enum class Profile : uint8_t { Consul, Serf, Custom, Alertmanager, GrafanaAlerting, Nomad };
+// Consul, Serf and Nomad run Serf over memberlist (key rotation by Serf key-manager queries);
+// Alertmanager and Grafana alerting use memberlist alone. "custom" keeps the answering on: it
+// acts only on a user message that decodes as a Serf query named _serf_*-key.
+inline bool profileSpeaksSerf(Profile p) {
+  return p != Profile::Alertmanager && p != Profile::GrafanaAlerting;
+}
 enum class InterceptMode : uint8_t { Tproxy, Redirect };
 enum class PortProtocol : uint8_t { Gossip, Rpc };
 enum class Transport : uint8_t { Udp, Tcp, Both };

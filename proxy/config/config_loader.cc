@@ -72,10 +72,14 @@ std::string lowered(std::string s) {
 
 void Loader::loadAgent(const toml::table& t) {
   const std::string s = "agent";
-  getEnum<Profile>(
-      t, s, "profile",
-      {{"consul", Profile::Consul}, {"serf", Profile::Serf}, {"custom", Profile::Custom}},
-      cfg.agent.profile);
+  getEnum<Profile>(t, s, "profile",
+                   {{"consul", Profile::Consul},
+                    {"serf", Profile::Serf},
+                    {"custom", Profile::Custom},
+                    {"alertmanager", Profile::Alertmanager},
+                    {"grafana-alerting", Profile::GrafanaAlerting},
+                    {"nomad", Profile::Nomad}},
+                   cfg.agent.profile);
   getBool(t, s, "server", cfg.agent.server);
   getString(t, s, "node_name", cfg.agent.node_name);
   if (getString(t, s, "datacenter", cfg.agent.datacenter)) {
@@ -120,6 +124,20 @@ void Loader::applyDefaults(bool ports_given, const toml::table* intercept) {
       case Profile::Serf:
         cfg.intercept.ports.push_back(
             {7946, PortProtocol::Gossip, Transport::Both, GossipPool::Lan, "serf"});
+        break;
+      case Profile::Alertmanager:
+      case Profile::GrafanaAlerting:
+        // Prometheus Alertmanager's and Grafana unified alerting's cluster (memberlist, no
+        // Serf, no RPC): --cluster.listen-address / [unified_alerting] ha_listen_address.
+        cfg.intercept.ports.push_back(
+            {9094, PortProtocol::Gossip, Transport::Both, GossipPool::Lan,
+             a.profile == Profile::Alertmanager ? "alertmanager" : "grafana_alerting"});
+        break;
+      case Profile::Nomad:
+        // Nomad servers' Serf gossip (ports.serf). Nomad's RPC (4647) is not intercepted: its
+        // first bytes and server.<region>.nomad names are not proven here (docs/products/nomad.md).
+        cfg.intercept.ports.push_back(
+            {4648, PortProtocol::Gossip, Transport::Both, GossipPool::Lan, "nomad_serf"});
         break;
       case Profile::Custom:
         (void)intercept;

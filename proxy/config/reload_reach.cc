@@ -34,6 +34,12 @@ const char* profileName(Profile p) {
       return "serf";
     case Profile::Custom:
       return "custom";
+    case Profile::Alertmanager:
+      return "alertmanager";
+    case Profile::GrafanaAlerting:
+      return "grafana-alerting";
+    case Profile::Nomad:
+      return "nomad";
   }
   return "?";
 }

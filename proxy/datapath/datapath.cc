@@ -55,6 +55,8 @@ constexpr size_t kTrimAfterBytes = size_t{1} << 20;
 
 Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
     : loop_(loop), config_(state.config), rpc_(state.rpc) {
+  // agent.profile needs a restart, so this holds for the life of the data path.
+  observer_.setSerfKeyQueries(profileSpeaksSerf(config_.agent.profile));
   // The agent's held answers to its own queries, once sidecrypt has answered for it: delivered
   // in plaintext from the outbound capture port (see UdpRelay::setSelfSourcePort).
   observer_.setSelfSend(

@@ -29,6 +29,8 @@ class GossipObserver {
   GossipObserver(PeerCensus& census, KeysOf keys)
       : answerer_(std::move(keys)), reader_(census, answerer_) {}
   void setKeyringCommit(KeyringCommit commit) { answerer_.setKeyringCommit(std::move(commit)); }
+  // Serf key-manager queries are answered only for products that run Serf (profileSpeaksSerf).
+  void setSerfKeyQueries(bool on) { answerer_.setEnabled(on); }
 
   // A packet from a peer, after it was opened (or accepted as plaintext) and will be delivered.
   void inbound(GossipPool pool, const SocketAddress& peer, std::span<const uint8_t> plain) {

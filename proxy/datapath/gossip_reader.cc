@@ -45,7 +45,8 @@ class GossipReader::Visitor final : public fg::MessageVisitor {
       case fg::MsgType::User:
         // A re-broadcast of a query already handled costs a lookup, not a decode (keyQueryFrom
         // copies the key into locked memory, which is several syscalls).
-        if (m.has_serf && m.serf.type == static_cast<int>(fg::SerfType::Query) &&
+        if (r_.answerer_.enabled() && m.has_serf &&
+            m.serf.type == static_cast<int>(fg::SerfType::Query) &&
             fg::keyOpForQuery(m.serf.name) && !r_.answerer_.known(pool_, m.serf.ltime, m.serf.id)) {
           if (auto q = fg::keyQueryFrom(m.serf)) {
             r_.answerer_.onQuery(pool_, *q, from_agent_);

@@ -100,6 +100,9 @@ bool KeyQueryAnswerer::hold(GossipPool pool, const fg::AgentResponse& r, const S
 
 bool KeyQueryAnswerer::answer(GossipPool pool, const SocketAddress& agent, const SocketAddress& dst,
                               fg::Datagram& packet, fg::MessageWalker& walker) {
+  if (!enabled_) {
+    return true;
+  }
   const bool to_self = dst.sameIp(agent);
   if (!to_self && !anyPending()) {
     return true;
@@ -147,6 +150,9 @@ bool KeyQueryAnswerer::answer(GossipPool pool, const SocketAddress& agent, const
 }
 
 void KeyQueryAnswerer::onQuery(GossipPool pool, const fg::KeyQuery& q, bool from_agent) {
+  if (!enabled_) {
+    return;
+  }
   if (find(pool, q.ltime, q.id) != nullptr) {
     return;  // a re-broadcast of a query already handled
   }

@@ -85,6 +85,10 @@ class KeyQueryAnswerer {
   void setKeyringCommit(KeyringCommit commit) { commit_ = std::move(commit); }
   void setSelfSend(SelfSend send) { self_send_ = std::move(send); }
   void setSealedSend(SealedSend send) { sealed_send_ = std::move(send); }
+  // Off for products without Serf (agent.profile alertmanager, grafana-alerting): their user
+  // messages are the product's own, never read as key queries, and nothing is rewritten.
+  void setEnabled(bool on) { enabled_ = on; }
+  bool enabled() const { return enabled_; }
 
   // Whether the query (LTime, ID) of `pool` was handled already (a re-broadcast costs a lookup).
   bool known(GossipPool pool, uint64_t ltime, uint32_t id) {
@@ -103,6 +107,7 @@ class KeyQueryAnswerer {
   const KeyQueryStats& stats() const { return stats_; }
 
  private:
+  bool enabled_ = true;
   struct Pending {
     GossipPool pool = GossipPool::Lan;
     uint64_t ltime = 0;

@@ -79,6 +79,32 @@ TEST_CASE("config: the consul server profile adds WAN gossip; serf uses 7946", "
   CHECK(serf.intercept.ports[0].port == 7946);
 }
 
+TEST_CASE("config: memberlist product profiles imply their ports, pools and Serf handling",
+          "[config]") {
+  for (const auto& [name, port] :
+       {std::pair{"alertmanager", 9094}, {"grafana-alerting", 9094}, {"nomad", 4648}}) {
+    INFO(name);
+    // agent.server changes nothing for them: one gossip pool, no RPC port.
+    auto c = ok(std::string("[agent]\nprofile = \"") + name + "\"\nserver = true\n");
+    REQUIRE(c.intercept.ports.size() == 1);
+    CHECK(c.intercept.ports[0].port == port);
+    CHECK(c.intercept.ports[0].protocol == PortProtocol::Gossip);
+    CHECK(c.intercept.ports[0].transport == Transport::Both);
+    CHECK(c.intercept.ports[0].pool == GossipPool::Lan);
+    CHECK(c.intercept.member_ports == std::vector<uint16_t>{static_cast<uint16_t>(port)});
+    CHECK(c.intercept.wan_member_ports.empty());
+    CHECK(profileSpeaksSerf(c.agent.profile) == (std::string(name) == "nomad"));
+  }
+  CHECK(profileSpeaksSerf(Profile::Consul));
+  CHECK(profileSpeaksSerf(Profile::Serf));
+  CHECK(profileSpeaksSerf(Profile::Custom));
+  // Members on other ports: the pool's plan takes them, as for Consul.
+  auto am = ok("[agent]\nprofile = \"alertmanager\"\n[intercept]\nmember_ports = [9095]\n");
+  CHECK(am.intercept.member_ports == std::vector<uint16_t>{9094, 9095});
+  CHECK(theError("[agent]\nprofile = \"alertmanager\"\n[intercept]\nwan_member_ports = [9095]\n")
+            .find("no WAN gossip port is intercepted") != std::string::npos);
+}
+
 TEST_CASE("config: a bad gossip key names file, line, column and key", "[config]") {
   const std::string err =
       theError("[gossip]\n\nencrypt = \"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA==\"\n");
@@ -109,12 +135,12 @@ TEST_CASE("config: unknown keys are errors with a did-you-mean hint", "[config]"
 
 TEST_CASE("config: every error is reported at once, in file order", "[config]") {
   auto errs = errorsOf(
-      "[agent]\nprofile = \"nomad\"\n[gossip]\nencrypt_verify_outgoing = \"yes\"\n"
+      "[agent]\nprofile = \"vault\"\n[gossip]\nencrypt_verify_outgoing = \"yes\"\n"
       "[tls]\ntls_min_version = \"TLSv9\"\n[log]\nlevel = \"loud\"\n");
   REQUIRE(errs.size() == 4);
   CHECK(errs[0] ==
-        "proxy.toml:2:11: agent.profile: unknown value 'nomad'; expected one of: "
-        "consul, serf, custom");
+        "proxy.toml:2:11: agent.profile: unknown value 'vault'; expected one of: "
+        "consul, serf, custom, alertmanager, grafana-alerting, nomad");
   CHECK(errs[1] == "proxy.toml:4:27: gossip.encrypt_verify_outgoing: expected true or false");
   CHECK(errs[2] ==
         "proxy.toml:6:19: tls.tls_min_version: unknown value 'TLSv9'; expected one "

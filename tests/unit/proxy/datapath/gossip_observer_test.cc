@@ -218,6 +218,25 @@ TEST_CASE("gossip_observer: a peer's install-key is applied once and answered fo
   CHECK(h.obs.stats().answers_unmatched == 1);
 }
 
+TEST_CASE("gossip_observer: without Serf (alertmanager profile) key queries are left alone",
+          "[observer]") {
+  auto c = captured();
+  Harness h;
+  h.keys = ringOf({c.keys[0]});
+  h.obs.setSerfKeyQueries(false);
+  // The same install-key query that the Serf profiles apply (test above) changes nothing.
+  h.obs.inbound(GossipPool::Lan, kPeer, c.plain[30]);
+  CHECK(h.commits == 0);
+  CHECK(h.keys->size() == 1);
+  CHECK(h.obs.stats().queries == 0);
+  // The agent's own user messages leave exactly as written.
+  Slot out(agentAnswer(2, 1, "n2"));
+  const Bytes before = out.bytes();
+  CHECK(h.obs.outbound(GossipPool::Lan, kAgent, kPeer, out.d));
+  CHECK(out.bytes() == before);
+  CHECK(h.obs.stats().answers_unmatched == 0);
+}
+
 TEST_CASE("gossip_observer: a change that cannot be persisted is answered false, ring kept",
           "[observer]") {
   auto c = captured();
