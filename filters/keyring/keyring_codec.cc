@@ -13,13 +13,39 @@ std::variant<SecretBytes, std::string> decodeKey(std::string_view base64) {
   if (base64.empty()) {
     return std::string("key is empty");
   }
-  SecretBytes out(base64.size());  // decoded length is always smaller
+  // Both alphabets, padded or not: Consul and Serf print standard base64 with '=' padding,
+  // `nomad operator gossip keyring generate` prints the URL-safe alphabet ('-' and '_').
+  // A key mixing the two alphabets is refused; so is padding that does not fit the length.
+  bool standard = false;
+  bool url_safe = false;
+  size_t body = base64.size();
+  while (body > 0 && base64[body - 1] == '=') {
+    --body;
+  }
+  const size_t padding = base64.size() - body;
+  for (size_t i = 0; i < body; ++i) {
+    const char c = base64[i];
+    standard = standard || c == '+' || c == '/';
+    url_safe = url_safe || c == '-' || c == '_';
+  }
+  if (standard && url_safe) {
+    return std::string(
+        "key mixes the standard ('+', '/') and URL-safe ('-', '_') base64 alphabets");
+  }
+  if (body == 0 || padding > 2 || (padding != 0 && base64.size() % 4 != 0)) {
+    return std::string(
+        "key is not valid base64 (standard or URL-safe alphabet, '=' padding optional)");
+  }
+  SecretBytes out(body);  // decoded length is always smaller
   size_t len = 0;
   const char* end = nullptr;
-  if (sodium_base642bin(out.data(), out.size(), base64.data(), base64.size(), nullptr, &len, &end,
-                        sodium_base64_VARIANT_ORIGINAL) != 0 ||
-      end != base64.data() + base64.size()) {
-    return std::string("key is not valid base64 (standard alphabet with '=' padding)");
+  const int variant = url_safe ? sodium_base64_VARIANT_URLSAFE_NO_PADDING
+                               : sodium_base64_VARIANT_ORIGINAL_NO_PADDING;
+  if (sodium_base642bin(out.data(), out.size(), base64.data(), body, nullptr, &len, &end,
+                        variant) != 0 ||
+      end != base64.data() + body) {
+    return std::string(
+        "key is not valid base64 (standard or URL-safe alphabet, '=' padding optional)");
   }
   if (!isValidKeyLength(len)) {
     return "key must be 16, 24 or 32 bytes of base64, got " + std::to_string(len);

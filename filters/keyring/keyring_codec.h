@@ -10,8 +10,10 @@
 
 namespace sidecrypt::filters::keyring {
 
-// Decodes one key in Consul's text form (standard base64 with padding, as `consul keygen`
-// prints) into locked memory. Errors never quote the input.
+// Decodes one key into locked memory: base64 in the standard alphabet (Consul's form, as
+// `consul keygen` prints it) or the URL-safe one (`nomad operator gossip keyring generate`),
+// with or without '=' padding; not both alphabets in one key. Errors never quote the input.
+// Keys are always written back in Consul's form (encodeKey).
 std::variant<SecretBytes, std::string> decodeKey(std::string_view base64);
 SecretBytes encodeKey(const SecretBytes& raw);  // standard base64, padded
 

@@ -88,6 +88,38 @@ class KeyringCli(unittest.TestCase):
         self.assertIn("key must be 16, 24 or 32 bytes of base64, got 31", r.stderr)
         self.assertFalse(os.path.exists(self.file))
 
+    def test_url_safe_keys_are_written_back_in_consuls_form(self):
+        # `nomad operator gossip keyring generate` prints URL-safe base64; pick bytes whose
+        # standard form has both '+' and '/' so the alphabets really differ.
+        raw = bytes([0x10, 0x20, 0x30] + [0xfb, 0xff, 0xbf] * 9 + [0x01, 0x02])
+        std = base64.b64encode(raw).decode()
+        self.assertIn("+", std)
+        self.assertIn("/", std)
+        url = base64.urlsafe_b64encode(raw).decode().rstrip("=")
+        r = harness.run(["keyring", "install", url, "--file", self.file])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        with open(self.file) as f:
+            self.assertEqual(json.load(f), [std])
+        # use/remove take either form of the same key.
+        r = harness.run(["keyring", "use", url + "=", "--file", self.file])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # A URL-safe key may start with '-': after '--', or from stdin.
+        raw2 = bytes([0xfb, 0xff, 0xbf] * 10 + [0x01, 0x02])
+        url2 = base64.urlsafe_b64encode(raw2).decode()
+        self.assertTrue(url2.startswith("-"))
+        r = harness.run(["keyring", "install", "--file", self.file, "--", url2])
+        self.assertEqual(r.returncode, 0, r.stderr)
+        r = harness.run(["keyring", "remove", "-", "--file", self.file], input=url2 + "\n")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        # A key mixing the alphabets is refused, without quoting it, and the file is unchanged.
+        mixed = std[:-4] + "_" + std[-3:]
+        r = harness.run(["keyring", "install", mixed, "--file", self.file])
+        self.assertEqual(r.returncode, 1)
+        self.assertIn("mixes the standard", r.stderr)
+        self.assertNotIn(mixed, r.stderr + r.stdout)
+        with open(self.file) as f:
+            self.assertEqual(json.load(f), [std])
+
 
 if __name__ == "__main__":
     harness.main()

@@ -44,8 +44,11 @@ TEST_CASE("keyring_codec: decodeKey names the decoded length when it is wrong", 
 }
 
 TEST_CASE("keyring_codec: decodeKey refuses invalid base64 without quoting it", "[keyring]") {
-  for (const char* bad : {"", "not base64!", "IbdPNaip2hxZV5nxiJGOwA", "IbdPNaip2hxZV5nxiJGOwA==x",
-                          "IbdPNaip-hxZV5nxiJGOwA=="}) {
+  for (const char* bad :
+       {"", "not base64!", "IbdPNaip2hxZV5nxiJGOwA==x",
+        "IbdPNaip+hxZV5nxiJG_wA==", "IbdPNaip2hxZV5nxiJGOwA=", "IbdPNaip2hxZV5nxiJGOwA===",
+        "IbdPNaip2hxZV5nxiJGOwB==", "IbdPNaip2hxZV5nxiJGOwA==\n", " IbdPNaip2hxZV5nxiJGOwA==",
+        "====", "A===", "==", "IbdPNaip2hx=V5nxiJGOwA==", "IbdPNaip2hxZV5nxiJGOw\xc3\xa9=="}) {
     CAPTURE(bad);
     auto r = decodeKey(bad);
     REQUIRE(std::holds_alternative<std::string>(r));
@@ -53,6 +56,62 @@ TEST_CASE("keyring_codec: decodeKey refuses invalid base64 without quoting it", 
       CHECK(std::get<std::string>(r).find(bad) == std::string::npos);
     }
   }
+}
+
+namespace {
+
+// The same key in the URL-safe alphabet, without padding (as `nomad operator gossip keyring
+// generate` prints it) or with it.
+std::string urlSafe(std::string std_form, bool padded) {
+  for (auto& c : std_form) {
+    c = c == '+' ? '-' : c == '/' ? '_' : c;
+  }
+  while (!padded && !std_form.empty() && std_form.back() == '=') {
+    std_form.pop_back();
+  }
+  return std_form;
+}
+
+}  // namespace
+
+TEST_CASE("keyring_codec: decodeKey takes both base64 alphabets, padded or not", "[keyring]") {
+  for (const char* k : {k16, k32a, k32b}) {
+    CAPTURE(k);
+    const auto want = std::get<SecretBytes>(decodeKey(k));
+    for (const std::string& form :
+         {urlSafe(k, false), urlSafe(k, true), urlSafe(k, false) /* std unpadded below */}) {
+      auto got = decodeKey(form);
+      REQUIRE(std::holds_alternative<SecretBytes>(got));
+      CHECK(std::get<SecretBytes>(got).equals(want));
+      // Written back in Consul's standard padded form.
+      CHECK(encodeKey(std::get<SecretBytes>(got)).view() == k);
+    }
+    std::string unpadded = k;
+    while (unpadded.back() == '=') {
+      unpadded.pop_back();
+    }
+    REQUIRE(std::holds_alternative<SecretBytes>(decodeKey(unpadded)));
+    CHECK(std::get<SecretBytes>(decodeKey(unpadded)).equals(want));
+  }
+  // k32a has a '+', k32b a '/': their URL-safe forms really use the other alphabet.
+  CHECK(urlSafe(k32a, false).find('-') != std::string::npos);
+  CHECK(urlSafe(k32b, false).find('_') != std::string::npos);
+  auto mixed = decodeKey("VyCxNNGoItgU4Da78vpwEz72f+XlruLSaDvb9QaqQGg_");
+  REQUIRE(std::holds_alternative<std::string>(mixed));
+  CHECK(std::get<std::string>(mixed) ==
+        "key mixes the standard ('+', '/') and URL-safe ('-', '_') base64 alphabets");
+}
+
+TEST_CASE("keyring_codec: a keyring file with URL-safe keys is read and written back standard",
+          "[keyring]") {
+  auto ring = ringOf(parseKeyringText("[\n  \"" + urlSafe(k32b, false) + "\",\n  \"" +
+                                      urlSafe(k32a, true) + "\"\n]"));
+  REQUIRE(ring->size() == 2);
+  CHECK(formatKeyringText(*ring).view() ==
+        std::string("[\n  \"") + k32b + "\",\n  \"" + k32a + "\"\n]");
+  CHECK(errOf(parseKeyringText("[\n\"" + std::string(k32a) + "\",\n\"Vy-x/NGoItgU\"]")) ==
+        "line 3: entry 2: key mixes the standard ('+', '/') and URL-safe ('-', '_') base64 "
+        "alphabets");
 }
 
 TEST_CASE("keyring_codec: encodeKey is standard padded base64", "[keyring]") {

@@ -113,6 +113,17 @@ TEST_CASE("config: a bad gossip key names file, line, column and key", "[config]
         "got 31");
 }
 
+TEST_CASE("config: gossip.encrypt takes the URL-safe alphabet (Nomad's) too", "[config]") {
+  auto url = ok("[gossip]\nencrypt = \"VyCxNNGoItgU4Da78vpwEz72f-XlruLSaDvb9QaqQGg\"\n");
+  auto std_form = ok("[gossip]\nencrypt = \"VyCxNNGoItgU4Da78vpwEz72f+XlruLSaDvb9QaqQGg=\"\n");
+  REQUIRE(url.gossip.encrypt);
+  REQUIRE(std_form.gossip.encrypt);
+  CHECK(url.gossip.encrypt->equals(*std_form.gossip.encrypt));
+  CHECK(theError("[gossip]\n\nencrypt = \"VyCxNNGoItgU4Da78vpwEz72f-XlruLSaDvb9QaqQG/\"\n") ==
+        "proxy.toml:3:11: gossip.encrypt: key mixes the standard ('+', '/') and URL-safe ('-', "
+        "'_') base64 alphabets");
+}
+
 TEST_CASE("config: a good gossip key is decoded into locked memory", "[config]") {
   auto c = ok("[gossip]\nencrypt = \"IbdPNaip2hxZV5nxiJGOwA==\"\n");
   REQUIRE(c.gossip.encrypt);
