@@ -442,6 +442,7 @@ json statusJson(const StatusInput& in) {
                    {"ca_peers", ca_peers},
                    {"members", cs.members().size()},
                    {"members_by_state", by_state},
+                   {"member_renames", cs.memberRenames()},
                    {"self", {{"node", wireText(cs.selfNode())}, {"address", cs.selfAddress()}}},
                    {"peers_seen_plaintext", plaintext},
                    {"window_seconds", c.census.window_s},
@@ -460,12 +461,33 @@ std::string jsonText(const json& j, int indent) {
   return j.dump(indent, ' ', false, json::error_handler_t::replace);
 }
 
+namespace {
+
+// A member's earlier names at its address and port (products that rename on restart).
+json earlierNamesJson(const MemberRecord* m) {
+  json out = json::array();
+  if (m == nullptr) {
+    return out;
+  }
+  for (const auto& u : m->earlier_names) {
+    out.push_back({{"name", wireText(u.name)},
+                   {"first_seen_unix", unixSeconds(u.first)},
+                   {"last_seen_unix", unixSeconds(u.last)}});
+  }
+  return out;
+}
+
+}  // namespace
+
 json membersJson(const PeerCensus& census) {
   json members = json::array();
   for (const auto& [name, m] : census.members()) {
     json entry = {{"name", wireText(m.name)},
                   {"address", m.address},
                   {"port", m.port},
+                  {"endpoint", memberEndpoint(m.address, m.port)},
+                  {"named_unix", unixSeconds(m.named)},
+                  {"earlier_names", earlierNamesJson(&m)},
                   {"state", m.state},
                   {"incarnation", m.incarnation},
                   {"updated_unix", unixSeconds(m.updated)}};
@@ -481,7 +503,7 @@ json membersJson(const PeerCensus& census) {
 
 namespace {
 
-json peerJson(const PeerRecord& p) {
+json peerJson(const PeerCensus& census, const PeerRecord& p) {
   json keys = json::object();
   for (const auto& use : p.keys_used) {
     keys[use.fingerprint] = {{"count", use.count}, {"last_seen_unix", unixSeconds(use.last)}};
@@ -496,6 +518,7 @@ json peerJson(const PeerRecord& p) {
   }
   return {{"address", p.address},
           {"node", wireText(p.node)},
+          {"earlier_names", earlierNamesJson(census.memberAt(p.address))},
           {"gossip",
            {{"packets_encrypted", p.packets_encrypted},
             {"packets_plaintext", p.packets_plaintext},
@@ -524,7 +547,7 @@ json peerJson(const PeerRecord& p) {
 json peersJson(const PeerCensus& census) {
   json out = json::array();
   for (const auto& [ip, p] : census.peers()) {
-    out.push_back(peerJson(p));
+    out.push_back(peerJson(census, p));
   }
   return out;
 }
@@ -534,7 +557,7 @@ std::string peersText(const PeerCensus& census) {
   bool first = true;
   for (const auto& entry : census.peers()) {
     out += first ? "\n" : ",\n";
-    out += jsonText(peerJson(entry.second), -1);
+    out += jsonText(peerJson(census, entry.second), -1);
     first = false;
   }
   out += "\n]\n";
@@ -583,9 +606,9 @@ json peersPageJson(const PeerCensus& census, const PeersQuery& q) {
       matches.push_back({p.address, &p, nullptr});
     }
   }
-  auto entryJson = [](const Match& m) {
+  auto entryJson = [&census](const Match& m) {
     if (m.member == nullptr) {
-      return peerJson(*m.peer);
+      return peerJson(census, *m.peer);
     }
     return json{{"address", m.member->address},
                 {"node", wireText(m.member->name)},

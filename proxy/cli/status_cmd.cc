@@ -222,13 +222,19 @@ std::string renderStatusTable(const json& status, const json& peers, const json&
     for (const auto& [fp, use] : g["keys"].items()) {
       keys += (keys.empty() ? "" : ",") + filters::escapeForLog(fp);
     }
-    out += fmt::sprintf("%-24s %-14s %-15s %-10s %-12s %-7s %-15s %-12s %s\n",
-                        shown(p["address"]).c_str(), shown(p["node"]).c_str(),
-                        (std::to_string(enc) + "/" + std::to_string(plain)).c_str(),
-                        (p["rpc"]["tls"].dump() + "/" + p["rpc"]["plaintext"].dump()).c_str(),
-                        keys.empty() ? "-" : keys.c_str(), p["shadow_refused"].dump().c_str(),
-                        ago(p["last_plaintext_unix"].get<int64_t>()).c_str(),
-                        ago(p["last_seen_unix"].get<int64_t>()).c_str(), caText(p["rpc"]).c_str());
+    // Earlier names of the member at this address (names that change on restart), newest first.
+    std::string was;
+    const auto earlier = p.value("earlier_names", json::array());
+    for (auto it = earlier.rbegin(); it != earlier.rend(); ++it) {
+      was += (was.empty() ? "  was: " : ", ") + shown((*it)["name"]);
+    }
+    out += fmt::sprintf(
+        "%-24s %-14s %-15s %-10s %-12s %-7s %-15s %-12s %s%s\n", shown(p["address"]).c_str(),
+        shown(p["node"]).c_str(), (std::to_string(enc) + "/" + std::to_string(plain)).c_str(),
+        (p["rpc"]["tls"].dump() + "/" + p["rpc"]["plaintext"].dump()).c_str(),
+        keys.empty() ? "-" : keys.c_str(), p["shadow_refused"].dump().c_str(),
+        ago(p["last_plaintext_unix"].get<int64_t>()).c_str(),
+        ago(p["last_seen_unix"].get<int64_t>()).c_str(), caText(p["rpc"]).c_str(), was.c_str());
   }
   return out;
 }

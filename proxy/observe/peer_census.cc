@@ -1,6 +1,9 @@
 #include "proxy/observe/peer_census.h"
 
+#include <arpa/inet.h>
+
 #include <algorithm>
+#include <cstring>
 #include <functional>
 
 namespace sidecrypt::proxy {
@@ -216,11 +219,81 @@ void PeerCensus::setNodeName(std::string_view ip, std::string_view node) {
   }
 }
 
+std::string memberEndpoint(std::string_view ip, uint16_t port) {
+  std::string out;
+  const bool v6 = ip.find(':') != std::string_view::npos;
+  out.reserve(ip.size() + 8);
+  out += v6 ? "[" : "";
+  out += ip;
+  out += v6 ? "]:" : ":";
+  out += std::to_string(port);
+  return out;
+}
+
+size_t PeerCensus::EndpointHash::operator()(const Endpoint& e) const {
+  uint64_t a = 0;
+  uint64_t b = 0;
+  std::memcpy(&a, e.ip.data(), 8);
+  std::memcpy(&b, e.ip.data() + 8, 8);
+  return std::hash<uint64_t>{}(a ^ (b * 0x9e3779b97f4a7c15ULL) ^ (uint64_t{e.port} << 48));
+}
+
+std::optional<PeerCensus::Endpoint> PeerCensus::endpointOf(std::string_view ip, uint16_t port) {
+  char text[INET6_ADDRSTRLEN + 1] = {};
+  if (ip.size() >= sizeof(text)) {
+    return std::nullopt;
+  }
+  std::memcpy(text, ip.data(), ip.size());
+  Endpoint e;
+  e.port = port;
+  in_addr v4{};
+  if (inet_pton(AF_INET, text, &v4) == 1) {
+    e.ip[10] = 0xff;
+    e.ip[11] = 0xff;
+    std::memcpy(e.ip.data() + 12, &v4, 4);
+    return e;
+  }
+  if (inet_pton(AF_INET6, text, e.ip.data()) == 1) {
+    return e;
+  }
+  return std::nullopt;
+}
+
 void PeerCensus::forgetAddress(const MemberRecord& m) {
   auto at = member_at_.find(m.address);
   if (at != member_at_.end() && at->second == m.name) {
     member_at_.erase(at);
   }
+  if (auto e = endpointOf(m.address, m.port)) {
+    auto on = member_on_.find(*e);
+    if (on != member_on_.end() && on->second == &m) {
+      member_on_.erase(on);
+    }
+  }
+}
+
+const MemberRecord* PeerCensus::memberAt(std::string_view ip) const {
+  auto at = member_at_.find(ip);
+  if (at == member_at_.end()) {
+    return nullptr;
+  }
+  auto it = members_.find(at->second);
+  return it == members_.end() ? nullptr : &it->second;
+}
+
+// The member keeps its record (and its place in the LRU lists: the map node moves, the record
+// does not); its current name joins the earlier ones, the oldest giving way.
+void PeerCensus::rename(MemberRecord& m, std::string_view node) {
+  if (m.earlier_names.size() + 1 >= kMaxNamesPerMember) {
+    m.earlier_names.erase(m.earlier_names.begin());
+  }
+  m.earlier_names.push_back({m.name, m.named, m.updated});
+  auto handle = members_.extract(m.name);
+  handle.key() = std::string(node);
+  handle.mapped().name = handle.key();
+  members_.insert(std::move(handle));
+  m.named = now_();
+  ++member_renames_;
 }
 
 MemberRecord* PeerCensus::member(std::string_view node) {
@@ -248,7 +321,30 @@ void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t po
     return;
   }
   MemberRecord* m = member(node);
-  if (m != nullptr) {
+  bool renamed = false;
+  if (m == nullptr) {
+    // Identity by address: a new name at a known member's address and port is that member
+    // after a restart with a new name. A late alive for one of its earlier names changes nothing.
+    const auto e = endpointOf(ip, port);
+    auto on = e ? member_on_.find(*e) : member_on_.end();
+    MemberRecord* there = on == member_on_.end() ? nullptr : on->second;
+    if (there != nullptr && there->address == ip && there->port == port) {
+      if (there->hadName(node) || node.size() > kMaxCensusNodeName) {
+        return;
+      }
+      rename(*there, node);
+      m = there;
+      renamed = true;
+    }
+  }
+  if (renamed) {
+    if (m->state == "dead" || m->state == "left") {
+      gone_lru_.unlink(m);
+      member_lru_.pushNewest(m);
+    } else {
+      member_lru_.touch(m);
+    }
+  } else if (m != nullptr) {
     // memberlist aliveNode: old news unless the incarnation moved on, or a dead/left member is
     // replaced at another address with the same incarnation (memberlist: a left one, or a dead
     // one past DeadNodeReclaimTime; taken as alive here for both, which can only make the
@@ -273,14 +369,18 @@ void PeerCensus::onAlive(std::string_view node, std::string_view ip, uint16_t po
     }
     m = &members_.emplace(std::string(node), MemberRecord{}).first->second;
     m->name = std::string(node);
+    m->named = now_();
     member_lru_.pushNewest(m);
   }
-  if (m->address != ip) {
+  if (m->address != ip || m->port != port) {
     forgetAddress(*m);
     m->address = std::string(ip);
+    m->port = port;
   }
   member_at_.insert_or_assign(m->address, m->name);
-  m->port = port;
+  if (auto e = endpointOf(ip, port)) {
+    member_on_.insert_or_assign(*e, m);
+  }
   m->state = "alive";
   m->incarnation = incarnation;
   m->updated = now_();

@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -33,6 +34,9 @@ inline constexpr size_t kDefaultCensusCapacity = 65536;
 // Node names longer than this are not kept as members (counted as dropped). Consul names are
 // DNS labels (<= 63 bytes) and Serf names are host names (<= 253): a longer one is hostile.
 inline constexpr size_t kMaxCensusNodeName = 256;
+// Names remembered per gossip member, the current one included: a member is its address and
+// port, and products such as Alertmanager pick a new random node name on every start.
+inline constexpr size_t kMaxNamesPerMember = 4;
 // Keys remembered per peer (the most recently used win): two during a rotation, four is slack.
 inline constexpr size_t kMaxKeysPerPeer = 4;
 
@@ -141,6 +145,11 @@ struct PeerRecord {
 
 // A gossip member as the gossip itself describes it (alive / suspect / dead messages seen in
 // either direction), so checks can tell a silent live member from a safe one.
+//
+// A member is identified by its address and port: a new name announced alive at the address and
+// port of a known member is that member renamed (a restart with a new random name), not a second
+// member; its earlier names are kept (bounded, with when each was first and last seen), and a
+// late message about an earlier name is old news.
 struct MemberRecord {
   std::string name;
   std::string address;  // IP as text
@@ -148,10 +157,26 @@ struct MemberRecord {
   std::string state;  // "alive", "suspect", "dead", "left"
   uint32_t incarnation = 0;
   WallClock::time_point updated{};
+  WallClock::time_point named{};  // when the current name was first seen at this address
+  struct NameUse {
+    std::string name;
+    WallClock::time_point first{};
+    WallClock::time_point last{};
+  };
+  // Earlier names at this address and port, oldest first; at most kMaxNamesPerMember - 1 (no
+  // allocation for a member that never changed its name).
+  std::vector<NameUse> earlier_names;
   LruLinks<MemberRecord> lru;
 
   bool live() const { return state == "alive" || state == "suspect"; }
+  bool hadName(std::string_view n) const {
+    return std::any_of(earlier_names.begin(), earlier_names.end(),
+                       [n](const NameUse& u) { return u.name == n; });
+  }
 };
+
+// "ip:port", "[ip6]:port": how a member's identity is spelled in the census and /members.
+std::string memberEndpoint(std::string_view ip, uint16_t port);
 
 // The per-peer census (rollout issue) and the gossip member list, each bounded to `capacity`
 // records. When a table is full, the record heard from least recently gives way, except a member
@@ -200,6 +225,9 @@ class PeerCensus {
     return m.name == self_node_ || (self_node_.empty() && m.address == self_address_);
   }
   const TextMap<MemberRecord>& members() const { return members_; }
+  // The member the gossip placed at `ip` most recently (nullptr when none).
+  const MemberRecord* memberAt(std::string_view ip) const;
+  uint64_t memberRenames() const { return member_renames_; }  // new names at a known endpoint
   const TextMap<PeerRecord>& peers() const { return peers_; }
   const PeerRecord* peer(std::string_view ip) const {
     auto it = peers_.find(ip);
@@ -243,6 +271,7 @@ class PeerCensus {
   void keyUsed(PeerRecord& p, std::string_view fingerprint);
   bool liveMemberAt(const PeerRecord& p) const;
   void forgetAddress(const MemberRecord& m);
+  void rename(MemberRecord& m, std::string_view node);
   MemberRecord* member(std::string_view node);
   void lost(WallClock::time_point t) { loss_ = std::max(loss_, t); }
 
@@ -250,12 +279,26 @@ class PeerCensus {
   NowFn now_;
   uint64_t evictions_ = 0;
   uint64_t member_evictions_ = 0;
+  uint64_t member_renames_ = 0;
   uint64_t dropped_ = 0;
   WallClock::time_point loss_{};
   TextMap<PeerRecord> peers_;
   LruList<PeerRecord> peer_lru_;
-  TextMap<MemberRecord> members_;     // by node name
-  TextMap<std::string> member_at_;    // member address -> its name (the latest to claim it)
+  TextMap<MemberRecord> members_;   // by node name
+  TextMap<std::string> member_at_;  // member address -> its name (the latest to claim it)
+  // A member's address and port in binary (IPv4 as v4-mapped IPv6), 64 bytes a member in all.
+  struct Endpoint {
+    std::array<uint8_t, 16> ip{};
+    uint16_t port = 0;
+    bool operator==(const Endpoint&) const = default;
+  };
+  struct EndpointHash {
+    size_t operator()(const Endpoint& e) const;
+  };
+  static std::optional<Endpoint> endpointOf(std::string_view ip, uint16_t port);
+  // Endpoint -> the member there (records never move: the map's nodes stay put on rehash and
+  // on rename; forgetAddress drops the entry before a record is erased).
+  std::unordered_map<Endpoint, MemberRecord*, EndpointHash> member_on_;
   LruList<MemberRecord> member_lru_;  // live members (alive, suspect), least recently updated last
   LruList<MemberRecord> gone_lru_;    // dead and left members: the first to give way
   std::unordered_set<std::string> keys_in_use_;
