@@ -37,6 +37,9 @@ PACKAGES=(
 # systemd-nspawn for the unit, mmdebstrap for pristine Debian roots and base images.
 if [ "${1:-}" = "--engines" ]; then
   PACKAGES+=(podman runc uidmap mmdebstrap systemd-container)
+  # a real memberlist product beside sidecrypt: Alertmanager 0.25's cluster, binary only
+  # (tests/integration/test_alertmanager_cluster.py); its service is turned off below
+  PACKAGES+=(prometheus-alertmanager)
 fi
 # Kubernetes schema validation (tests/manifests) runs on Node.js; any Node.js >= 14 with npm
 # will do, Debian's when none is installed (a Node.js from elsewhere ships its own npm).
@@ -57,6 +60,12 @@ else
   # tshark asks whether non-root users may capture; the answer does not matter here.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | $SUDO debconf-set-selections
   $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# The tests run /usr/bin/prometheus-alertmanager in namespaces; the packaged service (0.0.0.0:9093
+# and 9094 on the host) is not wanted.
+if [ "${1:-}" = "--engines" ] && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now prometheus-alertmanager.service >/dev/null 2>&1 || true
 fi
 
 # npm packages pinned by tests/manifests/package-lock.json (the Kubernetes API schemas).
