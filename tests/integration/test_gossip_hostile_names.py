@@ -56,12 +56,12 @@ def msgpack_bin(b):
     return b"\xc4" + bytes([len(b)]) + b
 
 
-def alive(name, ip, incarnation):
+def alive(name, ip, incarnation, port=7946):
     """memberlist aliveMsg (type 4) as Go's codec writes it."""
     fields = [(b"Incarnation", b"\xce" + struct.pack(">I", incarnation)),
               (b"Node", msgpack_str(name)),
               (b"Addr", msgpack_bin(bytes(int(x) for x in ip.split(".")))),
-              (b"Port", b"\xcd" + struct.pack(">H", 7946)),
+              (b"Port", b"\xcd" + struct.pack(">H", port)),
               (b"Meta", msgpack_bin(b"")),
               (b"Vsn", msgpack_bin(bytes([1, 5, 2, 2, 5, 4])))]
     body = bytes([0x80 | len(fields)])
@@ -157,8 +157,12 @@ class HostileNames(unittest.TestCase):
         src = self.lab.ip("h3")
         plain = hostile_names(stage, "plain")
         sealed = hostile_names(stage, "sealed")
-        packets = [alive(n, src, 1).hex() for n in plain]
-        packets += [seal(self.key, alive(n, src, 1)).hex() for n in sealed]
+        # Each name announced at its own port: the census knows a member by address and port,
+        # so names announced at one endpoint would be one member renamed (issue 20).
+        names = plain + sealed
+        packets = [alive(n, src, 1, 20000 + names.index(n)).hex() for n in plain]
+        packets += [seal(self.key, alive(n, src, 1, 20000 + names.index(n))).hex()
+                    for n in sealed]
         self.lab.run("h3", "python3", "-c", SEND, target, *packets)
         return plain, sealed
 
