@@ -70,6 +70,7 @@ class Doctor {
   void checkPolicyRoutes();
   void checkSysctls();
   void checkEphemeralPorts();
+  void checkTproxySourcePorts();
   void checkProxyCapabilities();
   void checkReady();
   void checkInstance();

@@ -394,6 +394,7 @@ void Doctor::checkSysctls() {
             " (not needed: no DNAT to 127.0.0.1)";
   add("sysctl", Status::Info, detail);
   checkEphemeralPorts();
+  checkTproxySourcePorts();
   if (params_.ipv6) {
     if (!fs::exists("/proc/net/if_inet6")) {
       add("ipv6", Status::Fail,
@@ -483,6 +484,39 @@ void Doctor::checkEphemeralPorts() {
           "start fail with \"Address already in use\"",
       "sysctl -w net.ipv4.ip_local_reserved_ports=" + list +
           "  # and the same line in /etc/sysctl.d/ to keep it");
+}
+
+// With TPROXY, connections to the agent leave from the peer's address with a port of
+// intercept.tproxy_source_ports; a peer picking the same port for its own connection to the agent
+// would hang (docs/deployment.md, "Source ports of spoofed connections"). Peers usually share this
+// host's ephemeral range, so an overlap with it is reported.
+void Doctor::checkTproxySourcePorts() {
+  const auto& ic = cfg_.intercept;
+  if (ic.mode != InterceptMode::Tproxy || ic.ports.empty()) {
+    return;
+  }
+  std::istringstream range(readFile("/proc/sys/net/ipv4/ip_local_port_range"));
+  unsigned low = 0;
+  unsigned high = 0;
+  if (!(range >> low >> high)) {
+    add("sysctl.tproxy_ports", Status::Skip, "cannot read net.ipv4.ip_local_port_range");
+    return;
+  }
+  const std::string ours =
+      "intercept.tproxy_source_ports=" + std::to_string(ic.tproxy_source_port_min) + "-" +
+      std::to_string(ic.tproxy_source_port_max);
+  const std::string host =
+      "net.ipv4.ip_local_port_range=" + std::to_string(low) + "-" + std::to_string(high);
+  if (ic.tproxy_source_port_max < low || ic.tproxy_source_port_min > high) {
+    add("sysctl.tproxy_ports", Status::Ok,
+        ours + " is outside this host's ephemeral range (" + host + ")");
+    return;
+  }
+  add("sysctl.tproxy_ports", Status::Warn,
+      ours + " overlaps this host's ephemeral range (" + host +
+          "); peers with the same range may open a connection to the agent with a source port "
+          "sidecrypt holds on their address, and that connection hangs",
+      "set intercept.tproxy_source_ports to a range outside every peer's ephemeral ports");
 }
 
 }  // namespace sidecrypt::proxy::cli::doctor

@@ -114,7 +114,13 @@ struct InterceptConfig {
   uint32_t route_table = 133;
   uint32_t rule_priority = 100;  // `ip rule` preference; must precede foreign catch-all rules
   uint32_t drain_ms = 5000;      // on SIGTERM, keep forwarding this long (agent's leave)
-  std::vector<PortSpec> ports;   // filled from the profile unless given explicitly
+  // Source ports of the connections sidecrypt opens to the agent from a peer's own address
+  // (TPROXY, inbound): a range outside the peers' ephemeral ports, so that such a connection
+  // never takes the 4-tuple of one the peer itself opens to the agent (docs/deployment.md,
+  // "Source ports of spoofed connections").
+  uint16_t tproxy_source_port_min = 16384;
+  uint16_t tproxy_source_port_max = 32767;
+  std::vector<PortSpec> ports;  // filled from the profile unless given explicitly
   // The fleet's gossip port plan: every port other members of the LAN (WAN) pool listen on.
   // The agent's TCP and UDP to any address on these ports is intercepted (sealed, or dropped
   // while sidecrypt is down), whatever its source port. Always includes the pool's own gossip

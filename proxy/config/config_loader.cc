@@ -261,7 +261,7 @@ const std::vector<Section>& schema() {
       {"intercept",
        {"mode", "backend", "install_rules", "unsafe_remove_rules_on_exit", "ipv6", "outbound_port",
         "inbound_port", "divert_mark", "proxy_mark", "route_table", "rule_priority", "drain_time",
-        "port", "member_ports", "wan_member_ports"}},
+        "tproxy_source_ports", "port", "member_ports", "wan_member_ports"}},
       {"admin", {"listen", "unsafe_allow_remote"}},
       {"metrics", {"listen", "peer_series"}},
       {"census", {"max_peers", "window"}},

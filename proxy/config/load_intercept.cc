@@ -70,6 +70,20 @@ void Loader::loadIntercept(const toml::table& t, bool& ports_given) {
           "expected a duration such as \"5s\" (0s for none)")) {
     ic.drain_ms = *ms;
   }
+  if (const auto* n = find(t, "tproxy_source_ports")) {
+    const auto* a = n->as_array();
+    const auto lo = a != nullptr && a->size() == 2 ? a->get(0)->value<int64_t>() : std::nullopt;
+    const auto hi = a != nullptr && a->size() == 2 ? a->get(1)->value<int64_t>() : std::nullopt;
+    if (!lo || !hi || !a->get(0)->is_integer() || !a->get(1)->is_integer() || *lo < 1024 ||
+        *hi > 65535 || *hi - *lo < 255) {
+      error(*n, s + ".tproxy_source_ports",
+            "expected [first, last]: ports between 1024 and 65535, at least 256 of them, e.g. "
+            "[16384, 32767]");
+    } else {
+      ic.tproxy_source_port_min = static_cast<uint16_t>(*lo);
+      ic.tproxy_source_port_max = static_cast<uint16_t>(*hi);
+    }
+  }
   getPortList(t, s, "member_ports", ic.member_ports);
   getPortList(t, s, "wan_member_ports", ic.wan_member_ports);
   const auto* ports = find(t, "port");

@@ -135,6 +135,8 @@ const std::array kTable = {
     ReloadReachEntry{"intercept.rule_priority", R::Restart, "the policy routes",
                      [](const Config& c) { return std::to_string(c.intercept.rule_priority); }},
     ReloadReachEntry{"intercept.drain_time", R::Live, kAtStop},
+    ReloadReachEntry{"intercept.tproxy_source_ports", R::Live,
+                     "the next connection to the agent from a peer's address"},
     ReloadReachEntry{"intercept.port", R::Restart,
                      "the intercepted ports: capture sockets and rules (also follows "
                      "agent.profile and agent.server)",

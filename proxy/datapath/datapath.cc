@@ -51,6 +51,9 @@ constexpr uint32_t kGossipStreamDeadlineWanMs = 30'000;
 // memberlist's 20 MiB push/pull limit; a real cluster's are kilobytes to a few MiB).
 constexpr size_t kPreambleBudgetBytes = size_t{64} << 20;
 constexpr size_t kTrimAfterBytes = size_t{1} << 20;
+// Ports of intercept.tproxy_source_ports tried for one spoofed connection (each taken one fails
+// its bind at once).
+constexpr int kSourcePortAttempts = 16;
 }  // namespace
 
 Datapath::Datapath(uv_loop_t* loop, const RuntimeState& state)
@@ -273,18 +276,29 @@ int Datapath::upstreamFor(Origin origin, const SocketAddress& agent, const Socke
     return openTcpUpstream(agent.family(), ic.proxy_mark, nullptr, err);
   }
   // Inbound TPROXY: connect to the agent from the peer's own address (docs/spec/interception.md
-  // §C.2). A kernel-chosen port equal to the peer's source port would give the accepted
-  // connection's tuple: retry.
+  // §C.2), from a port of intercept.tproxy_source_ports picked at random. The kernel's own choice
+  // would come from this host's ephemeral range, which is usually the peers' range too: the
+  // peer could then already hold, or later open, a connection with the same 4-tuple (its source
+  // port, the agent's address), and the two would hang (docs/deployment.md, "Source ports of
+  // spoofed connections"). The peer's own source port would give the accepted connection's
+  // tuple; a port in use on this host (a wildcard listener) fails the bind: pick another.
   SocketAddress from = peer;
-  from.setPort(0);
-  for (int attempt = 0; attempt < 4; ++attempt) {
+  const uint32_t first = ic.tproxy_source_port_min;
+  const uint32_t span = uint32_t{ic.tproxy_source_port_max} - first + 1;
+  for (int attempt = 0; attempt < kSourcePortAttempts; ++attempt) {
+    const auto port = static_cast<uint16_t>(first + randombytes_uniform(span));
+    if (port == peer.port()) {
+      continue;
+    }
+    from.setPort(port);
     int fd = openTcpUpstream(peer.family(), ic.divert_mark, &from, err);
-    if (fd < 0 || localAddress(fd).port() != peer.port()) {
+    if (fd >= 0 || errno != EADDRINUSE) {
       return fd;
     }
-    ::close(fd);
   }
-  err = "could not pick a source port different from the peer's";
+  err = "no free source port for " + peer.ip() + " in intercept.tproxy_source_ports after " +
+        std::to_string(kSourcePortAttempts) + " tries";
+  errno = EADDRINUSE;
   return -1;
 }
 
@@ -500,6 +514,8 @@ void Datapath::apply(const RuntimeState& state) {
   config_.tls = cfg.tls;
   config_.census = cfg.census;
   config_.metrics = cfg.metrics;
+  config_.intercept.tproxy_source_port_min = cfg.intercept.tproxy_source_port_min;
+  config_.intercept.tproxy_source_port_max = cfg.intercept.tproxy_source_port_max;
   census_.setCapacity(cfg.census.max_peers);
   rpc_ = state.rpc;  // new connections only; live ones keep their setup
 }

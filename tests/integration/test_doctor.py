@@ -134,12 +134,17 @@ class Doctor(unittest.TestCase):
     def test_listening_ports_inside_the_ephemeral_range_get_the_reserve_fix(self):
         cfg = self.config("ports.toml")
 
-        def ports_check():
+        def ports_check(name="sysctl.ports"):
             r = self.doctor(cfg, "--json", "--only", "sysctl")
-            return {c["name"]: c for c in json.loads(r.stdout)["checks"]}["sysctl.ports"]
-        # A fresh namespace has Linux's default range (32768-60999): nothing of ours is in it.
+            return {c["name"]: c for c in json.loads(r.stdout)["checks"]}[name]
+        # A fresh namespace has Linux's default range (32768-60999): nothing of ours is in it,
+        # and intercept.tproxy_source_ports (16384-32767) is clear of it.
         self.assertEqual(ports_check()["status"], "ok")
+        self.assertEqual(ports_check("sysctl.tproxy_ports")["status"], "ok")
         self.sh_ns("sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
+        t = ports_check("sysctl.tproxy_ports")
+        self.assertEqual(t["status"], "warn", t)
+        self.assertIn("intercept.tproxy_source_ports=16384-32767 overlaps", t["detail"])
         c = ports_check()
         self.assertEqual(c["status"], "warn", c)
         for port in ("15001", "15006", ADMIN.rsplit(":", 1)[1]):

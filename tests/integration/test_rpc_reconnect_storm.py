@@ -17,12 +17,12 @@ Then (tests/integration/storm_lab.py):
    wrong refusal, and sessions cached before the restart do not resume (a new process has new
    ticket keys): at least one full handshake per client address.
 
-The clients' host uses ephemeral ports 20000-40000 and sidecrypt's host 45000-65000: with
-overlapping ranges (both hosts' Linux default is 32768-60999), an upstream socket that TPROXY
-dials from the client's own address can take the 4-tuple of another connection of that client,
-which then hangs (docs/benchmarks.md, reconnect storm, finding 1). That is reproduced by the
-benchmark (`--client-ports` / `--server-ports`) and this test fails with it (a connection never
-dropped or a handshake timeout); it is kept out of this claim.
+Both hosts keep Linux's default ephemeral range (32768-60999), as a fleet of like hosts does.
+Before intercept.tproxy_source_ports, an upstream socket that TPROXY dials from the client's own
+address took its port from that same range, so it could take the 4-tuple of another connection
+of that client, which then hung (docs/deployment.md, "Source ports of spoofed connections"):
+with these ranges the old binary fails this test (a connection never served within the bound,
+or a handshake timeout). sidecrypt now takes those ports from 16384-32767.
 """
 import os
 import sys
@@ -40,8 +40,8 @@ class ReconnectStorm(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         harness.require_root("network namespaces and netfilter")
-        cls.lab = storm_lab.StormLab(SOURCES, client_ports="20000 40000",
-                                     server_ports="45000 65000")
+        cls.lab = storm_lab.StormLab(SOURCES, client_ports="32768 60999",
+                                     server_ports="32768 60999")
         cls.loops = 2 if cls.lab.supports_loops() else None
 
     @classmethod

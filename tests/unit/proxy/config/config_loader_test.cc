@@ -421,3 +421,20 @@ TEST_CASE("config: the census holds a fleet by default; its window and size are 
   CHECK(errs[1].find("census.window: expected a whole number of seconds") != std::string::npos);
   CHECK(errs[2].find("metrics.peer_series") != std::string::npos);
 }
+
+TEST_CASE("config: intercept.tproxy_source_ports is a range outside the usual ephemeral ports",
+          "[config]") {
+  auto c = ok("");
+  CHECK(c.intercept.tproxy_source_port_min == 16384);
+  CHECK(c.intercept.tproxy_source_port_max == 32767);
+  c = ok("[intercept]\ntproxy_source_ports = [1024, 1279]\n");
+  CHECK(c.intercept.tproxy_source_port_min == 1024);
+  CHECK(c.intercept.tproxy_source_port_max == 1279);
+  for (const char* bad : {"[80, 40000]", "[20000, 20100]", "[30000, 70000]", "[40000, 30000]",
+                          "[20000]", "\"16384-32767\"", "[20000, \"30000\"]"}) {
+    INFO(bad);
+    CHECK(theError(std::string("[intercept]\ntproxy_source_ports = ") + bad + "\n")
+              .starts_with("proxy.toml:2:23: intercept.tproxy_source_ports: expected [first, "
+                           "last]: ports between 1024 and 65535, at least 256"));
+  }
+}
