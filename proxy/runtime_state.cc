@@ -10,7 +10,7 @@ namespace sidecrypt::proxy {
 bool usesGossip(const Config& cfg, GossipPool pool) {
   return std::any_of(
       cfg.intercept.ports.begin(), cfg.intercept.ports.end(),
-      [pool](const PortSpec& p) { return p.protocol == PortProtocol::Gossip && p.pool == pool; });
+      [pool](const PortSpec& p) { return p.protocol != PortProtocol::Rpc && p.pool == pool; });
 }
 
 bool usesRpc(const Config& cfg) {

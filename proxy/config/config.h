@@ -34,7 +34,9 @@ inline bool profileSpeaksSerf(Profile p) {
   return p != Profile::Alertmanager && p != Profile::GrafanaAlerting;
 }
 enum class InterceptMode : uint8_t { Tproxy, Redirect };
-enum class PortProtocol : uint8_t { Gossip, Rpc };
+// Dskit: Grafana dskit's TCP-only memberlist transport (docs/spec/dskit-transport.md), sealed with
+// the port's gossip pool (docs/products/dskit.md).
+enum class PortProtocol : uint8_t { Gossip, Rpc, Dskit };
 enum class Transport : uint8_t { Udp, Tcp, Both };
 enum class GossipPool : uint8_t { Lan, Wan };
 using filters::rpc_tls::TlsVersion;

@@ -38,7 +38,7 @@ const char* toString(Transport t) {
 }
 
 const char* toString(PortProtocol p) {
-  return p == PortProtocol::Gossip ? "gossip" : "rpc";
+  return p == PortProtocol::Gossip ? "gossip" : p == PortProtocol::Dskit ? "dskit" : "rpc";
 }
 
 const char* toString(RulesBackend b) {

@@ -99,15 +99,19 @@ void Loader::loadIntercept(const toml::table& t, bool& ports_given) {
       error(e, sec + ".port", "missing required key 'port'");
     }
     getEnum<PortProtocol>(pt, sec, "protocol",
-                          {{"gossip", PortProtocol::Gossip}, {"rpc", PortProtocol::Rpc}},
+                          {{"gossip", PortProtocol::Gossip},
+                           {"rpc", PortProtocol::Rpc},
+                           {"dskit", PortProtocol::Dskit}},
                           p.protocol);
-    p.transport = p.protocol == PortProtocol::Rpc ? Transport::Tcp : Transport::Both;
+    const bool tcp_only = p.protocol != PortProtocol::Gossip;
+    p.transport = tcp_only ? Transport::Tcp : Transport::Both;
     if (getEnum<Transport>(
             pt, sec, "transport",
             {{"udp", Transport::Udp}, {"tcp", Transport::Tcp}, {"both", Transport::Both}},
             p.transport) &&
-        p.protocol == PortProtocol::Rpc && p.transport != Transport::Tcp) {
-      error(*pt.get("transport"), sec + ".transport", "the rpc protocol is TCP only");
+        tcp_only && p.transport != Transport::Tcp) {
+      error(*pt.get("transport"), sec + ".transport",
+            std::string("the ") + toString(p.protocol) + " protocol is TCP only");
       p.transport = Transport::Tcp;
     }
     getEnum<GossipPool>(pt, sec, "pool", {{"lan", GossipPool::Lan}, {"wan", GossipPool::Wan}},

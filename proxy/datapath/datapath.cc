@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 
+#include "filters/gossip/dskit_stream_processor.h"
 #include "filters/gossip/gossip_stream_processor.h"
 #include "filters/rpc_tls/rpc_processor.h"
 #include "proxy/net/sockets.h"
@@ -38,7 +39,7 @@ void setupPool(Datapath::Pool& pool, const Config& cfg,
                const filters::keyring::KeySetConstSharedPtr& keys) {
   pool.policy = policyFrom(cfg);
   pool.keys = keys;
-  pool.datagrams = std::make_unique<fg::GossipDatagramFilter>(keys, pool.policy);
+  pool.datagrams = std::make_shared<fg::GossipDatagramFilter>(keys, pool.policy);
   pool.streams = std::make_shared<fg::GossipStreamStats>();
 }
 
@@ -265,6 +266,12 @@ StreamFilterPtr Datapath::processorFor(const PortSpec& port, Origin origin,
   filter->setMessageTap([this, which, info](bool from_agent, std::span<const uint8_t> msg) {
     observer_.stream(which, from_agent ? info.agent : info.peer, from_agent, msg);
   });
+  if (port.protocol == PortProtocol::Dskit) {
+    // dskit's TCP-only transport (docs/spec/dskit-transport.md): packets through the pool's
+    // datagram filter inside dskit's frame, streams after their type byte through `filter`.
+    return std::make_unique<fg::DskitStreamProcessor>(origin, std::move(filter), pool.keys,
+                                                      pool.datagrams);
+  }
   return std::make_unique<GossipStreamProcessor>(std::move(filter), pool.keys,
                                                  origin == Origin::Inbound);
 }
@@ -327,7 +334,7 @@ bool Datapath::accept(Listener& l, int own_fd) {
     ::close(own_fd);
     return true;
   }
-  info.kind = port->protocol == PortProtocol::Gossip ? "gossip" : "rpc";
+  info.kind = toString(port->protocol);
   const bool inbound_rpc = port->protocol == PortProtocol::Rpc && l.origin == Origin::Inbound;
   if (inbound_rpc) {
     // Consul's per-IP limit and first-byte deadline (docs/spec/consul-rpc-tls.md §1.2 steps 1-2),
@@ -346,7 +353,7 @@ bool Datapath::accept(Listener& l, int own_fd) {
     ++n;
     info.ready_deadline_ms = config_.tls.rpc_handshake_timeout_ms;
   }
-  const bool inbound_gossip = port->protocol == PortProtocol::Gossip && l.origin == Origin::Inbound;
+  const bool inbound_gossip = port->protocol != PortProtocol::Rpc && l.origin == Origin::Inbound;
   if (inbound_gossip) {
     // Nothing in memberlist needs more than a few streams from one node at a time; without a
     // cap one address could hold every descriptor (each stream for up to the deadline below).

@@ -110,7 +110,8 @@ class Datapath {
     std::shared_ptr<const filters::gossip::GossipPolicy>
         policy;  // replaced on reload, never changed
     filters::keyring::KeySetConstSharedPtr keys;
-    std::unique_ptr<filters::gossip::GossipDatagramFilter> datagrams;
+    // The UDP relays' filter; dskit ports seal their packets through it too (shared).
+    std::shared_ptr<filters::gossip::GossipDatagramFilter> datagrams;
     std::shared_ptr<filters::gossip::GossipStreamStats> streams;
   };
   const Pool& pool(GossipPool p) const { return p == GossipPool::Lan ? lan_ : wan_; }

@@ -91,7 +91,7 @@ void StreamSession::begin(int upstream_fd, const SocketAddress& connect_to) {
   if (info_.ready_deadline_ms != 0) {
     const std::string ms = std::to_string(info_.ready_deadline_ms) + " ms";
     startReadyTimer(info_.ready_deadline_ms,
-                    info_.kind == "gossip"
+                    info_.kind != "rpc"
                         ? "no complete first message within " + ms + " (memberlist's TCPTimeout)"
                         : "not ready within the handshake deadline (" + ms + ")");
   }

@@ -25,7 +25,7 @@ using Origin = filters::Direction;  // who dialled: a peer, or our agent
 struct SessionInfo {
   uint64_t id = 0;
   Origin origin = Origin::Outbound;
-  std::string kind;                // "gossip", "rpc"
+  std::string kind;                // "gossip", "rpc", "dskit"
   SocketAddress agent;             // the agent's end
   SocketAddress peer;              // the remote end
   uint64_t ready_deadline_ms = 0;  // 0: none; else close if the processor is not ready by then

@@ -91,7 +91,7 @@ RuleParams ruleParams(const Config& cfg) {
       tcp_out.insert(port.port);
       // A client agent has no RPC listener: only servers take inbound RPC
       // (docs/spec/consul-rpc-tls.md §2.7).
-      if (port.protocol == PortProtocol::Gossip || cfg.agent.server ||
+      if (port.protocol != PortProtocol::Rpc || cfg.agent.server ||
           cfg.agent.profile == Profile::Custom) {
         tcp_in.insert(port.port);
       }

@@ -417,10 +417,72 @@ func pick(all []liveConn, perType int) []liveConn {
 	return out
 }
 
+// serve runs one memberlist node on dskit's transport (as dskit configures it, with faster
+// timers) until SIGTERM or `seconds`, joining `join` (retried) and printing one line
+// "MEMBERS <n> <names...>" whenever the member list changes. For integration tests.
+func serve(bind string, port int, name, join string, seconds int) {
+	cfg := dskitml.TCPTransportConfig{
+		BindAddrs: []string{bind}, BindPort: port,
+		PacketDialTimeout: 2 * time.Second, PacketWriteTimeout: 5 * time.Second,
+		MaxConcurrentWrites: 3, AcquireWriterTimeout: 250 * time.Millisecond,
+	}
+	tr, err := dskitml.NewTCPTransport(cfg, gokitlog.NewNopLogger(), prometheus.NewRegistry())
+	check(err)
+	mc := memberlist.DefaultLANConfig()
+	mc.Name = name
+	mc.Transport = tr
+	mc.AdvertiseAddr = bind
+	mc.AdvertisePort = port
+	mc.Delegate = &delegate{name: name}
+	mc.UDPBufferSize = 10 * 1024 * 1024
+	mc.DisableTcpPings = true
+	mc.ProbeInterval = 500 * time.Millisecond
+	mc.ProbeTimeout = 250 * time.Millisecond
+	mc.GossipInterval = 100 * time.Millisecond
+	mc.PushPullInterval = 2 * time.Second
+	mc.TCPTimeout = 2 * time.Second // dskit's stream_timeout
+	mc.LogOutput = os.Stderr
+	ml, err := memberlist.Create(mc)
+	check(err)
+	fmt.Printf("LISTENING %s:%d\n", bind, port)
+	deadline := time.Now().Add(time.Duration(seconds) * time.Second)
+	last := ""
+	joined := join == ""
+	for time.Now().Before(deadline) {
+		if !joined {
+			if _, err := ml.Join([]string{join}); err == nil {
+				joined = true
+				fmt.Println("JOINED " + join)
+			}
+		}
+		var names []string
+		for _, m := range ml.Members() {
+			names = append(names, m.Name)
+		}
+		sort.Strings(names)
+		line := fmt.Sprintf("MEMBERS %d %v", len(names), names)
+		if line != last {
+			fmt.Println(line)
+			last = line
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	_ = ml.Shutdown()
+}
+
 func main() {
 	outDir := flag.String("out", "", "directory for the JSON files (tests/vectors/dskit)")
-	seconds := flag.Int("seconds", 5, "how long the live cluster runs")
+	seconds := flag.Int("seconds", 5, "how long the live cluster (or -serve) runs")
+	serveMode := flag.Bool("serve", false, "run one node (-bind, -port, -name, -join) instead")
+	bind := flag.String("bind", "127.0.0.1", "-serve: address to bind and advertise")
+	port := flag.Int("port", 7946, "-serve: port")
+	name := flag.String("name", "node", "-serve: node name")
+	join := flag.String("join", "", "-serve: address:port to join (retried until it works)")
 	flag.Parse()
+	if *serveMode {
+		serve(*bind, *port, *name, *join, *seconds)
+		return
+	}
 	if *outDir == "" {
 		check(fmt.Errorf("-out is required"))
 	}

@@ -261,6 +261,22 @@ TEST_CASE("config: explicit ports replace the profile and are checked", "[config
   CHECK(errs[2].starts_with("proxy.toml:7:1: intercept.port[2].port: port 8300 is listed twice"));
 }
 
+TEST_CASE("config: a dskit port is TCP only and seals with its gossip pool", "[config][dskit]") {
+  // docs/products/dskit.md: Grafana dskit's TCP-only memberlist transport on 7946.
+  auto c =
+      ok("[agent]\nprofile = \"custom\"\n[[intercept.port]]\nport = 7946\n"
+         "protocol = \"dskit\"\n");
+  REQUIRE(c.intercept.ports.size() == 1);
+  CHECK(c.intercept.ports[0].protocol == PortProtocol::Dskit);
+  CHECK(c.intercept.ports[0].transport == Transport::Tcp);
+  CHECK(c.intercept.ports[0].pool == GossipPool::Lan);
+  CHECK(c.intercept.ports[0].name == "dskit_7946");
+  const std::string err = theError(
+      "[agent]\nprofile = \"custom\"\n[[intercept.port]]\nport = 7946\n"
+      "protocol = \"dskit\"\ntransport = \"both\"\n");
+  CHECK(err == "proxy.toml:6:13: intercept.port[0].transport: the dskit protocol is TCP only");
+}
+
 TEST_CASE("config: the custom profile needs ports or listeners", "[config]") {
   const std::string err = theError("[agent]\nprofile = \"custom\"\n");
   CHECK(err ==
