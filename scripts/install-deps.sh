@@ -19,6 +19,9 @@ PACKAGES=(
   serf golang-go golang-github-hashicorp-memberlist-dev golang-github-hashicorp-serf-dev
   golang-github-hashicorp-yamux-dev
   golang-github-hashicorp-net-rpc-msgpackrpc-dev golang-github-hashicorp-go-msgpack-dev
+  # dskit's transport file (tests/peers/dskitframes) imports these
+  golang-github-go-kit-log-dev golang-github-pkg-errors-dev golang-github-hashicorp-go-sockaddr-dev
+  golang-github-prometheus-client-golang-dev
   iproute2 iptables nftables tshark tcpdump
   # certificates for the examples and tests
   openssl xxd bc
