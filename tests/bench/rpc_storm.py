@@ -41,8 +41,8 @@ def parse_args():
     ap.add_argument("--loops", default="1,2")
     ap.add_argument("--resumption", default="on,off")
     ap.add_argument("--restart", default="agent,sidecrypt")
-    ap.add_argument("--client-ports", default="20000 65000",
-                    help="ip_local_port_range of the clients' host")
+    ap.add_argument("--client-ports", default="32768 60999",
+                    help="ip_local_port_range of the clients' host (default: Linux's)")
     ap.add_argument("--server-ports", help="ip_local_port_range of sidecrypt's host (default: "
                     "the kernel's)")
     ap.add_argument("--timeout", type=int, default=120, help="bound of each phase (s)")

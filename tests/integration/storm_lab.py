@@ -142,7 +142,7 @@ def raise_nofile(need=65536):
 class StormLab:
     """One lab (hosts c and s, certificates, tlspeer); run() measures one configuration."""
 
-    def __init__(self, sources, log_level="info", client_ports="20000 65000", server_ports=None):
+    def __init__(self, sources, log_level="info", client_ports="32768 60999", server_ports=None):
         self.nofile = raise_nofile()
         peers.build_peer_and_certs()
         self.tlspeer = os.path.join(os.path.dirname(peers.PEER), "tlspeer")
