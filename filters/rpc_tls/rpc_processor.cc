@@ -38,7 +38,7 @@ RpcProcessor::RpcProcessor(bool inbound, RpcTlsSetupConstPtr setup,
 
 void RpcProcessor::count(rt::RpcTlsCounter c) {
   if (c != nullptr && stats_) {
-    ++((*stats_).*c);
+    ((*stats_).*c).fetch_add(1, std::memory_order_relaxed);
   }
 }
 

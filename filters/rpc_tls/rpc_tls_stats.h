@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 
 namespace sidecrypt::filters::rpc_tls {
@@ -62,22 +63,53 @@ namespace sidecrypt::filters::rpc_tls {
   /* The TLS peer closed its transport without close_notify (docs/spec/rpc-peers.md §2.3). */      \
   COUNTER(truncated_by_peer)
 
-// Plain counters: one instance per listener, touched only by the loop thread.
+// One instance per loop (docs/architecture.md, "Worker loops"): each counter is bumped by the
+// thread of the loop its connections run on (relaxed atomic adds, one per connection event such
+// as a handshake or a decision, never per record) and read by loop 0 for the stats line,
+// /status and /metrics. A copy is a snapshot; `add` sums the loops into it.
 struct RpcTlsStats {
-#define SIDECRYPT_RPC_TLS_DECLARE(name) uint64_t name = 0;
+  using Counter = std::atomic<uint64_t>;
+#define SIDECRYPT_RPC_TLS_DECLARE(name) Counter name = 0;
   SIDECRYPT_RPC_TLS_STATS(SIDECRYPT_RPC_TLS_DECLARE)
 #undef SIDECRYPT_RPC_TLS_DECLARE
+
+  RpcTlsStats() = default;
+  RpcTlsStats(const RpcTlsStats& o) {
+    add(o);
+  }
+  RpcTlsStats& operator=(const RpcTlsStats& o) {
+    if (this != &o) {
+#define SIDECRYPT_RPC_TLS_COPY(name) store(name, read(o.name));
+      SIDECRYPT_RPC_TLS_STATS(SIDECRYPT_RPC_TLS_COPY)
+#undef SIDECRYPT_RPC_TLS_COPY
+    }
+    return *this;
+  }
+  ~RpcTlsStats() = default;
+  // Adds every counter of `o` to this one.
+  void add(const RpcTlsStats& o) {
+#define SIDECRYPT_RPC_TLS_ADD(name) store(name, read(name) + read(o.name));
+    SIDECRYPT_RPC_TLS_STATS(SIDECRYPT_RPC_TLS_ADD)
+#undef SIDECRYPT_RPC_TLS_ADD
+  }
 
   // Calls fn(name, value) for every counter, in list order.
   template <typename Fn>
   void forEach(Fn&& fn) const {
-#define SIDECRYPT_RPC_TLS_VISIT(name) fn(#name, name);
+#define SIDECRYPT_RPC_TLS_VISIT(name) fn(#name, read(name));
     SIDECRYPT_RPC_TLS_STATS(SIDECRYPT_RPC_TLS_VISIT)
 #undef SIDECRYPT_RPC_TLS_VISIT
+  }
+
+  static uint64_t read(const Counter& c) {
+    return c.load(std::memory_order_relaxed);
+  }
+  static void store(Counter& c, uint64_t v) {
+    c.store(v, std::memory_order_relaxed);
   }
 };
 
 // Names a counter without naming the struct instance (decisions carry one, the caller bumps it).
-using RpcTlsCounter = uint64_t RpcTlsStats::*;
+using RpcTlsCounter = std::atomic<uint64_t> RpcTlsStats::*;
 
 }  // namespace sidecrypt::filters::rpc_tls
