@@ -163,6 +163,13 @@ struct CensusConfig {
   uint32_t window_s = 600;     // window of the census gauges and sidecrypt_check_ok
 };
 
+// [runtime]: how the process uses the machine.
+struct RuntimeConfig {
+  // Event loops (docs/architecture.md, "Worker loops"): 0 = "auto", the CPUs the process may
+  // use (resolved at start); else 1..64. 1: one loop, no extra thread.
+  uint32_t loops = 0;
+};
+
 struct LogConfig {
   std::string level = "info";  // trace|debug|info|warn|error|critical|off
   LogFormat format = LogFormat::Text;
@@ -179,6 +186,7 @@ struct Config {
   CensusConfig census;
   std::vector<ListenerConfig> listeners;  // [[listener]]
   LogConfig log;
+  RuntimeConfig runtime;
   // Settings that are legal but weaken a safe default; logged at startup and by check-config.
   std::vector<std::string> warnings;
   // Where each key and section given in the file starts ("log.level" -> line, column), for

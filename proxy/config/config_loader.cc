@@ -266,6 +266,7 @@ const std::vector<Section>& schema() {
       {"metrics", {"listen", "peer_series"}},
       {"census", {"max_peers", "window"}},
       {"log", {"level", "format"}},
+      {"runtime", {"loops"}},
       {"listener", {}},  // [[listener]]: an array of tables, loaded by loadListeners
   };
   return kSchema;
@@ -311,6 +312,8 @@ ConfigResult runLoader(toml::table& root, Loader& l) {
       l.loadLog(tbl);
     } else if (sec.name == "census") {
       l.loadCensus(tbl);
+    } else if (sec.name == "runtime") {
+      l.loadRuntime(tbl);
     }
   }
   l.applyDefaults(ports_given, intercept);

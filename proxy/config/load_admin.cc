@@ -1,4 +1,5 @@
-// [admin], [metrics], [census] and [log]: how sidecrypt is watched and steered.
+// [admin], [metrics], [census] and [log]: how sidecrypt is watched and steered; [runtime]: how it
+// uses the machine.
 
 #include <arpa/inet.h>
 
@@ -109,6 +110,24 @@ void Loader::loadLog(const toml::table& t) {
                        cfg.log.level);
   getEnum<LogFormat>(t, "log", "format", {{"text", LogFormat::Text}, {"json", LogFormat::Json}},
                      cfg.log.format);
+}
+
+void Loader::loadRuntime(const toml::table& t) {
+  const auto* n = find(t, "loops");
+  if (n == nullptr) {
+    return;
+  }
+  constexpr int64_t kMaxLoops = 64;
+  if (const auto* s = n->as_string(); s != nullptr && s->get() == "auto") {
+    cfg.runtime.loops = 0;
+  } else if (const auto* i = n->as_integer();
+             i != nullptr && i->get() >= 1 && i->get() <= kMaxLoops) {
+    cfg.runtime.loops = static_cast<uint32_t>(i->get());
+  } else {
+    error(*n, "runtime.loops",
+          "expected \"auto\" (the CPUs sidecrypt may use) or a number of event loops from 1 to " +
+              std::to_string(kMaxLoops));
+  }
 }
 
 }  // namespace sidecrypt::proxy::config_detail

@@ -112,6 +112,7 @@ class Loader {
   void loadListeners(const toml::node& n);
   void loadLog(const toml::table& t);
   void loadCensus(const toml::table& t);
+  void loadRuntime(const toml::table& t);
   void applyDefaults(bool ports_given, const toml::table* intercept);
   void memberPortDefaults();
   void keepPositions() {

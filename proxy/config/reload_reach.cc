@@ -157,6 +157,11 @@ const std::array kTable = {
     ReloadReachEntry{"census.window", R::Live, "the next scrape and check"},
     ReloadReachEntry{"log.level", R::Live, kLogLine},
     ReloadReachEntry{"log.format", R::Live, kLogLine},
+    ReloadReachEntry{
+        "runtime.loops", R::Restart, "the event loop threads are started with the process",
+        [](const Config& c) {
+          return c.runtime.loops == 0 ? quoted("auto") : std::to_string(c.runtime.loops);
+        }},
     ReloadReachEntry{"listener", R::Reopened,
                      "a kept listen address keeps its socket, a removed listener stops accepting "
                      "(its connections go on), a new one is bound; one that cannot be bound fails "

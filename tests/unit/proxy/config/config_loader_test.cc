@@ -454,3 +454,16 @@ TEST_CASE("config: intercept.tproxy_source_ports is a range outside the usual ep
                            "last]: ports between 1024 and 65535, at least 256"));
   }
 }
+
+TEST_CASE("config: runtime.loops is \"auto\" by default, or 1..64", "[config]") {
+  CHECK(ok("").runtime.loops == 0);  // auto
+  CHECK(ok("[runtime]\nloops = \"auto\"\n").runtime.loops == 0);
+  CHECK(ok("[runtime]\nloops = 1\n").runtime.loops == 1);
+  CHECK(ok("[runtime]\nloops = 64\n").runtime.loops == 64);
+  for (const char* bad : {"0", "65", "-1", "\"all\"", "2.5", "true"}) {
+    CAPTURE(bad);
+    auto errs = errorsOf(std::string("[runtime]\nloops = ") + bad + "\n");
+    REQUIRE(errs.size() == 1);
+    CHECK(errs[0].starts_with("proxy.toml:2:9: runtime.loops: expected \"auto\""));
+  }
+}

@@ -106,6 +106,13 @@ TEST_CASE("reload_reach: a change only a restart applies is refused, naming key 
                                "to [7946, 7947]"));
     CHECK(refused[1].starts_with("proxy.toml:9:1: intercept.outbound_port: changed"));
   }
+  SECTION("runtime.loops: the loop threads start with the process") {
+    auto refused = reloadRefusals(running, load(kBase + "[runtime]\nloops = 2\n"));
+    REQUIRE(refused.size() == 1);
+    CHECK(
+        refused[0].starts_with("proxy.toml:8:1: runtime.loops: changed from \"auto\" to 2, "
+                               "which needs a restart"));
+  }
   SECTION("a key removed from the file names the file") {
     const Config with_metrics = load(kBase + "[metrics]\nlisten = \"\"\n");
     auto refused = reloadRefusals(with_metrics, load(kBase));
