@@ -360,6 +360,15 @@ json statusJson(const StatusInput& in) {
     json tcp_closed = json::object();
     t.forEachClosed([&tcp_closed](const char* name, uint64_t v) { tcp_closed[name] = v; });
     j["tcp_closed"] = tcp_closed;
+    // runtime.loops (docs/architecture.md, "Worker loops"): loop 0 and the RPC worker loops.
+    json loops = json::array();
+    const auto loads = in.datapath->loopLoads();
+    for (size_t i = 0; i < loads.size(); ++i) {
+      loops.push_back({{"loop", i},
+                       {"sessions_active", loads[i].sessions},
+                       {"rpc_handshakes", loads[i].rpc_handshakes}});
+    }
+    j["loops"] = loops;
     json gossip;
     for (auto [name, pool] :
          {std::pair{"lan", GossipPool::Lan}, std::pair{"wan", GossipPool::Wan}}) {
@@ -829,6 +838,20 @@ std::string metricsText(const StatusInput& in) {
     w.sample("sidecrypt_gossip_members_uncovered", "", in.datapath->uncoveredMembers().size());
     w.family("sidecrypt_tcp_sessions_active", "gauge", "Open TCP sessions.");
     w.sample("sidecrypt_tcp_sessions_active", "", t.active);
+    const auto loads = in.datapath->loopLoads();
+    w.family("sidecrypt_loop_sessions_active", "gauge",
+             "Open TCP sessions by event loop (loop 0: all but the RPC sessions handed to the "
+             "worker loops; runtime.loops).");
+    for (size_t i = 0; i < loads.size(); ++i) {
+      w.sample("sidecrypt_loop_sessions_active", "loop=\"" + std::to_string(i) + "\"",
+               loads[i].sessions);
+    }
+    w.family("sidecrypt_loop_rpc_handshakes_total", "counter",
+             "Completed RPC TLS handshakes by the event loop that ran them.");
+    for (size_t i = 0; i < loads.size(); ++i) {
+      w.sample("sidecrypt_loop_rpc_handshakes_total", "loop=\"" + std::to_string(i) + "\"",
+               loads[i].rpc_handshakes);
+    }
     const std::pair<const char*, GossipPool> pools[] = {{"lan", GossipPool::Lan},
                                                         {"wan", GossipPool::Wan}};
     w.family("sidecrypt_gossip_packets_total", "counter",

@@ -157,6 +157,10 @@ int checkConfig(const std::filesystem::path& config) {
   if (!ic.wan_member_ports.empty()) {
     std::cout << "member ports wan: " << list(ic.wan_member_ports) << "\n";
   }
+  const uint32_t loops = state.config.runtime.loops;
+  std::cout << "event loops: " << Datapath::resolveLoops(loops)
+            << (loops == 0 ? " (runtime.loops \"auto\": the CPUs this process may use)" : "")
+            << "; runtime.loops needs a restart to change\n";
   std::cout << config.string() << ": configuration ok\n";
   return 0;
 }

@@ -170,6 +170,10 @@ bool Datapath::start(std::string& err) {
   if (spare_fd_ < 0) {
     spare_fd_ = openSpareFd();
   }
+  if (!startWorkers(err)) {
+    stop();
+    return false;
+  }
   if (trim_timer_ == nullptr) {
     trim_timer_ = new uv_timer_t{};
     uv_timer_init(loop_, trim_timer_);
@@ -214,33 +218,12 @@ bool Datapath::start(std::string& err) {
 }
 
 void Datapath::shedPreambles() {
-  // Closing gives each session's share back at once (StreamSession::close), so this ends.
-  while (preamble_budget_.used > preamble_budget_.limit) {
-    StreamSession* greediest = nullptr;
-    for (auto* s : sessions_) {
-      if (s->closing() || s->preambleBytes() == 0) {
-        continue;
-      }
-      if (greediest == nullptr || s->preambleBytes() > greediest->preambleBytes() ||
-          (s->preambleBytes() == greediest->preambleBytes() &&
-           s->info().id > greediest->info().id)) {
-        greediest = s;
-      }
-    }
-    if (greediest == nullptr) {
-      return;
-    }
-    ++tcp_.preamble_budget_closed;
-    greediest->close(CloseReason::PreambleBudget,
-                     "its unfinished first message (" +
-                         std::to_string(greediest->preambleBytes() >> 10) +
-                         " KiB) was the largest when all of them passed " +
-                         std::to_string(preamble_budget_.limit >> 20) + " MiB");
-  }
+  tcp_.preamble_budget_closed +=
+      proxy::shedPreambles(preamble_budget_, sessions_, [](StreamSession* s) { return s; });
 }
 
-StreamFilterPtr Datapath::processorFor(const PortSpec& port, Origin origin,
-                                       const SessionInfo& info) {
+StreamFilterPtr Datapath::processorFor(const PortSpec& port, Origin origin, const SessionInfo& info,
+                                       uint32_t loop) {
   if (port.protocol == PortProtocol::Rpc) {
     // Client agents dial only their own datacenter's servers (docs/spec/consul-rpc-tls.md §1.3); a
     // server dialling another datacenter's server (WAN) expects server.<that dc>.<domain>, by
@@ -256,7 +239,7 @@ StreamFilterPtr Datapath::processorFor(const PortSpec& port, Origin origin,
       }
     }
     return std::make_unique<RpcProcessor>(origin == Origin::Inbound, rpc_, std::move(dc),
-                                          rpc_stats_,
+                                          rpc_stats_[loop < rpc_stats_.size() ? loop : 0],
                                           origin == Origin::Outbound ? info.peer.toString() : "");
   }
   Pool& pool = port.pool == GossipPool::Lan ? lan_ : wan_;
@@ -309,9 +292,11 @@ int Datapath::upstreamFor(Origin origin, const SocketAddress& agent, const Socke
   return -1;
 }
 
-bool Datapath::accept(Listener& l, int own_fd) {
+bool Datapath::accept(Listener& l, int own_fd, bool admitted) {
   auto info = SessionInfo{next_id_++, l.origin, "", {}, {}};
-  ++tcp_.accepted;
+  if (!admitted) {
+    ++tcp_.accepted;
+  }
   const bool tproxy = config_.intercept.mode == InterceptMode::Tproxy;
   const SocketAddress remote = peerAddress(own_fd);
   const ListenerConfig* fixed =
@@ -374,17 +359,8 @@ bool Datapath::accept(Listener& l, int own_fd) {
     info.ready_deadline_ms =
         port->pool == GossipPool::Lan ? kGossipStreamDeadlineLanMs : kGossipStreamDeadlineWanMs;
   }
-  // Gives back the per-address slot taken above (a session closing, or none made).
-  auto release_slot = [this, inbound_rpc, inbound_gossip](const std::string& ip) {
-    auto* m = inbound_rpc ? &rpc_conns_per_ip_ : inbound_gossip ? &gossip_streams_per_ip_ : nullptr;
-    if (m == nullptr) {
-      return;
-    }
-    auto it = m->find(ip);
-    if (it != m->end() && --it->second == 0) {
-      m->erase(it);
-    }
-  };
+  // The per-address slot taken above, given back when the session closes (or none is made).
+  const Slot slot = inbound_rpc ? Slot::Rpc : inbound_gossip ? Slot::Gossip : Slot::None;
   std::string err;
   auto open_upstream = [&] {
     return fixed != nullptr ? openTcpUpstream(fixed->upstream.family(),
@@ -396,17 +372,26 @@ bool Datapath::accept(Listener& l, int own_fd) {
     // The accept took the last descriptor: as at the accept (admitAtLimit), a source holding
     // fewer than the heaviest takes the place of that source's newest unfinished session; else
     // the connection is shed and the caller pauses the listener (acceptFailed).
-    auto shares = sourceShares();
-    StreamSession* victim =
-        shares.victimFor(inbound_rpc || inbound_gossip ? info.peer.ip() : std::string());
+    Shares shares;
+    sourceShares(shares);
+    const Holder* victim =
+        shares.shares.victimFor(slot != Slot::None ? info.peer.ip() : std::string());
+    if (victim != nullptr && victim->remote != nullptr && pending_.size() >= kPendingLimit) {
+      victim = nullptr;
+    }
     if (victim == nullptr) {
       ++tcp_.accept_shed;
-      release_slot(info.peer.ip());
+      releaseSlot(slot, info.peer.ip());
       ::close(own_fd);
       return false;
     }
-    victim->close(CloseReason::DescriptorLimit,
-                  "at the open-file limit, closed for a connection from a source holding fewer");
+    if (!closeForLimit(*victim)) {
+      // A worker loop's session gives its descriptors up: this connection waits for them (and
+      // takes its per-address slot again then).
+      releaseSlot(slot, info.peer.ip());
+      addPending(l, own_fd, victim->remote->id, true);
+      return true;
+    }
     up = open_upstream();
   }
   if (up < 0) {
@@ -415,50 +400,32 @@ bool Datapath::accept(Listener& l, int own_fd) {
       spdlog::warn("[C{}] {} {}: cannot open the upstream socket: {}", info.id, info.kind,
                    info.peer.toString(), err);
     }
-    release_slot(info.peer.ip());
+    releaseSlot(slot, info.peer.ip());
     ::close(own_fd);
     return true;
   }
   const SocketAddress connect_to = l.origin == Origin::Outbound ? info.peer : info.agent;
+  const bool rpc = port->protocol == PortProtocol::Rpc;
+  if (rpc && loops_ > 1) {
+    // docs/architecture.md, "Worker loops": the loop with the fewest RPC sessions runs it.
+    const uint32_t target = pickLoop();
+    if (target != 0 && handOff(target, own_fd, up, info, connect_to, *port, slot)) {
+      return true;
+    }
+  }
   auto* session = new StreamSession(
       loop_, info, processorFor(*port, l.origin, info),
-      [this, release_slot](StreamSession& s, CloseReason reason, const std::string& detail) {
+      [this, slot](StreamSession& s, CloseReason reason, const std::string& detail) {
         sessions_.erase(&s);
-        release_slot(s.info().peer.ip());
-        --tcp_.active;
-        ++tcp_.closed[static_cast<size_t>(reason)];
-        if (reason == CloseReason::ReadyDeadline) {
-          ++tcp_.deadline_closed;
-        }
-        // A peer's reset or broken pipe is a normal end, as a FIN is.
-        if (filters::routine(reason)) {
-          ++tcp_.closed_ok;
-        } else {
-          ++tcp_.closed_error;
-        }
-        recordSession(s, reason);
-        if (s.preamblePeak() >= kTrimAfterBytes && trim_timer_ != nullptr &&
-            uv_is_active(reinterpret_cast<uv_handle_t*>(trim_timer_)) == 0) {
-          // The buffer is freed after this callback; trim once the burst of closes is over.
-          uv_timer_start(
-              trim_timer_, [](uv_timer_t*) { ::malloc_trim(0); }, 200, 0);
-        }
-        const auto& i = s.info();
-        if (!filters::routine(reason) && refusal_log_.allow()) {
-          spdlog::warn("[C{}] {} {} from {}: {} ({})", i.id, i.kind,
-                       i.origin == Origin::Inbound ? "inbound" : "outbound", i.peer.toString(),
-                       detail, filters::describe(reason));
-        }
-        spdlog::debug(
-            "[C{}] {} {} agent {} peer {} closed: {}{}{} ({} bytes from agent, {} from peer)", i.id,
-            i.kind, i.origin == Origin::Inbound ? "inbound" : "outbound", i.agent.toString(),
-            i.peer.toString(), filters::describe(reason), detail.empty() ? "" : ": ", detail,
-            s.bytesFromAgent(), s.bytesFromPeer());
+        sessionEnded(SessionEnd::of(s, reason, detail), slot, 0, &s);
       });
   session->setPreambleBudget(&preamble_budget_);
   int rc = uv_tcp_open(session->acceptedHandle(), own_fd);
   sessions_.insert(session);
   ++tcp_.active;
+  if (rpc) {
+    ++rpc_on_loop_[0];
+  }
   if (rc != 0) {
     ::close(own_fd);
     ::close(up);
@@ -472,12 +439,96 @@ bool Datapath::accept(Listener& l, int own_fd) {
   return true;
 }
 
-void Datapath::recordSession(const StreamSession& s, CloseReason reason) {
-  const bool failed = !filters::routine(reason);
-  const auto& info = s.info();
+uint32_t Datapath::pickLoop() {
+  uint32_t best = next_loop_ % loops_;
+  for (uint32_t k = 1; k < loops_; ++k) {
+    const uint32_t i = (next_loop_ + k) % loops_;
+    if (rpc_on_loop_[i] < rpc_on_loop_[best]) {
+      best = i;
+    }
+  }
+  next_loop_ = (best + 1) % loops_;
+  return best;
+}
+
+bool Datapath::handOff(uint32_t target, int own_fd, int up, const SessionInfo& info,
+                       const SocketAddress& connect_to, const PortSpec& port, Slot slot) {
+  // The processor is made here, on loop 0, with the current RpcTlsSetup snapshot (so a reload
+  // needs no message to the workers) and the target loop's counters.
+  WorkerLoop::Handoff h{own_fd, up, info, connect_to,
+                        processorFor(port, info.origin, info, target)};
+  if (!workers_[target - 1]->handoff(h)) {
+    return false;  // its inbox is full: loop 0 runs it
+  }
+  remote_.emplace(info.id, RemoteSession{info.id, target, info.peer.ip(), info.origin, slot});
+  ++rpc_on_loop_[target];
+  ++tcp_.active;
+  spdlog::trace("[C{}] {} {} agent {} peer {} on loop {}", info.id, info.kind,
+                info.origin == Origin::Inbound ? "inbound" : "outbound", info.agent.toString(),
+                info.peer.toString(), target);
+  return true;
+}
+
+void Datapath::releaseSlot(Slot slot, const std::string& ip) {
+  auto* m = slot == Slot::Rpc      ? &rpc_conns_per_ip_
+            : slot == Slot::Gossip ? &gossip_streams_per_ip_
+                                   : nullptr;
+  if (m == nullptr) {
+    return;
+  }
+  auto it = m->find(ip);
+  if (it != m->end() && --it->second == 0) {
+    m->erase(it);
+  }
+}
+
+void Datapath::sessionEnded(const SessionEnd& e, Slot slot, uint32_t loop,
+                            const StreamSession* local) {
+  const CloseReason reason = e.reason;
+  releaseSlot(slot, e.info.peer.ip());
+  if (e.info.kind == "rpc" && loop < rpc_on_loop_.size()) {
+    --rpc_on_loop_[loop];
+  }
+  --tcp_.active;
+  ++tcp_.closed[static_cast<size_t>(reason)];
+  if (reason == CloseReason::ReadyDeadline) {
+    ++tcp_.deadline_closed;
+  }
+  if (local == nullptr && reason == CloseReason::PreambleBudget) {
+    ++tcp_.preamble_budget_closed;  // a worker loop's budget (loop 0's counts in shedPreambles)
+  }
+  // A peer's reset or broken pipe is a normal end, as a FIN is.
+  if (filters::routine(reason)) {
+    ++tcp_.closed_ok;
+  } else {
+    ++tcp_.closed_error;
+  }
+  recordSession(e, local);
+  if (e.preamble_peak >= kTrimAfterBytes && trim_timer_ != nullptr &&
+      uv_is_active(reinterpret_cast<uv_handle_t*>(trim_timer_)) == 0) {
+    // The buffer is freed after this callback; trim once the burst of closes is over.
+    uv_timer_start(
+        trim_timer_, [](uv_timer_t*) { ::malloc_trim(0); }, 200, 0);
+  }
+  const auto& i = e.info;
+  if (!filters::routine(reason) && refusal_log_.allow()) {
+    spdlog::warn("[C{}] {} {} from {}: {} ({})", i.id, i.kind,
+                 i.origin == Origin::Inbound ? "inbound" : "outbound", i.peer.toString(), e.detail,
+                 filters::describe(reason));
+  }
+  spdlog::debug(
+      "[C{}] {} {} agent {} peer {} closed: {}{}{} ({} bytes from agent, {} from peer, loop {})",
+      i.id, i.kind, i.origin == Origin::Inbound ? "inbound" : "outbound", i.agent.toString(),
+      i.peer.toString(), filters::describe(reason), e.detail.empty() ? "" : ": ", e.detail,
+      e.from_agent, e.from_peer, loop);
+}
+
+void Datapath::recordSession(const SessionEnd& e, const StreamSession* local) {
+  const bool failed = !filters::routine(e.reason);
+  const auto& info = e.info;
   const auto ip_text = fg::ipText({info.peer.ipBytes(), info.peer.ipLen()});
   const std::string_view ip = ip_text.view();
-  if (const auto* g = GossipStreamProcessor::of(s.filter())) {
+  if (const auto* g = local != nullptr ? GossipStreamProcessor::of(local->filter()) : nullptr) {
     const int index = g->filter().keyIndex();
     std::string fp;
     const auto& keys = g->keys();
@@ -486,19 +537,17 @@ void Datapath::recordSession(const StreamSession& s, CloseReason reason) {
     }
     // Whatever the peer sent (a request it dialled in with, or its reply to our agent) says
     // whether it speaks plaintext.
-    if (s.bytesFromPeer() > 0 || failed) {
+    if (e.from_peer > 0 || failed) {
       census_.onStream(ip, index >= 0, fp, g->filter().shadowRefused(), failed);
     }
     return;
   }
-  if (const auto* r = RpcProcessor::of(s.filter())) {
-    const auto* engine = r->engine();
-    const bool handshake = engine != nullptr && engine->handshakeDone();
+  if (e.rpc) {
     if (info.origin == Origin::Inbound) {
-      census_.onRpc(ip, handshake, !r->ready(), handshake ? &engine->peer().dns_names : nullptr);
+      census_.onRpc(ip, e.handshake, !e.ready, e.handshake ? &e.dns_names : nullptr);
     }
-    if (handshake && engine->peer().has_anchor) {
-      census_.onPeerChain(ip, info.origin, engine->peer().anchor_sha256);
+    if (e.handshake && e.has_anchor) {
+      census_.onPeerChain(ip, info.origin, e.anchor_sha256);
     }
   }
 }
@@ -527,6 +576,127 @@ void Datapath::apply(const RuntimeState& state) {
   rpc_ = state.rpc;  // new connections only; live ones keep their setup
 }
 
+uint32_t Datapath::resolveLoops(uint32_t configured) {
+  constexpr uint32_t kMaxLoops = 64;
+  // uv_available_parallelism: the CPUs in this process's affinity mask (sched_getaffinity).
+  const uint32_t n = configured != 0 ? configured : uv_available_parallelism();
+  return std::clamp<uint32_t>(n, 1, kMaxLoops);
+}
+
+bool Datapath::startWorkers(std::string& err) {
+  loops_ = resolveLoops(config_.runtime.loops);
+  rpc_on_loop_.assign(loops_, 0);
+  while (rpc_stats_.size() < loops_) {
+    rpc_stats_.push_back(std::make_shared<filters::rpc_tls::RpcTlsStats>());
+  }
+  if (loops_ == 1) {
+    return true;  // today's process: one loop, no thread
+  }
+  // docs/architecture.md, "Worker loops": loop 0 keeps three quarters of the preamble budget (its
+  // gossip streams' first messages may be MiB), the workers share the rest; the sum is the limit.
+  preamble_budget_.limit = kPreambleBudgetBytes / 4 * 3;
+  const size_t worker_budget = kPreambleBudgetBytes / 4 / (loops_ - 1);
+  events_wake_ = new uv_async_t{};
+  uv_async_init(loop_, events_wake_,
+                [](uv_async_t* a) { static_cast<Datapath*>(a->data)->onEvents(); });
+  events_wake_->data = this;
+  pending_timer_ = new uv_timer_t{};
+  uv_timer_init(loop_, pending_timer_);
+  pending_timer_->data = this;
+  for (uint32_t i = 1; i < loops_; ++i) {
+    auto w = std::make_unique<WorkerLoop>(i, worker_budget,
+                                          [this](LoopEvent&& e) { postEvent(std::move(e)); });
+    if (!w->start(err)) {
+      return false;
+    }
+    workers_.push_back(std::move(w));
+  }
+  spdlog::info("{} event loops: loop 0 and {} worker loop(s) for RPC connections", loops_,
+               loops_ - 1);
+  return true;
+}
+
+void Datapath::postEvent(LoopEvent&& e) {
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    events_.push_back(std::move(e));
+  }
+  uv_async_send(events_wake_);
+}
+
+void Datapath::onEvents() {
+  std::vector<LoopEvent> batch;
+  {
+    std::lock_guard<std::mutex> lock(events_mu_);
+    batch.swap(events_);
+  }
+  for (auto& e : batch) {
+    auto it = remote_.find(e.id);
+    if (it == remote_.end()) {
+      continue;
+    }
+    switch (e.kind) {
+      case LoopEvent::Kind::Ready:
+        it->second.ready = true;
+        break;
+      case LoopEvent::Kind::Kept:  // finished before the close for the limit reached it
+        it->second.ready = true;
+        it->second.closing = false;
+        retryPending(e.id);
+        break;
+      case LoopEvent::Kind::Closed: {
+        const Slot slot = it->second.slot;
+        const uint32_t loop = it->second.loop;
+        remote_.erase(it);
+        sessionEnded(e.end, slot, loop, nullptr);
+        retryPending(e.id);  // its two descriptors are closed
+        break;
+      }
+    }
+  }
+  if (spare_fd_ < 0 && listening_) {
+    spare_fd_ = openSpareFd();
+  }
+}
+
+void Datapath::stopWorkers() {
+  for (auto& w : workers_) {
+    w->stop();  // closes its sessions and joins its thread
+  }
+  workers_.clear();
+  if (events_wake_ != nullptr) {
+    onEvents();  // every Closed the workers posted: counted, released, in the census
+    uv_close(reinterpret_cast<uv_handle_t*>(events_wake_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_async_t*>(h); });
+    events_wake_ = nullptr;
+  }
+  expirePending(true);
+  if (pending_timer_ != nullptr) {
+    uv_timer_stop(pending_timer_);
+    uv_close(reinterpret_cast<uv_handle_t*>(pending_timer_),
+             [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
+    pending_timer_ = nullptr;
+  }
+}
+
+filters::rpc_tls::RpcTlsStats Datapath::rpcStats() const {
+  filters::rpc_tls::RpcTlsStats sum;
+  for (const auto& s : rpc_stats_) {
+    sum.add(*s);
+  }
+  return sum;
+}
+
+std::vector<Datapath::LoopLoad> Datapath::loopLoads() const {
+  std::vector<LoopLoad> out(loops_);
+  for (uint32_t i = 0; i < loops_; ++i) {
+    out[i].sessions = i == 0 ? sessions_.size() : rpc_on_loop_[i];
+    out[i].rpc_handshakes =
+        i < rpc_stats_.size() ? rpc_stats_[i]->handshakes_ok.load(std::memory_order_relaxed) : 0;
+  }
+  return out;
+}
+
 void Datapath::stop() {
   for (auto& r : relays_) {
     r->close();
@@ -540,6 +710,7 @@ void Datapath::stop() {
   for (auto* s : live) {
     s->close(CloseReason::Stopping, "sidecrypt is stopping");
   }
+  stopWorkers();
   if (trim_timer_ != nullptr) {
     uv_timer_stop(trim_timer_);
     uv_close(reinterpret_cast<uv_handle_t*>(trim_timer_),
@@ -571,7 +742,7 @@ std::string Datapath::statsText() const {
     });
   }
   std::string rpc_line;
-  rpc_stats_->forEach([&rpc_line](const char* name, uint64_t v) {
+  rpcStats().forEach([&rpc_line](const char* name, uint64_t v) {
     if (v != 0) {
       rpc_line += std::string(" ") + name + "=" + std::to_string(v);
     }
@@ -604,6 +775,13 @@ std::string Datapath::statsText() const {
     dump(name, "packets peer->agent", p->datagrams->stats().peer_to_agent);
     dump(name, "streams agent->peer", p->streams->agent_to_peer);
     dump(name, "streams peer->agent", p->streams->peer_to_agent);
+  }
+  if (loops_ > 1) {
+    const auto loads = loopLoads();
+    for (size_t i = 0; i < loads.size(); ++i) {
+      out += "; loop " + std::to_string(i) + " sessions=" + std::to_string(loads[i].sessions) +
+             " rpc_handshakes=" + std::to_string(loads[i].rpc_handshakes);
+    }
   }
   return out;
 }

@@ -4,7 +4,9 @@
 
 #include <array>
 #include <cstdint>
+#include <deque>
 #include <memory>
+#include <mutex>
 #include <set>
 #include <string>
 #include <unordered_map>
@@ -17,6 +19,7 @@
 #include "proxy/datapath/source_shares.h"
 #include "proxy/datapath/stream_session.h"
 #include "proxy/datapath/udp_relay.h"
+#include "proxy/datapath/worker_loop.h"
 #include "proxy/net/raw_udp_sender.h"
 #include "proxy/observe/peer_census.h"
 #include "proxy/observe/rate_limit.h"
@@ -77,7 +80,9 @@ struct TcpCounters {
 };
 
 // The data path: capture sockets and listeners for both directions and both families, the
-// gossip filters per pool (LAN/WAN), and every live TCP session. Lives on the loop thread.
+// gossip filters per pool (LAN/WAN), and every live TCP session. Lives on loop 0's thread; with
+// runtime.loops > 1 it starts the worker loops and hands RPC sessions to them, keeping a record
+// of each (docs/architecture.md, "Worker loops").
 class Datapath {
  public:
   Datapath(uv_loop_t* loop, const RuntimeState& state);
@@ -85,8 +90,8 @@ class Datapath {
   Datapath(const Datapath&) = delete;
   Datapath& operator=(const Datapath&) = delete;
 
-  // Opens every socket the config needs. A failure names the socket and the reason; nothing is
-  // left half-open.
+  // Opens every socket the config needs and starts the worker loops. A failure names the socket
+  // and the reason; nothing is left half-open.
   bool start(std::string& err);
   // Reload: new keys and rollout stages apply to the next packet and the next connection;
   // established TCP sessions keep what they started with.
@@ -96,14 +101,26 @@ class Datapath {
   // stops accepting (its connections go on), a new one is opened. All or nothing: if a new
   // socket cannot be opened, nothing changes and `err` says why.
   bool applyListeners(const std::vector<ListenerConfig>& next, std::string& err);
-  // Stops accepting and capturing; live sessions are closed.
+  // Stops accepting and capturing; live sessions are closed (on worker loops too: the workers'
+  // threads are joined and their sessions accounted for before this returns).
   void stop();
 
   bool listening() const { return listening_; }
   // Where each explicit listener is bound, in [[listener]] order (a listen port 0 shows the
   // kernel's choice; the unit tests listen on such ports). Invalid for one that is not open.
   std::vector<SocketAddress> listenerAddresses() const;
-  size_t activeSessions() const { return sessions_.size(); }
+  // Every loop's sessions (loop 0's own and its records of the workers').
+  size_t activeSessions() const { return sessions_.size() + remote_.size(); }
+  // The event loops: runtime.loops resolved ("auto": the CPUs this process may use), set by
+  // start(). Per loop: its sessions and its completed RPC handshakes.
+  uint32_t loops() const { return loops_; }
+  struct LoopLoad {
+    uint64_t sessions = 0;
+    uint64_t rpc_handshakes = 0;
+  };
+  std::vector<LoopLoad> loopLoads() const;
+  // "auto" (0) as a number of loops: the CPUs this process may use, at most 64.
+  static uint32_t resolveLoops(uint32_t configured);
   std::string statsText() const;
 
   struct Pool {
@@ -116,7 +133,8 @@ class Datapath {
   };
   const Pool& pool(GossipPool p) const { return p == GossipPool::Lan ? lan_ : wan_; }
   const TcpCounters& tcpCounters() const { return tcp_; }
-  const filters::rpc_tls::RpcTlsStats& rpcStats() const { return *rpc_stats_; }
+  // The RPC TLS counters of every loop, summed (a snapshot).
+  filters::rpc_tls::RpcTlsStats rpcStats() const;
   const PeerCensus& census() const { return census_; }
   PeerCensus& census() { return census_; }
   const std::vector<std::unique_ptr<UdpRelay>>& relays() const { return relays_; }
@@ -166,29 +184,88 @@ class Datapath {
   // connections (admitAtLimit, else closed: shed), then reopened; every error pauses the
   // listener.
   void acceptFailed(Listener& l, int err);
-  // The live inbound sessions by source, for choices at the descriptor limit.
-  SourceShares<StreamSession> sourceShares() const;
+  // A session on a worker loop, as loop 0 knows it (docs/architecture.md, "Worker loops").
+  enum class Slot : uint8_t { None, Rpc, Gossip };  // the per-address limit a session counts in
+  struct RemoteSession {
+    uint64_t id = 0;
+    uint32_t loop = 0;
+    std::string ip;  // the peer's
+    Origin origin = Origin::Inbound;
+    Slot slot = Slot::None;
+    bool ready = false;    // its processor said so (LoopEvent::Ready)
+    bool closing = false;  // loop 0 asked its loop to close it
+  };
+  // A session the descriptor-limit choice may close: one of loop 0's, or a record of a worker's.
+  struct Holder {
+    StreamSession* local = nullptr;
+    RemoteSession* remote = nullptr;
+  };
+  struct Shares {
+    std::deque<Holder> holders;  // stable addresses for `shares`
+    SourceShares<Holder> shares;
+  };
+  // A connection accepted at the descriptor limit whose place a worker's session is giving up:
+  // admitted when that session's Closed (or Kept) arrives, shed at its deadline.
+  struct Pending {
+    Listener* listener = nullptr;
+    int fd = -1;
+    uint64_t victim = 0;
+    uint64_t deadline_ms = 0;  // uv_now
+    bool counted = false;      // already counted in tcp accepted
+  };
+  static constexpr size_t kPendingLimit = 64;
+  static constexpr uint64_t kPendingDeadlineMs = 1000;
+
+  // The live inbound sessions of every loop by source, for choices at the descriptor limit.
+  void sourceShares(Shares& out);
+  // Closes `victim` for the descriptor limit. True: its descriptors are free now (loop 0's);
+  // false: its worker loop was asked to close it (free once its Closed arrives).
+  bool closeForLimit(const Holder& victim);
   // At the descriptor limit, with connection `fd` taken on the spare descriptor: if its source
   // holds fewer sessions than the heaviest (SourceShares), closes that source's newest unfinished
-  // session and accepts `fd`; else returns false (the caller sheds it).
-  bool admitAtLimit(SourceShares<StreamSession>& shares, Listener& l, int fd);
+  // session and accepts `fd` (at once, or pending until a worker closed it); else returns false
+  // (the caller sheds it).
+  bool admitAtLimit(Shares& shares, Listener& l, int fd);
+  bool addPending(Listener& l, int fd, uint64_t victim, bool counted);
+  // The victim `id` of pending connections is gone (or kept): admit them (or choose again).
+  void retryPending(uint64_t id);
+  // Sheds the pending connections past their deadline (all of them: stopping).
+  void expirePending(bool all);
+  void dropPendingOf(const Listener* l);
   // /dev/null, held so that one descriptor can be given up at the limit.
   static int openSpareFd();
-  // The shared preamble budget is exceeded: closes the sessions holding the most.
+  // The loop-0 preamble budget is exceeded: closes the sessions holding the most.
   void shedPreambles();
   // Makes a session of an accepted connection (or refuses it). False: at the descriptor limit
   // its upstream socket could not be opened and it was shed (the caller pauses the listener).
-  bool accept(Listener& l, int fd);
-  void recordSession(const StreamSession& s, CloseReason reason);
+  // `admitted`: a pending connection, already counted as accepted.
+  bool accept(Listener& l, int fd, bool admitted = false);
+  // Where a new RPC session goes: the loop with the fewest RPC sessions, ties in turn.
+  uint32_t pickLoop();
+  // Hands a connection to worker loop `target`; false (nothing taken) if its inbox is full.
+  bool handOff(uint32_t target, int own_fd, int up, const SessionInfo& info,
+               const SocketAddress& connect_to, const PortSpec& port, Slot slot);
+  // Every session's end, whichever loop ran it: counters, the per-address slot, the census, the
+  // log. `local`: loop 0's session (gossip census facts come from it).
+  void sessionEnded(const SessionEnd& e, Slot slot, uint32_t loop, const StreamSession* local);
+  void releaseSlot(Slot slot, const std::string& ip);
+  void recordSession(const SessionEnd& e, const StreamSession* local);
+  // Any thread: a worker loop's event for loop 0.
+  void postEvent(LoopEvent&& e);
+  void onEvents();  // loop 0
+  bool startWorkers(std::string& err);
+  void stopWorkers();
   int upstreamFor(Origin origin, const SocketAddress& agent, const SocketAddress& peer,
                   std::string& err);
-  StreamFilterPtr processorFor(const PortSpec& port, Origin origin, const SessionInfo& info);
+  StreamFilterPtr processorFor(const PortSpec& port, Origin origin, const SessionInfo& info,
+                               uint32_t loop = 0);
 
   uv_loop_t* loop_;
   Config config_;
   RpcTlsSetupConstPtr rpc_;
-  std::shared_ptr<filters::rpc_tls::RpcTlsStats> rpc_stats_ =
-      std::make_shared<filters::rpc_tls::RpcTlsStats>();
+  // One per loop ([0]: loop 0's), each bumped only by its loop's thread.
+  std::vector<std::shared_ptr<filters::rpc_tls::RpcTlsStats>> rpc_stats_{
+      std::make_shared<filters::rpc_tls::RpcTlsStats>()};
   std::unordered_map<std::string, uint32_t> rpc_conns_per_ip_;
   std::unordered_map<std::string, uint32_t> gossip_streams_per_ip_;  // inbound, by peer address
   PreambleBudget preamble_budget_;
@@ -205,7 +282,18 @@ class Datapath {
   RawUdpSender sender6_;
   std::vector<std::unique_ptr<UdpRelay>> relays_;
   std::vector<std::unique_ptr<Listener>> listeners_;
-  std::unordered_set<StreamSession*> sessions_;
+  std::unordered_set<StreamSession*> sessions_;  // loop 0's
+  // Worker loops 1..loops_-1 (workers_[i - 1] is loop i) and loop 0's record of their sessions.
+  uint32_t loops_ = 1;
+  std::vector<std::unique_ptr<WorkerLoop>> workers_;
+  std::unordered_map<uint64_t, RemoteSession> remote_;
+  std::vector<uint32_t> rpc_on_loop_ = {0};  // RPC sessions per loop (the hand-off's choice)
+  uint32_t next_loop_ = 0;                   // where the next tie goes
+  std::mutex events_mu_;                     // events_: written by the workers, read by loop 0
+  std::vector<LoopEvent> events_;
+  uv_async_t* events_wake_ = nullptr;  // heap: closed by stop()
+  std::vector<Pending> pending_;
+  uv_timer_t* pending_timer_ = nullptr;  // heap: closed by stop()
   TcpCounters tcp_;
   PeerCensus census_;
   GossipObserver observer_{census_, [this](GossipPool p) { return pool(p).keys; }};

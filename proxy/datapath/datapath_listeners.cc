@@ -123,6 +123,7 @@ bool Datapath::applyListeners(const std::vector<ListenerConfig>& next, std::stri
 }
 
 void Datapath::closeListener(std::unique_ptr<Listener> l) {
+  dropPendingOf(l.get());
   auto* raw = l.release();
   uv_poll_stop(&raw->poll);
   auto closed = [](uv_handle_t* h) {
@@ -218,14 +219,14 @@ void Datapath::acceptFailed(Listener& l, int err) {
     // once, so its peer sees a close instead of waiting in the backlog.
     ::close(spare_fd_);
     spare_fd_ = -1;
-    std::optional<SourceShares<StreamSession>> shares;  // built at the first connection taken
+    std::optional<Shares> shares;  // built at the first connection taken
     for (int i = 0; i < 64; ++i) {
       const int fd = ::accept4(l.fd, nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC);
       if (fd < 0) {
         break;
       }
       if (!shares) {
-        shares = sourceShares();
+        sourceShares(shares.emplace());
       }
       if (!admitAtLimit(*shares, l, fd)) {
         ::close(fd);
@@ -262,29 +263,107 @@ void Datapath::acceptFailed(Listener& l, int err) {
       l.backoff_ms, 0);
 }
 
-SourceShares<StreamSession> Datapath::sourceShares() const {
-  SourceShares<StreamSession> shares;
+void Datapath::sourceShares(Shares& out) {
   for (auto* s : sessions_) {
     if (s->info().origin == Origin::Inbound && !s->closing()) {
-      shares.add(s->info().peer.ip(), s->info().id, s, !s->driver().ready());
+      out.holders.push_back({s, nullptr});
+      out.shares.add(s->info().peer.ip(), s->info().id, &out.holders.back(), !s->driver().ready());
     }
   }
-  return shares;
+  // Worker loops' sessions, by loop 0's record (docs/architecture.md, "Worker loops").
+  for (auto& [id, r] : remote_) {
+    if (r.origin == Origin::Inbound && !r.closing) {
+      out.holders.push_back({nullptr, &r});
+      out.shares.add(r.ip, id, &out.holders.back(), !r.ready);
+    }
+  }
 }
 
-bool Datapath::admitAtLimit(SourceShares<StreamSession>& shares, Listener& l, int fd) {
+namespace {
+constexpr const char* kLimitDetail =
+    "at the open-file limit, closed for a connection from a source holding fewer";
+}  // namespace
+
+bool Datapath::closeForLimit(const Holder& victim) {
+  if (victim.local != nullptr) {
+    // Its two descriptors are free at once (uv_close closes the sockets).
+    victim.local->close(CloseReason::DescriptorLimit, kLimitDetail);
+    return true;
+  }
+  // Its loop closes it unless it finished its handshake meanwhile (then a Kept comes back).
+  victim.remote->closing = true;
+  workers_[victim.remote->loop - 1]->closeSession(victim.remote->id, CloseReason::DescriptorLimit,
+                                                  kLimitDetail, true);
+  return false;
+}
+
+bool Datapath::admitAtLimit(Shares& shares, Listener& l, int fd) {
   // Our agent's own connections (outbound) hold no share: any source's unfinished session yields.
-  StreamSession* victim =
-      shares.victimFor(l.origin == Origin::Inbound ? peerAddress(fd).ip() : std::string());
-  if (victim == nullptr) {
+  Holder* victim =
+      shares.shares.victimFor(l.origin == Origin::Inbound ? peerAddress(fd).ip() : std::string());
+  if (victim == nullptr || (victim->remote != nullptr && pending_.size() >= kPendingLimit)) {
     return false;
   }
-  // Its two descriptors are free at once (uv_close closes the sockets): one for this
-  // connection's upstream, one for the spare.
-  victim->close(CloseReason::DescriptorLimit,
-                "at the open-file limit, closed for a connection from a source holding fewer");
-  accept(l, fd);
+  if (closeForLimit(*victim)) {
+    // One descriptor for this connection's upstream, one for the spare.
+    accept(l, fd);
+    return true;
+  }
+  return addPending(l, fd, victim->remote->id, false);
+}
+
+bool Datapath::addPending(Listener& l, int fd, uint64_t victim, bool counted) {
+  if (pending_.size() >= kPendingLimit || pending_timer_ == nullptr) {
+    return false;
+  }
+  pending_.push_back(Pending{&l, fd, victim, uv_now(loop_) + kPendingDeadlineMs, counted});
+  if (uv_is_active(reinterpret_cast<uv_handle_t*>(pending_timer_)) == 0) {
+    uv_timer_start(
+        pending_timer_,
+        [](uv_timer_t* t) { static_cast<Datapath*>(t->data)->expirePending(false); }, 100, 100);
+  }
   return true;
+}
+
+void Datapath::retryPending(uint64_t id) {
+  for (size_t i = 0; i < pending_.size();) {
+    if (pending_[i].victim != id) {
+      ++i;
+      continue;
+    }
+    const Pending p = pending_[i];
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+    // The victim's descriptors are free (or it was kept: then accept chooses again or sheds).
+    accept(*p.listener, p.fd, p.counted);
+  }
+}
+
+void Datapath::expirePending(bool all) {
+  const uint64_t now = uv_now(loop_);
+  for (size_t i = 0; i < pending_.size();) {
+    if (!all && pending_[i].deadline_ms > now) {
+      ++i;
+      continue;
+    }
+    ::close(pending_[i].fd);
+    ++tcp_.accept_shed;
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
+  if (pending_.empty() && pending_timer_ != nullptr) {
+    uv_timer_stop(pending_timer_);
+  }
+}
+
+void Datapath::dropPendingOf(const Listener* l) {
+  for (size_t i = 0; i < pending_.size();) {
+    if (pending_[i].listener != l) {
+      ++i;
+      continue;
+    }
+    ::close(pending_[i].fd);
+    ++tcp_.accept_shed;
+    pending_.erase(pending_.begin() + static_cast<std::ptrdiff_t>(i));
+  }
 }
 
 }  // namespace sidecrypt::proxy

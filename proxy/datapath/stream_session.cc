@@ -288,6 +288,12 @@ void StreamSession::pump() {
   if (ready_timer_initialised_ && driver_.ready()) {
     uv_timer_stop(&ready_timer_);
   }
+  if (!ready_reported_ && driver_.ready()) {
+    ready_reported_ = true;
+    if (on_ready_) {
+      on_ready_(*this);
+    }
+  }
   maybeConnect();
   flush(agent_);
   flush(peer_);

@@ -86,6 +86,8 @@ class StreamSession {
   void close(CloseReason reason, std::string detail = {});
   // Counts this session's preamble buffer against `budget` (which must outlive the session).
   void setPreambleBudget(PreambleBudget* budget) { budget_ = budget; }
+  // Called once, when the processor first says it is ready (a worker loop tells loop 0).
+  void setReadyHook(std::function<void(const StreamSession&)> hook) { on_ready_ = std::move(hook); }
   size_t preambleBytes() const { return preamble_held_; }
   size_t preamblePeak() const { return preamble_peak_; }  // the most it ever held
   // Frees the calling thread's stock of spare steady-state buffers (tests measure without it).
@@ -162,6 +164,8 @@ class StreamSession {
   SessionInfo info_;
   StreamDriver driver_;
   ClosedCallback on_closed_;
+  std::function<void(const StreamSession&)> on_ready_;
+  bool ready_reported_ = false;
   Endpoint agent_;
   Endpoint peer_;
   uv_connect_t connect_req_{};
