@@ -14,6 +14,7 @@
 #include "proxy/admin/status_render.h"
 #include "proxy/datapath/datapath.h"
 #include "tests/unit/filters/gossip/gossip_test_util.h"
+#include "tests/unit/proxy/datapath/datapath_rig.h"
 #include "tests/unit/proxy/datapath/loop_test_util.h"
 
 using namespace sidecrypt;
@@ -30,18 +31,10 @@ namespace {
 std::shared_ptr<RuntimeState> inboundRpcState(const SocketAddress& agent, uint32_t loops,
                                               bool verify_incoming = false,
                                               uint32_t max_per_client = 100) {
-  auto st = std::make_shared<RuntimeState>();
-  st->config.intercept.proxy_mark = 0;  // SO_MARK needs CAP_NET_ADMIN
-  st->config.intercept.divert_mark = 0;
+  auto st = std::make_shared<RuntimeState>(plaintextRpcState(ListenerDirection::Inbound, agent));
+  st->config.listeners.front().name = "rpc-in";
   st->config.runtime.loops = loops;
   st->config.tls.rpc_max_conns_per_client = max_per_client;
-  ListenerConfig l;
-  l.name = "rpc-in";
-  l.listen = SocketAddress::parse("127.0.0.1:0");
-  l.upstream = agent;
-  l.direction = ListenerDirection::Inbound;
-  st->config.listeners.push_back(l);
-  st->lan_keys = test::gossip::ringFromHex(nlohmann::json::array());
   auto rpc = std::make_shared<proxy::RpcTlsSetup>();
   rpc->local_server_name = "server.dc1.consul";
   rpc->inbound.verify_incoming = verify_incoming;
@@ -50,13 +43,7 @@ std::shared_ptr<RuntimeState> inboundRpcState(const SocketAddress& agent, uint32
 }
 
 struct Rig {
-  struct QuietLog {
-    spdlog::level::level_enum was = spdlog::get_level();
-    QuietLog() { spdlog::set_level(spdlog::level::err); }
-    ~QuietLog() { spdlog::set_level(was); }
-    QuietLog(const QuietLog&) = delete;
-    QuietLog& operator=(const QuietLog&) = delete;
-  } quiet;
+  QuietLog quiet;
   TestLoop loop;
   Fd agent_l = listenTcp();  // our agent
   std::optional<Datapath> dp;

@@ -14,6 +14,7 @@
 
 #include "proxy/admin/status_render.h"
 #include "tests/unit/filters/gossip/gossip_test_util.h"
+#include "tests/unit/proxy/datapath/datapath_rig.h"
 #include "tests/unit/proxy/datapath/loop_test_util.h"
 
 using namespace sidecrypt;
@@ -26,34 +27,8 @@ using proxy::SocketAddress;
 
 namespace {
 
-// One explicit listener on a kernel-chosen loopback port, relaying to `upstream`.
-RuntimeState plaintextRpcState(ListenerDirection direction, const SocketAddress& upstream) {
-  RuntimeState st;
-  st.config.intercept.proxy_mark = 0;  // SO_MARK needs CAP_NET_ADMIN
-  st.config.intercept.divert_mark = 0;
-  REQUIRE(st.config.intercept.ports.empty());  // nothing intercepted
-  ListenerConfig l;
-  l.name = "rpc-test";
-  l.listen = SocketAddress::parse("127.0.0.1:0");
-  l.upstream = upstream;
-  l.direction = direction;
-  st.config.listeners.push_back(l);
-  st.lan_keys = test::gossip::ringFromHex(nlohmann::json::array());
-  auto rpc = std::make_shared<proxy::RpcTlsSetup>();  // verify_outgoing/incoming off: plaintext
-  rpc->local_server_name = "server.dc1.consul";
-  st.rpc = rpc;
-  return st;
-}
-
 struct DatapathRig {
-  // The Datapath logs every listener and refusal; the tests read counters instead.
-  struct QuietLog {
-    spdlog::level::level_enum was = spdlog::get_level();
-    QuietLog() { spdlog::set_level(spdlog::level::err); }
-    ~QuietLog() { spdlog::set_level(was); }
-    QuietLog(const QuietLog&) = delete;
-    QuietLog& operator=(const QuietLog&) = delete;
-  } quiet;
+  QuietLog quiet;
   TestLoop loop;
   Fd upstream_l = listenTcp();  // the RPC server (outbound) or our agent (inbound)
   std::optional<Datapath> dp;
