@@ -26,7 +26,8 @@ loops in both configs), `sidecrypt-l:noresume` (tls.session_resumption = false o
 handshake full; without it A resumes with B after the first connection), `haproxy:nbthread=2:
 reuse` (haproxy's default session reuse instead of no-ssl-reuse), `go:resume` (A keeps a session
 cache), and `:pin` on any relay pair (A on CPU 0, B on CPU 1 with taskset; the client and backend
-float). For sidecrypt and go the handshakes of A and B are counted full vs resumed
+float), `:alt` on a sidecrypt pair (run --sidecrypt-alt instead of --sidecrypt: two builds side by
+side in one run, round-robin). For sidecrypt and go the handshakes of A and B are counted full vs resumed
 (sidecrypt's outbound/inbound_handshakes_full|resumed over the cps test; go's over the run).
 
 Per pair: RSS of A and B with 100 idle connections (after one echo each) against the fresh
@@ -51,7 +52,8 @@ sys.dont_write_bytecode = True
 from bench_common import ROOT, harness, machine  # noqa: E402
 
 PAIRS = ("direct", "sidecrypt", "sidecrypt-l", "stunnel", "haproxy", "socat", "go")
-OPTIONS = {"sidecrypt": ("loops", "noresume", "pin"), "sidecrypt-l": ("loops", "noresume", "pin"),
+OPTIONS = {"sidecrypt": ("loops", "noresume", "pin", "alt"),
+           "sidecrypt-l": ("loops", "noresume", "pin", "alt"),
            "stunnel": ("pin",), "haproxy": ("nbthread", "reuse", "pin"), "socat": ("pin",),
            "go": ("resume", "pin"), "direct": ()}
 
@@ -98,6 +100,17 @@ def parse_args():
     ap.add_argument("--budget", type=float, default=1500.0)
     ap.add_argument("--json", help="also write the raw results here")
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, pcaps)")
+    ap.add_argument("--sidecrypt-alt", help="second sidecrypt binary, for the pairs with :alt")
+    ap.add_argument("--cps-only", action="store_true",
+                    help="only the new-connections test (no idle RSS, wire bytes, ping-pong, "
+                    "bulk)")
+    ap.add_argument("--perf", metavar="DIR",
+                    help="perf record -g each relay (A and B apart) during the cps test into "
+                    "DIR/<pair>-r<round>-<A|B>.data (perf's sampling adds to the CPU measured); "
+                    "tests/bench/perf_split.py sorts the samples into cost classes")
+    ap.add_argument("--perf-args", default="record -q -g -F 999",
+                    help="the perf command with --perf (e.g. 'record -q --call-graph "
+                    "dwarf,16384 -F 499', or 'trace -s' for system call counts)")
     return ap.parse_args()
 
 
@@ -182,10 +195,11 @@ class Bench:
         self.args = args
         self.build = os.path.abspath(args.build)
         self.sidecrypt = os.path.abspath(args.sidecrypt or os.path.join(self.build, "sidecrypt"))
+        self.sidecrypt_alt = os.path.abspath(args.sidecrypt_alt) if args.sidecrypt_alt else None
         self.tool = os.path.join(self.build, "tests", "bench", "bench_rpc_load")
         self.tlspeer = None  # built on first use of the go pair
         self.loops_ok = None
-        for p in (self.sidecrypt, self.tool):
+        for p in (self.sidecrypt, self.tool) + ((self.sidecrypt_alt,) if self.sidecrypt_alt else ()):
             if not os.access(p, os.X_OK):
                 raise SystemExit("missing %s: build the targets sidecrypt and bench_rpc_load" % p)
         os.environ["SIDECRYPT_BIN"] = self.sidecrypt
@@ -312,12 +326,17 @@ class Bench:
         if "loops" in opts and not self.loops_supported():
             raise RuntimeError("this sidecrypt has no [runtime] loops")
         a_target = "127.0.0.1:%d" % A_PORT
+        binary = self.sidecrypt
+        if opts.get("alt"):
+            if not self.sidecrypt_alt:
+                raise SystemExit("pair %s needs --sidecrypt-alt" % spec)
+            binary = self.sidecrypt_alt
         if pair == "sidecrypt":
             ign = self.args.ignore_sigpipe
-            procs = {"B": self.spawn("s", [self.sidecrypt, "run", "-c",
+            procs = {"B": self.spawn("s", [binary, "run", "-c",
                                            self.sidecrypt_cfg("s", True, False, opts)],
                                      "sidecrypt-B", ign, cpu_b),
-                     "A": self.spawn("c", [self.sidecrypt, "run", "-c",
+                     "A": self.spawn("c", [binary, "run", "-c",
                                            self.sidecrypt_cfg("c", False, False, opts)],
                                      "sidecrypt-A", ign, cpu_a)}
             for p in procs.values():
@@ -326,10 +345,10 @@ class Bench:
             a_target = "%s:%d" % (self.sip, BACKEND_PORT)  # captured by TPROXY in c
         elif pair == "sidecrypt-l":
             ign = self.args.ignore_sigpipe
-            procs = {"B": self.spawn("s", [self.sidecrypt, "run", "-c",
+            procs = {"B": self.spawn("s", [binary, "run", "-c",
                                            self.sidecrypt_cfg("s", True, True, opts)], "scl-B",
                                      ign, cpu_b),
-                     "A": self.spawn("c", [self.sidecrypt, "run", "-c",
+                     "A": self.spawn("c", [binary, "run", "-c",
                                            self.sidecrypt_cfg("c", False, True, opts)], "scl-A",
                                      ign, cpu_a)}
             for p in procs.values():
@@ -542,7 +561,35 @@ class Bench:
         r = fn()
         after = self.cpu_s(procs)
         r["relay_cpu_s"] = round(sum(after[k] - before[k] for k in after), 3)
+        r["relay_cpu_s_each"] = {k: round(after[k] - before[k], 3) for k in after}
         return r
+
+    def perf_start(self, pair, rnd, procs):
+        """perf record -g on each relay apart (the cps test only, --perf)."""
+        if not self.args.perf:
+            return []
+        os.makedirs(self.args.perf, exist_ok=True)
+        recs = []
+        for k, p in procs.items():
+            out = os.path.join(self.args.perf, "%s-r%d-%s.data" % (
+                pair.replace(":", "_").replace("=", ""), rnd + 1, k))
+            recs.append(subprocess.Popen(["perf"] + self.args.perf_args.split()
+                                         + ["-o", out, "-p", str(p.pid)],
+                                         stdout=subprocess.DEVNULL,
+                                         stderr=subprocess.DEVNULL))
+        time.sleep(0.5)  # perf attached before the first connection
+        return recs
+
+    @staticmethod
+    def perf_stop(recs):
+        for r in recs:
+            r.send_signal(signal.SIGINT)
+        for r in recs:
+            try:
+                r.wait(60)
+            except subprocess.TimeoutExpired:
+                r.kill()
+                r.wait(5)
 
     def run_round(self, pair, rnd):
         """One round for one pair on freshly started relays. The first round also measures the
@@ -552,23 +599,28 @@ class Bench:
         procs, target = self.start(pair)  # stops what it started if it fails
         res["target"] = target
         try:
-            if rnd == 0:
+            if rnd == 0 and not self.args.cps_only:
                 if procs:
                     res["idle"] = self.idle_rss(pair, procs, target)
                     self.alive(pair, procs)
                 res["paced"] = self.paced(pair, target)
                 self.alive(pair, procs)
             rounds = res["rounds"]
-            rounds["pingpong"].append(self.client(
-                "pingpong", target, "--size", "1024", "--count", str(self.args.pingpong),
-                "--warmup", "200"))
-            rounds["bulk"].append(self.measured(procs, lambda: self.client(
-                "bulk", target, "--seconds", str(self.args.seconds))))
+            if not self.args.cps_only:
+                rounds["pingpong"].append(self.client(
+                    "pingpong", target, "--size", "1024", "--count", str(self.args.pingpong),
+                    "--warmup", "200"))
+                rounds["bulk"].append(self.measured(procs, lambda: self.client(
+                    "bulk", target, "--seconds", str(self.args.seconds))))
             counted = pair.split(":")[0] in ("sidecrypt", "sidecrypt-l")
             before = {k: harness.dump_counters(p) for k, p in procs.items()} if counted else {}
-            rounds["cps"].append(self.measured(procs, lambda: self.client(
-                "cps", target, "--seconds", str(self.args.seconds), "--concurrency",
-                str(self.args.concurrency), timeout=self.args.seconds + 60)))
+            recs = self.perf_start(pair, rnd, procs)
+            try:
+                rounds["cps"].append(self.measured(procs, lambda: self.client(
+                    "cps", target, "--seconds", str(self.args.seconds), "--concurrency",
+                    str(self.args.concurrency), timeout=self.args.seconds + 60)))
+            finally:
+                self.perf_stop(recs)
             if counted:  # which handshakes the cps test made: A's outbound, B's inbound
                 after = {k: harness.dump_counters(p) for k, p in procs.items()}
                 hs = {}
@@ -599,6 +651,8 @@ class Bench:
             med = lambda k, f: statistics.median(r[f] for r in rounds[k]) if rounds[k] else None
             bulk_cpu = [r["relay_cpu_s"] / (r["received"] / 1e6) for r in rounds["bulk"]]
             cps_cpu = [r["relay_cpu_s"] / r["ok"] for r in rounds["cps"] if r["ok"]]
+            cps_each = {k: [r["relay_cpu_s_each"][k] / r["ok"] for r in rounds["cps"]
+                            if r["ok"] and k in r.get("relay_cpu_s_each", {})] for k in "AB"}
             res["median"] = {"p50_us": med("pingpong", "p50_us"),
                              "p99_us": med("pingpong", "p99_us"),
                              "MBps": med("bulk", "MBps"), "cps": med("cps", "cps"),
@@ -609,7 +663,12 @@ class Bench:
                              "bulk_relay_cpu_ms_per_MB": round(1e3 * statistics.median(bulk_cpu),
                                                                3) if bulk_cpu else None,
                              "cps_relay_cpu_ms_per_conn": round(1e3 * statistics.median(cps_cpu),
-                                                                3) if cps_cpu else None}
+                                                                3) if cps_cpu else None,
+                             "cps_relay_cpu_ms_per_conn_each": {
+                                 k: round(1e3 * statistics.median(v), 3)
+                                 for k, v in cps_each.items() if v},
+                             "cps_relay_cpu_ms_per_conn_rounds": [
+                                 round(1e3 * c, 3) for c in cps_cpu]}
             hs = [r["handshakes"] for r in rounds["cps"] if "handshakes" in r]
             hs = hs or res.get("run_handshakes", [])
             if hs:
@@ -642,7 +701,7 @@ class Bench:
 
     def run(self):
         self.setup()
-        self.results["micro"] = self.micro()
+        self.results["micro"] = {} if self.args.cps_only else self.micro()
         pairs = self.args.pairs.split(",")
         # Round-robin: each round starts every pair afresh, so a change in the machine's other
         # load spreads over all pairs instead of biasing one.
@@ -681,6 +740,8 @@ def report(res, args):
                m["nproc"], m["cpu"], m["kernel"], args.repeat, args.seconds, args.concurrency,
                "normal scheduling", "/".join("%.1f" % x for x in res["loadavg_start"]),
                "/".join("%.1f" % x for x in res.get("loadavg_end", ()))), ""]
+    if args.cps_only:
+        return report_cps(res, out)
     out += ["| pair | bulk MB/s | relay CPU per MB (A+B) | 1 KiB ping-pong p50 / p99 (µs) "
             "| new conns/s | conn latency p50 / p99 (ms) | relay CPU per conn (A+B) "
             "| wire bytes per 64 B msg: TCP payload / frame (segments) |",
@@ -760,6 +821,30 @@ def report(res, args):
     for n in res["notes"]:
         out.append("")
         out.append("Note: " + n)
+    return "\n".join(out)
+
+
+def report_cps(res, out):
+    """The report of a --cps-only run: new connections and the relays' CPU per connection."""
+    out += ["| pair | new conns/s | conn latency p50 / p99 (ms) | relay CPU per conn A+B "
+            "(rounds) | A | B | handshakes A / B (full / resumed) |", "|---|---|---|---|---|---|---|"]
+    for pair, r in res["pairs"].items():
+        if "error" in r:
+            out.append("| %s | failed: %s | | | | | |" % (pair, r["error"].splitlines()[0]))
+            continue
+        md = r["median"]
+        each = md.get("cps_relay_cpu_ms_per_conn_each", {})
+        h = md.get("handshakes")
+        out.append("| %s | %.0f | %.2f / %.2f | %s (%s) | %s | %s | %s |" % (
+            pair, md["cps"], md["cps_p50_ms"], md["cps_p99_ms"],
+            "%.3f ms" % md["cps_relay_cpu_ms_per_conn"] if md["cps_relay_cpu_ms_per_conn"]
+            else "—", ", ".join("%.3f" % c for c in md["cps_relay_cpu_ms_per_conn_rounds"]),
+            "%.3f" % each["A"] if "A" in each else "—",
+            "%.3f" % each["B"] if "B" in each else "—",
+            "%d / %d · %d / %d" % (h["A_full"], h["A_resumed"], h["B_full"], h["B_resumed"])
+            if h else "—"))
+    for n in res["notes"]:
+        out += ["", "Note: " + n]
     return "\n".join(out)
 
 
