@@ -46,6 +46,7 @@ class SessionCache {
     std::string key;
     ssl_session_st* session;
     std::time_t verified_at;
+    std::time_t usable_until;  // the session's end, or its server certificate's if sooner
   };
   void eraseLocked(std::list<Entry>::iterator it);
 

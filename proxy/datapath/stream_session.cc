@@ -151,8 +151,7 @@ void StreamSession::onConnect(uv_connect_t* req, int status) {
     return;
   }
   Endpoint& u = self->upstream();
-  self->phase_ = Phase::Connected;
-  uv_tcp_nodelay(&u.tcp, 1);
+  self->phase_ = Phase::Connected;  // TCP_NODELAY is on from openTcpUpstream, before the connect
   // The upstream's half of the preamble (outbound RPC TLS: the remote's handshake) is bounded
   // from here; the connect itself has its own 10 s bound, which this must not undercut.
   const uint64_t ms = self->driver_.filter().upstreamReadyDeadlineMs();

@@ -5,9 +5,11 @@
 #include "filters/common/boringssl.h"
 
 #include <openssl/ssl.h>
+#include <openssl/x509.h>
 
 #include <ctime>
 
+#include "filters/rpc_tls/cert_inventory.h"
 #include "filters/rpc_tls/session_cache.h"
 #include "tls_test_util.h"
 
@@ -144,5 +146,35 @@ TEST_CASE("tls_resumption: the client session cache is bounded, least recently u
   SSL_SESSION_up_ref(session);
   cache.store("d", session, now + 400L * 24 * 3600);
   CHECK(cache.find("d", now + 400L * 24 * 3600) == nullptr);
+  SSL_SESSION_free(session);
+}
+
+TEST_CASE("tls_resumption: a session is not offered once its server certificate has expired",
+          "[rpc_tls][resume]") {
+  auto client = mustCreate(clientSettings(), TlsRole::Client);
+  auto server = mustCreate(serverSettings(), TlsRole::Server);
+  connect(client, server, "k");
+  const std::time_t now = std::time(nullptr);
+  SSL_SESSION* session = client->sessionCache()->find("k|server.dc1.consul", now);
+  REQUIRE(session != nullptr);
+  // The test server's certificate ends in 2126; the session is made to outlive it (the
+  // session's own lifetime must not be what ends it here), and each lookup is within
+  // kMaxVerifiedAge of the (pretended) last verification.
+  const auto not_after = static_cast<std::time_t>(sidecrypt::filters::rpc_tls::asn1UnixTime(
+      X509_get0_notAfter(SSL_SESSION_get0_peer(session))));
+  REQUIRE(not_after > now);
+  REQUIRE(SSL_SESSION_set_timeout(session, 0xffffffffU) == 1);
+  REQUIRE(static_cast<std::time_t>(SSL_SESSION_get_time(session) +
+                                   SSL_SESSION_get_timeout(session)) > not_after + 10);
+  SessionCache cache(4);
+  SSL_SESSION_up_ref(session);
+  cache.store("before", session, not_after - 10);
+  SSL_SESSION* offered = cache.find("before", not_after - 1);
+  CHECK(offered == session);
+  SSL_SESSION_free(offered);
+  SSL_SESSION_up_ref(session);
+  cache.store("after", session, not_after - 10);
+  CHECK(cache.find("after", not_after) == nullptr);
+  CHECK(cache.find("after", not_after + 5) == nullptr);
   SSL_SESSION_free(session);
 }
