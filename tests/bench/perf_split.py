@@ -23,6 +23,11 @@ import sys
 SYSCALL = re.compile(r"\b(?:__x64_sys_|__sys_|ksys_|__do_sys_)([a-z0-9_]+)")
 
 
+def own(dso):
+    """The sidecrypt binary, whatever it is called (sidecrypt, sidecrypt.before, ...)."""
+    return dso.rsplit("/", 1)[-1].startswith("sidecrypt")
+
+
 def frames(block):
     """[(symbol, dso)] leaf first, from one sample of `perf script` output."""
     out = []
@@ -30,17 +35,24 @@ def frames(block):
         m = re.match(r"\s*[0-9a-f]+ (.*) \((.*)\)$", line)
         if m:
             out.append((m.group(1), m.group(2)))
+    # An inlined frame belongs to the object of the next real frame below it.
+    for i in range(len(out) - 2, -1, -1):
+        if out[i][1] == "inlined":
+            out[i] = (out[i][0], out[i + 1][1])
     return out
 
 
 def classify(fr):
     syms = [s for s, _ in fr]
     joined = "\n".join(syms)
-    if re.search(r"spdlog|fmt::|\blog_(?:info|debug|warn)", joined):
+    # Logging, census and metrics: only sidecrypt's and spdlog's frames count (the kernel has
+    # tcp_update_metrics of its own).
+    user = "\n".join(s for s, d in fr if own(d) or "spdlog" in d or "libfmt" in d)
+    if re.search(r"spdlog|fmt::", user):
         return "logging"
-    if re.search(r"[Cc]ensus", joined):
+    if re.search(r"[Cc]ensus", user):
         return "census"
-    if re.search(r"RpcTlsStats|[Mm]etrics|Counters|stats_", joined):
+    if re.search(r"RpcTlsStats|[Mm]etrics|TcpStats|Counters", user):
         return "metrics"
     if not fr:
         return "unknown"
@@ -79,10 +91,10 @@ def classify(fr):
         return "TLS: rest of BoringSSL (state machine, records)"
     if "libuv" in leaf_dso:
         return "libuv"
-    if "sidecrypt" in leaf_dso:
+    if own(leaf_dso):
         return "sidecrypt own code"
     if "libc" in leaf_dso:
-        caller = next((s for s, d in fr if "libc" not in d), "")
+        caller = next((s for s, d in fr if "libc" not in d), "")  # noqa: F841 (shown below)
         return "libc (%s) from %s" % (leaf_sym.split("+")[0], caller.split("+")[0][:50])
     return "other (%s)" % leaf_dso.rsplit("/", 1)[-1]
 
@@ -94,10 +106,10 @@ def count(counts, fr, detail):
         return 1
     if not cls.startswith(detail):
         return 0
-    own = [s.split("+0x")[0] for s, d in fr if d.endswith("/sidecrypt")][:3]
-    lib = next((s.split("+0x")[0] for s, d in fr if not d.endswith("/sidecrypt") and
+    mine = [s.split("+0x")[0] for s, d in fr if own(d)][:3]
+    lib = next((s.split("+0x")[0] for s, d in fr if not own(d) and
                 not s.startswith("[unknown]")), "?")
-    counts["%s <- %s" % (lib, " <- ".join(o[:60] for o in own))] += 1
+    counts["%s <- %s" % (lib, " <- ".join(o[:60] for o in mine))] += 1
     return 1
 
 
