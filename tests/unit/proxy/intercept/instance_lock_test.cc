@@ -9,6 +9,7 @@
 #include <uv.h>
 #include <catch2/catch.hpp>
 
+#include <atomic>
 #include <csignal>
 #include <cstring>
 #include <thread>
@@ -60,9 +61,15 @@ TEST_CASE("instance lock: one holder per network namespace, the second learns wh
     std::string err;
     REQUIRE(lock.serve(&loop, err));
     // The answer comes from the loop: ask from another thread while it runs.
+    // `asked` tells the loop below that the asker is done; `seen` is read only after the join
+    // (reading it while the asker writes it was a data race, found by ThreadSanitizer).
     std::optional<LockHolder> seen;
-    std::thread asker([&seen] { seen = InstanceLock::holder(); });
-    for (int i = 0; i < 200 && !seen; ++i) {
+    std::atomic<bool> asked{false};
+    std::thread asker([&seen, &asked] {
+      seen = InstanceLock::holder();
+      asked.store(true, std::memory_order_release);
+    });
+    for (int i = 0; i < 200 && !asked.load(std::memory_order_acquire); ++i) {
       uv_run(&loop, UV_RUN_NOWAIT);
       ::usleep(5000);
     }
