@@ -346,7 +346,7 @@ def _toml_table(header, keys):
 
 
 def rpc_proxy_toml(*, data_dir, server, tls, ports=(), listeners=(), gossip=None,
-                   log_level="debug"):
+                   log_level="debug", loops=None):
     """Text of a proxy.toml for RPC TLS tests (profile "custom"):
 
     [agent] server/data_dir; [gossip] with `gossip` ({key: value}) if given; [tls] with `tls`
@@ -354,7 +354,9 @@ def rpc_proxy_toml(*, data_dir, server, tls, ports=(), listeners=(), gossip=None
     [[tls.datacenter]] tables); then either `ports` ([(port, protocol)]: [intercept] with
     install_rules = true, drain_time = "0s" and one [[intercept.port]] each) or `listeners`
     ([{"listen": ..., "upstream": ..., "direction": ...}]: [intercept] install_rules = false and
-    one [[listener]] each); [log] level. Python bools, ints, strings and lists map to TOML."""
+    one [[listener]] each); [log] level; [runtime] loops = `loops`, or SIDECRYPT_TEST_LOOPS from
+    the environment when `loops` is None (scripts/tsan.sh runs tests with 2 loops so). Python
+    bools, ints, strings and lists map to TOML."""
     if bool(ports) == bool(listeners):
         raise ValueError("rpc_proxy_toml: give either ports or listeners")
     body = _toml_table("agent", {"profile": "custom", "server": bool(server),
@@ -370,8 +372,12 @@ def rpc_proxy_toml(*, data_dir, server, tls, ports=(), listeners=(), gossip=None
         body += _toml_table("intercept", {"install_rules": False})
         for listener in listeners:
             body += _toml_table("[[listener]]", listener)
-    body += _toml_table("log", {"level": log_level}) + [""]
-    return "\n".join(body)
+    body += _toml_table("log", {"level": log_level})
+    if loops is None and os.environ.get("SIDECRYPT_TEST_LOOPS"):
+        loops = int(os.environ["SIDECRYPT_TEST_LOOPS"])
+    if loops is not None:
+        body += _toml_table("runtime", {"loops": loops})
+    return "\n".join(body + [""])
 
 
 def start_serf(lab, host, node, bind, log_path, extra=()):

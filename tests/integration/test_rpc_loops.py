@@ -62,9 +62,10 @@ class RpcLoops(unittest.TestCase):
     @classmethod
     def write_config(cls, tls):
         text = harness.rpc_proxy_toml(data_dir=os.path.join(cls.w.path, "ds"), server=True,
-                                      tls=tls, ports=[(8300, "rpc")], log_level="info")
+                                      tls=tls, ports=[(8300, "rpc")], log_level="info",
+                                      loops=2)
         with open(cls.cfg, "w") as f:
-            f.write(text + "\n[runtime]\nloops = 2\n")
+            f.write(text)
 
     def status(self):
         r = self.lab.run("s", harness.binary(), "status", "--json", "-c", self.cfg)
