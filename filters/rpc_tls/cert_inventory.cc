@@ -9,6 +9,7 @@
 #include <openssl/err.h>
 #include <openssl/mem.h>
 #include <openssl/x509.h>
+#include <openssl/x509v3.h>
 
 #include <algorithm>
 
@@ -133,6 +134,44 @@ const CertificateInfo* CertInventory::caByFingerprint(const std::string& sha256)
     }
   }
   return nullptr;
+}
+
+namespace {
+
+std::string asn1Text(const ASN1_STRING* s) {
+  if (s == nullptr) {
+    return "";
+  }
+  return {reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
+          static_cast<size_t>(ASN1_STRING_length(s))};
+}
+
+}  // namespace
+
+std::string certCommonName(const X509* cert) {
+  X509_NAME* subject = X509_get_subject_name(cert);
+  const int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
+  if (idx < 0) {
+    return "";
+  }
+  return asn1Text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx)));
+}
+
+std::vector<std::string> certDnsNames(const X509* cert) {
+  std::vector<std::string> out;
+  auto* names =
+      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
+  if (names == nullptr) {
+    return out;
+  }
+  for (size_t i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
+    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
+    if (name->type == GEN_DNS) {
+      out.push_back(asn1Text(name->d.dNSName));
+    }
+  }
+  GENERAL_NAMES_free(names);
+  return out;
 }
 
 CertificateInfo describeCertificate(const x509_st* cert, CertRole role, std::string file) {

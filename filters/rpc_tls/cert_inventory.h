@@ -51,6 +51,10 @@ using CertInventoryConstPtr = std::shared_ptr<const CertInventory>;
 // An ASN1_TIME as unix seconds (0 if it cannot be read).
 int64_t asn1UnixTime(const asn1_string_st* t);
 
+// A peer certificate's subject CN ("" if none) and its DNS SANs, in certificate order.
+std::string certCommonName(const x509_st* cert);
+std::vector<std::string> certDnsNames(const x509_st* cert);
+
 // Reads what the inventory lists from a parsed certificate.
 CertificateInfo describeCertificate(const x509_st* cert, CertRole role, std::string file);
 

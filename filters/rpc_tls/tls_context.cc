@@ -209,6 +209,12 @@ std::string TlsContext::build() {
     computeTrust();
     chain_cache_ = std::make_unique<VerifiedChainCache>();
     SSL_CTX_set_cert_verify_callback(ctx_, verifyPeerChain, this);
+    if (role_ != TlsRole::Client) {
+      // The session (and a ticket) keeps the SHA-256 of the client's leaf instead of its chain
+      // (parsed, ~6 KB per connection); keepLeaf takes what the connection needs of it.
+      keeps_only_peer_digest_ = true;
+      SSL_CTX_set_retain_only_sha256_of_client_certs(ctx_, 1);
+    }
   }
   if (verifies_peer_ && !has_ca_) {
     // Consul's own load-time errors (docs/spec/consul-rpc-tls.md §2.1).
@@ -566,6 +572,7 @@ int verifyAndRemember(X509_STORE_CTX* store_ctx, VerifiedChainCache& cache, cons
   if (auto built = builtChain(store_ctx)) {
     check.verified = true;
     check.anchor = built->anchor;
+    check.leaf.chain = *built;
     if (digest) {
       cache.store(*digest, trust, *built);
     }
@@ -631,15 +638,80 @@ int TlsContext::verifyPeerChain(X509_STORE_CTX* store_ctx, void* arg) {
       }
       check->verified = true;
       check->anchor = hit->anchor;
+      check->leaf.chain = *hit;
       X509_STORE_CTX_set_error(store_ctx, X509_V_OK);
+      if (self->keeps_only_peer_digest_) {
+        self->keepLeaf(ssl, leaf, *check);
+      }
       return 1;
     }
   }
   ERR_clear_error();
-  return verifyAndRemember(store_ctx, *self->chain_cache_, self->trust_, digest, *check);
+  const int ok = verifyAndRemember(store_ctx, *self->chain_cache_, self->trust_, digest, *check);
+  if (ok == 1 && check->verified && self->keeps_only_peer_digest_) {
+    self->keepLeaf(ssl, leaf, *check);
+  }
+  return ok;
+}
+
+// A server's session keeps only the SHA-256 of the client's leaf: take what the connection needs
+// of the certificate now (names, whether it names this server, its expiry), file it under that
+// SHA-256 for the resumptions of this session, and end the session (so every ticket made from
+// it) at the chain's earliest notAfter, so that BoringSSL itself refuses to resume it after that
+// and the client gets a full handshake, which verifies the chain again.
+void TlsContext::keepLeaf(ssl_st* ssl, x509_st* leaf, ChainCheck& check) const {
+  SSL_SESSION* session = SSL_get_session(ssl);  // during the handshake: the one being made
+  const uint8_t* sha = nullptr;
+  size_t sha_len = 0;
+  if (session != nullptr) {
+    SSL_SESSION_get0_peer_sha256(session, &sha, &sha_len);
+  }
+  unsigned len = 0;
+  if (sha != nullptr && sha_len == check.leaf_sha256.size()) {
+    std::copy(sha, sha + sha_len, check.leaf_sha256.begin());
+  } else if (X509_digest(leaf, EVP_sha256(), check.leaf_sha256.data(), &len) != 1 ||
+             len != check.leaf_sha256.size()) {
+    ERR_clear_error();
+    return;
+  }
+  check.leaf.leaf_not_after = asn1UnixTime(X509_get0_notAfter(leaf));
+  check.leaf.common_name = certCommonName(leaf);
+  check.leaf.dns_names = certDnsNames(leaf);
+  check.leaf.names_server =
+      X509_check_host(leaf, local_server_name_.data(), local_server_name_.size(),
+                      X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) == 1;
+  ERR_clear_error();
+  check.leaf_known = true;
+  if (ticket_keys_ == nullptr || session == nullptr) {
+    return;  // no resumption: nothing to file, no ticket to bound
+  }
+  chain_cache_->storeLeaf(check.leaf_sha256, trust_, check.leaf);
+  const auto made = static_cast<int64_t>(SSL_SESSION_get_time(session));
+  const int64_t left = check.leaf.chain.not_after + 1 - made;  // notAfter is still valid
+  if (left < static_cast<int64_t>(SSL_SESSION_get_timeout(session))) {
+    SSL_SESSION_set_timeout(session, static_cast<uint32_t>(std::max<int64_t>(left, 1)));
+  }
 }
 
 void TlsContext::recallChain(ssl_st* ssl, ChainCheck* check) const {
+  if (keeps_only_peer_digest_) {
+    const uint8_t* sha = nullptr;
+    size_t sha_len = 0;
+    SSL_SESSION_get0_peer_sha256(SSL_get_session(ssl), &sha, &sha_len);
+    if (!chain_cache_ || check == nullptr || sha == nullptr ||
+        sha_len != check->leaf_sha256.size()) {
+      return;
+    }
+    std::copy(sha, sha + sha_len, check->leaf_sha256.begin());
+    if (auto hit = chain_cache_->findLeaf(check->leaf_sha256, trust_, std::time(nullptr))) {
+      check->cache_hit = true;
+      check->verified = true;
+      check->anchor = hit->chain.anchor;
+      check->leaf = std::move(*hit);
+      check->leaf_known = true;
+    }
+    return;
+  }
   // As in the handshake: the session's chain as the peer sent it, the leaf first.
   STACK_OF(X509)* presented = SSL_get_peer_full_cert_chain(ssl);
   X509* leaf =

@@ -20,6 +20,7 @@ struct ssl_ctx_st;
 struct ssl_st;
 struct x509_store_st;
 struct x509_store_ctx_st;
+struct x509_st;
 
 namespace sidecrypt::filters::rpc_tls {
 
@@ -71,6 +72,12 @@ struct ChainCheck {
   bool cache_hit = false;  // taken from the context's VerifiedChainCache
   bool ran = false;        // a full X.509 path verification ran (a cache miss)
   Sha256 anchor{};         // the configured CA the chain ends at, when verified
+  // Server contexts keep only the SHA-256 of the client's leaf in their sessions
+  // (TlsContext::keepsOnlyPeerDigest): what the connection needs of that certificate is taken
+  // when its chain is verified, or for a resumed session from the context's verified leaves.
+  bool leaf_known = false;
+  Sha256 leaf_sha256{};
+  VerifiedLeaf leaf;
 };
 
 class TlsContext;
@@ -93,6 +100,10 @@ class TlsContext {
   const TlsSettings& settings() const { return settings_; }
   // Client: verify_outgoing or verify_server_hostname. Server: verify_incoming (Native: always).
   bool verifiesPeer() const { return verifies_peer_; }
+  // A server that verifies its clients: its sessions (and tickets) keep only the SHA-256 of the
+  // client's leaf, not the certificate chain (about 7 KB less per connection); the leaf's facts
+  // are in the connection's ChainCheck and the context's verified leaves instead.
+  bool keepsOnlyPeerDigest() const { return keeps_only_peer_digest_; }
   bool hasCertificate() const { return has_certificate_; }
   bool hasCa() const { return has_ca_; }
   // server.<local dc>.<domain>
@@ -123,7 +134,9 @@ class TlsContext {
   void attachChainCheck(ssl_st* ssl, ChainCheck* check) const;
   // A resumed session's chain (verified by this context when the session was made): from the
   // cache, or verified once more when the cache no longer holds it. Fills `check` (the name in
-  // check->host is not checked here).
+  // check->host is not checked here). With keepsOnlyPeerDigest() the session has no chain to
+  // verify again: the facts come from the verified leaves by the session's leaf SHA-256, and
+  // check->leaf_known stays false when they are gone (evicted, or past the chain's dates).
   void recallChain(ssl_st* ssl, ChainCheck* check) const;
 
  private:
@@ -138,11 +151,13 @@ class TlsContext {
   void checkLeafChain();
   void computeTrust();
   static int verifyPeerChain(x509_store_ctx_st* store_ctx, void* arg);
+  void keepLeaf(ssl_st* ssl, x509_st* leaf, ChainCheck& check) const;
 
   TlsSettings settings_;
   TlsRole role_;
   ssl_ctx_st* ctx_ = nullptr;
   bool verifies_peer_ = false;
+  bool keeps_only_peer_digest_ = false;
   bool has_certificate_ = false;
   bool has_ca_ = false;
   std::string local_server_name_;

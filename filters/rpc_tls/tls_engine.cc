@@ -10,7 +10,9 @@
 
 #include <algorithm>
 #include <climits>
+#include <ctime>
 
+#include "filters/rpc_tls/cert_inventory.h"
 #include "filters/rpc_tls/first_byte.h"
 #include "filters/rpc_tls/queue_bio.h"
 #include "filters/rpc_tls/ssl_errors.h"
@@ -21,40 +23,6 @@ namespace {
 
 int clampInt(size_t n) {
   return static_cast<int>(std::min<size_t>(n, INT_MAX));
-}
-
-std::string asn1Text(const ASN1_STRING* s) {
-  if (s == nullptr) {
-    return "";
-  }
-  return {reinterpret_cast<const char*>(ASN1_STRING_get0_data(s)),
-          static_cast<size_t>(ASN1_STRING_length(s))};
-}
-
-std::string commonName(X509* cert) {
-  X509_NAME* subject = X509_get_subject_name(cert);
-  const int idx = X509_NAME_get_index_by_NID(subject, NID_commonName, -1);
-  if (idx < 0) {
-    return "";
-  }
-  return asn1Text(X509_NAME_ENTRY_get_data(X509_NAME_get_entry(subject, idx)));
-}
-
-std::vector<std::string> dnsNames(X509* cert) {
-  std::vector<std::string> out;
-  auto* names =
-      static_cast<GENERAL_NAMES*>(X509_get_ext_d2i(cert, NID_subject_alt_name, nullptr, nullptr));
-  if (names == nullptr) {
-    return out;
-  }
-  for (size_t i = 0; i < sk_GENERAL_NAME_num(names); ++i) {
-    const GENERAL_NAME* name = sk_GENERAL_NAME_value(names, i);
-    if (name->type == GEN_DNS) {
-      out.push_back(asn1Text(name->d.dNSName));
-    }
-  }
-  GENERAL_NAMES_free(names);
-  return out;
 }
 
 }  // namespace
@@ -180,16 +148,28 @@ void TlsEngine::onHandshakeDone() {
   if (resumed() && ctx_->verifiesPeer()) {
     // The session's certificate was verified when it was made, by this same context (tickets and
     // cached sessions never cross contexts); only time can have changed. Go does not resume with
-    // an expired peer certificate either; the peer's next attempt is a full handshake.
-    bssl::UniquePtr<X509> leaf(SSL_get_peer_certificate(ssl_));
-    if (!leaf || X509_cmp_current_time(X509_get0_notAfter(leaf.get())) <= 0) {
-      fillPeerIdentity();
-      fail("resumed session: the peer's certificate has expired");
-      return;
+    // an expired peer certificate either; the peer's next attempt is a full handshake. (A server's
+    // tickets also end at the client chain's earliest notAfter: TlsContext::keepLeaf.)
+    // A resumed handshake runs no verification: what the full one established (chain, anchor;
+    // on a server also the client's names and expiry) comes from the context's verified chains.
+    if (ctx_->keepsOnlyPeerDigest()) {
+      ctx_->recallChain(ssl_, &chain_check_);
+      if (!chain_check_.leaf_known || std::time(nullptr) > chain_check_.leaf.leaf_not_after) {
+        fillPeerIdentity();
+        fail(
+            "resumed session: the peer's certificate has expired or its verified chain is no "
+            "longer known");
+        return;
+      }
+    } else {
+      bssl::UniquePtr<X509> leaf(SSL_get_peer_certificate(ssl_));
+      if (!leaf || X509_cmp_current_time(X509_get0_notAfter(leaf.get())) <= 0) {
+        fillPeerIdentity();
+        fail("resumed session: the peer's certificate has expired");
+        return;
+      }
+      ctx_->recallChain(ssl_, &chain_check_);
     }
-    // A resumed handshake runs no verification: what the full one established (chain, anchor)
-    // comes from the context's verified chains, without verifying anything again.
-    ctx_->recallChain(ssl_, &chain_check_);
   }
   fillPeerIdentity();
   if (!early_clear_.empty()) {
@@ -206,14 +186,18 @@ void TlsEngine::onHandshakeDone() {
 
 void TlsEngine::fillPeerIdentity() {
   bssl::UniquePtr<X509> leaf(SSL_get_peer_certificate(ssl_));
-  peer_.presented_certificate = leaf != nullptr;
+  // A server's session keeps no client certificate (TlsContext::keepsOnlyPeerDigest): then its
+  // facts were taken when the chain was verified, or from the verified leaves when resumed.
+  const bool kept = !leaf && chain_check_.leaf_known;
+  peer_.presented_certificate = leaf != nullptr || kept;
   peer_.verify_result = SSL_get_verify_result(ssl_);
-  peer_.verified = ctx_->verifiesPeer() && leaf && peer_.verify_result == X509_V_OK;
-  if (!leaf) {
+  peer_.verified =
+      ctx_->verifiesPeer() && peer_.presented_certificate && peer_.verify_result == X509_V_OK;
+  if (!peer_.presented_certificate) {
     return;
   }
-  peer_.common_name = commonName(leaf.get());
-  peer_.dns_names = dnsNames(leaf.get());
+  peer_.common_name = kept ? chain_check_.leaf.common_name : certCommonName(leaf.get());
+  peer_.dns_names = kept ? chain_check_.leaf.dns_names : certDnsNames(leaf.get());
   // The chain as this context verified it (the handshake's own verification, a cached one, or
   // for a resumed session the one it was made with): CAs, and the EKU the peer's role needs
   // (clientAuth on a server, serverAuth on a client).
@@ -223,8 +207,10 @@ void TlsEngine::fillPeerIdentity() {
   // server.<dc>.<domain> as a DNS SAN, never the CN.
   peer_.verifies_as_server =
       chain_check_.verified &&
-      X509_check_host(leaf.get(), expected_server_name_.data(), expected_server_name_.size(),
-                      X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) == 1;
+      (kept
+           ? chain_check_.leaf.names_server
+           : X509_check_host(leaf.get(), expected_server_name_.data(), expected_server_name_.size(),
+                             X509_CHECK_FLAG_NEVER_CHECK_SUBJECT, nullptr) == 1);
   ERR_clear_error();
 }
 

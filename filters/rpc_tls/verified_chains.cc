@@ -49,53 +49,93 @@ VerifiedChainCache::Key VerifiedChainCache::keyOf(const Sha256& chain, const Sha
   return key;
 }
 
+namespace {
+
+const VerifiedChain& chainOf(const VerifiedChain& v) {
+  return v;
+}
+const VerifiedChain& chainOf(const VerifiedLeaf& v) {
+  return v.chain;
+}
+
+}  // namespace
+
+template <typename V>
+std::optional<V> VerifiedChainCache::findIn(Lru<V>& lru, const Key& key, int64_t now) {
+  auto found = lru.index.find(key);
+  if (found == lru.index.end()) {
+    return std::nullopt;
+  }
+  auto it = found->second;
+  const VerifiedChain& chain = chainOf(it->value);
+  if (now < chain.not_before || now > chain.not_after) {
+    lru.index.erase(found);
+    lru.order.erase(it);
+    return std::nullopt;
+  }
+  lru.order.splice(lru.order.begin(), lru.order, it);
+  return it->value;
+}
+
+template <typename V>
+void VerifiedChainCache::storeIn(Lru<V>& lru, const Key& key, V value) {
+  if (capacity_ == 0) {
+    return;
+  }
+  if (auto found = lru.index.find(key); found != lru.index.end()) {
+    found->second->value = std::move(value);
+    lru.order.splice(lru.order.begin(), lru.order, found->second);
+    return;
+  }
+  lru.order.push_front({key, std::move(value)});
+  lru.index.emplace(key, lru.order.begin());
+  while (lru.order.size() > capacity_) {
+    lru.index.erase(lru.order.back().key);
+    lru.order.pop_back();
+  }
+}
+
 std::optional<VerifiedChain> VerifiedChainCache::find(const Sha256& chain, const Sha256& trust,
                                                       int64_t now) {
   const Key key = keyOf(chain, trust);
   std::lock_guard<std::mutex> lock(mu_);
-  auto found = index_.find(key);
-  if (found == index_.end()) {
-    return std::nullopt;
-  }
-  auto it = found->second;
-  if (now < it->verified.not_before || now > it->verified.not_after) {
-    index_.erase(found);
-    lru_.erase(it);
-    return std::nullopt;
-  }
-  lru_.splice(lru_.begin(), lru_, it);
-  return it->verified;
+  return findIn(chains_, key, now);
 }
 
 void VerifiedChainCache::store(const Sha256& chain, const Sha256& trust,
                                const VerifiedChain& verified) {
-  if (capacity_ == 0) {
-    return;
-  }
   const Key key = keyOf(chain, trust);
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto found = index_.find(key); found != index_.end()) {
-    found->second->verified = verified;
-    lru_.splice(lru_.begin(), lru_, found->second);
-    return;
-  }
-  lru_.push_front(Entry{key, verified});
-  index_.emplace(key, lru_.begin());
-  while (lru_.size() > capacity_) {
-    index_.erase(lru_.back().key);
-    lru_.pop_back();
-  }
+  storeIn(chains_, key, verified);
+}
+
+std::optional<VerifiedLeaf> VerifiedChainCache::findLeaf(const Sha256& leaf, const Sha256& trust,
+                                                         int64_t now) {
+  const Key key = keyOf(leaf, trust);
+  std::lock_guard<std::mutex> lock(mu_);
+  return findIn(leaves_, key, now);
+}
+
+void VerifiedChainCache::storeLeaf(const Sha256& leaf, const Sha256& trust, VerifiedLeaf verified) {
+  const Key key = keyOf(leaf, trust);
+  std::lock_guard<std::mutex> lock(mu_);
+  storeIn(leaves_, key, std::move(verified));
 }
 
 size_t VerifiedChainCache::size() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return lru_.size();
+  return chains_.order.size();
+}
+
+size_t VerifiedChainCache::leafCount() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return leaves_.order.size();
 }
 
 void VerifiedChainCache::clear() {
   std::lock_guard<std::mutex> lock(mu_);
-  index_.clear();
-  lru_.clear();
+  chains_ = {};
+  leaves_ = {};
 }
 
 }  // namespace sidecrypt::filters::rpc_tls

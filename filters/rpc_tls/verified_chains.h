@@ -6,7 +6,9 @@
 #include <list>
 #include <mutex>
 #include <optional>
+#include <string>
 #include <unordered_map>
+#include <vector>
 
 // Forward declarations only (see tls_context.h).
 struct x509_st;
@@ -22,6 +24,17 @@ struct VerifiedChain {
   Sha256 anchor{};         // SHA-256 (DER) of the configured CA the built chain ended at
   int64_t not_before = 0;  // latest notBefore of the built chain (unix seconds)
   int64_t not_after = 0;   // earliest notAfter of the built chain, its CA included
+};
+
+// What a server keeps of a client's leaf certificate once its sessions hold only the leaf's
+// SHA-256 (SSL_CTX_set_retain_only_sha256_of_client_certs): taken when the chain is verified, and
+// what a resumed session's identity, chain facts and expiry come from.
+struct VerifiedLeaf {
+  VerifiedChain chain;         // the chain the leaf was last verified in
+  int64_t leaf_not_after = 0;  // the leaf's own notAfter (unix seconds)
+  bool names_server = false;   // a DNS SAN is the context's server.<dc>.<domain> (never the CN)
+  std::string common_name;
+  std::vector<std::string> dns_names;  // DNS SANs, in certificate order
 };
 
 // The SHA-256 over the DER of every certificate the peer presented, in the order it sent them
@@ -51,24 +64,39 @@ class VerifiedChainCache {
   std::optional<VerifiedChain> find(const Sha256& chain, const Sha256& trust, int64_t now);
   // Records a chain that just passed verification under `trust` (replaces any older entry).
   void store(const Sha256& chain, const Sha256& trust, const VerifiedChain& verified);
-  size_t size() const;
-  void clear();  // benchmarks and tests: the next handshakes verify in full
+  size_t size() const;  // chains
+  void clear();         // benchmarks and tests: the next handshakes verify in full (both maps)
+
+  // A server's verified client leaves, by the SHA-256 of the leaf's DER (what a session keeps
+  // when it retains only that): the same rules (trust, dates of the whole chain, LRU bound).
+  std::optional<VerifiedLeaf> findLeaf(const Sha256& leaf, const Sha256& trust, int64_t now);
+  void storeLeaf(const Sha256& leaf, const Sha256& trust, VerifiedLeaf verified);
+  size_t leafCount() const;
 
  private:
-  using Key = std::array<uint8_t, 64>;  // chain digest, then trust digest
+  using Key = std::array<uint8_t, 64>;  // chain (or leaf) digest, then trust digest
   struct KeyHash {
     size_t operator()(const Key& k) const;
   };
-  struct Entry {
-    Key key;
-    VerifiedChain verified;
+  template <typename V>
+  struct Lru {
+    struct Entry {
+      Key key;
+      V value;
+    };
+    std::list<Entry> order;  // most recently used first
+    std::unordered_map<Key, typename std::list<Entry>::iterator, KeyHash> index;
   };
   static Key keyOf(const Sha256& chain, const Sha256& trust);
+  template <typename V>
+  static std::optional<V> findIn(Lru<V>& lru, const Key& key, int64_t now);
+  template <typename V>
+  void storeIn(Lru<V>& lru, const Key& key, V value);
 
   mutable std::mutex mu_;
-  size_t capacity_;
-  std::list<Entry> lru_;  // most recently used first
-  std::unordered_map<Key, std::list<Entry>::iterator, KeyHash> index_;
+  size_t capacity_;  // of each map
+  Lru<VerifiedChain> chains_;
+  Lru<VerifiedLeaf> leaves_;
 };
 
 }  // namespace sidecrypt::filters::rpc_tls

@@ -4,11 +4,19 @@
 
 #include "filters/common/boringssl.h"
 
+#include <openssl/bio.h>
+#include <openssl/digest.h>
+#include <openssl/evp.h>
+#include <openssl/pem.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 
+#include <algorithm>
+#include <chrono>
 #include <ctime>
+#include <thread>
 
+#include "../../test_util.h"
 #include "filters/rpc_tls/cert_inventory.h"
 #include "filters/rpc_tls/session_cache.h"
 #include "tls_test_util.h"
@@ -177,4 +185,158 @@ TEST_CASE("tls_resumption: a session is not offered once its server certificate 
   CHECK(cache.find("after", not_after) == nullptr);
   CHECK(cache.find("after", not_after + 5) == nullptr);
   SSL_SESSION_free(session);
+}
+
+// ---- a server keeps only the SHA-256 of its client's leaf (issue 18 item 4) -----------------
+
+namespace {
+
+using sidecrypt::filters::rpc_tls::Sha256;
+using sidecrypt::filters::rpc_tls::VerifiedLeaf;
+
+bssl::UniquePtr<X509> readPemCert(const std::filesystem::path& file) {
+  bssl::UniquePtr<BIO> bio(BIO_new_file(file.c_str(), "r"));
+  REQUIRE(bio);
+  bssl::UniquePtr<X509> cert(PEM_read_bio_X509(bio.get(), nullptr, nullptr, nullptr));
+  REQUIRE(cert);
+  return cert;
+}
+
+Sha256 sha256Of(X509* cert) {
+  Sha256 out{};
+  unsigned len = 0;
+  REQUIRE(X509_digest(cert, EVP_sha256(), out.data(), &len) == 1);
+  return out;
+}
+
+// The test client certificate again, valid until `not_after` (unix seconds), signed by the CA.
+std::string clientCertUntil(int64_t not_after) {
+  auto cert = readPemCert(certs() / "dc1-client-consul-0.pem");
+  bssl::UniquePtr<BIO> key_bio(BIO_new_file((certs() / "consul-agent-ca-key.pem").c_str(), "r"));
+  REQUIRE(key_bio);
+  bssl::UniquePtr<EVP_PKEY> ca_key(
+      PEM_read_bio_PrivateKey(key_bio.get(), nullptr, nullptr, nullptr));
+  REQUIRE(ca_key);
+  REQUIRE(ASN1_TIME_set(X509_getm_notAfter(cert.get()), static_cast<time_t>(not_after)) != nullptr);
+  REQUIRE(X509_sign(cert.get(), ca_key.get(), EVP_sha256()) > 0);
+  bssl::UniquePtr<BIO> out(BIO_new(BIO_s_mem()));
+  REQUIRE(PEM_write_bio_X509(out.get(), cert.get()) == 1);
+  const uint8_t* data = nullptr;
+  size_t len = 0;
+  REQUIRE(BIO_mem_contents(out.get(), &data, &len) == 1);
+  return {reinterpret_cast<const char*>(data), len};
+}
+
+struct Seen {
+  bool ok;
+  bool resumed;
+  std::string server_error;
+};
+Seen tryConnect(const TlsContextSharedPtr& client, const TlsContextSharedPtr& server) {
+  ClientOptions options;
+  options.session_key = "10.0.0.1:8300";
+  Pair p(client, server, options);
+  p.pump();
+  if (p.bothReady()) {
+    p.send(p.server, "x");  // carries a TLS 1.3 ticket
+    p.pump();
+  }
+  return Seen{p.bothReady() && !p.server.engine->failed(), p.server.engine->resumed(),
+              p.server.engine->error()};
+}
+
+}  // namespace
+
+TEST_CASE("tls_resumption: a server keeps its client's names and chain without the certificate",
+          "[rpc_tls][resume]") {
+  for (bool tls12 : {false, true}) {
+    CAPTURE(tls12);
+    // The server's own certificate as a client one (it has clientAuth and names the server).
+    TlsSettings c = clientSettings();
+    c.cert_file = serverSettings().cert_file;
+    c.key_file = serverSettings().key_file;
+    auto client = mustCreate(c, TlsRole::Client);
+    auto server = tls12 ? serverMax12() : mustCreate(serverSettings(), TlsRole::Server);
+    REQUIRE(server->keepsOnlyPeerDigest());
+    CHECK_FALSE(client->keepsOnlyPeerDigest());
+    for (int i = 0; i < 3; ++i) {
+      CAPTURE(i);
+      ClientOptions options;
+      options.session_key = "10.0.0.1:8300";
+      Pair p(client, server, options);
+      p.pump();
+      REQUIRE(p.bothReady());
+      p.send(p.server, "x");
+      p.pump();
+      CHECK(p.server.engine->resumed() == (i > 0));
+      const auto& peer = p.server.engine->peer();
+      CHECK(peer.presented_certificate);
+      CHECK(peer.verified);
+      CHECK(peer.common_name == "server.dc1.consul");
+      CHECK(std::find(peer.dns_names.begin(), peer.dns_names.end(), "server.dc1.consul") !=
+            peer.dns_names.end());
+      CHECK(peer.verifies_as_server);  // the raft gate on a resumed connection
+      CHECK(peer.has_anchor);
+    }
+    CHECK(server->chainCache()->leafCount() == 1);
+  }
+}
+
+TEST_CASE("tls_resumption: a server's tickets end at the client certificate's expiry",
+          "[rpc_tls][resume]") {
+  sidecrypt::test::TempDir dir;
+  const int64_t not_after = std::time(nullptr) + 2;
+  sidecrypt::test::writeFile(dir / "short.pem", clientCertUntil(not_after));
+  TlsSettings c = clientSettings();
+  c.cert_file = dir / "short.pem";
+  auto client = mustCreate(c, TlsRole::Client);
+  auto server = mustCreate(serverSettings(), TlsRole::Server);
+  auto first = tryConnect(client, server);
+  REQUIRE(first.ok);
+  CHECK_FALSE(first.resumed);
+  // The ticket's lifetime is what is left of the certificate, not the 12 hours of the keys.
+  SSL_SESSION* session =
+      client->sessionCache()->find("10.0.0.1:8300|server.dc1.consul", std::time(nullptr));
+  REQUIRE(session != nullptr);
+  CHECK(SSL_SESSION_get_timeout(session) <= 3);  // the ticket lifetime the server sent
+  SSL_SESSION_free(session);
+  auto second = tryConnect(client, server);
+  CHECK(second.ok);
+  CHECK(second.resumed);
+  // Past notAfter: BoringSSL no longer accepts the ticket, the full handshake verifies the chain
+  // and refuses the expired certificate.
+  while (std::time(nullptr) <= not_after + 1) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+  }
+  auto late = tryConnect(client, server);
+  CHECK_FALSE(late.ok);
+  CHECK_FALSE(late.resumed);
+  CHECK_THAT(late.server_error, Catch::Contains("expired"));
+}
+
+TEST_CASE("tls_resumption: a resumed session whose client leaf has expired is refused",
+          "[rpc_tls][resume]") {
+  // The record a resumed session takes its client's facts from says the leaf has expired (its
+  // chain's dates, and so the ticket's lifetime, still hold): refused after the handshake.
+  auto client = mustCreate(clientSettings(), TlsRole::Client);
+  auto server = mustCreate(serverSettings(), TlsRole::Server);
+  REQUIRE(tryConnect(client, server).ok);
+  auto leaf = readPemCert(certs() / "dc1-client-consul-0.pem");
+  const Sha256 sha = sha256Of(leaf.get());
+  auto kept = server->chainCache()->findLeaf(sha, server->trust(), std::time(nullptr));
+  REQUIRE(kept);
+  CHECK(kept->common_name == "client.dc1.consul");
+  CHECK_FALSE(kept->names_server);
+  VerifiedLeaf expired = *kept;
+  expired.leaf_not_after = std::time(nullptr) - 1;
+  server->chainCache()->storeLeaf(sha, server->trust(), expired);
+  auto seen = tryConnect(client, server);
+  CHECK_FALSE(seen.ok);
+  CHECK(seen.resumed);
+  CHECK_THAT(seen.server_error, Catch::Contains("resumed session"));
+  // Nor without the record at all (evicted): refused, never accepted without its facts.
+  server->chainCache()->clear();
+  auto gone = tryConnect(client, server);
+  CHECK_FALSE(gone.ok);
+  CHECK_THAT(gone.server_error, Catch::Contains("no longer known"));
 }
