@@ -196,8 +196,9 @@ void TlsEngine::fillPeerIdentity() {
   if (!peer_.presented_certificate) {
     return;
   }
-  peer_.common_name = kept ? chain_check_.leaf.common_name : certCommonName(leaf.get());
-  peer_.dns_names = kept ? chain_check_.leaf.dns_names : certDnsNames(leaf.get());
+  // Moved, not copied: an idle connection holds the names once.
+  peer_.common_name = kept ? std::move(chain_check_.leaf.common_name) : certCommonName(leaf.get());
+  peer_.dns_names = kept ? std::move(chain_check_.leaf.dns_names) : certDnsNames(leaf.get());
   // The chain as this context verified it (the handshake's own verification, a cached one, or
   // for a resumed session the one it was made with): CAs, and the EKU the peer's role needs
   // (clientAuth on a server, serverAuth on a client).
