@@ -13,8 +13,32 @@
 namespace sidecrypt::filters::rpc_tls {
 
 TicketKeys::TicketKeys(std::chrono::seconds period)
-    : period_(period), rotated_at_(Clock::now()), current_(kSetLen) {
+    : period_(period), rotated_at_(Clock::now()), current_(kSetLen), tag_key_(kHmacLen) {
   RAND_bytes(current_.data(), current_.size());
+  RAND_bytes(tag_key_.data(), tag_key_.size());
+}
+
+uint64_t TicketKeys::tagMask(const uint8_t* iv) const {
+  uint8_t mac[EVP_MAX_MD_SIZE];
+  unsigned len = 0;
+  uint64_t mask = 0;
+  if (HMAC(EVP_sha256(), tag_key_.data(), tag_key_.size(), iv,
+           EVP_CIPHER_iv_length(EVP_aes_128_cbc()), mac, &len) != nullptr &&
+      len >= sizeof(mask)) {
+    std::memcpy(&mask, mac, sizeof(mask));
+  }
+  return mask;
+}
+
+void TicketKeys::sealTag(uint8_t* key_name, const uint8_t* iv, uint64_t id) const {
+  const uint64_t tag = id ^ tagMask(iv);
+  std::memcpy(key_name + kTagOffset, &tag, sizeof(tag));
+}
+
+uint64_t TicketKeys::openTag(const uint8_t* key_name, const uint8_t* iv) const {
+  uint64_t tag = 0;
+  std::memcpy(&tag, key_name + kTagOffset, sizeof(tag));
+  return tag ^ tagMask(iv);
 }
 
 void TicketKeys::rotate() {
@@ -45,9 +69,9 @@ int TicketKeys::operate(uint8_t* key_name, uint8_t* iv, evp_cipher_ctx_st* ciphe
   if (encrypt) {
     std::memcpy(key_name, current_.data(), kNameLen);
     RAND_bytes(iv, EVP_CIPHER_iv_length(EVP_aes_128_cbc()));
-  } else if (CRYPTO_memcmp(key_name, current_.data(), kNameLen) == 0) {
+  } else if (CRYPTO_memcmp(key_name, current_.data(), kTagOffset) == 0) {
     ok = 1;
-  } else if (!previous_.empty() && CRYPTO_memcmp(key_name, previous_.data(), kNameLen) == 0) {
+  } else if (!previous_.empty() && CRYPTO_memcmp(key_name, previous_.data(), kTagOffset) == 0) {
     keys = &previous_;
     ok = 2;  // accepted, and re-issued under the current key
   } else {

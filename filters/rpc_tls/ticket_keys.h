@@ -39,9 +39,17 @@ class TicketKeys {
   // tests call it to age tickets).
   void rotate();
 
+  // A ticket's 16-byte key name is 8 bytes naming the key set (all operate() compares) and an
+  // 8-byte tag the caller may use: sealTag writes `id` there masked with a keyed hash of the
+  // ticket's random IV (so two tickets with the same id cannot be linked), openTag reads it back.
+  static constexpr size_t kTagOffset = 8;
+  void sealTag(uint8_t* key_name, const uint8_t* iv, uint64_t id) const;
+  uint64_t openTag(const uint8_t* key_name, const uint8_t* iv) const;
+
  private:
   void rotateLocked();
-  // One key set: 16-byte name, 16-byte AES-128-CBC key, 32-byte HMAC-SHA256 key.
+  // One key set: 16-byte name (a ticket carries its first kTagOffset bytes, then the tag), 16-byte
+  // AES-128-CBC key, 32-byte HMAC-SHA256 key.
   static constexpr size_t kNameLen = 16;
   static constexpr size_t kAesLen = 16;
   static constexpr size_t kHmacLen = 32;
@@ -52,6 +60,8 @@ class TicketKeys {
   Clock::time_point rotated_at_;
   SecretBytes current_;
   SecretBytes previous_;  // empty until the first rotation
+  SecretBytes tag_key_;   // for the tag's mask; for the context's life
+  uint64_t tagMask(const uint8_t* iv) const;
 };
 
 }  // namespace sidecrypt::filters::rpc_tls

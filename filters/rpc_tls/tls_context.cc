@@ -285,8 +285,30 @@ int ticketKeyCallback(SSL* ssl, uint8_t* key_name, uint8_t* iv, EVP_CIPHER_CTX* 
   if (ctx == nullptr || ctx->ticketKeys() == nullptr) {
     return encrypt != 0 ? -1 : 0;
   }
-  return ctx->ticketKeys()->operate(key_name, iv, cipher, hmac, encrypt != 0,
-                                    TicketKeys::Clock::now());
+  TicketKeys& keys = *ctx->ticketKeys();
+  VerifiedChainCache* leaves = ctx->keepsOnlyPeerDigest() ? ctx->chainCache() : nullptr;
+  // A server that keeps only its client's leaf SHA-256 can resume a session only while the
+  // leaf's record lives: the ticket names that record (masked), and a ticket whose record is gone
+  // (evicted, cleared, past its dates) is not resumed: the client gets a full handshake.
+  if (encrypt == 0 && leaves != nullptr &&
+      !leaves->hasLeafId(keys.openTag(key_name, iv), std::time(nullptr))) {
+    return 0;
+  }
+  const int rc = keys.operate(key_name, iv, cipher, hmac, encrypt != 0, TicketKeys::Clock::now());
+  if (encrypt != 0 && rc == 1 && leaves != nullptr) {
+    // During the handshake SSL_get_session is the session the ticket is made from.
+    const uint8_t* sha = nullptr;
+    size_t len = 0;
+    SSL_SESSION_get0_peer_sha256(SSL_get_session(ssl), &sha, &len);
+    Sha256 leaf{};
+    uint64_t id = 0;
+    if (sha != nullptr && len == leaf.size()) {
+      std::copy(sha, sha + len, leaf.begin());
+      id = leaves->leafId(leaf, ctx->trust(), std::time(nullptr));
+    }
+    keys.sealTag(key_name, iv, id);  // 0 names nothing: such a ticket is never resumed
+  }
+  return rc;
 }
 
 // A client's new session (TLS 1.2: at the end of the handshake; TLS 1.3: per NewSessionTicket).

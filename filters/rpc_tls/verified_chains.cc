@@ -69,6 +69,7 @@ std::optional<V> VerifiedChainCache::findIn(Lru<V>& lru, const Key& key, int64_t
   auto it = found->second;
   const VerifiedChain& chain = chainOf(it->value);
   if (now < chain.not_before || now > chain.not_after) {
+    dropped(it->value);
     lru.index.erase(found);
     lru.order.erase(it);
     return std::nullopt;
@@ -90,6 +91,7 @@ void VerifiedChainCache::storeIn(Lru<V>& lru, const Key& key, V value) {
   lru.order.push_front({key, std::move(value)});
   lru.index.emplace(key, lru.order.begin());
   while (lru.order.size() > capacity_) {
+    dropped(lru.order.back().value);
     lru.index.erase(lru.order.back().key);
     lru.order.pop_back();
   }
@@ -116,10 +118,47 @@ std::optional<VerifiedLeaf> VerifiedChainCache::findLeaf(const Sha256& leaf, con
   return findIn(leaves_, key, now);
 }
 
-void VerifiedChainCache::storeLeaf(const Sha256& leaf, const Sha256& trust, VerifiedLeaf verified) {
+uint64_t VerifiedChainCache::storeLeaf(const Sha256& leaf, const Sha256& trust,
+                                       VerifiedLeaf verified) {
+  if (capacity_ == 0) {
+    return 0;
+  }
   const Key key = keyOf(leaf, trust);
   std::lock_guard<std::mutex> lock(mu_);
+  if (auto found = leaves_.index.find(key); found != leaves_.index.end()) {
+    verified.id = found->second->value.id;  // tickets naming it stay good
+  } else {
+    verified.id = ++next_leaf_id_;
+    leaf_ids_.emplace(verified.id, key);
+  }
+  const uint64_t id = verified.id;
   storeIn(leaves_, key, std::move(verified));
+  return id;
+}
+
+uint64_t VerifiedChainCache::leafId(const Sha256& leaf, const Sha256& trust, int64_t now) {
+  const Key key = keyOf(leaf, trust);
+  std::lock_guard<std::mutex> lock(mu_);
+  auto found = leaves_.index.find(key);
+  if (found == leaves_.index.end()) {
+    return 0;
+  }
+  const VerifiedChain& chain = found->second->value.chain;
+  return now < chain.not_before || now > chain.not_after ? 0 : found->second->value.id;
+}
+
+bool VerifiedChainCache::hasLeafId(uint64_t id, int64_t now) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto named = leaf_ids_.find(id);
+  if (id == 0 || named == leaf_ids_.end()) {
+    return false;
+  }
+  auto found = leaves_.index.find(named->second);
+  if (found == leaves_.index.end()) {
+    return false;
+  }
+  const VerifiedChain& chain = found->second->value.chain;
+  return now >= chain.not_before && now <= chain.not_after;
 }
 
 size_t VerifiedChainCache::size() const {
@@ -136,6 +175,7 @@ void VerifiedChainCache::clear() {
   std::lock_guard<std::mutex> lock(mu_);
   chains_ = {};
   leaves_ = {};
+  leaf_ids_.clear();
 }
 
 }  // namespace sidecrypt::filters::rpc_tls

@@ -33,6 +33,7 @@ struct VerifiedLeaf {
   VerifiedChain chain;         // the chain the leaf was last verified in
   int64_t leaf_not_after = 0;  // the leaf's own notAfter (unix seconds)
   bool names_server = false;   // a DNS SAN is the context's server.<dc>.<domain> (never the CN)
+  uint64_t id = 0;  // set by storeLeaf, kept while the entry lives; 0 is never an entry\'s
   std::string common_name;
   std::vector<std::string> dns_names;  // DNS SANs, in certificate order
 };
@@ -70,7 +71,13 @@ class VerifiedChainCache {
   // A server's verified client leaves, by the SHA-256 of the leaf's DER (what a session keeps
   // when it retains only that): the same rules (trust, dates of the whole chain, LRU bound).
   std::optional<VerifiedLeaf> findLeaf(const Sha256& leaf, const Sha256& trust, int64_t now);
-  void storeLeaf(const Sha256& leaf, const Sha256& trust, VerifiedLeaf verified);
+  // Files `verified` and returns its id: the entry's id when the leaf already has one, else a
+  // new one. A ticket names the id it needs (TicketKeys::sealTag), so a ticket whose entry is
+  // gone is not resumed (a full handshake) instead of being refused.
+  uint64_t storeLeaf(const Sha256& leaf, const Sha256& trust, VerifiedLeaf verified);
+  // The id of the leaf's entry, or 0; whether an entry with this id lives at `now`.
+  uint64_t leafId(const Sha256& leaf, const Sha256& trust, int64_t now);
+  bool hasLeafId(uint64_t id, int64_t now);
   size_t leafCount() const;
 
  private:
@@ -89,14 +96,18 @@ class VerifiedChainCache {
   };
   static Key keyOf(const Sha256& chain, const Sha256& trust);
   template <typename V>
-  static std::optional<V> findIn(Lru<V>& lru, const Key& key, int64_t now);
+  std::optional<V> findIn(Lru<V>& lru, const Key& key, int64_t now);
   template <typename V>
   void storeIn(Lru<V>& lru, const Key& key, V value);
+  void dropped(const VerifiedChain& /*chain*/) {}
+  void dropped(const VerifiedLeaf& leaf) { leaf_ids_.erase(leaf.id); }
 
   mutable std::mutex mu_;
   size_t capacity_;  // of each map
   Lru<VerifiedChain> chains_;
   Lru<VerifiedLeaf> leaves_;
+  std::unordered_map<uint64_t, Key> leaf_ids_;  // of the entries in leaves_
+  uint64_t next_leaf_id_ = 0;
 };
 
 }  // namespace sidecrypt::filters::rpc_tls
