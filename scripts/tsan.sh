@@ -12,8 +12,8 @@
 #                   [runtime] loops = 2 to the configs it writes)
 #
 # Cost on the project's 2-vCPU machine: docs/architecture.md, "Worker loops".
-# libuv, BoringSSL, libsodium and spdlog are Debian's uninstrumented builds: TSan sees their
-# pthread locks (intercepted) but not their own memory accesses. tests/tsan.supp lists what is
+# libuv, BoringSSL, libsodium and spdlog are Debian's uninstrumented builds: TSan sees their calls
+# into libc and pthread (intercepted), not their own memory accesses. tests/tsan.supp lists what is
 # suppressed, each line with its reason; sidecrypt's own code is never suppressed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
