@@ -7,9 +7,10 @@
 # TLS file watch and the instance lock. Any report fails the run (exit 66).
 #
 #   --integration   also build sidecrypt under TSan and run, as root in network namespaces,
-#                   tests/integration/test_rpc_loops.py (loops = 2 in its config) and
-#                   test_rpc_tls_resumption.py with SIDECRYPT_TEST_LOOPS=2 (harness.py appends
-#                   [runtime] loops = 2 to the configs it writes)
+#                   tests/integration/test_rpc_loops.py and test_rpc_reconnect_storm.py (2 loops
+#                   in their configs) and test_rpc_tls_resumption.py, each with
+#                   SIDECRYPT_TEST_LOOPS=2 (harness.py then writes [runtime] loops = 2 into the
+#                   configs of tests that set no loops themselves)
 #
 # Cost on the project's 2-vCPU machine: docs/architecture.md, "Worker loops".
 # libuv, BoringSSL, libsodium and spdlog are Debian's uninstrumented builds: TSan sees their calls
@@ -42,7 +43,7 @@ echo "tsan: unit tests $tags"
 "${norandom[@]}" "$dir/tests/unit_tests" "$tags"
 
 if [ "$integration" = 1 ]; then
-  for t in test_rpc_loops test_rpc_tls_resumption; do
+  for t in test_rpc_loops test_rpc_tls_resumption test_rpc_reconnect_storm; do
     echo "tsan: tests/integration/$t.py with 2 loops"
     CI=true SIDECRYPT_TEST_LOOPS=2 SIDECRYPT_BIN="$PWD/$dir/sidecrypt" \
       "${norandom[@]}" /usr/bin/python3 "tests/integration/$t.py"

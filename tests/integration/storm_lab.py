@@ -194,9 +194,7 @@ class StormLab:
                "rpc_max_conns_per_client": 100}
         body = harness.rpc_proxy_toml(data_dir=os.path.join(self.w.path, "ds"), server=True,
                                       tls=tls, ports=[(AGENT_PORT, "rpc")],
-                                      log_level=self.log_level)
-        if loops is not None:
-            body += "[runtime]\nloops = %d\n" % loops
+                                      log_level=self.log_level, loops=loops)
         return self.w.file(name, body)
 
     def supports_loops(self):
