@@ -160,7 +160,8 @@ class Datapath {
     int fixed = -1;  // index into config_.listeners for an explicit listener, else intercepted
     uv_poll_t poll{};
     // After an accept error the listener is not polled for backoff_ms (10 ms, doubling to 1 s
-    // while errors go on, reset by a successful accept): no busy loop on a pending connection.
+    // while errors go on and no connection is taken, back to 10 ms once one is): no busy loop
+    // on a pending connection, and no slow drain of a queue at the descriptor limit.
     uv_timer_t backoff{};
     bool backoff_initialised = false;
     uint64_t backoff_ms = 0;

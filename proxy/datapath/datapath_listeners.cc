@@ -212,6 +212,7 @@ void Datapath::onConnection(uv_poll_t* handle, int status, int /*events*/) {
 void Datapath::acceptFailed(Listener& l, int err) {
   const bool no_fds = err == EMFILE || err == ENFILE;
   uint64_t shed = 0;
+  int taken = 0;  // connections the spare round took off the queue (admitted or shed)
   if (no_fds && spare_fd_ >= 0) {
     // Give up the spare so the pending connections can be taken: one from a source holding fewer
     // sessions than the heaviest takes the place of that source's newest unfinished one (a
@@ -225,6 +226,7 @@ void Datapath::acceptFailed(Listener& l, int err) {
       if (fd < 0) {
         break;
       }
+      ++taken;
       if (!shares) {
         sourceShares(shares.emplace());
       }
@@ -237,8 +239,13 @@ void Datapath::acceptFailed(Listener& l, int err) {
     tcp_.accept_shed += shed;
   }
   ++tcp_.accept_errors;
-  l.backoff_ms =
-      l.backoff_ms == 0 ? kAcceptBackoffFirstMs : std::min(l.backoff_ms * 2, kAcceptBackoffMaxMs);
+  // The pause doubles only while nothing moves. A round that took connections made progress:
+  // at the limit every descriptor a round frees goes back into it, so the next accept fails
+  // again at once whether or not the queue is draining (it depends only on whether the count of
+  // free descriptors is even). Doubling then would serve one round of 64 a second while a flood
+  // queues thousands in front of a legitimate peer.
+  l.backoff_ms = l.backoff_ms == 0 || taken > 0 ? kAcceptBackoffFirstMs
+                                                : std::min(l.backoff_ms * 2, kAcceptBackoffMaxMs);
   if (accept_log_.allow()) {
     spdlog::warn(
         "accept: {}{}; listener paused {} ms ({} accept errors, {} connections shed so far{})",

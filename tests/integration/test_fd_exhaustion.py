@@ -11,7 +11,8 @@ reopening what sidecrypt closes every TOPUP_S seconds, for HOLD_S seconds:
   (`serf join` succeeds and every member is alive everywhere) and a Go RPC client completes a
   TLS round trip; sidecrypt's CPU time over the window stays under CPU_BOUND of the wall time
   and its log grows by less than LOG_BOUND bytes; gossip_stream_limited counts the refusals.
-- ten addresses (more than the descriptors allow, so accept hits EMFILE): sidecrypt sheds
+- ten addresses (more than the descriptors allow, so accept hits EMFILE; the limit is lowered by
+  one if needed so that no descriptor is ever free, the hard case): sidecrypt sheds
   (accept_shed, accept_errors) and stays under the same CPU and log bounds. While it runs, a
   new native agent's join and an RPC round trip succeed at the first attempt. The first join
   sent the moment the attacker's process has exited succeeds too, and so does every RPC round
@@ -24,6 +25,10 @@ reopening what sidecrypt closes every TOPUP_S seconds, for HOLD_S seconds:
   shed with them. Before, the spare-descriptor round closed whatever was queued: the join and
   the RPC during the flood were reset in 6 of 6 runs, and after it an RPC was reset in its TLS
   handshake in 1 of 10 runs (3 of 111 round trips; CI saw the first join cut, EOF).
+With no descriptor free at the limit, every accept after a pause failed at once even while the
+spare-descriptor rounds drained the queue, so the pause doubled to 1 s (64 connections a second)
+and the join and RPC at the limit timed out behind the flood (3 of 3 runs; it passed only when
+sidecrypt happened to hold an odd count of descriptors, and failed with 2 loops after test 1).
 Before the fix, one address filled every descriptor with streams that never closed: the join
 and the RPC failed, sidecrypt spun at 100% CPU on accept4, and logged "accept: Too many open
 files" without limit; they did not recover after the attacker left.
@@ -32,6 +37,7 @@ import json
 import os
 import selectors
 import socket
+import subprocess
 import sys
 import time
 
@@ -288,7 +294,22 @@ class FdExhaustion(unittest.TestCase):
 
     def test_2_descriptor_limit_sheds_and_recovers(self):
         self.start_joiner("joiner2")
+        # A session on every loop first (RPC connections go round the loops; a libuv loop keeps
+        # one reserve descriptor from its first TCP handle on), so the count below holds for the
+        # whole window.
+        for _ in range(4):
+            ok, detail = self.rpc_round_trip()
+            self.assertTrue(ok, "RPC before the attack: " + detail)
         base_fds, base_active = self.baseline()
+        # Sessions hold two descriptors each, so at the limit either none is ever free or one
+        # is. With none, every accept after a pause fails at once even while the spare-descriptor
+        # rounds drain the queue; the pause used to double then (to 1 s: 64 connections a
+        # second), and the legitimate peers queued behind thousands of the flood's timed out.
+        # It depended on how many descriptors sidecrypt happened to have open (a worker loop's
+        # reserve made it fail after test 1). Set the limit so that none is free: the hard case.
+        limit = NOFILE if (NOFILE - base_fds) % 2 == 0 else NOFILE - 1
+        subprocess.run(["prlimit", "--pid", str(self.sc.pid), "--nofile=%d:%d" % (limit, limit)],
+                       check=True, timeout=10)
 
         def legit():
             # At the limit, the queue full of the flood's connections: one attempt each, together.
