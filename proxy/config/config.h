@@ -165,9 +165,9 @@ struct CensusConfig {
 
 // [runtime]: how the process uses the machine.
 struct RuntimeConfig {
-  // Event loops (docs/architecture.md, "Worker loops"): 1..64, or 0 = "auto", the CPUs the
-  // process may use (resolved at start). 1 (default): one loop, no extra thread.
-  uint32_t loops = 1;
+  // Event loops (docs/architecture.md, "Worker loops"): 1..64, or 0 = "auto" (default), the CPUs
+  // the process may use (resolved at start). 1: one loop, no extra thread.
+  uint32_t loops = 0;
 };
 
 struct LogConfig {

@@ -17,6 +17,7 @@
 #include "filters/gossip/dskit_stream_processor.h"
 #include "filters/gossip/gossip_stream_processor.h"
 #include "filters/rpc_tls/rpc_processor.h"
+#include "proxy/datapath/cpu_budget.h"
 #include "proxy/net/sockets.h"
 
 namespace sidecrypt::proxy {
@@ -578,8 +579,8 @@ void Datapath::apply(const RuntimeState& state) {
 
 uint32_t Datapath::resolveLoops(uint32_t configured) {
   constexpr uint32_t kMaxLoops = 64;
-  // uv_available_parallelism: the CPUs in this process's affinity mask (sched_getaffinity).
-  const uint32_t n = configured != 0 ? configured : uv_available_parallelism();
+  // "auto": the affinity mask, capped by the cgroup CPU quota (cpu_budget.h).
+  const uint32_t n = configured != 0 ? configured : availableCpus();
   return std::clamp<uint32_t>(n, 1, kMaxLoops);
 }
 

@@ -11,6 +11,8 @@ with runc):
   (`serf agent -encrypt`) see each other alive; every gossip payload on the link decodes as
   sealed (`sidecrypt decode`);
 - `sidecrypt reload` in the container works;
+- `[runtime] loops = "auto"` (the default) gives as many event loops as the container may use
+  CPUs: `--cpus 1` gives 1, `--cpuset-cpus 0` gives 1 (cgroup quota and affinity);
 - the agent's leave, sent while the proxy still runs, reaches the native agent (so it was
   sealed), and `podman stop` drains (intercept.drain_time) and the proxy exits 0; the rules
   stay (fail closed).
@@ -344,6 +346,23 @@ class PodmanImage(unittest.TestCase):
             self.assertIsNone(i["error"], i)
         log("capture: %d UDP datagrams, %d TCP segments with data; decode: %d items, all "
             "sealed and opened" % (len(udp), len(frames) - len(udp), len(items)))
+
+    def test_8_auto_loops_follow_the_container_cpu_limit(self):
+        # runtime.loops "auto" (the default) counts the CPUs the container may use: its cpuset
+        # and its CPU quota (--cpus), as the runtime set them up in its cgroup.
+        host = len(os.sched_getaffinity(0))
+        cases = [(["--cpus", "1"], 1), (["--cpus", "1.5"], min(2, host)),
+                 (["--cpuset-cpus", "0"], 1), ([], min(host, 64))]
+        for opts, want in cases:
+            r = self.podman("run", "--rm", "--label", self.label, "--network", "none", *opts,
+                            "-v", self.cfg + ":/etc/sidecrypt:ro", "-v",
+                            self.state + ":/var/lib/sidecrypt", "--entrypoint",
+                            "/usr/bin/sidecrypt", IMAGE, "check-config", CONF_IN, check=False,
+                            timeout=60)
+            m = re.search(r"event loops: (\d+)", r.stdout)
+            self.assertIsNotNone(m, (opts, r.stdout, r.stderr))
+            self.assertEqual(int(m.group(1)), want, (opts, r.stdout))
+            log("podman run %s: %s event loop(s)" % (" ".join(opts) or "(no limit)", m.group(1)))
 
 
 if __name__ == "__main__":

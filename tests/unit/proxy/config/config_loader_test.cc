@@ -455,8 +455,8 @@ TEST_CASE("config: intercept.tproxy_source_ports is a range outside the usual ep
   }
 }
 
-TEST_CASE("config: runtime.loops is 1 by default, \"auto\" or 1..64", "[config]") {
-  CHECK(ok("").runtime.loops == 1);
+TEST_CASE("config: runtime.loops is \"auto\" by default, \"auto\" or 1..64", "[config]") {
+  CHECK(ok("").runtime.loops == 0);
   CHECK(ok("[runtime]\nloops = \"auto\"\n").runtime.loops == 0);
   CHECK(ok("[runtime]\nloops = 1\n").runtime.loops == 1);
   CHECK(ok("[runtime]\nloops = 64\n").runtime.loops == 64);

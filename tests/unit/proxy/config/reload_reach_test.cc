@@ -110,7 +110,7 @@ TEST_CASE("reload_reach: a change only a restart applies is refused, naming key 
     auto refused = reloadRefusals(running, load(kBase + "[runtime]\nloops = 2\n"));
     REQUIRE(refused.size() == 1);
     CHECK(
-        refused[0].starts_with("proxy.toml:8:1: runtime.loops: changed from 1 to 2, "
+        refused[0].starts_with("proxy.toml:8:1: runtime.loops: changed from \"auto\" to 2, "
                                "which needs a restart"));
   }
   SECTION("a key removed from the file names the file") {
