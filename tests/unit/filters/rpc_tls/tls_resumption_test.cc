@@ -56,6 +56,17 @@ bool connect(const TlsContextSharedPtr& client, const TlsContextSharedPtr& serve
   return p.server.engine->resumed();
 }
 
+// The session a client keeps after one full handshake with a server (a reference the caller
+// frees).
+SSL_SESSION* freshClientSession(std::time_t now) {
+  auto client = mustCreate(clientSettings(), TlsRole::Client);
+  auto server = mustCreate(serverSettings(), TlsRole::Server);
+  connect(client, server, "k");
+  SSL_SESSION* session = client->sessionCache()->find("k|server.dc1.consul", now);
+  REQUIRE(session != nullptr);
+  return session;
+}
+
 TlsContextSharedPtr serverMax12() {
   auto ctx = mustCreate(serverSettings(), TlsRole::Server);
   REQUIRE(SSL_CTX_set_max_proto_version(ctx->native(), TLS1_2_VERSION) == 1);
@@ -130,12 +141,8 @@ TEST_CASE("tls_resumption: session_resumption = false issues and offers nothing"
 
 TEST_CASE("tls_resumption: the client session cache is bounded, least recently used first",
           "[rpc_tls][resume]") {
-  auto client = mustCreate(clientSettings(), TlsRole::Client);
-  auto server = mustCreate(serverSettings(), TlsRole::Server);
-  connect(client, server, "k");
   const std::time_t now = std::time(nullptr);
-  SSL_SESSION* session = client->sessionCache()->find("k|server.dc1.consul", now);
-  REQUIRE(session != nullptr);
+  SSL_SESSION* session = freshClientSession(now);
   SessionCache cache(2);
   for (const char* key : {"a", "b", "c"}) {
     SSL_SESSION_up_ref(session);
@@ -161,12 +168,8 @@ TEST_CASE("tls_resumption: the client session cache is bounded, least recently u
 
 TEST_CASE("tls_resumption: a session is not offered once its server certificate has expired",
           "[rpc_tls][resume]") {
-  auto client = mustCreate(clientSettings(), TlsRole::Client);
-  auto server = mustCreate(serverSettings(), TlsRole::Server);
-  connect(client, server, "k");
   const std::time_t now = std::time(nullptr);
-  SSL_SESSION* session = client->sessionCache()->find("k|server.dc1.consul", now);
-  REQUIRE(session != nullptr);
+  SSL_SESSION* session = freshClientSession(now);
   // The test server's certificate ends in 2126; the session is made to outlive it (the
   // session's own lifetime must not be what ends it here), and each lookup is within
   // kMaxVerifiedAge of the (pretended) last verification.
