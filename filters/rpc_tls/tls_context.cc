@@ -261,6 +261,22 @@ std::string TlsContext::configureProtocol() {
 
 namespace {
 
+// The SHA-256 a session keeps of its peer's leaf when its context retains only that
+// (SSL_CTX_set_retain_only_sha256_of_client_certs), or nullopt.
+std::optional<Sha256> sessionPeerSha256(const SSL_SESSION* session) {
+  const uint8_t* sha = nullptr;
+  size_t len = 0;
+  if (session != nullptr) {
+    SSL_SESSION_get0_peer_sha256(session, &sha, &len);
+  }
+  Sha256 out{};
+  if (sha == nullptr || len != out.size()) {
+    return std::nullopt;
+  }
+  std::copy(sha, sha + len, out.begin());
+  return out;
+}
+
 // Where the callbacks find their TlsContext (on the SSL_CTX) and a client connection's cache key
 // (on the SSL).
 int contextIndex() {
@@ -297,14 +313,9 @@ int ticketKeyCallback(SSL* ssl, uint8_t* key_name, uint8_t* iv, EVP_CIPHER_CTX* 
   const int rc = keys.operate(key_name, iv, cipher, hmac, encrypt != 0, TicketKeys::Clock::now());
   if (encrypt != 0 && rc == 1 && leaves != nullptr) {
     // During the handshake SSL_get_session is the session the ticket is made from.
-    const uint8_t* sha = nullptr;
-    size_t len = 0;
-    SSL_SESSION_get0_peer_sha256(SSL_get_session(ssl), &sha, &len);
-    Sha256 leaf{};
     uint64_t id = 0;
-    if (sha != nullptr && len == leaf.size()) {
-      std::copy(sha, sha + len, leaf.begin());
-      id = leaves->leafId(leaf, ctx->trust(), std::time(nullptr));
+    if (const auto leaf = sessionPeerSha256(SSL_get_session(ssl))) {
+      id = leaves->leafId(*leaf, ctx->trust(), std::time(nullptr));
     }
     keys.sealTag(key_name, iv, id);  // 0 names nothing: such a ticket is never resumed
   }
@@ -683,14 +694,9 @@ int TlsContext::verifyPeerChain(X509_STORE_CTX* store_ctx, void* arg) {
 // and the client gets a full handshake, which verifies the chain again.
 void TlsContext::keepLeaf(ssl_st* ssl, x509_st* leaf, ChainCheck& check) const {
   SSL_SESSION* session = SSL_get_session(ssl);  // during the handshake: the one being made
-  const uint8_t* sha = nullptr;
-  size_t sha_len = 0;
-  if (session != nullptr) {
-    SSL_SESSION_get0_peer_sha256(session, &sha, &sha_len);
-  }
   unsigned len = 0;
-  if (sha != nullptr && sha_len == check.leaf_sha256.size()) {
-    std::copy(sha, sha + sha_len, check.leaf_sha256.begin());
+  if (const auto kept = sessionPeerSha256(session)) {
+    check.leaf_sha256 = *kept;
   } else if (X509_digest(leaf, EVP_sha256(), check.leaf_sha256.data(), &len) != 1 ||
              len != check.leaf_sha256.size()) {
     ERR_clear_error();
@@ -717,14 +723,11 @@ void TlsContext::keepLeaf(ssl_st* ssl, x509_st* leaf, ChainCheck& check) const {
 
 void TlsContext::recallChain(ssl_st* ssl, ChainCheck* check) const {
   if (keeps_only_peer_digest_) {
-    const uint8_t* sha = nullptr;
-    size_t sha_len = 0;
-    SSL_SESSION_get0_peer_sha256(SSL_get_session(ssl), &sha, &sha_len);
-    if (!chain_cache_ || check == nullptr || sha == nullptr ||
-        sha_len != check->leaf_sha256.size()) {
+    const auto kept = sessionPeerSha256(SSL_get_session(ssl));
+    if (!chain_cache_ || check == nullptr || !kept) {
       return;
     }
-    std::copy(sha, sha + sha_len, check->leaf_sha256.begin());
+    check->leaf_sha256 = *kept;
     if (auto hit = chain_cache_->findLeaf(check->leaf_sha256, trust_, std::time(nullptr))) {
       check->cache_hit = true;
       check->verified = true;

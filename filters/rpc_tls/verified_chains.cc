@@ -58,6 +58,11 @@ const VerifiedChain& chainOf(const VerifiedLeaf& v) {
   return v.chain;
 }
 
+// Whether every certificate of `chain` is within its dates at `now`.
+bool current(const VerifiedChain& chain, int64_t now) {
+  return now >= chain.not_before && now <= chain.not_after;
+}
+
 }  // namespace
 
 template <typename V>
@@ -67,8 +72,7 @@ std::optional<V> VerifiedChainCache::findIn(Lru<V>& lru, const Key& key, int64_t
     return std::nullopt;
   }
   auto it = found->second;
-  const VerifiedChain& chain = chainOf(it->value);
-  if (now < chain.not_before || now > chain.not_after) {
+  if (!current(chainOf(it->value), now)) {
     dropped(it->value);
     lru.index.erase(found);
     lru.order.erase(it);
@@ -143,8 +147,7 @@ uint64_t VerifiedChainCache::leafId(const Sha256& leaf, const Sha256& trust, int
   if (found == leaves_.index.end()) {
     return 0;
   }
-  const VerifiedChain& chain = found->second->value.chain;
-  return now < chain.not_before || now > chain.not_after ? 0 : found->second->value.id;
+  return current(found->second->value.chain, now) ? found->second->value.id : 0;
 }
 
 bool VerifiedChainCache::hasLeafId(uint64_t id, int64_t now) {
@@ -157,8 +160,7 @@ bool VerifiedChainCache::hasLeafId(uint64_t id, int64_t now) {
   if (found == leaves_.index.end()) {
     return false;
   }
-  const VerifiedChain& chain = found->second->value.chain;
-  return now >= chain.not_before && now <= chain.not_after;
+  return current(found->second->value.chain, now);
 }
 
 size_t VerifiedChainCache::size() const {
